@@ -1,0 +1,105 @@
+//! The command line (clap). Parses arguments, runs the command on a tokio runtime, prints errors
+//! and turns every outcome into one of DESIGN.md's exit codes.
+
+use crate::exit::Exit;
+use crate::plan::Overrides;
+use crate::twin::{self, StackConfig};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "duo-harness", version, about = "Conformance, routing and latency harness for GitLab Duo Self-Hosted")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario: replay its corpus against the target and write a run folder.
+    Run {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// Run folder to write (default: <output.dir>/<run id>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Target AIGW base URL, or `embedded` (overrides target.url).
+        #[arg(long)]
+        target: Option<String>,
+        /// Corpus file (overrides the scenario's corpus).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
+    /// Serve the embedded twin stack on loopback until stopped; prints its URLs as one JSON line.
+    Stack {
+        /// Stack config (TOML); default: the built-in two-backend stack.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Pass.into() };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    rt.block_on(dispatch(cli.command)).into()
+}
+
+async fn dispatch(cmd: Command) -> Exit {
+    match cmd {
+        Command::Run { scenario, out, target, corpus } => match crate::run::run(&scenario, Overrides { target, corpus, out }).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit()
+            }
+        },
+        Command::Stack { config } => stack(config).await,
+    }
+}
+
+async fn stack(config: Option<PathBuf>) -> Exit {
+    let cfg = match config.map(|p| StackConfig::load(&p)).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let running = match twin::start(&cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if matches!(e, twin::StackError::Invalid(_)) { Exit::Usage } else { Exit::Unreachable };
+        }
+    };
+    let line = serde_json::to_string(&running.urls()).expect("urls serialise");
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    wait_for_stop().await;
+    Exit::Pass
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

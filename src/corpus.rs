@@ -1,0 +1,137 @@
+//! Corpus v1: versioned JSONL, one recorded Duo interaction per line
+//! (`schemas/corpus-v1.schema.json`). In: a file. Out: [`Interaction`]s, or a [`CorpusError`]
+//! naming the file, the line and the field that is wrong.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The only corpus version this build reads.
+pub const VERSION: u32 = 1;
+
+/// One recorded interaction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Interaction {
+    /// Corpus format version; must be 1.
+    pub v: u32,
+    /// Unique id within the corpus.
+    pub id: String,
+    /// Duo feature key (`features::FEATURES`).
+    pub feature: String,
+    /// Offset of the original arrival from the start of the recording, milliseconds.
+    #[serde(default)]
+    pub arrival_offset_ms: f64,
+    /// `http` (AIGW routes). `grpc` is reserved for the Duo Workflow Service.
+    #[serde(default = "http")]
+    pub protocol: String,
+    pub request: RecordedRequest,
+    /// The response as recorded, when the line came from a capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// What the backend taps saw upstream, when recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<Value>,
+    /// Free-form labels (language, size class...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn http() -> String {
+    "http".into()
+}
+
+/// The request half of an interaction. Secrets are redacted before a line is written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    #[serde(default)]
+    pub body: Value,
+}
+
+impl Interaction {
+    /// Whether the request asks for a streamed answer.
+    pub fn streams(&self) -> bool {
+        let b = &self.request.body;
+        b["stream"].as_bool().unwrap_or(false)
+            || b["prompt_components"][0]["payload"]["stream"].as_bool().unwrap_or(false)
+            || self.request.path == "/v2/chat/agent"
+    }
+}
+
+/// A corpus that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("cannot read corpus {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Line { path: PathBuf, line: usize, message: String },
+    #[error("{path}: the corpus holds no interaction")]
+    Empty { path: PathBuf },
+}
+
+/// Reads and checks a whole corpus file.
+pub fn load(path: &Path) -> Result<Vec<Interaction>, CorpusError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read { path: path.into(), source })?;
+    let mut out = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let line_err = |message: String| CorpusError::Line { path: path.into(), line: i + 1, message };
+        let it = parse_line(raw).map_err(line_err)?;
+        if !ids.insert(it.id.clone()) {
+            return Err(line_err(format!("field 'id': '{}' is used by an earlier line", it.id)));
+        }
+        out.push(it);
+    }
+    if out.is_empty() {
+        return Err(CorpusError::Empty { path: path.into() });
+    }
+    Ok(out)
+}
+
+/// Parses one line; the message names the field at fault.
+pub fn parse_line(raw: &str) -> Result<Interaction, String> {
+    let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
+    let it: Interaction = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let field = e.path().to_string();
+        format!("field '{field}': {}", e.inner())
+    })?;
+    if it.v != VERSION {
+        return Err(format!("field 'v': corpus version {} is not supported (this build reads {VERSION})", it.v));
+    }
+    if crate::features::lookup(&it.feature).is_none() {
+        return Err(format!("field 'feature': unknown Duo feature '{}'", it.feature));
+    }
+    if it.protocol != "http" {
+        return Err(format!("field 'protocol': '{}' cannot be replayed by this build (only 'http')", it.protocol));
+    }
+    if !it.request.path.starts_with('/') {
+        return Err("field 'request.path': must start with '/'".into());
+    }
+    Ok(it)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_field_at_fault() {
+        let e = parse_line(r#"{"v":1,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x","bodyy":{}}}"#).unwrap_err();
+        assert!(e.contains("request"), "{e}");
+        assert!(e.contains("bodyy"), "{e}");
+        let e = parse_line(r#"{"v":2,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
+        assert!(e.contains("field 'v'"), "{e}");
+        let e = parse_line(r#"{"v":1,"id":"a","feature":"nope","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
+        assert!(e.contains("field 'feature'"), "{e}");
+        let e = parse_line(r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":5}}"#).unwrap_err();
+        assert!(e.contains("field 'request.path'"), "{e}");
+    }
+}

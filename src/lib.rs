@@ -1,0 +1,22 @@
+//! duo-harness: conformance, routing and latency measurement for GitLab Duo Self-Hosted.
+//!
+//! The data flow (see `DESIGN.md`) is one module per stage:
+//! [`corpus`] (recorded interactions, JSONL) → [`plan`] (scenario + overrides, resolved once) →
+//! [`drive`] (HTTP replay over real sockets) → [`protocol`] (framing decoders) → [`measure`]
+//! (per-request records, `results.ndjson`) → [`summary`] (aggregation, verdict, `summary.json`).
+//! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
+//! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
+
+pub mod cli;
+pub mod corpus;
+pub mod drive;
+pub mod exit;
+pub mod features;
+pub mod measure;
+pub mod plan;
+pub mod protocol;
+pub mod pyjson;
+pub mod redact;
+pub mod run;
+pub mod summary;
+pub mod twin;

@@ -1,0 +1,283 @@
+//! Scenario v1 (TOML, unknown keys rejected) plus command-line overrides, resolved once into an
+//! immutable [`Plan`] that is written into every run folder as `plan.json`.
+//!
+//! In: a scenario file and [`Overrides`]. Out: a [`Plan`], or a [`PlanError`] naming the file,
+//! line and key at fault.
+
+use crate::twin::StackConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The scenario file as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name used in run ids and reports.
+    pub name: String,
+    /// Corpus file, relative to the scenario file.
+    pub corpus: PathBuf,
+    /// Features to replay; empty means every feature in the corpus.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Per-request time limit, seconds.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_s: f64,
+    pub target: Target,
+    #[serde(default)]
+    pub output: Output,
+    /// GitLab's "feature settings": the self-hosted model each feature uses, injected into every
+    /// request of that feature (`model_metadata`, or the flat `model_*` fields on `/v2/code/*`).
+    /// Chat sub-features without an entry use `duo_chat`'s.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSetting>,
+    /// The embedded twin stack, when the target is `embedded`.
+    #[serde(default)]
+    pub stack: Option<StackConfig>,
+}
+
+fn default_timeout() -> f64 {
+    120.0
+}
+
+/// Where requests go, and how they authenticate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `embedded`, or the AIGW base URL (`http://` or `https://`).
+    pub url: String,
+    #[serde(default)]
+    pub auth: AuthKind,
+    /// `bearer`: environment variable holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// `mint`: RSA private key PEM (one of the AIGW's `AIGW_SELF_SIGNED_JWT__*` keys, or the
+    /// GitLab Cloud Connector key), relative to the scenario file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// `mint`: claims and headers of the minted instance token.
+    #[serde(default = "default_instance")]
+    pub instance_id: String,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "default_user")]
+    pub global_user_id: String,
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// PEM bundle of extra CA certificates for `https` targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Turns certificate checks off. Named in full on purpose.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// No Authorization header (the AIGW runs with auth bypassed).
+    #[default]
+    Bypass,
+    /// A bearer token from `token_env`.
+    Bearer,
+    /// RS256 instance tokens minted from `key_file`.
+    Mint,
+}
+
+fn default_instance() -> String {
+    "5d7e3f1a-0000-4000-8000-000000000001".into()
+}
+fn default_realm() -> String {
+    "self-managed".into()
+}
+fn default_user() -> String {
+    "duo-harness".into()
+}
+fn default_issuer() -> String {
+    "http://gitlab.example.test".into()
+}
+fn default_scopes() -> Vec<String> {
+    ["complete_code", "generate_code", "duo_classic_chat", "duo_chat", "explain_code", "write_tests", "refactor_code", "fix_code",
+     "troubleshoot_job", "explain_vulnerability", "summarize_comments", "generate_commit_message", "summarize_new_merge_request",
+     "review_merge_request", "summarize_review", "resolve_vulnerability", "glab_ask_git_command"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Output settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Parent folder of run folders (relative to the working directory).
+    #[serde(default = "default_reports")]
+    pub dir: PathBuf,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self { dir: default_reports() }
+    }
+}
+
+fn default_reports() -> PathBuf {
+    "reports".into()
+}
+
+/// One feature's self-hosted model (PROTOCOL.md §4.1).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSetting {
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// Model family (`mistral`, `codestral`, `llama3`...).
+    pub name: String,
+    /// OpenAI base URL, or `twin:<backend>` for a backend of the embedded stack.
+    pub endpoint: String,
+    /// `provider/model` (the part after the first `/` is the upstream model id).
+    pub identifier: String,
+    /// Environment variable holding the model API key (never written anywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_provider() -> String {
+    "custom_openai".into()
+}
+
+/// Command-line overrides of `run`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    pub target: Option<String>,
+    pub corpus: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+}
+
+/// Why a plan could not be made (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The resolved, immutable run plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema: &'static str,
+    pub harness_version: &'static str,
+    pub scenario_name: String,
+    pub scenario_path: PathBuf,
+    pub corpus_path: PathBuf,
+    /// `None` for the embedded stack (its URL is known once it runs).
+    pub target_url: Option<String>,
+    pub target: Target,
+    pub features: Vec<String>,
+    pub request_timeout_s: f64,
+    pub models: BTreeMap<String, ModelSetting>,
+    pub stack: Option<StackConfig>,
+    /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
+    pub run_dir: PathBuf,
+    pub overrides: Overrides,
+}
+
+impl Plan {
+    pub fn embedded(&self) -> bool {
+        self.target_url.is_none()
+    }
+
+    /// The setting for `feature`, falling back to General Chat's for chat sub-features.
+    pub fn model_for(&self, feature: &str) -> Option<&ModelSetting> {
+        self.models.get(feature).or_else(|| self.models.get(crate::features::fallback(feature)?))
+    }
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
+    PlanError::Invalid { path: path.into(), message: message.into() }
+}
+
+/// Reads a scenario, applies overrides and resolves everything that can be resolved up front.
+pub fn resolve(path: &Path, overrides: Overrides, run_id: &str) -> Result<Plan, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read { path: path.into(), source })?;
+    let sc: Scenario = toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let corpus_path = overrides.corpus.clone().unwrap_or_else(|| base.join(&sc.corpus));
+    let url = overrides.target.clone().unwrap_or_else(|| sc.target.url.clone());
+    let target_url = match url.as_str() {
+        "embedded" => None,
+        u if u.starts_with("http://") || u.starts_with("https://") => Some(u.trim_end_matches('/').to_owned()),
+        u => return Err(invalid(path, format!("target.url: '{u}' is neither 'embedded' nor an http(s) URL"))),
+    };
+    for f in sc.features.iter().chain(sc.models.keys()) {
+        if crate::features::lookup(f).is_none() {
+            return Err(invalid(path, format!("unknown Duo feature '{f}' (in 'features' or 'models')")));
+        }
+    }
+    let mut target = sc.target.clone();
+    match target.auth {
+        AuthKind::Bearer if target.token_env.is_none() => return Err(invalid(path, "target.auth = 'bearer' needs target.token_env")),
+        AuthKind::Mint => {
+            let key = target.key_file.as_ref().ok_or_else(|| invalid(path, "target.auth = 'mint' needs target.key_file"))?;
+            target.key_file = Some(base.join(key));
+        }
+        _ => {}
+    }
+    target.ca_bundle = target.ca_bundle.map(|c| base.join(c));
+    if target_url.is_none() && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass {
+        return Err(invalid(path, "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'"));
+    }
+    if !(sc.request_timeout_s > 0.0) {
+        return Err(invalid(path, "request_timeout_s must be > 0"));
+    }
+    let run_dir = overrides.out.clone().unwrap_or_else(|| sc.output.dir.join(run_id));
+    Ok(Plan {
+        schema: "duo-harness/plan/v1",
+        harness_version: env!("CARGO_PKG_VERSION"),
+        scenario_name: sc.name,
+        scenario_path: path.into(),
+        corpus_path,
+        target_url,
+        target,
+        features: sc.features,
+        request_timeout_s: sc.request_timeout_s,
+        models: sc.models,
+        stack: sc.stack,
+        run_dir,
+        overrides,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_line() {
+        let (_d, p) = write("name = \"x\"\ncorpus = \"c.jsonl\"\nspeed = 3\n[target]\nurl = \"embedded\"\n");
+        let e = resolve(&p, Overrides::default(), "r").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("speed"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_and_fallback_applies() {
+        let (_d, p) = write(
+            "name = \"x\"\ncorpus = \"c.jsonl\"\n[target]\nurl = \"embedded\"\n[models.duo_chat]\nname = \"mistral\"\nendpoint = \"twin:a\"\nidentifier = \"custom_openai/m\"\n",
+        );
+        let o = Overrides { target: Some("http://127.0.0.1:1/".into()), out: Some("/tmp/o".into()), corpus: None };
+        let plan = resolve(&p, o, "r").unwrap();
+        assert_eq!(plan.target_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(plan.run_dir, PathBuf::from("/tmp/o"));
+        assert_eq!(plan.model_for("duo_chat_fix_code").unwrap().name, "mistral");
+        assert!(plan.model_for("code_completions").is_none());
+    }
+}

@@ -1,0 +1,90 @@
+//! Incremental Server-Sent Events decoding (WHATWG rules for `event:` / `data:` fields, `\n`,
+//! `\r\n` or `\r` line ends, comments ignored). Used for vLLM/OpenAI streams and AIGW v4 streams.
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Feeds bytes in as they arrive; returns the events completed by each push.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: Vec<String>,
+    has_fields: bool,
+}
+
+impl SseDecoder {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some((line_end, next)) = Self::line_end(&self.buf) {
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            self.buf.drain(..next);
+            self.field(&line, &mut out);
+        }
+        out
+    }
+
+    /// Bytes received but not yet part of a complete line (a truncated stream leaves some).
+    pub fn pending(&self) -> usize {
+        self.buf.len() + usize::from(self.has_fields)
+    }
+
+    fn line_end(buf: &[u8]) -> Option<(usize, usize)> {
+        let i = buf.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        if buf[i] == b'\r' {
+            // A lone '\r' at the end may be the first half of "\r\n": wait for the next byte.
+            match buf.get(i + 1) {
+                None => None,
+                Some(b'\n') => Some((i, i + 2)),
+                Some(_) => Some((i, i + 1)),
+            }
+        } else {
+            Some((i, i + 1))
+        }
+    }
+
+    fn field(&mut self, line: &str, out: &mut Vec<SseEvent>) {
+        if line.is_empty() {
+            if self.has_fields && !self.data.is_empty() {
+                out.push(SseEvent { event: self.event.take(), data: self.data.join("\n") });
+            }
+            self.event = None;
+            self.data.clear();
+            self.has_fields = false;
+            return;
+        }
+        if line.starts_with(':') {
+            return;
+        }
+        let (name, value) = line.split_once(':').map_or((line, ""), |(n, v)| (n, v.strip_prefix(' ').unwrap_or(v)));
+        self.has_fields = true;
+        match name {
+            "event" => self.event = Some(value.to_owned()),
+            "data" => self.data.push(value.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_split_crlf_events() {
+        let mut d = SseDecoder::default();
+        assert!(d.push(b"event: content_chunk\r\ndata: {\"a\"").is_empty());
+        let ev = d.push(b": 1}\r\n\r");
+        assert!(ev.is_empty());
+        let ev = d.push(b"\n: ping\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0], SseEvent { event: Some("content_chunk".into()), data: "{\"a\": 1}".into() });
+        assert_eq!(ev[1].data, "[DONE]");
+        assert_eq!(d.pending(), 0);
+    }
+}

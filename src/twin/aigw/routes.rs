@@ -1,0 +1,488 @@
+//! The twin AIGW's routes: validation (422 shapes), unit-primitive checks (403), model selection,
+//! the upstream call and the response framing, route by route as PROTOCOL.md §3 describes them.
+
+use super::emit::{self, Source};
+use super::selection::{self, Selection};
+use super::upstream::{self, Call, Completed, Retry, UpstreamError, Usage};
+use super::{detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway};
+use crate::twin::json_error;
+use crate::twin::vllm::tokens;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+type Gw = Arc<Gateway>;
+type Res = Result<Response, Response>;
+
+pub(super) fn router(gw: Gw) -> Router {
+    Router::new()
+        .route("/monitoring/healthz", get(|| async { axum::Json(json!({})) }))
+        .route("/monitoring/ready", get(|| async { internal_server_error() }))
+        .route("/v2/code/completions", post(v2_completions))
+        .route("/v2/completions", post(v2_completions))
+        .route("/v2/code/generations", post(v2_generations))
+        .route("/v3/code/completions", post(v3_code))
+        .route("/v4/code/suggestions", post(v4_code))
+        .route("/v2/chat/agent", post(chat_agent))
+        .route("/v1/chat/{invokable}", post(v1_chat))
+        .route("/v1/prompts/{*prompt_id}", post(prompts_v1))
+        .route("/v2/prompts/{*prompt_id}", post(prompts_v2))
+        .route("/v1/code/user_access_token", post(user_access_token))
+        .with_state(gw)
+}
+
+fn done(r: Res) -> Response {
+    r.unwrap_or_else(|e| e)
+}
+
+fn forbid(what: &str) -> Response {
+    detail(StatusCode::FORBIDDEN, &format!("Unauthorized to access {what}"))
+}
+
+fn stream_response(content_type: &'static str, extra: &[(&'static str, &'static str)], body: Body) -> Response {
+    let mut r = Response::builder().status(StatusCode::OK).header("content-type", content_type);
+    for (k, v) in extra {
+        r = r.header(*k, *v);
+    }
+    r.body(body).expect("static response parts are valid")
+}
+
+const RAW_TEXT: &str = "text/event-stream; charset=utf-8";
+
+impl Gateway {
+    fn caller(&self, headers: &HeaderMap) -> Result<super::auth::Caller, Response> {
+        self.auth.authenticate(headers).map_err(|m| json_error(StatusCode::UNAUTHORIZED, json!({"error": m})))
+    }
+
+    fn retry(&self) -> Retry {
+        Retry { time_scale: self.cfg.retry_time_scale }
+    }
+
+    /// A non-streaming answer (mock mode answers "mock" without calling upstream).
+    async fn whole(&self, call: &Call, family: &str, local_input: &str) -> Result<Completed, UpstreamError> {
+        if self.cfg.mock_model_responses {
+            let usage = Usage { model: family.to_owned(), input_tokens: tokens::count(local_input) as u64, output_tokens: 0 };
+            return Ok(Completed { text: "mock".into(), usage: Some(usage) });
+        }
+        let mut c = upstream::complete(&self.client, call, self.retry()).await?;
+        // Non-streaming usage is keyed by the family name (§2.3).
+        if let Some(u) = &mut c.usage {
+            u.model = family.to_owned();
+        }
+        Ok(c)
+    }
+
+    /// A streaming answer as the prompt layer yields it.
+    async fn source(self: &Arc<Self>, call: Call, family: &str, lag: bool) -> Source {
+        if self.cfg.mock_model_responses {
+            return Source::whole("mock".into(), None);
+        }
+        if self.cfg.disable_streaming {
+            return match self.whole(&call, family, "").await {
+                Ok(c) => Source::whole(c.text, c.usage),
+                Err(e) => Source::failed(e),
+            };
+        }
+        let gw = self.clone();
+        let open = Box::pin(async move { upstream::stream(&gw.client, &call, gw.retry()).await });
+        Source::live(open, lag && self.cfg.one_chunk_lag)
+    }
+}
+
+fn json_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(validation_error()),
+    }
+}
+
+/// A string field: `Ok(None)` when absent or null (if not required), 422 when of the wrong type
+/// or longer than `max` characters.
+fn text(v: &Value, key: &str, max: usize, required: bool) -> Result<Option<String>, Response> {
+    match v.get(key) {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
+        _ => Err(validation_error()),
+    }
+}
+
+fn flag(v: &Value, key: &str) -> Result<bool, Response> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        _ => Err(validation_error()),
+    }
+}
+
+fn list_at_most(v: &Value, key: &str, max: usize) -> Result<(), Response> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.len() <= max => Ok(()),
+        _ => Err(validation_error()),
+    }
+}
+
+/// A code request's editor state, common to `/v2/code/*`, `/v3` and `/v4`.
+struct CodeInput {
+    lang: String,
+    prefix: String,
+    suffix: String,
+    stream: bool,
+    prompt: Option<String>,
+    prompt_id: Option<String>,
+}
+
+fn language_of(file_name: &str, identifier: Option<String>) -> String {
+    if let Some(l) = identifier.filter(|l| !l.is_empty()) {
+        return l.to_lowercase();
+    }
+    let ext = file_name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    let lang = match ext {
+        "py" => "python",
+        "rs" => "rust",
+        "js" | "mjs" => "javascript",
+        "ts" => "typescript",
+        "go" => "go",
+        "rb" => "ruby",
+        "java" => "java",
+        _ => "",
+    };
+    lang.to_owned()
+}
+
+impl CodeInput {
+    /// From a `current_file`-style object (the v2 `current_file`, or a v3/v4 `payload`).
+    fn editor(file: &Value, stream: bool) -> Result<Self, Response> {
+        if !file.is_object() {
+            return Err(validation_error());
+        }
+        let file_name = text(file, "file_name", 255, true)?.unwrap_or_default();
+        let lang = language_of(&file_name, text(file, "language_identifier", 255, false)?);
+        Ok(Self {
+            lang,
+            prefix: text(file, "content_above_cursor", 100_000, true)?.unwrap_or_default(),
+            suffix: text(file, "content_below_cursor", 100_000, true)?.unwrap_or_default(),
+            stream,
+            prompt: None,
+            prompt_id: None,
+        })
+    }
+}
+
+const PROVIDERS: &[&str] = &["anthropic", "vertex-ai", "litellm", "codestral", "fireworks_ai", "amazon_q", "gitlab"];
+
+/// `/v2/code/completions` and `/v2/code/generations` request validation.
+fn v2_request(v: &Value, generation: bool) -> Result<(CodeInput, Selection), Response> {
+    let mut input = CodeInput::editor(v.get("current_file").unwrap_or(&Value::Null), flag(v, "stream")?)?;
+    let version = match v.get("prompt_version") {
+        None | Some(Value::Null) => 1,
+        Some(n) => n.as_u64().filter(|n| (1..=3).contains(n)).ok_or_else(validation_error)?,
+    };
+    let provider = text(v, "model_provider", 50, false)?;
+    if provider.as_deref().is_some_and(|p| !PROVIDERS.contains(&p)) {
+        return Err(validation_error());
+    }
+    let name = text(v, "model_name", 50, false)?.unwrap_or_default();
+    let allowed = if generation { selection::generation_name_allowed(&name) } else { selection::COMPLETION_NAMES.contains(&name.as_str()) };
+    if provider.as_deref() == Some("litellm") && !allowed {
+        return Err(validation_error());
+    }
+    list_at_most(v, "context", 100)?;
+    list_at_most(v, "telemetry", 10)?;
+    input.prompt = text(v, "prompt", 400_000, generation && version == 2)?;
+    input.prompt_id = text(v, "prompt_id", 255, false)?;
+    let sel = Selection {
+        family: name,
+        endpoint: text(v, "model_endpoint", 255, false)?,
+        api_key: text(v, "model_api_key", 2000, false)?,
+        identifier: text(v, "model_identifier", 1000, false)?,
+    };
+    Ok((input, sel))
+}
+
+fn call_for(sel: &Selection, model: &str, messages: Vec<Value>, params: &selection::Params) -> Call {
+    Call {
+        api_base: sel.api_base().unwrap_or_default(),
+        api_key: sel.api_key.clone(),
+        body: selection::upstream_body(model, messages, params),
+        timeout_s: params.timeout_s,
+    }
+}
+
+fn consumption(c: &Completed) -> Value {
+    let (i, o) = c.usage.as_ref().map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    json!({"input_tokens": i, "output_tokens": o, "max_output_tokens_used": false, "context_tokens_sent": 0, "context_tokens_used": 0})
+}
+
+fn choices(text: &str) -> Value {
+    if text.is_empty() {
+        json!([])
+    } else {
+        json!([{"text": text, "index": 0, "finish_reason": "length"}])
+    }
+}
+
+async fn v2_completions(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
+    done(code_v2(gw, headers, body, false).await)
+}
+
+async fn v2_generations(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
+    done(code_v2(gw, headers, body, true).await)
+}
+
+async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> Res {
+    let caller = gw.caller(&headers)?;
+    let v = Value::Object(json_object(&body)?);
+    let (input, sel) = v2_request(&v, generation)?;
+    let permitted = if generation { caller.can("generate_code", false) } else { caller.can("complete_code", true) };
+    if !permitted {
+        return Err(forbid(if generation { "code generations" } else { "code completions" }));
+    }
+    let legacy = generation && input.prompt_id.is_none();
+    let hex = security_tag();
+    let (model, (messages, params)) = if legacy {
+        (sel.family.clone(), selection::legacy_generation(&input.prefix, &input.lang))
+    } else {
+        // Without an identifier LiteLLM cannot pick a provider: an uncaught 500, no upstream call.
+        let model = sel.upstream_model().ok_or_else(internal_server_error)?;
+        let instruction = input.prompt.clone().unwrap_or_default();
+        let built = if generation {
+            selection::generation(&sel, &input.prefix, &input.suffix, &instruction, &input.lang, &hex)
+        } else {
+            selection::completion(&sel, &input.prefix, &input.suffix, &hex)
+        };
+        (model, built)
+    };
+    let call = call_for(&sel, &model, messages, &params);
+    if input.stream {
+        let src = gw.source(call, &sel.family, !legacy).await;
+        let line_buffered = generation && gw.cfg.line_buffering;
+        return Ok(stream_response(RAW_TEXT, &[], emit::body(move |sink| emit::raw_text(src, line_buffered, sink))));
+    }
+    let local = format!("{}{}", input.prefix, input.suffix);
+    let c = gw.whole(&call, &sel.family, &local).await.map_err(|_| internal_server_error())?;
+    let (engine, name, consumed, text) = match (generation, legacy) {
+        (false, _) => ("litellm", sel.family.clone(), consumption(&c), c.text.clone()),
+        (true, true) => ("litellm", format!("custom_openai/{}", sel.family), Value::Null, emit::strip_fences(&c.text)),
+        (true, false) => ("agent", selection::code_prompt_name(&sel.family, true), Value::Null, emit::strip_fences(&c.text)),
+    };
+    Ok(axum::Json(json!({
+        "id": "id",
+        "model": {"engine": engine, "name": name, "lang": input.lang, "tokens_consumption_metadata": consumed, "region": "us-central1"},
+        "experiments": [], "object": "text_completion", "created": unix_now(), "choices": choices(&text),
+        "metadata": {"enabled_feature_flags": feature_flags(&headers)},
+    }))
+    .into_response())
+}
+
+/// `/v3` and `/v4` requests: the first prompt component decides completion or generation.
+fn component_request(v: &Value) -> Result<(CodeInput, bool), Response> {
+    let comps = v.get("prompt_components").and_then(Value::as_array).filter(|a| (1..=100).contains(&a.len()));
+    let first = comps.and_then(|c| c.first()).ok_or_else(validation_error)?;
+    let generation = match first.get("type").and_then(Value::as_str) {
+        Some("code_editor_completion") => false,
+        Some("code_editor_generation") => true,
+        _ => return Err(validation_error()),
+    };
+    let payload = first.get("payload").unwrap_or(&Value::Null);
+    let mut input = CodeInput::editor(payload, flag(payload, "stream")?)?;
+    if generation {
+        input.prompt = text(payload, "prompt", 400_000, false)?;
+        input.prompt_id = text(payload, "prompt_id", 255, false)?;
+    }
+    Ok((input, generation))
+}
+
+struct Suggestion {
+    input: CodeInput,
+    generation: bool,
+    sel: Selection,
+    call: Call,
+}
+
+async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Suggestion, Response> {
+    let caller = gw.caller(headers)?;
+    let v = Value::Object(json_object(body)?);
+    let (input, generation) = component_request(&v)?;
+    let permitted = if generation { caller.can("generate_code", true) } else { caller.can("complete_code", false) };
+    if !permitted {
+        return Err(forbid("code suggestions"));
+    }
+    let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
+    let model = sel.upstream_model().ok_or_else(internal_server_error)?;
+    let hex = security_tag();
+    let (messages, params) = if generation {
+        let instruction = input.prompt.clone().unwrap_or_default();
+        selection::generation(&sel, &input.prefix, &input.suffix, &instruction, &input.lang, &hex)
+    } else {
+        selection::completion(&sel, &input.prefix, &input.suffix, &hex)
+    };
+    let call = call_for(&sel, &model, messages, &params);
+    Ok(Suggestion { input, generation, sel, call })
+}
+
+async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
+    let local = format!("{}{}", s.input.prefix, s.input.suffix);
+    let c = gw.whole(&s.call, &s.sel.family, &local).await.map_err(|_| internal_server_error())?;
+    let text = if s.generation { emit::strip_fences(&c.text) } else { c.text };
+    let model = json!({"engine": "custom_openai", "name": s.sel.family, "lang": s.input.lang});
+    Ok(axum::Json(json!({
+        "choices": choices(&text),
+        "metadata": {"model": model, "timestamp": unix_now(), "enabled_feature_flags": feature_flags(headers), "region": null},
+        "model": model,
+    }))
+    .into_response())
+}
+
+async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
+    done(async {
+        let s = suggestion(&gw, &headers, &body).await?;
+        if !s.input.stream {
+            return suggestion_json(&gw, s, &headers).await;
+        }
+        let src = gw.source(s.call, &s.sel.family, true).await;
+        let line_buffered = s.generation && gw.cfg.line_buffering;
+        Ok(stream_response(RAW_TEXT, &[], emit::body(move |sink| emit::raw_text(src, line_buffered, sink))))
+    }
+    .await)
+}
+
+async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
+    done(async {
+        let s = suggestion(&gw, &headers, &body).await?;
+        if !s.input.stream {
+            return suggestion_json(&gw, s, &headers).await;
+        }
+        let start = json!({
+            "model": {"engine": "agent", "name": selection::code_prompt_name(&s.sel.family, s.generation)},
+            "timestamp": unix_now(), "enabled_feature_flags": feature_flags(&headers), "region": "us-central1",
+        });
+        let src = gw.source(s.call, &s.sel.family, true).await;
+        let line_buffered = s.generation && gw.cfg.line_buffering;
+        let sse_headers = [("x-streaming-format", "sse"), ("cache-control", "no-store"), ("x-accel-buffering", "no")];
+        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, sink))))
+    }
+    .await)
+}
+
+const ROLES: &[&str] = &["user", "assistant", "system"];
+
+async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
+    done(async {
+        let caller = gw.caller(&headers)?;
+        let v = Value::Object(json_object(&body)?);
+        let messages = v.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()).ok_or_else(validation_error)?;
+        for m in messages {
+            let role = m.get("role").and_then(Value::as_str).filter(|r| ROLES.contains(r)).ok_or_else(validation_error)?;
+            text(m, "content", 400_000, false)?;
+            if role != "assistant" && m.get("agent_scratchpad").is_some_and(|s| !s.is_null()) {
+                return Err(detail(StatusCode::BAD_REQUEST, "agent_scratchpad can only be present when role is 'assistant'"));
+            }
+        }
+        if !caller.can("duo_classic_chat", true) {
+            return Err(forbid("duo chat"));
+        }
+        let contexts = messages.iter().filter_map(|m| m.get("additional_context")?.as_array()).flatten();
+        for category in contexts.filter_map(|c| c.get("category")?.as_str()) {
+            if !caller.can(&format!("include_{category}_context"), true) {
+                return Err(forbid(&format!("include_{category}_context")));
+            }
+        }
+        let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
+        let model = sel.upstream_model().ok_or_else(internal_server_error)?;
+        let question = messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("");
+        let date = chrono::Utc::now().format("%A, %B %d, %Y").to_string();
+        let (msgs, params) = selection::react_chat(&sel, question, &date);
+        let call = call_for(&sel, &model, msgs, &params);
+        let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
+        let src = gw.source(call, &sel.family, true).await;
+        let body = emit::body(move |sink| emit::chat(src, usage_key, sink));
+        Ok(stream_response("application/x-ndjson; charset=utf-8", &[], body))
+    }
+    .await)
+}
+
+/// The deprecated `/v1/chat/{invokable}`: always an uncaught 500 in this AIGW snapshot (§3.6).
+async fn v1_chat(State(gw): State<Gw>, headers: HeaderMap, Path(_invokable): Path<String>) -> Response {
+    done(gw.caller(&headers).map(|_| internal_server_error()))
+}
+
+async fn prompts_v1(State(gw): State<Gw>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    done(prompts(gw, headers, id, body, false).await)
+}
+
+async fn prompts_v2(State(gw): State<Gw>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    done(prompts(gw, headers, id, body, true).await)
+}
+
+fn version_ok(constraint: &str) -> bool {
+    let c = constraint.trim_start_matches(['^', '~', '=', '>', '<']);
+    !c.is_empty() && c.split('.').all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+}
+
+async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) -> Res {
+    let caller = gw.caller(&headers)?;
+    let v = Value::Object(json_object(&body)?);
+    let def = selection::prompt(&id).ok_or_else(|| {
+        let setting = id.split('/').next().unwrap_or("");
+        let msg = format!("Failed to load prompt definition for '{id}': Invalid feature setting: {setting}");
+        detail(StatusCode::BAD_REQUEST, &msg)
+    })?;
+    if !text(&v, "prompt_version", 50, false)?.is_none_or(|c| version_ok(&c)) {
+        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, "Invalid version constraint"));
+    }
+    let inputs = v.get("inputs").and_then(Value::as_object).ok_or_else(validation_error)?;
+    if let Some(missing) = def.inputs.iter().find(|k| !inputs.contains_key(**k)) {
+        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, &format!("'{missing}'")));
+    }
+    if !caller.can(def.unit_primitive, true) {
+        return Err(forbid(&format!("'{id}'")));
+    }
+    let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
+    let model = sel.upstream_model().ok_or_else(internal_server_error)?;
+    let (messages, params) = selection::prompt_call(def, inputs, &security_tag());
+    let call = call_for(&sel, &model, messages, &params);
+    if flag(&v, "stream")? {
+        let src = gw.source(call, &sel.family, true).await;
+        let body = if v2 {
+            let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
+            emit::body(move |sink| emit::prompts_v2(src, usage_key, sink))
+        } else {
+            emit::body(move |sink| emit::raw_text(src, false, sink))
+        };
+        return Ok(stream_response(RAW_TEXT, &[], body));
+    }
+    let c = match gw.whole(&call, &sel.family, "").await {
+        Ok(c) => c,
+        Err(UpstreamError::Status { status, .. }) => {
+            let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+            return Err(detail(StatusCode::MISDIRECTED_REQUEST, &format!("{status}: {reason}")));
+        }
+        Err(_) => return Err(internal_server_error()),
+    };
+    if !v2 {
+        return Ok(axum::Json(json!(c.text)).into_response());
+    }
+    let usage = c.usage.map(|u| json!({u.model: {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}}));
+    Ok(axum::Json(json!({"content": c.text, "usage": usage})).into_response())
+}
+
+async fn user_access_token(State(gw): State<Gw>, headers: HeaderMap) -> Response {
+    done(async {
+        let caller = gw.caller(&headers)?;
+        if !caller.can("complete_code", false) && !caller.can("ai_gateway_model_provider_proxy", false) {
+            return Err(forbid("create user access token").into_response());
+        }
+        let (token, expires_at) = gw
+            .auth
+            .issue_user_token(&caller, &headers)
+            .ok_or_else(|| detail(StatusCode::INTERNAL_SERVER_ERROR, "Failed to generate JWT"))?;
+        Ok(axum::Json(json!({"token": token, "expires_at": expires_at})).into_response())
+    }
+    .await)
+}

@@ -1,0 +1,178 @@
+//! The embedded twin stack: a stream-faithful twin AIGW ([`aigw`]) in front of twin vLLM
+//! backends ([`vllm`]), all on loopback. In: a [`StackConfig`] (TOML). Out: running servers and
+//! their URLs ([`StackUrls`], printed as one JSON line by `duo-harness stack`).
+
+pub mod aigw;
+pub mod vllm;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::task::JoinHandle;
+
+/// The whole twin stack.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    #[serde(default)]
+    pub aigw: aigw::AigwConfig,
+    /// The model backends. Default: `vllm-code` (serving `codestral-22b`) and `vllm-chat`
+    /// (serving `mistral-7b-instruct`).
+    #[serde(default = "default_backends", rename = "backend")]
+    pub backends: Vec<vllm::BackendConfig>,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self { aigw: aigw::AigwConfig::default(), backends: default_backends() }
+    }
+}
+
+fn default_backends() -> Vec<vllm::BackendConfig> {
+    vec![
+        vllm::BackendConfig::new("vllm-code", &["codestral-22b"]),
+        vllm::BackendConfig::new("vllm-chat", &["mistral-7b-instruct"]),
+    ]
+}
+
+/// Errors starting the stack.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("cannot read stack config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid stack config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid stack config: {0}")]
+    Invalid(String),
+    #[error("cannot listen for twin {what} on 127.0.0.1:{port}: {source}")]
+    Bind { what: String, port: u16, source: std::io::Error },
+}
+
+impl StackConfig {
+    /// Reads a stack config file (TOML; unknown keys rejected).
+    pub fn load(path: &Path) -> Result<Self, StackError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| StackError::Read { path: p.clone(), source })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| StackError::Parse { path: p, message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: unique backend names, sane timing.
+    pub fn validate(&self) -> Result<(), StackError> {
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            if !names.insert(&b.name) {
+                return Err(StackError::Invalid(format!("backend name '{}' is used twice", b.name)));
+            }
+            if b.models.is_empty() {
+                return Err(StackError::Invalid(format!("backend '{}' serves no model", b.name)));
+            }
+            if !(b.ttft_ms >= 0.0 && b.itl_ms >= 0.0 && (0.0..=1.0).contains(&b.variation)) {
+                return Err(StackError::Invalid(format!(
+                    "backend '{}': ttft_ms and itl_ms must be >= 0 and variation within 0..1",
+                    b.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A server task on loopback; aborted when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds 127.0.0.1:`port` and serves `router` on it.
+pub async fn serve_router(router: Router, port: u16) -> std::io::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("twin server on {addr} stopped: {e}");
+        }
+    });
+    Ok(RunningServer { addr, task })
+}
+
+/// A JSON error body with a status.
+pub fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// URLs of a running stack, as `duo-harness stack` prints them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StackUrls {
+    /// Base URL of the twin AIGW.
+    pub aigw: String,
+    /// Per backend: base URL, OpenAI base (`…/v1`, what `model_endpoint` takes) and models.
+    pub backends: BTreeMap<String, BackendUrls>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendUrls {
+    pub url: String,
+    pub openai_base: String,
+    pub models: Vec<String>,
+}
+
+/// The running stack; everything stops when it is dropped.
+#[derive(Debug)]
+pub struct RunningStack {
+    pub aigw: RunningServer,
+    pub backends: Vec<(vllm::BackendConfig, RunningServer)>,
+}
+
+impl RunningStack {
+    pub fn urls(&self) -> StackUrls {
+        let backends = self
+            .backends
+            .iter()
+            .map(|(cfg, s)| {
+                let urls = BackendUrls { url: s.url(), openai_base: format!("{}/v1", s.url()), models: cfg.models.clone() };
+                (cfg.name.clone(), urls)
+            })
+            .collect();
+        StackUrls { aigw: self.aigw.url(), backends }
+    }
+}
+
+/// Starts every backend, then the AIGW.
+pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
+    cfg.validate()?;
+    let mut backends = Vec::new();
+    for b in &cfg.backends {
+        let server = vllm::serve(b.clone()).await.map_err(|source| StackError::Bind {
+            what: format!("backend '{}'", b.name),
+            port: b.port,
+            source,
+        })?;
+        backends.push((b.clone(), server));
+    }
+    let aigw = aigw::serve(cfg.aigw.clone())
+        .await
+        .map_err(|e| match e {
+            aigw::ServeError::Io(source) => StackError::Bind { what: "AIGW".into(), port: cfg.aigw.port, source },
+            aigw::ServeError::Config(m) => StackError::Invalid(m),
+        })?;
+    Ok(RunningStack { aigw, backends })
+}

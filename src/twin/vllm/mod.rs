@@ -1,0 +1,361 @@
+//! The twin vLLM: an OpenAI-compatible model server on loopback.
+//!
+//! In: `POST /v1/chat/completions` and `/v1/completions` (streaming SSE with `data: [DONE]`, or
+//! JSON), `GET /v1/models`, `GET /health`, `GET /metrics`. Out: deterministic text
+//! ([`textgen`]), token counts from the documented [`tokens`] rule, and timing from a fixed
+//! TTFT plus a fixed gap per token. Each backend serves its own model names, so which backend a
+//! request reached is observable; a model listed in `fail_models` always answers HTTP 500.
+
+pub mod metrics;
+pub mod textgen;
+pub mod tokens;
+
+use super::{json_error, serve_router, RunningServer};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// One twin backend, as declared in a stack config.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Name used to refer to this backend (`twin:<name>` in scenarios).
+    pub name: String,
+    /// Model names this backend serves; any other model gets vLLM's 404.
+    pub models: Vec<String>,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[serde(default)]
+    pub port: u16,
+    /// Time to first token, milliseconds.
+    #[serde(default = "default_ttft_ms")]
+    pub ttft_ms: f64,
+    /// Gap between tokens, milliseconds.
+    #[serde(default = "default_itl_ms")]
+    pub itl_ms: f64,
+    /// Seed of the text generator.
+    #[serde(default)]
+    pub seed: u64,
+    /// Share (0..1) of words drawn unseeded, so answers vary between runs.
+    #[serde(default)]
+    pub variation: f64,
+    /// Models that always fail with HTTP 500 (fault injection).
+    #[serde(default)]
+    pub fail_models: Vec<String>,
+    /// KV-cache capacity in tokens, for `vllm:kv_cache_usage_perc`.
+    #[serde(default = "default_kv_capacity")]
+    pub kv_capacity_tokens: u64,
+    /// `max_tokens` when a request sets none.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: usize,
+}
+
+fn default_ttft_ms() -> f64 {
+    20.0
+}
+fn default_itl_ms() -> f64 {
+    4.0
+}
+fn default_kv_capacity() -> u64 {
+    400_000
+}
+fn default_max_tokens() -> usize {
+    1024
+}
+
+impl BackendConfig {
+    /// A backend with default timing serving `models`.
+    pub fn new(name: &str, models: &[&str]) -> Self {
+        let mut cfg: Self = serde_json::from_value(json!({"name": name, "models": models}))
+            .expect("defaults of a backend config deserialise");
+        cfg.seed = 0;
+        cfg
+    }
+}
+
+struct Backend {
+    cfg: BackendConfig,
+    metrics: Mutex<metrics::Metrics>,
+}
+
+/// Starts a backend on 127.0.0.1.
+pub async fn serve(cfg: BackendConfig) -> std::io::Result<RunningServer> {
+    let state = Arc::new(Backend {
+        metrics: Mutex::new(metrics::Metrics::new(&cfg.models, cfg.kv_capacity_tokens)),
+        cfg: cfg.clone(),
+    });
+    let router = Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .with_state(state);
+    serve_router(router, cfg.port).await
+}
+
+async fn models(State(b): State<Arc<Backend>>) -> Response {
+    let data: Vec<Value> = b
+        .cfg
+        .models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": unix_now(), "owned_by": "vllm", "root": m, "parent": null}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn render_metrics(State(b): State<Arc<Backend>>) -> Response {
+    let text = b.metrics.lock().expect("metrics lock").render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn vllm_error(status: StatusCode, kind: &str, message: String) -> Response {
+    json_error(status, json!({"object": "error", "message": message, "type": kind, "param": null, "code": status.as_u16()}))
+}
+
+/// The parts of an OpenAI request the twin uses.
+struct Parsed {
+    model: String,
+    prompt: String,
+    prompt_tokens: usize,
+    react: bool,
+    max_tokens: Option<usize>,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn message_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""),
+        _ => String::new(),
+    }
+}
+
+fn parse_common(v: &Value) -> Result<(String, Option<usize>, bool, bool), String> {
+    let model = v["model"].as_str().ok_or("'model' must be a string")?.to_owned();
+    let max_tokens = v.get("max_tokens").or(v.get("max_completion_tokens")).and_then(Value::as_u64).map(|n| n as usize);
+    let stream = v["stream"].as_bool().unwrap_or(false);
+    let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    Ok((model, max_tokens, stream, include_usage))
+}
+
+fn parse_chat(v: &Value) -> Result<Parsed, String> {
+    let (model, max_tokens, stream, include_usage) = parse_common(v)?;
+    let messages = v["messages"].as_array().ok_or("'messages' must be a list")?;
+    let texts: Vec<String> = messages.iter().map(|m| message_text(&m["content"])).collect();
+    let react = messages.last().is_some_and(|m| m["role"] == "assistant")
+        && texts.last().is_some_and(|t| t.trim_end().ends_with("Thought:"));
+    Ok(Parsed {
+        prompt_tokens: tokens::count_messages(texts.iter().map(String::as_str)),
+        prompt: texts.join("\n"),
+        model,
+        react,
+        max_tokens,
+        stream,
+        include_usage,
+    })
+}
+
+fn parse_completion(v: &Value) -> Result<Parsed, String> {
+    let (model, max_tokens, stream, include_usage) = parse_common(v)?;
+    let prompt = match &v["prompt"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(""),
+        _ => return Err("'prompt' must be a string".into()),
+    };
+    Ok(Parsed { prompt_tokens: tokens::count(&prompt), prompt, model, react: false, max_tokens, stream, include_usage })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Completions,
+}
+
+async fn chat_completions(State(b): State<Arc<Backend>>, body: Bytes) -> Response {
+    handle(b, body, Api::Chat).await
+}
+
+async fn completions(State(b): State<Arc<Backend>>, body: Bytes) -> Response {
+    handle(b, body, Api::Completions).await
+}
+
+async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
+    let arrived = Instant::now();
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| if api == Api::Chat { parse_chat(&v) } else { parse_completion(&v) });
+    let p = match parsed {
+        Ok(p) => p,
+        Err(e) => return vllm_error(StatusCode::BAD_REQUEST, "BadRequestError", e),
+    };
+    if !b.cfg.models.contains(&p.model) {
+        let msg = format!("The model `{}` does not exist.", p.model);
+        return vllm_error(StatusCode::NOT_FOUND, "NotFoundError", msg);
+    }
+    if b.cfg.fail_models.contains(&p.model) {
+        return vllm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "mock upstream failure".into());
+    }
+    let style = textgen::style_for(&p.prompt, p.react, api == Api::Completions);
+    let gen = textgen::generate(&textgen::GenRequest {
+        seed: b.cfg.seed,
+        model: &p.model,
+        prompt: &p.prompt,
+        max_tokens: p.max_tokens.unwrap_or(b.cfg.default_max_tokens),
+        style,
+        variation: b.cfg.variation,
+    });
+    let job = Job { backend: b, p, gen, api, arrived };
+    if job.p.stream {
+        job.stream()
+    } else {
+        job.whole().await
+    }
+}
+
+/// One request being generated.
+struct Job {
+    backend: Arc<Backend>,
+    p: Parsed,
+    gen: textgen::Generated,
+    api: Api,
+    arrived: Instant,
+}
+
+/// Keeps the running gauge honest however the request ends (finish, client gone, panic).
+struct InFlight {
+    backend: Arc<Backend>,
+    model: String,
+    kv_tokens: usize,
+}
+
+impl InFlight {
+    fn new(backend: Arc<Backend>, model: &str, kv_tokens: usize) -> Self {
+        backend.metrics.lock().expect("metrics lock").started(model, kv_tokens);
+        Self { backend, model: model.to_owned(), kv_tokens }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.backend.metrics.lock() {
+            m.left(&self.model, self.kv_tokens);
+        }
+    }
+}
+
+impl Job {
+    fn token_due(&self, i: usize) -> Instant {
+        let c = &self.backend.cfg;
+        self.arrived + Duration::from_secs_f64((c.ttft_ms + c.itl_ms * i as f64) / 1000.0)
+    }
+
+    fn usage(&self) -> Value {
+        let (p, c) = (self.p.prompt_tokens, self.gen.tokens.len());
+        json!({"prompt_tokens": p, "total_tokens": p + c, "completion_tokens": c})
+    }
+
+    fn record(&self, first: Instant, times: &[Instant]) {
+        let itl_s = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let f = metrics::Finished {
+            prompt_tokens: self.p.prompt_tokens,
+            generation_tokens: self.gen.tokens.len(),
+            finish_reason: self.gen.finish_reason.to_owned(),
+            ttft_s: (first - self.arrived).as_secs_f64(),
+            itl_s,
+            e2e_s: self.arrived.elapsed().as_secs_f64(),
+        };
+        self.backend.metrics.lock().expect("metrics lock").finished(&self.p.model, &f);
+    }
+
+    fn id(&self) -> String {
+        let prefix = if self.api == Api::Chat { "chatcmpl" } else { "cmpl" };
+        format!("{prefix}-{:016x}", rand::random::<u64>())
+    }
+
+    async fn whole(self) -> Response {
+        let _guard = InFlight::new(self.backend.clone(), &self.p.model, self.p.prompt_tokens + self.gen.tokens.len());
+        let n = self.gen.tokens.len();
+        tokio::time::sleep_until(self.token_due(n.saturating_sub(1)).into()).await;
+        let now = Instant::now();
+        let times: Vec<Instant> = (0..n).map(|i| self.token_due(i)).collect();
+        self.record(times.first().copied().unwrap_or(now), &times);
+        let (text, fr) = (self.gen.text(), self.gen.finish_reason);
+        let choice = if self.api == Api::Chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": fr})
+        } else {
+            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": fr})
+        };
+        let object = if self.api == Api::Chat { "chat.completion" } else { "text_completion" };
+        axum::Json(json!({"id": self.id(), "object": object, "created": unix_now(), "model": self.p.model,
+            "choices": [choice], "usage": self.usage()}))
+        .into_response()
+    }
+
+    fn chunk(&self, id: &str, delta: Option<&str>, first: bool, finish: Option<&str>) -> Bytes {
+        let (object, choice) = match self.api {
+            Api::Chat => {
+                let mut d = json!({});
+                if first {
+                    d["role"] = json!("assistant");
+                }
+                if let Some(t) = delta {
+                    d["content"] = json!(t);
+                }
+                ("chat.completion.chunk", json!({"index": 0, "delta": d, "logprobs": null, "finish_reason": finish}))
+            }
+            Api::Completions => (
+                "text_completion",
+                json!({"index": 0, "text": delta.unwrap_or(""), "logprobs": null, "finish_reason": finish, "stop_reason": null}),
+            ),
+        };
+        let v = json!({"id": id, "object": object, "created": unix_now(), "model": self.p.model, "choices": [choice]});
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    fn stream(self) -> Response {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        tokio::spawn(async move {
+            let _guard = InFlight::new(self.backend.clone(), &self.p.model, self.p.prompt_tokens + self.gen.tokens.len());
+            let id = self.id();
+            let n = self.gen.tokens.len();
+            let mut times = Vec::with_capacity(n);
+            for (i, tok) in self.gen.tokens.iter().enumerate() {
+                tokio::time::sleep_until(self.token_due(i).into()).await;
+                times.push(Instant::now());
+                let finish = (i + 1 == n).then_some(self.gen.finish_reason);
+                if i == 0 && self.api == Api::Chat && tx.send(Ok(self.chunk(&id, Some(""), true, None))).await.is_err() {
+                    return;
+                }
+                if tx.send(Ok(self.chunk(&id, Some(tok), false, finish))).await.is_err() {
+                    return; // client went away: vLLM aborts the request
+                }
+            }
+            if self.p.include_usage {
+                let v = json!({"id": id, "object": if self.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" },
+                    "created": unix_now(), "model": self.p.model, "choices": [], "usage": self.usage()});
+                let _ = tx.send(Ok(Bytes::from(format!("data: {v}\n\n")))).await;
+            }
+            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+            self.record(times.first().copied().unwrap_or_else(Instant::now), &times);
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+            .body(Body::from_stream(ReceiverStream::new(rx)))
+            .expect("static response parts are valid")
+    }
+}
