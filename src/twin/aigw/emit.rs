@@ -78,9 +78,10 @@ impl Source {
                     }
                 },
                 State::Streaming(s) => match s.next().await {
-                    Some(Ok(item)) => {
-                        if item.usage.is_some() {
-                            self.usage = item.usage.clone();
+                    Some(Ok(mut item)) => {
+                        // Usage travels only on the final item, as Prompt.astream attaches it.
+                        if let Some(u) = item.usage.take() {
+                            self.usage = Some(u);
                         }
                         if !self.lag {
                             self.ready.push_back(Ok(item));
