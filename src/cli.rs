@@ -9,7 +9,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "duo-harness", version, about = "Conformance, routing and latency harness for GitLab Duo Self-Hosted")]
+#[command(
+    name = "duo-harness",
+    version,
+    about = "Conformance, routing and latency harness for GitLab Duo Self-Hosted"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,12 +49,18 @@ pub fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Pass.into() };
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Pass.into()
+            };
         }
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     rt.block_on(dispatch(cli.command)).into()
@@ -58,7 +68,21 @@ pub fn main() -> std::process::ExitCode {
 
 async fn dispatch(cmd: Command) -> Exit {
     match cmd {
-        Command::Run { scenario, out, target, corpus } => match crate::run::run(&scenario, Overrides { target, corpus, out }).await {
+        Command::Run {
+            scenario,
+            out,
+            target,
+            corpus,
+        } => match crate::run::run(
+            &scenario,
+            Overrides {
+                target,
+                corpus,
+                out,
+            },
+        )
+        .await
+        {
             Ok(exit) => exit,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -81,7 +105,11 @@ async fn stack(config: Option<PathBuf>) -> Exit {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return if matches!(e, twin::StackError::Invalid(_)) { Exit::Usage } else { Exit::Unreachable };
+            return if matches!(e, twin::StackError::Invalid(_)) {
+                Exit::Usage
+            } else {
+                Exit::Unreachable
+            };
         }
     };
     let line = serde_json::to_string(&running.urls()).expect("urls serialise");
@@ -94,7 +122,8 @@ async fn stack(config: Option<PathBuf>) -> Exit {
 async fn wait_for_stop() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

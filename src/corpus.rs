@@ -58,7 +58,9 @@ impl Interaction {
     pub fn streams(&self) -> bool {
         let b = &self.request.body;
         b["stream"].as_bool().unwrap_or(false)
-            || b["prompt_components"][0]["payload"]["stream"].as_bool().unwrap_or(false)
+            || b["prompt_components"][0]["payload"]["stream"]
+                .as_bool()
+                .unwrap_or(false)
             || self.request.path == "/v2/chat/agent"
     }
 }
@@ -67,26 +69,43 @@ impl Interaction {
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {
     #[error("cannot read corpus {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Line { path: PathBuf, line: usize, message: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: the corpus holds no interaction")]
     Empty { path: PathBuf },
 }
 
 /// Reads and checks a whole corpus file.
 pub fn load(path: &Path) -> Result<Vec<Interaction>, CorpusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read {
+        path: path.into(),
+        source,
+    })?;
     let mut out = Vec::new();
     let mut ids = std::collections::HashSet::new();
     for (i, raw) in text.lines().enumerate() {
         if raw.trim().is_empty() {
             continue;
         }
-        let line_err = |message: String| CorpusError::Line { path: path.into(), line: i + 1, message };
+        let line_err = |message: String| CorpusError::Line {
+            path: path.into(),
+            line: i + 1,
+            message,
+        };
         let it = parse_line(raw).map_err(line_err)?;
         if !ids.insert(it.id.clone()) {
-            return Err(line_err(format!("field 'id': '{}' is used by an earlier line", it.id)));
+            return Err(line_err(format!(
+                "field 'id': '{}' is used by an earlier line",
+                it.id
+            )));
         }
         out.push(it);
     }
@@ -104,13 +123,22 @@ pub fn parse_line(raw: &str) -> Result<Interaction, String> {
         format!("field '{field}': {}", e.inner())
     })?;
     if it.v != VERSION {
-        return Err(format!("field 'v': corpus version {} is not supported (this build reads {VERSION})", it.v));
+        return Err(format!(
+            "field 'v': corpus version {} is not supported (this build reads {VERSION})",
+            it.v
+        ));
     }
     if crate::features::lookup(&it.feature).is_none() {
-        return Err(format!("field 'feature': unknown Duo feature '{}'", it.feature));
+        return Err(format!(
+            "field 'feature': unknown Duo feature '{}'",
+            it.feature
+        ));
     }
     if it.protocol != "http" {
-        return Err(format!("field 'protocol': '{}' cannot be replayed by this build (only 'http')", it.protocol));
+        return Err(format!(
+            "field 'protocol': '{}' cannot be replayed by this build (only 'http')",
+            it.protocol
+        ));
     }
     if !it.request.path.starts_with('/') {
         return Err("field 'request.path': must start with '/'".into());
@@ -129,9 +157,15 @@ mod tests {
         assert!(e.contains("bodyy"), "{e}");
         let e = parse_line(r#"{"v":2,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
         assert!(e.contains("field 'v'"), "{e}");
-        let e = parse_line(r#"{"v":1,"id":"a","feature":"nope","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
+        let e = parse_line(
+            r#"{"v":1,"id":"a","feature":"nope","request":{"method":"POST","path":"/x"}}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("field 'feature'"), "{e}");
-        let e = parse_line(r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":5}}"#).unwrap_err();
+        let e = parse_line(
+            r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":5}}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("field 'request.path'"), "{e}");
     }
 }

@@ -32,10 +32,16 @@ pub enum DriveError {
 
 /// Builds the HTTP client for a target (custom CA bundle, certificate checks on unless turned off).
 pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
-    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).pool_max_idle_per_host(64);
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64);
     if let Some(path) = &target.ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| DriveError::Config(format!("cannot read ca_bundle {}: {e}", path.display())))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| DriveError::Config(format!("{}: {e}", path.display())))? {
+        let pem = std::fs::read(path).map_err(|e| {
+            DriveError::Config(format!("cannot read ca_bundle {}: {e}", path.display()))
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| DriveError::Config(format!("{}: {e}", path.display())))?
+        {
             b = b.add_root_certificate(cert);
         }
     }
@@ -51,7 +57,11 @@ pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError
         AuthKind::Bypass => return Ok(Vec::new()),
         AuthKind::Bearer => {
             let var = target.token_env.as_deref().unwrap_or_default();
-            std::env::var(var).map_err(|_| DriveError::Config(format!("target.token_env: environment variable {var} is not set")))?
+            std::env::var(var).map_err(|_| {
+                DriveError::Config(format!(
+                    "target.token_env: environment variable {var} is not set"
+                ))
+            })?
         }
         AuthKind::Mint => mint(target)?,
     };
@@ -60,30 +70,47 @@ pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError
         ("x-gitlab-authentication-type".into(), "oidc".into()),
         ("x-gitlab-instance-id".into(), target.instance_id.clone()),
         ("x-gitlab-realm".into(), target.realm.clone()),
-        ("x-gitlab-global-user-id".into(), target.global_user_id.clone()),
+        (
+            "x-gitlab-global-user-id".into(),
+            target.global_user_id.clone(),
+        ),
     ])
 }
 
 /// Mints an RS256 instance token as GitLab does (PROTOCOL.md §5.2, §5.4).
 fn mint(target: &Target) -> Result<String, DriveError> {
-    let path = target.key_file.as_ref().ok_or_else(|| DriveError::Config("target.key_file is not set".into()))?;
-    let pem = std::fs::read(path).map_err(|e| DriveError::Config(format!("cannot read key_file {}: {e}", path.display())))?;
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
-        .map_err(|e| DriveError::Config(format!("{}: not an RSA private key PEM: {e}", path.display())))?;
+    let path = target
+        .key_file
+        .as_ref()
+        .ok_or_else(|| DriveError::Config("target.key_file is not set".into()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| DriveError::Config(format!("cannot read key_file {}: {e}", path.display())))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
+        DriveError::Config(format!(
+            "{}: not an RSA private key PEM: {e}",
+            path.display()
+        ))
+    })?;
     let now = chrono::Utc::now().timestamp();
     let claims = json!({
         "iss": target.issuer, "aud": crate::twin::aigw::auth::AUDIENCE, "sub": target.instance_id,
         "iat": now, "nbf": now - 5, "exp": now + 3600, "jti": format!("{:032x}", rand::random::<u128>()),
         "gitlab_realm": target.realm, "gitlab_instance_id": target.instance_id, "scopes": target.scopes,
     });
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
-        .map_err(|e| DriveError::Config(format!("cannot sign a token with {}: {e}", path.display())))
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| DriveError::Config(format!("cannot sign a token with {}: {e}", path.display())))
 }
 
 /// The request body with the feature's model selection injected.
 pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     let mut body = it.request.body.clone();
-    let (Some(m), Some(obj)) = (model, body.as_object_mut()) else { return body };
+    let (Some(m), Some(obj)) = (model, body.as_object_mut()) else {
+        return body;
+    };
     let s = &m.setting;
     if it.request.path.starts_with("/v2/code/") || it.request.path == "/v2/completions" {
         obj.insert("model_provider".into(), json!("litellm"));
@@ -113,7 +140,13 @@ pub struct Send<'a> {
     pub seq: usize,
 }
 
-const HOP_BY_HOP: &[&str] = &["host", "content-length", "connection", "transfer-encoding", "authorization"];
+const HOP_BY_HOP: &[&str] = &[
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "authorization",
+];
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -150,10 +183,16 @@ pub async fn send(s: &Send<'_>, it: &Interaction, body: &Value) -> RequestRecord
     let outcome = tokio::time::timeout(s.timeout, exchange(s, it, body, sent, &mut rec)).await;
     rec.end_ms = ms(sent.elapsed());
     let error = match outcome {
-        Err(_) => Some((ErrorClass::Timeout, format!("no complete answer within {:.1} s", s.timeout.as_secs_f64()))),
+        Err(_) => Some((
+            ErrorClass::Timeout,
+            format!("no complete answer within {:.1} s", s.timeout.as_secs_f64()),
+        )),
         Ok(r) => r.err(),
     };
-    rec.error = rec.error.take().or(error.map(|(class, message)| RequestError { class, message }));
+    rec.error = rec
+        .error
+        .take()
+        .or(error.map(|(class, message)| RequestError { class, message }));
     finish_tokens(&mut rec);
     rec
 }
@@ -172,12 +211,22 @@ fn finish_tokens(rec: &mut RequestRecord) {
     }
 }
 
-async fn exchange(s: &Send<'_>, it: &Interaction, body: &Value, sent: Instant, rec: &mut RequestRecord) -> Result<(), (ErrorClass, String)> {
+async fn exchange(
+    s: &Send<'_>,
+    it: &Interaction,
+    body: &Value,
+    sent: Instant,
+    rec: &mut RequestRecord,
+) -> Result<(), (ErrorClass, String)> {
     let url = format!("{}{}", s.base_url, it.request.path);
-    let method = reqwest::Method::from_bytes(it.request.method.as_bytes()).map_err(|e| (ErrorClass::Connect, e.to_string()))?;
+    let method = reqwest::Method::from_bytes(it.request.method.as_bytes())
+        .map_err(|e| (ErrorClass::Connect, e.to_string()))?;
     let mut req = s.client.request(method, &url);
     for (k, v) in &it.request.headers {
-        if let (false, Some(v)) = (HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()), v.as_str()) {
+        if let (false, Some(v)) = (
+            HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()),
+            v.as_str(),
+        ) {
             req = req.header(k, v);
         }
     }
@@ -187,22 +236,39 @@ async fn exchange(s: &Send<'_>, it: &Interaction, body: &Value, sent: Instant, r
     if !body.is_null() {
         req = req.json(body);
     }
-    let resp = req.send().await.map_err(|e| (ErrorClass::Connect, format!("{url}: {}", error_chain(&e))))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| (ErrorClass::Connect, format!("{url}: {}", error_chain(&e))))?;
     rec.headers_ms = Some(ms(sent.elapsed()));
     let status = resp.status().as_u16();
     rec.status = Some(status);
     for (k, v) in resp.headers() {
-        rec.headers.insert(k.to_string(), json!(v.to_str().unwrap_or_default()));
+        rec.headers
+            .insert(k.to_string(), json!(v.to_str().unwrap_or_default()));
     }
     crate::redact::headers(&mut rec.headers);
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let framing = Framing::detect(&it.request.path, ct);
     rec.framing = Some(framing);
     let success = (200..300).contains(&status);
     let mut decoder = Decoder::new(framing);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let bytes = chunk.map_err(|e| (ErrorClass::Dropped, format!("stream broke after {} chunks: {}", rec.chunks.len(), error_chain(&e))))?;
+        let bytes = chunk.map_err(|e| {
+            (
+                ErrorClass::Dropped,
+                format!(
+                    "stream broke after {} chunks: {}",
+                    rec.chunks.len(),
+                    error_chain(&e)
+                ),
+            )
+        })?;
         let t = ms(sent.elapsed());
         let events = decoder.push(&bytes);
         record_chunk(rec, t, bytes.len(), events, success);
@@ -215,8 +281,18 @@ async fn exchange(s: &Send<'_>, it: &Interaction, body: &Value, sent: Instant, r
         apply(rec, last, events, success);
     }
     if !success {
-        let class = if status < 500 && status >= 400 { ErrorClass::Http4xx } else { ErrorClass::Http5xx };
-        return Err((class, format!("HTTP {status}: {}", rec.content.chars().take(300).collect::<String>())));
+        let class = if (400..500).contains(&status) {
+            ErrorClass::Http4xx
+        } else {
+            ErrorClass::Http5xx
+        };
+        return Err((
+            class,
+            format!(
+                "HTTP {status}: {}",
+                rec.content.chars().take(300).collect::<String>()
+            ),
+        ));
     }
     framing_result.map_err(|m| (ErrorClass::Framing, m))
 }
@@ -233,7 +309,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn record_chunk(rec: &mut RequestRecord, t: f64, bytes: usize, events: Vec<Event>, success: bool) {
-    rec.chunks.push(Chunk { t_ms: t, bytes, content: String::new() });
+    rec.chunks.push(Chunk {
+        t_ms: t,
+        bytes,
+        content: String::new(),
+    });
     apply(rec, t, events, success);
 }
 
@@ -254,7 +334,10 @@ fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
             }
             Event::Usage(u) => rec.usage = Some(u),
             Event::Error(m) => {
-                rec.error.get_or_insert(RequestError { class: ErrorClass::StreamError, message: m });
+                rec.error.get_or_insert(RequestError {
+                    class: ErrorClass::StreamError,
+                    message: m,
+                });
             }
             Event::Action(a) => rec.content.push_str(&a.to_string()),
             _ => {}

@@ -26,27 +26,87 @@ pub struct Feature {
 }
 
 const fn f(key: &'static str, entry: Entry, prompt_id: Option<&'static str>) -> Feature {
-    Feature { key, entry, prompt_id }
+    Feature {
+        key,
+        entry,
+        prompt_id,
+    }
 }
 
 /// Every feature of the Duo Self-Hosted feature table.
 pub const FEATURES: &[Feature] = &[
     f("code_completions", Entry::CodeCompletions, None),
-    f("code_generations", Entry::CodeGenerations, Some("code_suggestions/generations")),
+    f(
+        "code_generations",
+        Entry::CodeGenerations,
+        Some("code_suggestions/generations"),
+    ),
     f("duo_chat", Entry::ChatAgent, None),
-    f("duo_chat_explain_code", Entry::PromptRegistry, Some("chat/explain_code")),
-    f("duo_chat_write_tests", Entry::PromptRegistry, Some("chat/write_tests")),
-    f("duo_chat_refactor_code", Entry::PromptRegistry, Some("chat/refactor_code")),
-    f("duo_chat_fix_code", Entry::PromptRegistry, Some("chat/fix_code")),
-    f("duo_chat_troubleshoot_job", Entry::PromptRegistry, Some("chat/troubleshoot_job")),
-    f("duo_chat_explain_vulnerability", Entry::PromptRegistry, Some("chat/explain_vulnerability")),
-    f("duo_chat_summarize_comments", Entry::PromptRegistry, Some("chat/summarize_comments")),
-    f("generate_commit_message", Entry::PromptRegistry, Some("generate_commit_message")),
-    f("summarize_new_merge_request", Entry::PromptRegistry, Some("summarize_new_merge_request")),
-    f("review_merge_request", Entry::PromptRegistry, Some("review_merge_request")),
-    f("summarize_review", Entry::PromptRegistry, Some("summarize_review")),
-    f("resolve_vulnerability", Entry::PromptRegistry, Some("resolve_vulnerability")),
-    f("glab_ask_git_command", Entry::PromptRegistry, Some("glab_ask_git_command")),
+    f(
+        "duo_chat_explain_code",
+        Entry::PromptRegistry,
+        Some("chat/explain_code"),
+    ),
+    f(
+        "duo_chat_write_tests",
+        Entry::PromptRegistry,
+        Some("chat/write_tests"),
+    ),
+    f(
+        "duo_chat_refactor_code",
+        Entry::PromptRegistry,
+        Some("chat/refactor_code"),
+    ),
+    f(
+        "duo_chat_fix_code",
+        Entry::PromptRegistry,
+        Some("chat/fix_code"),
+    ),
+    f(
+        "duo_chat_troubleshoot_job",
+        Entry::PromptRegistry,
+        Some("chat/troubleshoot_job"),
+    ),
+    f(
+        "duo_chat_explain_vulnerability",
+        Entry::PromptRegistry,
+        Some("chat/explain_vulnerability"),
+    ),
+    f(
+        "duo_chat_summarize_comments",
+        Entry::PromptRegistry,
+        Some("chat/summarize_comments"),
+    ),
+    f(
+        "generate_commit_message",
+        Entry::PromptRegistry,
+        Some("generate_commit_message"),
+    ),
+    f(
+        "summarize_new_merge_request",
+        Entry::PromptRegistry,
+        Some("summarize_new_merge_request"),
+    ),
+    f(
+        "review_merge_request",
+        Entry::PromptRegistry,
+        Some("review_merge_request"),
+    ),
+    f(
+        "summarize_review",
+        Entry::PromptRegistry,
+        Some("summarize_review"),
+    ),
+    f(
+        "resolve_vulnerability",
+        Entry::PromptRegistry,
+        Some("resolve_vulnerability"),
+    ),
+    f(
+        "glab_ask_git_command",
+        Entry::PromptRegistry,
+        Some("glab_ask_git_command"),
+    ),
     f("duo_agent_platform", Entry::Workflow, None),
 ];
 

@@ -99,7 +99,12 @@ impl RequestRecord {
     }
     /// Gaps between consecutive content chunks (vLLM's ITL, AIPerf's ICL).
     pub fn content_gaps_ms(&self) -> Vec<f64> {
-        let times: Vec<f64> = self.chunks.iter().filter(|c| !c.content.is_empty()).map(|c| c.t_ms).collect();
+        let times: Vec<f64> = self
+            .chunks
+            .iter()
+            .filter(|c| !c.content.is_empty())
+            .map(|c| c.t_ms)
+            .collect();
         times.windows(2).map(|w| w[1] - w[0]).collect()
     }
     /// (E2E − TTFT) / (output tokens − 1): vLLM's TPOT, GuideLLM's and AIPerf's ITL.
@@ -120,7 +125,9 @@ pub struct ResultsSink {
 
 impl ResultsSink {
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        Ok(Self { file: std::io::BufWriter::new(std::fs::File::create(path)?) })
+        Ok(Self {
+            file: std::io::BufWriter::new(std::fs::File::create(path)?),
+        })
     }
 
     pub fn write(&mut self, r: &RequestRecord) -> std::io::Result<()> {

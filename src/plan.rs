@@ -99,12 +99,28 @@ fn default_issuer() -> String {
     "http://gitlab.example.test".into()
 }
 fn default_scopes() -> Vec<String> {
-    ["complete_code", "generate_code", "duo_classic_chat", "duo_chat", "explain_code", "write_tests", "refactor_code", "fix_code",
-     "troubleshoot_job", "explain_vulnerability", "summarize_comments", "generate_commit_message", "summarize_new_merge_request",
-     "review_merge_request", "summarize_review", "resolve_vulnerability", "glab_ask_git_command"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "complete_code",
+        "generate_code",
+        "duo_classic_chat",
+        "duo_chat",
+        "explain_code",
+        "write_tests",
+        "refactor_code",
+        "fix_code",
+        "troubleshoot_job",
+        "explain_vulnerability",
+        "summarize_comments",
+        "generate_commit_message",
+        "summarize_new_merge_request",
+        "review_merge_request",
+        "summarize_review",
+        "resolve_vulnerability",
+        "glab_ask_git_command",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// Output settings.
@@ -118,7 +134,9 @@ pub struct Output {
 
 impl Default for Output {
     fn default() -> Self {
-        Self { dir: default_reports() }
+        Self {
+            dir: default_reports(),
+        }
     }
 }
 
@@ -159,7 +177,10 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read scenario {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -191,48 +212,87 @@ impl Plan {
 
     /// The setting for `feature`, falling back to General Chat's for chat sub-features.
     pub fn model_for(&self, feature: &str) -> Option<&ModelSetting> {
-        self.models.get(feature).or_else(|| self.models.get(crate::features::fallback(feature)?))
+        self.models
+            .get(feature)
+            .or_else(|| self.models.get(crate::features::fallback(feature)?))
     }
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
-    PlanError::Invalid { path: path.into(), message: message.into() }
+    PlanError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 /// Reads a scenario, applies overrides and resolves everything that can be resolved up front.
 pub fn resolve(path: &Path, overrides: Overrides, run_id: &str) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read { path: path.into(), source })?;
-    let sc: Scenario = toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let sc: Scenario =
+        toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let corpus_path = overrides.corpus.clone().unwrap_or_else(|| base.join(&sc.corpus));
-    let url = overrides.target.clone().unwrap_or_else(|| sc.target.url.clone());
+    let corpus_path = overrides
+        .corpus
+        .clone()
+        .unwrap_or_else(|| base.join(&sc.corpus));
+    let url = overrides
+        .target
+        .clone()
+        .unwrap_or_else(|| sc.target.url.clone());
     let target_url = match url.as_str() {
         "embedded" => None,
-        u if u.starts_with("http://") || u.starts_with("https://") => Some(u.trim_end_matches('/').to_owned()),
-        u => return Err(invalid(path, format!("target.url: '{u}' is neither 'embedded' nor an http(s) URL"))),
+        u if u.starts_with("http://") || u.starts_with("https://") => {
+            Some(u.trim_end_matches('/').to_owned())
+        }
+        u => {
+            return Err(invalid(
+                path,
+                format!("target.url: '{u}' is neither 'embedded' nor an http(s) URL"),
+            ))
+        }
     };
     for f in sc.features.iter().chain(sc.models.keys()) {
         if crate::features::lookup(f).is_none() {
-            return Err(invalid(path, format!("unknown Duo feature '{f}' (in 'features' or 'models')")));
+            return Err(invalid(
+                path,
+                format!("unknown Duo feature '{f}' (in 'features' or 'models')"),
+            ));
         }
     }
     let mut target = sc.target.clone();
     match target.auth {
-        AuthKind::Bearer if target.token_env.is_none() => return Err(invalid(path, "target.auth = 'bearer' needs target.token_env")),
+        AuthKind::Bearer if target.token_env.is_none() => {
+            return Err(invalid(
+                path,
+                "target.auth = 'bearer' needs target.token_env",
+            ))
+        }
         AuthKind::Mint => {
-            let key = target.key_file.as_ref().ok_or_else(|| invalid(path, "target.auth = 'mint' needs target.key_file"))?;
+            let key = target
+                .key_file
+                .as_ref()
+                .ok_or_else(|| invalid(path, "target.auth = 'mint' needs target.key_file"))?;
             target.key_file = Some(base.join(key));
         }
         _ => {}
     }
     target.ca_bundle = target.ca_bundle.map(|c| base.join(c));
     if target_url.is_none() && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass {
-        return Err(invalid(path, "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'"));
+        return Err(invalid(
+            path,
+            "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'",
+        ));
     }
-    if !(sc.request_timeout_s > 0.0) {
+    if sc.request_timeout_s.is_nan() || sc.request_timeout_s <= 0.0 {
         return Err(invalid(path, "request_timeout_s must be > 0"));
     }
-    let run_dir = overrides.out.clone().unwrap_or_else(|| sc.output.dir.join(run_id));
+    let run_dir = overrides
+        .out
+        .clone()
+        .unwrap_or_else(|| sc.output.dir.join(run_id));
     Ok(Plan {
         schema: "duo-harness/plan/v1",
         harness_version: env!("CARGO_PKG_VERSION"),
@@ -263,8 +323,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_line() {
-        let (_d, p) = write("name = \"x\"\ncorpus = \"c.jsonl\"\nspeed = 3\n[target]\nurl = \"embedded\"\n");
-        let e = resolve(&p, Overrides::default(), "r").unwrap_err().to_string();
+        let (_d, p) =
+            write("name = \"x\"\ncorpus = \"c.jsonl\"\nspeed = 3\n[target]\nurl = \"embedded\"\n");
+        let e = resolve(&p, Overrides::default(), "r")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("speed"), "{e}");
     }
 
@@ -273,7 +336,11 @@ mod tests {
         let (_d, p) = write(
             "name = \"x\"\ncorpus = \"c.jsonl\"\n[target]\nurl = \"embedded\"\n[models.duo_chat]\nname = \"mistral\"\nendpoint = \"twin:a\"\nidentifier = \"custom_openai/m\"\n",
         );
-        let o = Overrides { target: Some("http://127.0.0.1:1/".into()), out: Some("/tmp/o".into()), corpus: None };
+        let o = Overrides {
+            target: Some("http://127.0.0.1:1/".into()),
+            out: Some("/tmp/o".into()),
+            corpus: None,
+        };
         let plan = resolve(&p, o, "r").unwrap();
         assert_eq!(plan.target_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(plan.run_dir, PathBuf::from("/tmp/o"));

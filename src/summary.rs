@@ -133,7 +133,10 @@ pub fn summarise(info: RunInfo, records: &[RequestRecord]) -> Summary {
     for r in records {
         by_feature.entry(r.feature.clone()).or_default().push(r);
     }
-    let features: BTreeMap<String, FeatureSummary> = by_feature.iter().map(|(k, v)| (k.clone(), feature_summary(v))).collect();
+    let features: BTreeMap<String, FeatureSummary> = by_feature
+        .iter()
+        .map(|(k, v)| (k.clone(), feature_summary(v)))
+        .collect();
     let mut errors_by_class = BTreeMap::new();
     for f in features.values() {
         for (c, n) in &f.errors_by_class {
@@ -148,16 +151,31 @@ pub fn summarise(info: RunInfo, records: &[RequestRecord]) -> Summary {
             Some(Finding {
                 kind: "request_error".into(),
                 feature: Some(r.feature.clone()),
-                message: format!("request '{}' ({} {}): {class}: {}", r.id, r.method, r.path, e.message),
+                message: format!(
+                    "request '{}' ({} {}): {class}: {}",
+                    r.id, r.method, r.path, e.message
+                ),
             })
         })
         .collect();
     if info.interrupted {
-        findings.push(Finding { kind: "interrupted".into(), feature: None, message: "the run was interrupted before the corpus was replayed".into() });
+        findings.push(Finding {
+            kind: "interrupted".into(),
+            feature: None,
+            message: "the run was interrupted before the corpus was replayed".into(),
+        });
     }
     let errors = records.iter().filter(|r| !r.ok()).count();
-    let verdict = if errors == 0 && !info.interrupted { "pass" } else { "fail" };
-    let achieved_rps = if info.duration_s > 0.0 { records.len() as f64 / info.duration_s } else { 0.0 };
+    let verdict = if errors == 0 && !info.interrupted {
+        "pass"
+    } else {
+        "fail"
+    };
+    let achieved_rps = if info.duration_s > 0.0 {
+        records.len() as f64 / info.duration_s
+    } else {
+        0.0
+    };
     Summary {
         schema: "duo-harness/summary/v1",
         verdict,
@@ -169,7 +187,11 @@ pub fn summarise(info: RunInfo, records: &[RequestRecord]) -> Summary {
         requests: records.len(),
         errors,
         errors_by_class,
-        load: Load { mode: "sequential", duration_s: info.duration_s, achieved_rps },
+        load: Load {
+            mode: "sequential",
+            duration_s: info.duration_s,
+            achieved_rps,
+        },
         features,
         findings,
     }
@@ -195,7 +217,14 @@ impl Summary {
             let l = &f.latency_ms;
             out.push_str(&format!(
                 "{:<32} {:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
-                k, f.requests, f.errors, fmt(l.ttft.p50), fmt(l.ttft.p99), fmt(l.e2e.p50), fmt(l.e2e.p99), f.output_tokens
+                k,
+                f.requests,
+                f.errors,
+                fmt(l.ttft.p50),
+                fmt(l.ttft.p99),
+                fmt(l.e2e.p50),
+                fmt(l.e2e.p99),
+                f.output_tokens
             ));
         }
         out.push_str(&format!(

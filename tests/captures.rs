@@ -20,7 +20,9 @@ fn route_of(name: &str) -> (&'static str, Mode) {
     } else {
         Mode::Normal
     };
-    let n = name.trim_start_matches("mockmode_").trim_start_matches("disable_streaming_");
+    let n = name
+        .trim_start_matches("mockmode_")
+        .trim_start_matches("disable_streaming_");
     let route = match n {
         "err_prompt_unknown" => "/v1/prompts/does/not/exist",
         "err_upstream500_chat" => "/v2/chat/agent",
@@ -28,7 +30,9 @@ fn route_of(name: &str) -> (&'static str, Mode) {
         "err_upstream500_prompts" => "/v1/prompts/chat/explain_code",
         "v1_code_user_access_token_bypass" => "/v1/code/user_access_token",
         _ if n.starts_with("v2_code_generations") => "/v2/code/generations",
-        _ if n.starts_with("v2_code_completions") || n.starts_with("err_") => "/v2/code/completions",
+        _ if n.starts_with("v2_code_completions") || n.starts_with("err_") => {
+            "/v2/code/completions"
+        }
         _ if n.starts_with("v3_") => "/v3/code/completions",
         _ if n.starts_with("v4_") => "/v4/code/suggestions",
         _ if n.starts_with("v2_chat_agent") => "/v2/chat/agent",
@@ -58,7 +62,12 @@ async fn stack(mode: Mode) -> RunningStack {
         disable_streaming: mode == Mode::NoStream,
         ..AigwConfig::default()
     };
-    twin::start(&StackConfig { aigw, backends: vec![backend] }).await.unwrap()
+    twin::start(&StackConfig {
+        aigw,
+        backends: vec![backend],
+    })
+    .await
+    .unwrap()
 }
 
 /// Event kinds with runs of content collapsed: the framing without the generated text.
@@ -87,7 +96,9 @@ fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), Strin
 /// The structure of a JSON value: keys and value types, values masked.
 fn json_shape(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().take(1).map(json_shape).collect()),
         Value::String(_) => "string".into(),
         Value::Number(_) => "number".into(),
@@ -97,7 +108,8 @@ fn json_shape(v: &Value) -> Value {
 }
 
 fn rewrite_endpoints(body: &str, openai_base: &str, closed: u16) -> String {
-    body.replace("http://127.0.0.1:18000/v1", openai_base).replace("127.0.0.1:18999", &format!("127.0.0.1:{closed}"))
+    body.replace("http://127.0.0.1:18000/v1", openai_base)
+        .replace("127.0.0.1:18999", &format!("127.0.0.1:{closed}"))
 }
 
 async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Result<(), String> {
@@ -105,8 +117,13 @@ async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Resul
     let stack = &stacks.iter().find(|(m, _)| *m == mode).unwrap().1;
     let urls = stack.urls();
     let request = std::fs::read_to_string(dir.join(format!("{name}.request.json"))).unwrap();
-    let request = rewrite_endpoints(&request, &urls.backends["mock"].openai_base, common::closed_port());
-    let captured = common::parse_raw(&std::fs::read(dir.join(format!("{name}.response.raw"))).unwrap());
+    let request = rewrite_endpoints(
+        &request,
+        &urls.backends["mock"].openai_base,
+        common::closed_port(),
+    );
+    let captured =
+        common::parse_raw(&std::fs::read(dir.join(format!("{name}.response.raw"))).unwrap());
 
     let resp = reqwest::Client::new()
         .post(format!("{}{route}", urls.aigw))
@@ -119,9 +136,19 @@ async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Resul
         .await
         .map_err(|e| format!("{name}: request failed: {e}"))?;
     let status = resp.status().as_u16();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let request_id = resp.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
-    let streaming_format = resp.headers().get("x-streaming-format").map(|v| v.to_str().unwrap().to_owned());
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let streaming_format = resp
+        .headers()
+        .get("x-streaming-format")
+        .map(|v| v.to_str().unwrap().to_owned());
     let mut chunks = Vec::new();
     let mut body = resp.bytes_stream();
     use futures_util::StreamExt;
@@ -133,10 +160,16 @@ async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Resul
     }
     let want_ct = captured.header("content-type").unwrap_or("");
     if status != captured.status || ct != want_ct {
-        return Err(format!("{name}: got {status} {ct:?}, captured {} {want_ct:?}", captured.status));
+        return Err(format!(
+            "{name}: got {status} {ct:?}, captured {} {want_ct:?}",
+            captured.status
+        ));
     }
     if request_id.as_deref() != captured.header("x-request-id") {
-        return Err(format!("{name}: x-request-id {request_id:?}, captured {:?}", captured.header("x-request-id")));
+        return Err(format!(
+            "{name}: x-request-id {request_id:?}, captured {:?}",
+            captured.header("x-request-id")
+        ));
     }
     if streaming_format.as_deref() != captured.header("x-streaming-format") {
         return Err(format!("{name}: x-streaming-format {streaming_format:?}"));
@@ -144,24 +177,34 @@ async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Resul
     let framing = Framing::detect(route, &ct);
     match framing {
         Framing::Json => {
-            let got: Value = serde_json::from_slice(&chunks.concat()).map_err(|e| format!("{name}: {e}"))?;
+            let got: Value =
+                serde_json::from_slice(&chunks.concat()).map_err(|e| format!("{name}: {e}"))?;
             let want: Value = serde_json::from_slice(&captured.body()).unwrap();
             let exact = status >= 400;
-            let (g, w) = if exact { (got.clone(), want.clone()) } else { (json_shape(&got), json_shape(&want)) };
+            let (g, w) = if exact {
+                (got.clone(), want.clone())
+            } else {
+                (json_shape(&got), json_shape(&want))
+            };
             if g != w {
                 return Err(format!("{name}: JSON differs:\n got  {g}\n want {w}"));
             }
         }
         Framing::Text => {
             if chunks.concat() != captured.body() {
-                return Err(format!("{name}: body {:?}", String::from_utf8_lossy(&chunks.concat())));
+                return Err(format!(
+                    "{name}: body {:?}",
+                    String::from_utf8_lossy(&chunks.concat())
+                ));
             }
         }
         _ => {
             let got = shape(framing, &chunks);
             let want = shape(framing, &captured.chunks);
             if got != want {
-                return Err(format!("{name}: framing differs:\n got  {got:?}\n want {want:?}"));
+                return Err(format!(
+                    "{name}: framing differs:\n got  {got:?}\n want {want:?}"
+                ));
             }
         }
     }
@@ -173,10 +216,20 @@ async fn twin_aigw_matches_every_capture() {
     let dir = common::shared_dir().join("aigw-samples");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".request.json").map(str::to_owned))
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".request.json")
+                .map(str::to_owned)
+        })
         .collect();
     names.sort();
-    assert!(names.len() >= 40, "expected the full capture set, found {}", names.len());
+    assert!(
+        names.len() >= 40,
+        "expected the full capture set, found {}",
+        names.len()
+    );
     let stacks = vec![
         (Mode::Normal, stack(Mode::Normal).await),
         (Mode::Mock, stack(Mode::Mock).await),
@@ -188,13 +241,21 @@ async fn twin_aigw_matches_every_capture() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} of {} captures differ:\n{}", failures.len(), names.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} captures differ:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
 async fn healthz_answers_empty_object() {
     let s = stack(Mode::Normal).await;
-    let r = reqwest::get(format!("{}/monitoring/healthz", s.urls().aigw)).await.unwrap();
+    let r = reqwest::get(format!("{}/monitoring/healthz", s.urls().aigw))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "{}");
 }

@@ -28,33 +28,75 @@ fn summary(dir: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_are_counted_by_class_and_the_run_goes_on() {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/monitoring/healthz")).respond_with(ResponseTemplate::new(200).set_body_json(json!({}))).mount(&server).await;
-    Mock::given(method("POST")).and(path("/v2/code/completions"))
-        .respond_with(ResponseTemplate::new(500).set_body_string("Internal Server Error")).mount(&server).await;
-    Mock::given(method("POST")).and(path("/v2/code/generations"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"detail": "Validation error"}))).mount(&server).await;
-    Mock::given(method("POST")).and(path("/v1/prompts/generate_commit_message"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!("Fix the invoice total"))).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/monitoring/healthz"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/code/completions"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("Internal Server Error"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/code/generations"))
+        .respond_with(
+            ResponseTemplate::new(422).set_body_json(json!({"detail": "Validation error"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/prompts/generate_commit_message"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!("Fix the invoice total")))
+        .mount(&server)
+        .await;
     let d = tempfile::tempdir().unwrap();
-    let s = write_run(d.path(), &[
-        line("a", "code_completions", "/v2/code/completions", json!({})),
-        line("b", "code_generations", "/v2/code/generations", json!({})),
-        line("c", "generate_commit_message", "/v1/prompts/generate_commit_message", json!({"inputs": {"diff": "x"}})),
-    ], 10.0);
+    let s = write_run(
+        d.path(),
+        &[
+            line("a", "code_completions", "/v2/code/completions", json!({})),
+            line("b", "code_generations", "/v2/code/generations", json!({})),
+            line(
+                "c",
+                "generate_commit_message",
+                "/v1/prompts/generate_commit_message",
+                json!({"inputs": {"diff": "x"}}),
+            ),
+        ],
+        10.0,
+    );
     let (uri, out) = (server.uri(), d.path().join("run"));
-    let args = ["run".to_owned(), s, "--target".into(), uri, "--out".into(), out.to_str().unwrap().to_owned()];
+    let args = [
+        "run".to_owned(),
+        s,
+        "--target".into(),
+        uri,
+        "--out".into(),
+        out.to_str().unwrap().to_owned(),
+    ];
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         common::run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }).await.unwrap();
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     let sm = summary(d.path());
     assert_eq!(sm["verdict"], "fail");
     assert_eq!(sm["requests"], 3);
     assert_eq!(sm["errors_by_class"], json!({"http4xx": 1, "http5xx": 1}));
     assert_eq!(sm["features"]["generate_commit_message"]["errors"], 0);
-    assert!(sm["features"]["generate_commit_message"]["latency_ms"]["ttft"]["p50"].as_f64().is_some());
+    assert!(
+        sm["features"]["generate_commit_message"]["latency_ms"]["ttft"]["p50"]
+            .as_f64()
+            .is_some()
+    );
     let findings = sm["findings"].as_array().unwrap();
-    assert!(findings.iter().any(|f| f["message"].as_str().unwrap().contains("request 'a'")), "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["message"].as_str().unwrap().contains("request 'a'")),
+        "{findings:?}"
+    );
 }
 
 /// Answers by route: garbage NDJSON, a stream cut mid-way, or nothing at all.
@@ -79,15 +121,32 @@ fn serve_bad(mut s: std::net::TcpStream) {
         }
     }
     let head = String::from_utf8_lossy(&req).into_owned();
-    let chunked = |ct: &str| format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n");
+    let chunked = |ct: &str| {
+        format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n")
+    };
     let _ = if head.starts_with("GET /monitoring/healthz") {
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}",
+        )
     } else if head.contains("/v2/chat/agent") {
         let body = "this is not json\n";
-        s.write_all(format!("{}{:x}\r\n{body}\r\n0\r\n\r\n", chunked("application/x-ndjson"), body.len()).as_bytes())
+        s.write_all(
+            format!(
+                "{}{:x}\r\n{body}\r\n0\r\n\r\n",
+                chunked("application/x-ndjson"),
+                body.len()
+            )
+            .as_bytes(),
+        )
     } else if head.contains("/v2/code/completions") {
         // One chunk of content, then the connection closes without the terminating chunk.
-        s.write_all(format!("{}8\r\nreturn a\r\n", chunked("text/event-stream; charset=utf-8")).as_bytes())
+        s.write_all(
+            format!(
+                "{}8\r\nreturn a\r\n",
+                chunked("text/event-stream; charset=utf-8")
+            )
+            .as_bytes(),
+        )
     } else {
         std::thread::sleep(std::time::Duration::from_secs(5));
         Ok(())
@@ -99,19 +158,47 @@ fn garbage_dropped_streams_and_hangs_are_classified() {
     let port = bad_server();
     let d = tempfile::tempdir().unwrap();
     let chat = json!({"messages": [{"role": "user", "content": "hi"}]});
-    let s = write_run(d.path(), &[
-        line("garbage", "duo_chat", "/v2/chat/agent", chat),
-        line("dropped", "code_completions", "/v2/code/completions", json!({"stream": true})),
-        line("hang", "summarize_review", "/v1/prompts/summarize_review", json!({"inputs": {}})),
-    ], 1.0);
+    let s = write_run(
+        d.path(),
+        &[
+            line("garbage", "duo_chat", "/v2/chat/agent", chat),
+            line(
+                "dropped",
+                "code_completions",
+                "/v2/code/completions",
+                json!({"stream": true}),
+            ),
+            line(
+                "hang",
+                "summarize_review",
+                "/v1/prompts/summarize_review",
+                json!({"inputs": {}}),
+            ),
+        ],
+        1.0,
+    );
     let out = d.path().join("run");
-    let (code, stdout, stderr) =
-        common::run_cli(&["run", &s, "--target", &format!("http://127.0.0.1:{port}"), "--out", out.to_str().unwrap()]);
+    let (code, stdout, stderr) = common::run_cli(&[
+        "run",
+        &s,
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     let sm = summary(d.path());
-    assert_eq!(sm["errors_by_class"], json!({"dropped": 1, "framing": 1, "timeout": 1}), "{sm}");
+    assert_eq!(
+        sm["errors_by_class"],
+        json!({"dropped": 1, "framing": 1, "timeout": 1}),
+        "{sm}"
+    );
     let results = std::fs::read_to_string(out.join("results.ndjson")).unwrap();
-    let dropped: Value = results.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|l| l["id"] == "dropped").unwrap();
+    let dropped: Value = results
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["id"] == "dropped")
+        .unwrap();
     // What arrived before the drop is kept.
     assert_eq!(dropped["content"], "return a");
 }

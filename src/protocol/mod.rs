@@ -89,7 +89,14 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(framing: Framing) -> Self {
-        Self { framing, sse: SseDecoder::default(), pending: Vec::new(), body: Vec::new(), ended: false, broken: None }
+        Self {
+            framing,
+            sse: SseDecoder::default(),
+            pending: Vec::new(),
+            body: Vec::new(),
+            ended: false,
+            broken: None,
+        }
     }
 
     pub fn framing(&self) -> Framing {
@@ -103,10 +110,18 @@ impl Decoder {
                 self.body.extend_from_slice(bytes);
                 Vec::new()
             }
-            Framing::RawText => self.utf8(bytes).into_iter().filter(|s| !s.is_empty()).map(Event::Content).collect(),
+            Framing::RawText => self
+                .utf8(bytes)
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .map(Event::Content)
+                .collect(),
             Framing::V4Sse | Framing::OpenAiSse => {
                 let events = self.sse.push(bytes);
-                events.into_iter().flat_map(|e| self.sse_event(e.event.as_deref(), &e.data)).collect()
+                events
+                    .into_iter()
+                    .flat_map(|e| self.sse_event(e.event.as_deref(), &e.data))
+                    .collect()
             }
             Framing::ChatNdjson | Framing::PromptsNdjson => {
                 self.pending.extend_from_slice(bytes);
@@ -127,11 +142,14 @@ impl Decoder {
             Framing::Json => match serde_json::from_slice::<Value>(&self.body) {
                 Ok(v) => json_events(&v),
                 Err(e) => {
-                    self.broken.get_or_insert(format!("body is not valid JSON: {e}"));
+                    self.broken
+                        .get_or_insert(format!("body is not valid JSON: {e}"));
                     Vec::new()
                 }
             },
-            Framing::Text => vec![Event::Content(String::from_utf8_lossy(&self.body).into_owned())],
+            Framing::Text => vec![Event::Content(
+                String::from_utf8_lossy(&self.body).into_owned(),
+            )],
             Framing::ChatNdjson | Framing::PromptsNdjson if !self.pending.is_empty() => {
                 let rest = std::mem::take(&mut self.pending);
                 self.ndjson_line(&rest)
@@ -142,9 +160,17 @@ impl Decoder {
             return (events, Err(b));
         }
         let complete = match self.framing {
-            Framing::V4Sse => self.ended.then_some(()).ok_or("stream ended without stream_end"),
-            Framing::OpenAiSse => self.ended.then_some(()).ok_or("stream ended without data: [DONE]"),
-            Framing::RawText if !self.pending.is_empty() => Err("stream ended inside a UTF-8 sequence"),
+            Framing::V4Sse => self
+                .ended
+                .then_some(())
+                .ok_or("stream ended without stream_end"),
+            Framing::OpenAiSse => self
+                .ended
+                .then_some(())
+                .ok_or("stream ended without data: [DONE]"),
+            Framing::RawText if !self.pending.is_empty() => {
+                Err("stream ended inside a UTF-8 sequence")
+            }
             _ => Ok(()),
         };
         (events, complete.map_err(str::to_owned))
@@ -185,7 +211,9 @@ impl Decoder {
         match (self.framing, event) {
             (Framing::V4Sse, Some("stream_start")) => vec![Event::Start(v)],
             (Framing::V4Sse, Some("content_chunk")) => {
-                let text = v["choices"][0]["delta"]["content"].as_str().unwrap_or_default();
+                let text = v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap_or_default();
                 vec![Event::Content(text.to_owned())]
             }
             (Framing::V4Sse, other) => self.bad(format!("unexpected v4 event {other:?}")),
@@ -199,20 +227,36 @@ impl Decoder {
         }
         let v: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
-            Err(_) => return self.bad(format!("line is not JSON: {:?}", String::from_utf8_lossy(line))),
+            Err(_) => {
+                return self.bad(format!(
+                    "line is not JSON: {:?}",
+                    String::from_utf8_lossy(line)
+                ))
+            }
         };
         if self.framing == Framing::PromptsNdjson {
-            let mut out = vec![Event::Content(v["content"].as_str().unwrap_or_default().to_owned())];
+            let mut out = vec![Event::Content(
+                v["content"].as_str().unwrap_or_default().to_owned(),
+            )];
             out.extend(keyed_usage(&v["usage"]).map(Event::Usage));
             return out;
         }
         let data = &v["data"];
         match v["type"].as_str() {
-            Some("final_answer_delta") => vec![Event::Content(data["text"].as_str().unwrap_or_default().to_owned())],
-            Some("unknown") => vec![Event::Content(data["text"].as_str().unwrap_or_default().to_owned())],
+            Some("final_answer_delta") => vec![Event::Content(
+                data["text"].as_str().unwrap_or_default().to_owned(),
+            )],
+            Some("unknown") => vec![Event::Content(
+                data["text"].as_str().unwrap_or_default().to_owned(),
+            )],
             Some("action") => vec![Event::Action(data.clone())],
-            Some("usage") => keyed_usage(&data["usage"]).map(Event::Usage).into_iter().collect(),
-            Some("error") => vec![Event::Error(data["message"].as_str().unwrap_or("error").to_owned())],
+            Some("usage") => keyed_usage(&data["usage"])
+                .map(Event::Usage)
+                .into_iter()
+                .collect(),
+            Some("error") => vec![Event::Error(
+                data["message"].as_str().unwrap_or("error").to_owned(),
+            )],
             other => self.bad(format!("unknown chat event type {other:?}")),
         }
     }
@@ -260,13 +304,15 @@ fn json_events(v: &Value) -> Vec<Event> {
     };
     out.extend(text.map(Event::Content));
     let tcm = &v["model"]["tokens_consumption_metadata"];
-    let usage = openai_usage(v).or_else(|| keyed_usage(&v["usage"])).or_else(|| {
-        tcm.is_object().then(|| Usage {
-            model: v["model"]["name"].as_str().map(str::to_owned),
-            input_tokens: tcm["input_tokens"].as_u64().unwrap_or(0),
-            output_tokens: tcm["output_tokens"].as_u64().unwrap_or(0),
-        })
-    });
+    let usage = openai_usage(v)
+        .or_else(|| keyed_usage(&v["usage"]))
+        .or_else(|| {
+            tcm.is_object().then(|| Usage {
+                model: v["model"]["name"].as_str().map(str::to_owned),
+                input_tokens: tcm["input_tokens"].as_u64().unwrap_or(0),
+                output_tokens: tcm["output_tokens"].as_u64().unwrap_or(0),
+            })
+        });
     out.extend(usage.map(Event::Usage));
     out
 }
@@ -277,11 +323,26 @@ mod tests {
 
     #[test]
     fn detects_framings() {
-        assert_eq!(Framing::detect("/v4/code/suggestions", "text/event-stream; charset=utf-8"), Framing::V4Sse);
-        assert_eq!(Framing::detect("/v2/code/completions", "text/event-stream; charset=utf-8"), Framing::RawText);
-        assert_eq!(Framing::detect("/v2/prompts/chat/explain_code", "text/event-stream"), Framing::PromptsNdjson);
-        assert_eq!(Framing::detect("/v2/chat/agent", "application/x-ndjson; charset=utf-8"), Framing::ChatNdjson);
-        assert_eq!(Framing::detect("/v1/chat/completions", "text/event-stream"), Framing::OpenAiSse);
+        assert_eq!(
+            Framing::detect("/v4/code/suggestions", "text/event-stream; charset=utf-8"),
+            Framing::V4Sse
+        );
+        assert_eq!(
+            Framing::detect("/v2/code/completions", "text/event-stream; charset=utf-8"),
+            Framing::RawText
+        );
+        assert_eq!(
+            Framing::detect("/v2/prompts/chat/explain_code", "text/event-stream"),
+            Framing::PromptsNdjson
+        );
+        assert_eq!(
+            Framing::detect("/v2/chat/agent", "application/x-ndjson; charset=utf-8"),
+            Framing::ChatNdjson
+        );
+        assert_eq!(
+            Framing::detect("/v1/chat/completions", "text/event-stream"),
+            Framing::OpenAiSse
+        );
         assert_eq!(Framing::detect("/x", "text/plain"), Framing::Text);
     }
 

@@ -51,7 +51,10 @@ impl SseDecoder {
     fn field(&mut self, line: &str, out: &mut Vec<SseEvent>) {
         if line.is_empty() {
             if self.has_fields && !self.data.is_empty() {
-                out.push(SseEvent { event: self.event.take(), data: self.data.join("\n") });
+                out.push(SseEvent {
+                    event: self.event.take(),
+                    data: self.data.join("\n"),
+                });
             }
             self.event = None;
             self.data.clear();
@@ -61,7 +64,9 @@ impl SseDecoder {
         if line.starts_with(':') {
             return;
         }
-        let (name, value) = line.split_once(':').map_or((line, ""), |(n, v)| (n, v.strip_prefix(' ').unwrap_or(v)));
+        let (name, value) = line
+            .split_once(':')
+            .map_or((line, ""), |(n, v)| (n, v.strip_prefix(' ').unwrap_or(v)));
         self.has_fields = true;
         match name {
             "event" => self.event = Some(value.to_owned()),
@@ -83,7 +88,13 @@ mod tests {
         assert!(ev.is_empty());
         let ev = d.push(b"\n: ping\r\n\r\ndata: [DONE]\n\n");
         assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0], SseEvent { event: Some("content_chunk".into()), data: "{\"a\": 1}".into() });
+        assert_eq!(
+            ev[0],
+            SseEvent {
+                event: Some("content_chunk".into()),
+                data: "{\"a\": 1}".into()
+            }
+        );
         assert_eq!(ev[1].data, "[DONE]");
         assert_eq!(d.pending(), 0);
     }

@@ -28,7 +28,10 @@ pub struct StackConfig {
 
 impl Default for StackConfig {
     fn default() -> Self {
-        Self { aigw: aigw::AigwConfig::default(), backends: default_backends() }
+        Self {
+            aigw: aigw::AigwConfig::default(),
+            backends: default_backends(),
+        }
     }
 }
 
@@ -43,21 +46,34 @@ fn default_backends() -> Vec<vllm::BackendConfig> {
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error("cannot read stack config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid stack config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid stack config: {0}")]
     Invalid(String),
     #[error("cannot listen for twin {what} on 127.0.0.1:{port}: {source}")]
-    Bind { what: String, port: u16, source: std::io::Error },
+    Bind {
+        what: String,
+        port: u16,
+        source: std::io::Error,
+    },
 }
 
 impl StackConfig {
     /// Reads a stack config file (TOML; unknown keys rejected).
     pub fn load(path: &Path) -> Result<Self, StackError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| StackError::Read { path: p.clone(), source })?;
-        let cfg: Self = toml::from_str(&text).map_err(|e| StackError::Parse { path: p, message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| StackError::Parse {
+            path: p,
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -67,10 +83,16 @@ impl StackConfig {
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(&b.name) {
-                return Err(StackError::Invalid(format!("backend name '{}' is used twice", b.name)));
+                return Err(StackError::Invalid(format!(
+                    "backend name '{}' is used twice",
+                    b.name
+                )));
             }
             if b.models.is_empty() {
-                return Err(StackError::Invalid(format!("backend '{}' serves no model", b.name)));
+                return Err(StackError::Invalid(format!(
+                    "backend '{}' serves no model",
+                    b.name
+                )));
             }
             if !(b.ttft_ms >= 0.0 && b.itl_ms >= 0.0 && (0.0..=1.0).contains(&b.variation)) {
                 return Err(StackError::Invalid(format!(
@@ -148,11 +170,18 @@ impl RunningStack {
             .backends
             .iter()
             .map(|(cfg, s)| {
-                let urls = BackendUrls { url: s.url(), openai_base: format!("{}/v1", s.url()), models: cfg.models.clone() };
+                let urls = BackendUrls {
+                    url: s.url(),
+                    openai_base: format!("{}/v1", s.url()),
+                    models: cfg.models.clone(),
+                };
                 (cfg.name.clone(), urls)
             })
             .collect();
-        StackUrls { aigw: self.aigw.url(), backends }
+        StackUrls {
+            aigw: self.aigw.url(),
+            backends,
+        }
     }
 }
 
@@ -161,18 +190,22 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
     cfg.validate()?;
     let mut backends = Vec::new();
     for b in &cfg.backends {
-        let server = vllm::serve(b.clone()).await.map_err(|source| StackError::Bind {
-            what: format!("backend '{}'", b.name),
-            port: b.port,
-            source,
-        })?;
+        let server = vllm::serve(b.clone())
+            .await
+            .map_err(|source| StackError::Bind {
+                what: format!("backend '{}'", b.name),
+                port: b.port,
+                source,
+            })?;
         backends.push((b.clone(), server));
     }
-    let aigw = aigw::serve(cfg.aigw.clone())
-        .await
-        .map_err(|e| match e {
-            aigw::ServeError::Io(source) => StackError::Bind { what: "AIGW".into(), port: cfg.aigw.port, source },
-            aigw::ServeError::Config(m) => StackError::Invalid(m),
-        })?;
+    let aigw = aigw::serve(cfg.aigw.clone()).await.map_err(|e| match e {
+        aigw::ServeError::Io(source) => StackError::Bind {
+            what: "AIGW".into(),
+            port: cfg.aigw.port,
+            source,
+        },
+        aigw::ServeError::Config(m) => StackError::Invalid(m),
+    })?;
     Ok(RunningStack { aigw, backends })
 }

@@ -20,7 +20,11 @@ pub fn bin() -> PathBuf {
 
 /// Runs the real binary in the repository root; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(bin()).args(args).current_dir(repo()).output().expect("binary runs");
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -43,7 +47,10 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn body(&self) -> Vec<u8> {
         self.chunks.concat()
@@ -51,21 +58,37 @@ impl RawResponse {
 }
 
 pub fn parse_raw(bytes: &[u8]) -> RawResponse {
-    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        })
         .collect();
     let mut rest = &bytes[split + 4..];
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked");
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v == "chunked");
     let mut chunks = Vec::new();
     if !chunked {
         chunks.push(rest.to_vec());
     } else {
         while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .unwrap();
             if size == 0 {
                 break;
             }
@@ -73,5 +96,9 @@ pub fn parse_raw(bytes: &[u8]) -> RawResponse {
             rest = &rest[(eol + 2 + size + 2).min(rest.len())..];
         }
     }
-    RawResponse { status, headers, chunks }
+    RawResponse {
+        status,
+        headers,
+        chunks,
+    }
 }

@@ -58,7 +58,8 @@ impl Caller {
     /// Whether the caller holds unit primitive `up`; `allow_user_tokens` is false on routes
     /// that refuse AIGW-issued tokens.
     pub fn can(&self, up: &str, allow_user_tokens: bool) -> bool {
-        self.debug || ((allow_user_tokens || !self.aigw_issued) && self.scopes.iter().any(|s| s == up))
+        self.debug
+            || ((allow_user_tokens || !self.aigw_issued) && self.scopes.iter().any(|s| s == up))
     }
 }
 
@@ -71,26 +72,52 @@ impl Auth {
         let keys = cfg
             .public_keys
             .iter()
-            .map(|p| DecodingKey::from_rsa_pem(&read(p)?).map_err(|e| format!("{}: not an RSA public key PEM: {e}", p.display())))
+            .map(|p| {
+                DecodingKey::from_rsa_pem(&read(p)?)
+                    .map_err(|e| format!("{}: not an RSA public key PEM: {e}", p.display()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let signing = match &cfg.signing_key {
-            Some(p) => Some(EncodingKey::from_rsa_pem(&read(p)?).map_err(|e| format!("{}: not an RSA private key PEM: {e}", p.display()))?),
+            Some(p) => Some(
+                EncodingKey::from_rsa_pem(&read(p)?)
+                    .map_err(|e| format!("{}: not an RSA private key PEM: {e}", p.display()))?,
+            ),
             None => None,
         };
         if cfg.mode == AuthMode::Jwt && keys.is_empty() {
             return Err("auth mode 'jwt' needs at least one entry in public_keys".into());
         }
-        Ok(Self { mode: cfg.mode, keys, signing })
+        Ok(Self {
+            mode: cfg.mode,
+            keys,
+            signing,
+        })
     }
 
     /// Runs the validation chain; `Err` carries the 401 message.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, &'static str> {
         if self.mode == AuthMode::Bypass {
-            return Ok(Caller { debug: true, scopes: vec![], aigw_issued: false, claims: Value::Null });
+            return Ok(Caller {
+                debug: true,
+                scopes: vec![],
+                aigw_issued: false,
+                claims: Value::Null,
+            });
         }
-        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let authz = headers.get("authorization").ok_or("No authorization header presented")?;
-        let token = authz.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or("Invalid authorization header")?;
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let authz = headers
+            .get("authorization")
+            .ok_or("No authorization header presented")?;
+        let token = authz
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or("Invalid authorization header")?;
         if h("x-gitlab-authentication-type") != "oidc" {
             return Err("Invalid authentication token type - only OIDC is supported");
         }
@@ -107,7 +134,9 @@ impl Auth {
         if !claim("gitlab_realm").is_empty() && claim("gitlab_realm") != h("x-gitlab-realm") {
             return Err("Header mismatch 'X-Gitlab-Realm'");
         }
-        if !claim("gitlab_instance_id").is_empty() && claim("gitlab_instance_id") != h("x-gitlab-instance-id") {
+        if !claim("gitlab_instance_id").is_empty()
+            && claim("gitlab_instance_id") != h("x-gitlab-instance-id")
+        {
             return Err("Header mismatch 'X-Gitlab-Instance-Id'");
         }
         let aigw_issued = claim("iss") == AIGW_ISSUER;
@@ -117,8 +146,20 @@ impl Auth {
         if !aigw_issued && claim("sub") != h("x-gitlab-instance-id") {
             return Err("Header mismatch 'X-Gitlab-Instance-Id'");
         }
-        let scopes = claims["scopes"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default();
-        Ok(Caller { debug: false, scopes, aigw_issued, claims })
+        let scopes = claims["scopes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Caller {
+            debug: false,
+            scopes,
+            aigw_issued,
+            claims,
+        })
     }
 
     /// Issues a user token for `caller`, as `/v1/code/user_access_token` does. `None` without a
@@ -126,8 +167,14 @@ impl Auth {
     pub fn issue_user_token(&self, caller: &Caller, headers: &HeaderMap) -> Option<(String, i64)> {
         let key = self.signing.as_ref()?;
         let now = chrono::Utc::now().timestamp();
-        let user = headers.get("x-gitlab-global-user-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-        let scopes: Vec<&str> = ["complete_code"].into_iter().filter(|s| caller.can(s, false)).collect();
+        let user = headers
+            .get("x-gitlab-global-user-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let scopes: Vec<&str> = ["complete_code"]
+            .into_iter()
+            .filter(|s| caller.can(s, false))
+            .collect();
         let claims = json!({
             "iss": AIGW_ISSUER, "sub": user, "aud": AUDIENCE, "exp": now + 3600, "nbf": now, "iat": now,
             "jti": format!("{:032x}", rand::random::<u128>()),

@@ -41,21 +41,48 @@ pub struct Source {
 impl Source {
     /// A live upstream stream, opened when the body starts.
     pub fn live(open: BoxFuture<'static, Result<Upstream, UpstreamError>>, lag: bool) -> Self {
-        Self { state: State::Opening(open), lag, held: None, usage: None, final_usage_item: true, ready: VecDeque::new(), whole: false }
+        Self {
+            state: State::Opening(open),
+            lag,
+            held: None,
+            usage: None,
+            final_usage_item: true,
+            ready: VecDeque::new(),
+            whole: false,
+        }
     }
 
     /// A whole answer, emitted as one item (plus the usage item when `usage` is known).
     pub fn whole(text: String, usage: Option<Usage>) -> Self {
         let mut ready = VecDeque::new();
-        ready.push_back(Ok(Item { content: text, usage: None }));
+        ready.push_back(Ok(Item {
+            content: text,
+            usage: None,
+        }));
         let final_usage_item = usage.is_some();
-        Self { state: State::Done, lag: false, held: None, usage, final_usage_item, ready, whole: true }
+        Self {
+            state: State::Done,
+            lag: false,
+            held: None,
+            usage,
+            final_usage_item,
+            ready,
+            whole: true,
+        }
     }
 
     /// An answer that failed before its first item.
     pub fn failed(e: UpstreamError) -> Self {
         let ready = VecDeque::from([Err(e)]);
-        Self { state: State::Done, lag: false, held: None, usage: None, final_usage_item: false, ready, whole: true }
+        Self {
+            state: State::Done,
+            lag: false,
+            held: None,
+            usage: None,
+            final_usage_item: false,
+            ready,
+            whole: true,
+        }
     }
 
     /// The usage seen so far (complete once `next` returned `None`).
@@ -104,7 +131,10 @@ impl Source {
                     if !std::mem::take(&mut self.final_usage_item) {
                         return None;
                     }
-                    self.ready.push_back(Ok(Item { content: String::new(), usage: self.usage.clone() }));
+                    self.ready.push_back(Ok(Item {
+                        content: String::new(),
+                        usage: self.usage.clone(),
+                    }));
                 }
             }
         }
@@ -120,7 +150,10 @@ impl Sink {
     }
     /// Ends the response without the terminating chunk (the connection drops).
     async fn abort(&self, why: &UpstreamError) {
-        let _ = self.0.send(Err(std::io::Error::other(why.to_string()))).await;
+        let _ = self
+            .0
+            .send(Err(std::io::Error::other(why.to_string())))
+            .await;
     }
 }
 
@@ -157,7 +190,9 @@ impl LineBuffer {
 
 /// Removes markdown fence lines (```lang / ```), as the AIGW's generation post-processing does.
 pub fn strip_fences(text: &str) -> String {
-    text.split_inclusive('\n').filter(|l| !l.trim_start().starts_with("```")).collect()
+    text.split_inclusive('\n')
+        .filter(|l| !l.trim_start().starts_with("```"))
+        .collect()
 }
 
 /// Raw text deltas (`/v2/code/*`, `/v3`, `/v1/prompts` streams): empty deltas are not written.
@@ -188,13 +223,22 @@ fn sse(event: &str, data: &str) -> String {
 }
 
 fn content_chunk(text: &str) -> String {
-    sse("content_chunk", &pyjson::dumps(&json!({"choices": [{"delta": {"content": text}, "index": 0}]})))
+    sse(
+        "content_chunk",
+        &pyjson::dumps(&json!({"choices": [{"delta": {"content": text}, "index": 0}]})),
+    )
 }
 
 /// v4 SSE: `stream_start` (metadata), `content_chunk` per item (empty ones too, unless line
 /// buffered), `stream_end`.
 pub async fn v4_sse(mut src: Source, start_metadata: Value, line_buffered: bool, sink: Sink) {
-    if !sink.send(sse("stream_start", &pyjson::dumps(&json!({"metadata": start_metadata})))).await {
+    if !sink
+        .send(sse(
+            "stream_start",
+            &pyjson::dumps(&json!({"metadata": start_metadata})),
+        ))
+        .await
+    {
         return;
     }
     let mut lines = line_buffered.then(LineBuffer::default);
@@ -255,7 +299,11 @@ pub async fn chat(mut src: Source, usage_key: Option<String>, sink: Sink) {
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                sink.send(chat_line("error", json!({"message": e.to_string(), "retryable": false}))).await;
+                sink.send(chat_line(
+                    "error",
+                    json!({"message": e.to_string(), "retryable": false}),
+                ))
+                .await;
                 return;
             }
         };
@@ -272,15 +320,27 @@ pub async fn chat(mut src: Source, usage_key: Option<String>, sink: Sink) {
         }
         if let Some(from) = emitted.filter(|from| *from < text.len()) {
             let delta = &text[from..];
-            if !sink.send(chat_line("final_answer_delta", json!({"text": delta, "finish_reason": null}))).await {
+            if !sink
+                .send(chat_line(
+                    "final_answer_delta",
+                    json!({"text": delta, "finish_reason": null}),
+                ))
+                .await
+            {
                 return;
             }
             emitted = Some(text.len());
         }
     }
     let ended = match emitted {
-        Some(from) if src.whole => chat_line("final_answer_delta", json!({"text": &text[from..], "finish_reason": "stop"})),
-        Some(_) => chat_line("final_answer_delta", json!({"text": "", "finish_reason": "stop"})),
+        Some(from) if src.whole => chat_line(
+            "final_answer_delta",
+            json!({"text": &text[from..], "finish_reason": "stop"}),
+        ),
+        Some(_) => chat_line(
+            "final_answer_delta",
+            json!({"text": "", "finish_reason": "stop"}),
+        ),
         None => match parse_action(&text) {
             Some(action) => chat_line("action", action),
             None => chat_line("unknown", json!({"text": text})),
@@ -291,7 +351,8 @@ pub async fn chat(mut src: Source, usage_key: Option<String>, sink: Sink) {
     }
     if let Some(u) = src.usage() {
         let key = usage_key.unwrap_or_else(|| u.model.clone());
-        sink.send(chat_line("usage", json!({"usage": usage_map(u, &key)}))).await;
+        sink.send(chat_line("usage", json!({"usage": usage_map(u, &key)})))
+            .await;
     }
 }
 
@@ -317,7 +378,8 @@ mod tests {
 
     #[test]
     fn parses_actions() {
-        let a = parse_action("Thought: need the issue\nAction: issue_reader\nAction Input: #12").unwrap();
+        let a = parse_action("Thought: need the issue\nAction: issue_reader\nAction Input: #12")
+            .unwrap();
         assert_eq!(a["tool"], "issue_reader");
         assert_eq!(a["tool_input"], "#12");
         assert_eq!(a["thought"], "need the issue");

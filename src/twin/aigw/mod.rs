@@ -96,7 +96,11 @@ struct Uncaught;
 
 /// uvicorn's answer to an uncaught exception.
 fn internal_server_error() -> Response {
-    let mut r = (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain; charset=utf-8")], "Internal Server Error")
+    let mut r = (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [("content-type", "text/plain; charset=utf-8")],
+        "Internal Server Error",
+    )
         .into_response();
     r.extensions_mut().insert(Uncaught);
     r
@@ -118,12 +122,18 @@ async fn request_headers(req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&format!("{:032x}", rand::random::<u128>())).expect("hex is a valid header"));
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("{:032x}", rand::random::<u128>()))
+                .expect("hex is a valid header")
+        });
     let mut resp = next.run(req).await;
     if resp.extensions().get::<Uncaught>().is_none() {
         let h = resp.headers_mut();
         let t = started.elapsed().as_secs_f64().to_string();
-        h.insert("x-process-time", HeaderValue::from_str(&t).expect("a float is a valid header"));
+        h.insert(
+            "x-process-time",
+            HeaderValue::from_str(&t).expect("a float is a valid header"),
+        );
         h.insert("x-request-id", id);
     }
     resp
@@ -133,7 +143,13 @@ fn feature_flags(headers: &HeaderMap) -> Vec<String> {
     headers
         .get("x-gitlab-enabled-feature-flags")
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -1,10 +1,16 @@
 //! The twin AIGW's routes: validation (422 shapes), unit-primitive checks (403), model selection,
 //! the upstream call and the response framing, route by route as PROTOCOL.md §3 describes them.
 
+// Handlers return `Result<Response, Response>`: the error is the HTTP answer itself, built on a
+// cold path, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use super::emit::{self, Source};
 use super::selection::{self, Selection};
 use super::upstream::{self, Call, Completed, Retry, UpstreamError, Usage};
-use super::{detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway};
+use super::{
+    detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway,
+};
 use crate::twin::json_error;
 use crate::twin::vllm::tokens;
 use axum::body::{Body, Bytes};
@@ -21,8 +27,14 @@ type Res = Result<Response, Response>;
 
 pub(super) fn router(gw: Gw) -> Router {
     Router::new()
-        .route("/monitoring/healthz", get(|| async { axum::Json(json!({})) }))
-        .route("/monitoring/ready", get(|| async { internal_server_error() }))
+        .route(
+            "/monitoring/healthz",
+            get(|| async { axum::Json(json!({})) }),
+        )
+        .route(
+            "/monitoring/ready",
+            get(|| async { internal_server_error() }),
+        )
         .route("/v2/code/completions", post(v2_completions))
         .route("/v2/completions", post(v2_completions))
         .route("/v2/code/generations", post(v2_generations))
@@ -41,11 +53,20 @@ fn done(r: Res) -> Response {
 }
 
 fn forbid(what: &str) -> Response {
-    detail(StatusCode::FORBIDDEN, &format!("Unauthorized to access {what}"))
+    detail(
+        StatusCode::FORBIDDEN,
+        &format!("Unauthorized to access {what}"),
+    )
 }
 
-fn stream_response(content_type: &'static str, extra: &[(&'static str, &'static str)], body: Body) -> Response {
-    let mut r = Response::builder().status(StatusCode::OK).header("content-type", content_type);
+fn stream_response(
+    content_type: &'static str,
+    extra: &[(&'static str, &'static str)],
+    body: Body,
+) -> Response {
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type);
     for (k, v) in extra {
         r = r.header(*k, *v);
     }
@@ -56,18 +77,34 @@ const RAW_TEXT: &str = "text/event-stream; charset=utf-8";
 
 impl Gateway {
     fn caller(&self, headers: &HeaderMap) -> Result<super::auth::Caller, Response> {
-        self.auth.authenticate(headers).map_err(|m| json_error(StatusCode::UNAUTHORIZED, json!({"error": m})))
+        self.auth
+            .authenticate(headers)
+            .map_err(|m| json_error(StatusCode::UNAUTHORIZED, json!({"error": m})))
     }
 
     fn retry(&self) -> Retry {
-        Retry { time_scale: self.cfg.retry_time_scale }
+        Retry {
+            time_scale: self.cfg.retry_time_scale,
+        }
     }
 
     /// A non-streaming answer (mock mode answers "mock" without calling upstream).
-    async fn whole(&self, call: &Call, family: &str, local_input: &str) -> Result<Completed, UpstreamError> {
+    async fn whole(
+        &self,
+        call: &Call,
+        family: &str,
+        local_input: &str,
+    ) -> Result<Completed, UpstreamError> {
         if self.cfg.mock_model_responses {
-            let usage = Usage { model: family.to_owned(), input_tokens: tokens::count(local_input) as u64, output_tokens: 0 };
-            return Ok(Completed { text: "mock".into(), usage: Some(usage) });
+            let usage = Usage {
+                model: family.to_owned(),
+                input_tokens: tokens::count(local_input) as u64,
+                output_tokens: 0,
+            };
+            return Ok(Completed {
+                text: "mock".into(),
+                usage: Some(usage),
+            });
         }
         let mut c = upstream::complete(&self.client, call, self.retry()).await?;
         // Non-streaming usage is keyed by the family name (§2.3).
@@ -174,21 +211,39 @@ impl CodeInput {
     }
 }
 
-const PROVIDERS: &[&str] = &["anthropic", "vertex-ai", "litellm", "codestral", "fireworks_ai", "amazon_q", "gitlab"];
+const PROVIDERS: &[&str] = &[
+    "anthropic",
+    "vertex-ai",
+    "litellm",
+    "codestral",
+    "fireworks_ai",
+    "amazon_q",
+    "gitlab",
+];
 
 /// `/v2/code/completions` and `/v2/code/generations` request validation.
 fn v2_request(v: &Value, generation: bool) -> Result<(CodeInput, Selection), Response> {
-    let mut input = CodeInput::editor(v.get("current_file").unwrap_or(&Value::Null), flag(v, "stream")?)?;
+    let mut input = CodeInput::editor(
+        v.get("current_file").unwrap_or(&Value::Null),
+        flag(v, "stream")?,
+    )?;
     let version = match v.get("prompt_version") {
         None | Some(Value::Null) => 1,
-        Some(n) => n.as_u64().filter(|n| (1..=3).contains(n)).ok_or_else(validation_error)?,
+        Some(n) => n
+            .as_u64()
+            .filter(|n| (1..=3).contains(n))
+            .ok_or_else(validation_error)?,
     };
     let provider = text(v, "model_provider", 50, false)?;
     if provider.as_deref().is_some_and(|p| !PROVIDERS.contains(&p)) {
         return Err(validation_error());
     }
     let name = text(v, "model_name", 50, false)?.unwrap_or_default();
-    let allowed = if generation { selection::generation_name_allowed(&name) } else { selection::COMPLETION_NAMES.contains(&name.as_str()) };
+    let allowed = if generation {
+        selection::generation_name_allowed(&name)
+    } else {
+        selection::COMPLETION_NAMES.contains(&name.as_str())
+    };
     if provider.as_deref() == Some("litellm") && !allowed {
         return Err(validation_error());
     }
@@ -205,7 +260,12 @@ fn v2_request(v: &Value, generation: bool) -> Result<(CodeInput, Selection), Res
     Ok((input, sel))
 }
 
-fn call_for(sel: &Selection, model: &str, messages: Vec<Value>, params: &selection::Params) -> Call {
+fn call_for(
+    sel: &Selection,
+    model: &str,
+    messages: Vec<Value>,
+    params: &selection::Params,
+) -> Call {
     Call {
         api_base: sel.api_base().unwrap_or_default(),
         api_key: sel.api_key.clone(),
@@ -215,7 +275,10 @@ fn call_for(sel: &Selection, model: &str, messages: Vec<Value>, params: &selecti
 }
 
 fn consumption(c: &Completed) -> Value {
-    let (i, o) = c.usage.as_ref().map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    let (i, o) = c
+        .usage
+        .as_ref()
+        .map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
     json!({"input_tokens": i, "output_tokens": o, "max_output_tokens_used": false, "context_tokens_sent": 0, "context_tokens_used": 0})
 }
 
@@ -239,20 +302,38 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
     let caller = gw.caller(&headers)?;
     let v = Value::Object(json_object(&body)?);
     let (input, sel) = v2_request(&v, generation)?;
-    let permitted = if generation { caller.can("generate_code", false) } else { caller.can("complete_code", true) };
+    let permitted = if generation {
+        caller.can("generate_code", false)
+    } else {
+        caller.can("complete_code", true)
+    };
     if !permitted {
-        return Err(forbid(if generation { "code generations" } else { "code completions" }));
+        return Err(forbid(if generation {
+            "code generations"
+        } else {
+            "code completions"
+        }));
     }
     let legacy = generation && input.prompt_id.is_none();
     let hex = security_tag();
     let (model, (messages, params)) = if legacy {
-        (sel.family.clone(), selection::legacy_generation(&input.prefix, &input.lang))
+        (
+            sel.family.clone(),
+            selection::legacy_generation(&input.prefix, &input.lang),
+        )
     } else {
         // Without an identifier LiteLLM cannot pick a provider: an uncaught 500, no upstream call.
         let model = sel.upstream_model().ok_or_else(internal_server_error)?;
         let instruction = input.prompt.clone().unwrap_or_default();
         let built = if generation {
-            selection::generation(&sel, &input.prefix, &input.suffix, &instruction, &input.lang, &hex)
+            selection::generation(
+                &sel,
+                &input.prefix,
+                &input.suffix,
+                &instruction,
+                &input.lang,
+                &hex,
+            )
         } else {
             selection::completion(&sel, &input.prefix, &input.suffix, &hex)
         };
@@ -262,14 +343,36 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
     if input.stream {
         let src = gw.source(call, &sel.family, !legacy).await;
         let line_buffered = generation && gw.cfg.line_buffering;
-        return Ok(stream_response(RAW_TEXT, &[], emit::body(move |sink| emit::raw_text(src, line_buffered, sink))));
+        return Ok(stream_response(
+            RAW_TEXT,
+            &[],
+            emit::body(move |sink| emit::raw_text(src, line_buffered, sink)),
+        ));
     }
     let local = format!("{}{}", input.prefix, input.suffix);
-    let c = gw.whole(&call, &sel.family, &local).await.map_err(|_| internal_server_error())?;
+    let c = gw
+        .whole(&call, &sel.family, &local)
+        .await
+        .map_err(|_| internal_server_error())?;
     let (engine, name, consumed, text) = match (generation, legacy) {
-        (false, _) => ("litellm", sel.family.clone(), consumption(&c), c.text.clone()),
-        (true, true) => ("litellm", format!("custom_openai/{}", sel.family), Value::Null, emit::strip_fences(&c.text)),
-        (true, false) => ("agent", selection::code_prompt_name(&sel.family, true), Value::Null, emit::strip_fences(&c.text)),
+        (false, _) => (
+            "litellm",
+            sel.family.clone(),
+            consumption(&c),
+            c.text.clone(),
+        ),
+        (true, true) => (
+            "litellm",
+            format!("custom_openai/{}", sel.family),
+            Value::Null,
+            emit::strip_fences(&c.text),
+        ),
+        (true, false) => (
+            "agent",
+            selection::code_prompt_name(&sel.family, true),
+            Value::Null,
+            emit::strip_fences(&c.text),
+        ),
     };
     Ok(axum::Json(json!({
         "id": "id",
@@ -282,7 +385,10 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
 
 /// `/v3` and `/v4` requests: the first prompt component decides completion or generation.
 fn component_request(v: &Value) -> Result<(CodeInput, bool), Response> {
-    let comps = v.get("prompt_components").and_then(Value::as_array).filter(|a| (1..=100).contains(&a.len()));
+    let comps = v
+        .get("prompt_components")
+        .and_then(Value::as_array)
+        .filter(|a| (1..=100).contains(&a.len()));
     let first = comps.and_then(|c| c.first()).ok_or_else(validation_error)?;
     let generation = match first.get("type").and_then(Value::as_str) {
         Some("code_editor_completion") => false,
@@ -309,7 +415,11 @@ async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Sugges
     let caller = gw.caller(headers)?;
     let v = Value::Object(json_object(body)?);
     let (input, generation) = component_request(&v)?;
-    let permitted = if generation { caller.can("generate_code", true) } else { caller.can("complete_code", false) };
+    let permitted = if generation {
+        caller.can("generate_code", true)
+    } else {
+        caller.can("complete_code", false)
+    };
     if !permitted {
         return Err(forbid("code suggestions"));
     }
@@ -318,18 +428,37 @@ async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Sugges
     let hex = security_tag();
     let (messages, params) = if generation {
         let instruction = input.prompt.clone().unwrap_or_default();
-        selection::generation(&sel, &input.prefix, &input.suffix, &instruction, &input.lang, &hex)
+        selection::generation(
+            &sel,
+            &input.prefix,
+            &input.suffix,
+            &instruction,
+            &input.lang,
+            &hex,
+        )
     } else {
         selection::completion(&sel, &input.prefix, &input.suffix, &hex)
     };
     let call = call_for(&sel, &model, messages, &params);
-    Ok(Suggestion { input, generation, sel, call })
+    Ok(Suggestion {
+        input,
+        generation,
+        sel,
+        call,
+    })
 }
 
 async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
     let local = format!("{}{}", s.input.prefix, s.input.suffix);
-    let c = gw.whole(&s.call, &s.sel.family, &local).await.map_err(|_| internal_server_error())?;
-    let text = if s.generation { emit::strip_fences(&c.text) } else { c.text };
+    let c = gw
+        .whole(&s.call, &s.sel.family, &local)
+        .await
+        .map_err(|_| internal_server_error())?;
+    let text = if s.generation {
+        emit::strip_fences(&c.text)
+    } else {
+        c.text
+    };
     let model = json!({"engine": "custom_openai", "name": s.sel.family, "lang": s.input.lang});
     Ok(axum::Json(json!({
         "choices": choices(&text),
@@ -340,16 +469,22 @@ async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
 }
 
 async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
-    done(async {
-        let s = suggestion(&gw, &headers, &body).await?;
-        if !s.input.stream {
-            return suggestion_json(&gw, s, &headers).await;
+    done(
+        async {
+            let s = suggestion(&gw, &headers, &body).await?;
+            if !s.input.stream {
+                return suggestion_json(&gw, s, &headers).await;
+            }
+            let src = gw.source(s.call, &s.sel.family, true).await;
+            let line_buffered = s.generation && gw.cfg.line_buffering;
+            Ok(stream_response(
+                RAW_TEXT,
+                &[],
+                emit::body(move |sink| emit::raw_text(src, line_buffered, sink)),
+            ))
         }
-        let src = gw.source(s.call, &s.sel.family, true).await;
-        let line_buffered = s.generation && gw.cfg.line_buffering;
-        Ok(stream_response(RAW_TEXT, &[], emit::body(move |sink| emit::raw_text(src, line_buffered, sink))))
-    }
-    .await)
+        .await,
+    )
 }
 
 async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
@@ -373,56 +508,97 @@ async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
 const ROLES: &[&str] = &["user", "assistant", "system"];
 
 async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
-    done(async {
-        let caller = gw.caller(&headers)?;
-        let v = Value::Object(json_object(&body)?);
-        let messages = v.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()).ok_or_else(validation_error)?;
-        for m in messages {
-            let role = m.get("role").and_then(Value::as_str).filter(|r| ROLES.contains(r)).ok_or_else(validation_error)?;
-            text(m, "content", 400_000, false)?;
-            if role != "assistant" && m.get("agent_scratchpad").is_some_and(|s| !s.is_null()) {
-                return Err(detail(StatusCode::BAD_REQUEST, "agent_scratchpad can only be present when role is 'assistant'"));
+    done(
+        async {
+            let caller = gw.caller(&headers)?;
+            let v = Value::Object(json_object(&body)?);
+            let messages = v
+                .get("messages")
+                .and_then(Value::as_array)
+                .filter(|m| !m.is_empty())
+                .ok_or_else(validation_error)?;
+            for m in messages {
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .filter(|r| ROLES.contains(r))
+                    .ok_or_else(validation_error)?;
+                text(m, "content", 400_000, false)?;
+                if role != "assistant" && m.get("agent_scratchpad").is_some_and(|s| !s.is_null()) {
+                    return Err(detail(
+                        StatusCode::BAD_REQUEST,
+                        "agent_scratchpad can only be present when role is 'assistant'",
+                    ));
+                }
             }
-        }
-        if !caller.can("duo_classic_chat", true) {
-            return Err(forbid("duo chat"));
-        }
-        let contexts = messages.iter().filter_map(|m| m.get("additional_context")?.as_array()).flatten();
-        for category in contexts.filter_map(|c| c.get("category")?.as_str()) {
-            if !caller.can(&format!("include_{category}_context"), true) {
-                return Err(forbid(&format!("include_{category}_context")));
+            if !caller.can("duo_classic_chat", true) {
+                return Err(forbid("duo chat"));
             }
+            let contexts = messages
+                .iter()
+                .filter_map(|m| m.get("additional_context")?.as_array())
+                .flatten();
+            for category in contexts.filter_map(|c| c.get("category")?.as_str()) {
+                if !caller.can(&format!("include_{category}_context"), true) {
+                    return Err(forbid(&format!("include_{category}_context")));
+                }
+            }
+            let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
+            let model = sel.upstream_model().ok_or_else(internal_server_error)?;
+            let question = messages
+                .iter()
+                .rev()
+                .find(|m| m["role"] == "user")
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("");
+            let date = chrono::Utc::now().format("%A, %B %d, %Y").to_string();
+            let (msgs, params) = selection::react_chat(&sel, question, &date);
+            let call = call_for(&sel, &model, msgs, &params);
+            let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
+            let src = gw.source(call, &sel.family, true).await;
+            let body = emit::body(move |sink| emit::chat(src, usage_key, sink));
+            Ok(stream_response(
+                "application/x-ndjson; charset=utf-8",
+                &[],
+                body,
+            ))
         }
-        let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
-        let model = sel.upstream_model().ok_or_else(internal_server_error)?;
-        let question = messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("");
-        let date = chrono::Utc::now().format("%A, %B %d, %Y").to_string();
-        let (msgs, params) = selection::react_chat(&sel, question, &date);
-        let call = call_for(&sel, &model, msgs, &params);
-        let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
-        let src = gw.source(call, &sel.family, true).await;
-        let body = emit::body(move |sink| emit::chat(src, usage_key, sink));
-        Ok(stream_response("application/x-ndjson; charset=utf-8", &[], body))
-    }
-    .await)
+        .await,
+    )
 }
 
 /// The deprecated `/v1/chat/{invokable}`: always an uncaught 500 in this AIGW snapshot (§3.6).
-async fn v1_chat(State(gw): State<Gw>, headers: HeaderMap, Path(_invokable): Path<String>) -> Response {
+async fn v1_chat(
+    State(gw): State<Gw>,
+    headers: HeaderMap,
+    Path(_invokable): Path<String>,
+) -> Response {
     done(gw.caller(&headers).map(|_| internal_server_error()))
 }
 
-async fn prompts_v1(State(gw): State<Gw>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn prompts_v1(
+    State(gw): State<Gw>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     done(prompts(gw, headers, id, body, false).await)
 }
 
-async fn prompts_v2(State(gw): State<Gw>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn prompts_v2(
+    State(gw): State<Gw>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     done(prompts(gw, headers, id, body, true).await)
 }
 
 fn version_ok(constraint: &str) -> bool {
     let c = constraint.trim_start_matches(['^', '~', '=', '>', '<']);
-    !c.is_empty() && c.split('.').all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+    !c.is_empty()
+        && c.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
 }
 
 async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) -> Res {
@@ -430,15 +606,26 @@ async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) 
     let v = Value::Object(json_object(&body)?);
     let def = selection::prompt(&id).ok_or_else(|| {
         let setting = id.split('/').next().unwrap_or("");
-        let msg = format!("Failed to load prompt definition for '{id}': Invalid feature setting: {setting}");
+        let msg = format!(
+            "Failed to load prompt definition for '{id}': Invalid feature setting: {setting}"
+        );
         detail(StatusCode::BAD_REQUEST, &msg)
     })?;
     if !text(&v, "prompt_version", 50, false)?.is_none_or(|c| version_ok(&c)) {
-        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, "Invalid version constraint"));
+        return Err(detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid version constraint",
+        ));
     }
-    let inputs = v.get("inputs").and_then(Value::as_object).ok_or_else(validation_error)?;
+    let inputs = v
+        .get("inputs")
+        .and_then(Value::as_object)
+        .ok_or_else(validation_error)?;
     if let Some(missing) = def.inputs.iter().find(|k| !inputs.contains_key(**k)) {
-        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, &format!("'{missing}'")));
+        return Err(detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("'{missing}'"),
+        ));
     }
     if !caller.can(def.unit_primitive, true) {
         return Err(forbid(&format!("'{id}'")));
@@ -460,29 +647,41 @@ async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) 
     let c = match gw.whole(&call, &sel.family, "").await {
         Ok(c) => c,
         Err(UpstreamError::Status { status, .. }) => {
-            let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-            return Err(detail(StatusCode::MISDIRECTED_REQUEST, &format!("{status}: {reason}")));
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            return Err(detail(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!("{status}: {reason}"),
+            ));
         }
         Err(_) => return Err(internal_server_error()),
     };
     if !v2 {
         return Ok(axum::Json(json!(c.text)).into_response());
     }
-    let usage = c.usage.map(|u| json!({u.model: {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}}));
+    let usage = c.usage.map(
+        |u| json!({u.model: {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}}),
+    );
     Ok(axum::Json(json!({"content": c.text, "usage": usage})).into_response())
 }
 
 async fn user_access_token(State(gw): State<Gw>, headers: HeaderMap) -> Response {
-    done(async {
-        let caller = gw.caller(&headers)?;
-        if !caller.can("complete_code", false) && !caller.can("ai_gateway_model_provider_proxy", false) {
-            return Err(forbid("create user access token").into_response());
+    done(
+        async {
+            let caller = gw.caller(&headers)?;
+            if !caller.can("complete_code", false)
+                && !caller.can("ai_gateway_model_provider_proxy", false)
+            {
+                return Err(forbid("create user access token").into_response());
+            }
+            let (token, expires_at) =
+                gw.auth.issue_user_token(&caller, &headers).ok_or_else(|| {
+                    detail(StatusCode::INTERNAL_SERVER_ERROR, "Failed to generate JWT")
+                })?;
+            Ok(axum::Json(json!({"token": token, "expires_at": expires_at})).into_response())
         }
-        let (token, expires_at) = gw
-            .auth
-            .issue_user_token(&caller, &headers)
-            .ok_or_else(|| detail(StatusCode::INTERNAL_SERVER_ERROR, "Failed to generate JWT"))?;
-        Ok(axum::Json(json!({"token": token, "expires_at": expires_at})).into_response())
-    }
-    .await)
+        .await,
+    )
 }

@@ -10,19 +10,42 @@ use serde_json::{json, Map, Value};
 
 /// Families accepted in `model_metadata.name` (`models.yml` gitlab identifiers).
 pub const FAMILIES: &[&str] = &[
-    "mistral", "mixtral", "codestral", "llama3", "codellama", "gpt", "codegemma", "deepseekcoder", "claude_3", "gemini",
-    "qwen", "general", "embedding",
+    "mistral",
+    "mixtral",
+    "codestral",
+    "llama3",
+    "codellama",
+    "gpt",
+    "codegemma",
+    "deepseekcoder",
+    "claude_3",
+    "gemini",
+    "qwen",
+    "general",
+    "embedding",
 ];
 
 /// `model_name` values `/v2/code/completions` accepts with provider `litellm` (never `general`).
 pub const COMPLETION_NAMES: &[&str] = &[
-    "codegemma", "codellama", "codestral", "codestral-2501", "codestral-2508", "deepseekcoder", "llama3", "mistral",
-    "mixtral", "claude_3", "gpt", "qwen2p5-coder-7b",
+    "codegemma",
+    "codellama",
+    "codestral",
+    "codestral-2501",
+    "codestral-2508",
+    "deepseekcoder",
+    "llama3",
+    "mistral",
+    "mixtral",
+    "claude_3",
+    "gpt",
+    "qwen2p5-coder-7b",
 ];
 
 /// `model_name` values `/v2/code/generations` accepts: completions' minus the variants.
 pub fn generation_name_allowed(name: &str) -> bool {
-    COMPLETION_NAMES.contains(&name) && !name.starts_with("codestral-") && name != "qwen2p5-coder-7b"
+    COMPLETION_NAMES.contains(&name)
+        && !name.starts_with("codestral-")
+        && name != "qwen2p5-coder-7b"
 }
 
 /// The self-hosted model a request selected.
@@ -44,7 +67,12 @@ impl Selection {
             return None;
         }
         let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-        Some(Self { family: family.to_owned(), endpoint: s("endpoint"), api_key: s("api_key"), identifier: s("identifier") })
+        Some(Self {
+            family: family.to_owned(),
+            endpoint: s("endpoint"),
+            api_key: s("api_key"),
+            identifier: s("identifier"),
+        })
     }
 
     /// The upstream model id: whatever follows the first `/` of the identifier, or all of it.
@@ -55,9 +83,10 @@ impl Selection {
 
     /// `api_base` as LiteLLM gets it (trailing `/` stripped).
     pub fn api_base(&self) -> Option<String> {
-        self.endpoint.as_deref().map(|e| e.trim_end_matches('/').to_owned())
+        self.endpoint
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_owned())
     }
-
 }
 
 /// The generation parameters one prompt definition sends.
@@ -85,7 +114,10 @@ pub fn upstream_body(model: &str, messages: Vec<Value>, p: &Params) -> Map<Strin
         b.insert("max_tokens".into(), json!(n));
     }
     if !p.stop.is_empty() {
-        b.insert("stop".into(), json!(p.stop.iter().take(MAX_STOP).collect::<Vec<_>>()));
+        b.insert(
+            "stop".into(),
+            json!(p.stop.iter().take(MAX_STOP).collect::<Vec<_>>()),
+        );
     }
     if let Some(t) = p.temperature {
         b.insert("temperature".into(), json!(t));
@@ -112,7 +144,9 @@ pub fn system_prompt(kind: &str, chars: usize, tag_hex: Option<&str>) -> String 
         ),
         None => String::new(),
     };
-    let filler = format!("Twin system prompt for {kind}; stands in for the real definition of the same length. ");
+    let filler = format!(
+        "Twin system prompt for {kind}; stands in for the real definition of the same length. "
+    );
     while s.len() < chars {
         s.push_str(&filler);
     }
@@ -124,7 +158,12 @@ const MISTRAL_STOP: &[&str] = &["[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]", "[S
 
 /// Code completion (§4.3): messages and parameters for `family`.
 pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Vec<Value>, Params) {
-    let sys = |chars| msg("system", system_prompt("code completions", chars, Some(hex)));
+    let sys = |chars| {
+        msg(
+            "system",
+            system_prompt("code completions", chars, Some(hex)),
+        )
+    };
     let fim_user = || msg("user", format!("<s>[SUFFIX]{suffix}[PREFIX]{prefix}"));
     let p = |max, temp, stop: &[&'static str]| Params {
         max_tokens: Some(max),
@@ -134,8 +173,12 @@ pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Ve
         ..Params::default()
     };
     match sel.family.as_str() {
-        f if f == "mistral" || f == "mixtral" => (vec![sys(4725), fim_user()], p(64, Some(0.0), MISTRAL_STOP)),
-        f if f.starts_with("codestral") => (vec![sys(4813), fim_user()], p(64, Some(0.32), MISTRAL_STOP)),
+        f if f == "mistral" || f == "mixtral" => {
+            (vec![sys(4725), fim_user()], p(64, Some(0.0), MISTRAL_STOP))
+        }
+        f if f.starts_with("codestral") => {
+            (vec![sys(4813), fim_user()], p(64, Some(0.32), MISTRAL_STOP))
+        }
         "llama3" => {
             let user = format!("Here is a code completion CONTEXT:\n{prefix}\n|CODE|\n{suffix}\n\nWrite the code for |CODE| only.");
             (vec![sys(4725), msg("user", user)], p(64, Some(0.0), &[]))
@@ -145,11 +188,26 @@ pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Ve
             p(128, Some(0.95), &["<PRE>", "<SUF>", "<MID>", "<EOT>"]),
         ),
         "codegemma" => (
-            vec![msg("user", format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"))],
-            p(128, Some(0.95), &["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_separator|>"]),
+            vec![msg(
+                "user",
+                format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"),
+            )],
+            p(
+                128,
+                Some(0.95),
+                &[
+                    "<|fim_prefix|>",
+                    "<|fim_suffix|>",
+                    "<|fim_middle|>",
+                    "<|file_separator|>",
+                ],
+            ),
         ),
         "deepseekcoder" => (
-            vec![msg("user", format!("<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"))],
+            vec![msg(
+                "user",
+                format!("<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"),
+            )],
             p(128, Some(0.0), &[]),
         ),
         "gpt" => (vec![sys(4725), fim_user()], p(64, None, &[])),
@@ -160,18 +218,38 @@ pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Ve
 /// The prompt-definition name the AIGW reports for a code prompt.
 pub fn code_prompt_name(family: &str, generation: bool) -> String {
     let model = match family {
-        "mistral" => if generation { "Mistral 7B" } else { "Mistral 7B Instruct" },
+        "mistral" => {
+            if generation {
+                "Mistral 7B"
+            } else {
+                "Mistral 7B Instruct"
+            }
+        }
         "mixtral" => "Mixtral 8x7B",
         f if f.starts_with("codestral") => "Codestral",
         "llama3" => "Llama 3",
         "gpt" => "GPT",
         _ => "Base",
     };
-    format!("{model} Code {}", if generation { "Generations" } else { "Completions" })
+    format!(
+        "{model} Code {}",
+        if generation {
+            "Generations"
+        } else {
+            "Completions"
+        }
+    )
 }
 
 /// Code generation through the prompt registry (§4.3).
-pub fn generation(sel: &Selection, prefix: &str, suffix: &str, instruction: &str, lang: &str, hex: &str) -> (Vec<Value>, Params) {
+pub fn generation(
+    sel: &Selection,
+    prefix: &str,
+    suffix: &str,
+    instruction: &str,
+    lang: &str,
+    hex: &str,
+) -> (Vec<Value>, Params) {
     let (max, temp) = match sel.family.as_str() {
         "mistral" | "mixtral" => (256, Some(0.95)),
         "llama3" => (256, Some(0.0)),
@@ -179,12 +257,27 @@ pub fn generation(sel: &Selection, prefix: &str, suffix: &str, instruction: &str
         "gpt" => (512, Some(1.0)),
         _ => (256, Some(0.0)),
     };
-    let instruction = if instruction.is_empty() { prefix.trim_end() } else { instruction };
+    let instruction = if instruction.is_empty() {
+        prefix.trim_end()
+    } else {
+        instruction
+    };
     let user = format!(
         "## Existing code:\n\n{prefix}\n{suffix}\n\n## Instruction:\n```{lang}\n{instruction}\n```\n\nRespond with code only."
     );
-    let params = Params { max_tokens: Some(max), temperature: temp, timeout_s: 60.0, ..Params::default() };
-    (vec![msg("system", system_prompt("code generations", 4519, Some(hex))), msg("user", user)], params)
+    let params = Params {
+        max_tokens: Some(max),
+        temperature: temp,
+        timeout_s: 60.0,
+        ..Params::default()
+    };
+    (
+        vec![
+            msg("system", system_prompt("code generations", 4519, Some(hex))),
+            msg("user", user),
+        ],
+        params,
+    )
 }
 
 /// Legacy generation (`/v2/code/generations` without `prompt_id`): upstream model = family name.
@@ -204,7 +297,11 @@ pub fn legacy_generation(prefix: &str, lang: &str) -> (Vec<Value>, Params) {
 /// Classic chat ReAct (§4.3): system (no security block, dated), user, assistant prefill.
 pub fn react_chat(sel: &Selection, question: &str, date: &str) -> (Vec<Value>, Params) {
     let system = system_prompt(&format!("Duo Chat ReAct, today is {date}"), 14428, None);
-    let messages = vec![msg("system", system), msg("user", format!("\n\n{question}")), msg("assistant", "\nThought:".into())];
+    let messages = vec![
+        msg("system", system),
+        msg("user", format!("\n\n{question}")),
+        msg("assistant", "\nThought:".into()),
+    ];
     let base = Params {
         max_tokens: Some(8192),
         temperature: Some(0.1),
@@ -214,8 +311,15 @@ pub fn react_chat(sel: &Selection, question: &str, date: &str) -> (Vec<Value>, P
         ..Params::default()
     };
     let params = match sel.family.as_str() {
-        "llama3" => Params { max_tokens: Some(4096), ..base },
-        "gpt" => Params { temperature: None, stop: vec![], ..base },
+        "llama3" => Params {
+            max_tokens: Some(4096),
+            ..base
+        },
+        "gpt" => Params {
+            temperature: None,
+            stop: vec![],
+            ..base
+        },
         _ => base,
     };
     (messages, params)
@@ -232,26 +336,107 @@ pub struct PromptDef {
     pub max_tokens: u32,
 }
 
-const fn def(id: &'static str, up: &'static str, inputs: &'static [&'static str], max_tokens: u32) -> PromptDef {
-    PromptDef { id, unit_primitive: up, inputs, system_chars: 4013, max_tokens }
+const fn def(
+    id: &'static str,
+    up: &'static str,
+    inputs: &'static [&'static str],
+    max_tokens: u32,
+) -> PromptDef {
+    PromptDef {
+        id,
+        unit_primitive: up,
+        inputs,
+        system_chars: 4013,
+        max_tokens,
+    }
 }
 
 /// Prompt ids the twin registry serves (those Rails uses for self-hosted, §3.7).
 pub const PROMPTS: &[PromptDef] = &[
-    def("chat/explain_code", "explain_code", &["selected_text", "input"], 2048),
-    def("chat/write_tests", "write_tests", &["selected_text", "input"], 2048),
-    def("chat/refactor_code", "refactor_code", &["selected_text", "input"], 2048),
-    def("chat/fix_code", "fix_code", &["selected_text", "input"], 2048),
-    def("chat/troubleshoot_job", "troubleshoot_job", &["job_log"], 2048),
-    def("chat/explain_vulnerability", "explain_vulnerability", &["vulnerability"], 2048),
-    def("chat/summarize_comments", "summarize_comments", &["notes"], 2048),
-    def("generate_commit_message", "generate_commit_message", &["diff"], 1024),
-    def("summarize_new_merge_request", "summarize_new_merge_request", &["diff"], 2048),
-    def("review_merge_request", "review_merge_request", &["mr_title", "diff"], 4096),
-    def("summarize_review", "summarize_review", &["draft_notes"], 2048),
-    def("resolve_vulnerability", "resolve_vulnerability", &["vulnerability", "code"], 2048),
-    def("glab_ask_git_command", "glab_ask_git_command", &["prompt"], 1024),
-    def("code_suggestions/generations", "generate_code", &["file_name", "content_above_cursor"], 256),
+    def(
+        "chat/explain_code",
+        "explain_code",
+        &["selected_text", "input"],
+        2048,
+    ),
+    def(
+        "chat/write_tests",
+        "write_tests",
+        &["selected_text", "input"],
+        2048,
+    ),
+    def(
+        "chat/refactor_code",
+        "refactor_code",
+        &["selected_text", "input"],
+        2048,
+    ),
+    def(
+        "chat/fix_code",
+        "fix_code",
+        &["selected_text", "input"],
+        2048,
+    ),
+    def(
+        "chat/troubleshoot_job",
+        "troubleshoot_job",
+        &["job_log"],
+        2048,
+    ),
+    def(
+        "chat/explain_vulnerability",
+        "explain_vulnerability",
+        &["vulnerability"],
+        2048,
+    ),
+    def(
+        "chat/summarize_comments",
+        "summarize_comments",
+        &["notes"],
+        2048,
+    ),
+    def(
+        "generate_commit_message",
+        "generate_commit_message",
+        &["diff"],
+        1024,
+    ),
+    def(
+        "summarize_new_merge_request",
+        "summarize_new_merge_request",
+        &["diff"],
+        2048,
+    ),
+    def(
+        "review_merge_request",
+        "review_merge_request",
+        &["mr_title", "diff"],
+        4096,
+    ),
+    def(
+        "summarize_review",
+        "summarize_review",
+        &["draft_notes"],
+        2048,
+    ),
+    def(
+        "resolve_vulnerability",
+        "resolve_vulnerability",
+        &["vulnerability", "code"],
+        2048,
+    ),
+    def(
+        "glab_ask_git_command",
+        "glab_ask_git_command",
+        &["prompt"],
+        1024,
+    ),
+    def(
+        "code_suggestions/generations",
+        "generate_code",
+        &["file_name", "content_above_cursor"],
+        256,
+    ),
 ];
 
 /// Looks a prompt id up.
@@ -261,19 +446,37 @@ pub fn prompt(id: &str) -> Option<&'static PromptDef> {
 
 /// Messages and parameters for a prompt-registry call. Every declared input is rendered into the
 /// user message in declaration order, then the remaining inputs by name.
-pub fn prompt_call(def: &PromptDef, inputs: &Map<String, Value>, hex: &str) -> (Vec<Value>, Params) {
+pub fn prompt_call(
+    def: &PromptDef,
+    inputs: &Map<String, Value>,
+    hex: &str,
+) -> (Vec<Value>, Params) {
     let mut user = String::new();
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     for k in def.inputs {
         user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(&inputs[*k])));
     }
-    for (k, v) in inputs.iter().filter(|(k, _)| !def.inputs.contains(&k.as_str())) {
+    for (k, v) in inputs
+        .iter()
+        .filter(|(k, _)| !def.inputs.contains(&k.as_str()))
+    {
         if !text(v).is_empty() {
             user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(v)));
         }
     }
-    let params = Params { max_tokens: Some(def.max_tokens), temperature: Some(0.0), timeout_s: 60.0, ..Params::default() };
-    (vec![msg("system", system_prompt(def.id, def.system_chars, Some(hex))), msg("user", user)], params)
+    let params = Params {
+        max_tokens: Some(def.max_tokens),
+        temperature: Some(0.0),
+        timeout_s: 60.0,
+        ..Params::default()
+    };
+    (
+        vec![
+            msg("system", system_prompt(def.id, def.system_chars, Some(hex))),
+            msg("user", user),
+        ],
+        params,
+    )
 }
 
 #[cfg(test)]
@@ -281,27 +484,57 @@ mod tests {
     use super::*;
 
     fn sel(family: &str, identifier: &str) -> Selection {
-        Selection { family: family.into(), endpoint: Some("http://x/v1/".into()), api_key: None, identifier: Some(identifier.into()) }
+        Selection {
+            family: family.into(),
+            endpoint: Some("http://x/v1/".into()),
+            api_key: None,
+            identifier: Some(identifier.into()),
+        }
     }
 
     #[test]
     fn identifier_and_endpoint_rules() {
-        assert_eq!(sel("mistral", "custom_openai/mock-model").upstream_model().unwrap(), "mock-model");
-        assert_eq!(sel("mistral", "mock-model").upstream_model().unwrap(), "mock-model");
-        assert_eq!(sel("mistral", "openai/a/b").upstream_model().unwrap(), "a/b");
+        assert_eq!(
+            sel("mistral", "custom_openai/mock-model")
+                .upstream_model()
+                .unwrap(),
+            "mock-model"
+        );
+        assert_eq!(
+            sel("mistral", "mock-model").upstream_model().unwrap(),
+            "mock-model"
+        );
+        assert_eq!(
+            sel("mistral", "openai/a/b").upstream_model().unwrap(),
+            "a/b"
+        );
         assert_eq!(sel("mistral", "x").api_base().unwrap(), "http://x/v1");
     }
 
     #[test]
     fn mistral_completion_matches_capture_parameters() {
-        let (m, p) = completion(&sel("mistral", "m"), "def add(a, b):\n    ", "\n", "0123456789abcdef");
+        let (m, p) = completion(
+            &sel("mistral", "m"),
+            "def add(a, b):\n    ",
+            "\n",
+            "0123456789abcdef",
+        );
         let b = upstream_body("mock-model", m, &p);
         assert_eq!(b["max_tokens"], 64);
         assert_eq!(b["temperature"], 0.0);
-        assert_eq!(b["stop"], json!(["[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]"]));
+        assert_eq!(
+            b["stop"],
+            json!(["[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]"])
+        );
         assert_eq!(b["messages"][0]["content"].as_str().unwrap().len(), 4725);
-        assert!(b["messages"][0]["content"].as_str().unwrap().starts_with("<tool_output_policy_0123456789abcdef>"));
-        assert_eq!(b["messages"][1]["content"], "<s>[SUFFIX]\n[PREFIX]def add(a, b):\n    ");
+        assert!(b["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("<tool_output_policy_0123456789abcdef>"));
+        assert_eq!(
+            b["messages"][1]["content"],
+            "<s>[SUFFIX]\n[PREFIX]def add(a, b):\n    "
+        );
     }
 
     #[test]

@@ -105,7 +105,12 @@ fn usage_of(v: &Value) -> Option<Usage> {
     })
 }
 
-async fn send(client: &reqwest::Client, call: &Call, stream: bool, attempt: usize) -> Result<reqwest::Response, UpstreamError> {
+async fn send(
+    client: &reqwest::Client,
+    call: &Call,
+    stream: bool,
+    attempt: usize,
+) -> Result<reqwest::Response, UpstreamError> {
     let mut body = call.body.clone();
     if stream {
         body.insert("stream".into(), json!(true));
@@ -120,7 +125,10 @@ async fn send(client: &reqwest::Client, call: &Call, stream: bool, attempt: usiz
     if !stream {
         req = req.timeout(Duration::from_secs_f64(call.timeout_s));
     }
-    let resp = req.send().await.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -128,13 +136,23 @@ async fn send(client: &reqwest::Client, call: &Call, stream: bool, attempt: usiz
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
-        .and_then(|v| v["message"].as_str().or(v["error"]["message"].as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v["message"]
+                .as_str()
+                .or(v["error"]["message"].as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or(text);
     Err(UpstreamError::Status { status, message })
 }
 
 /// The OpenAI SDK layer: up to 3 tries.
-async fn sdk_send(client: &reqwest::Client, call: &Call, stream: bool, retry: Retry) -> Result<reqwest::Response, UpstreamError> {
+async fn sdk_send(
+    client: &reqwest::Client,
+    call: &Call,
+    stream: bool,
+    retry: Retry,
+) -> Result<reqwest::Response, UpstreamError> {
     let mut attempt = 0;
     loop {
         match send(client, call, stream, attempt).await {
@@ -148,7 +166,11 @@ async fn sdk_send(client: &reqwest::Client, call: &Call, stream: bool, retry: Re
 }
 
 /// A non-streaming call with both retry layers.
-pub async fn complete(client: &reqwest::Client, call: &Call, retry: Retry) -> Result<Completed, UpstreamError> {
+pub async fn complete(
+    client: &reqwest::Client,
+    call: &Call,
+    retry: Retry,
+) -> Result<Completed, UpstreamError> {
     let mut attempt = 0;
     let resp = loop {
         match sdk_send(client, call, false, retry).await {
@@ -159,9 +181,18 @@ pub async fn complete(client: &reqwest::Client, call: &Call, retry: Retry) -> Re
             other => break other?,
         }
     };
-    let v: Value = resp.json().await.map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-    let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned();
-    Ok(Completed { text, usage: usage_of(&v) })
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Completed {
+        text,
+        usage: usage_of(&v),
+    })
 }
 
 /// A streaming call (SDK retries only, before the first byte).
@@ -175,7 +206,12 @@ pub async fn stream(
     let items = resp
         .bytes_stream()
         .map(move |chunk| match chunk {
-            Ok(bytes) => decoder.push(&bytes).into_iter().filter(|e| e.data != "[DONE]").map(|e| parse_chunk(&e.data)).collect(),
+            Ok(bytes) => decoder
+                .push(&bytes)
+                .into_iter()
+                .filter(|e| e.data != "[DONE]")
+                .map(|e| parse_chunk(&e.data))
+                .collect(),
             Err(e) => vec![Err(UpstreamError::Protocol(e.to_string()))],
         })
         .flat_map(futures_util::stream::iter);
@@ -183,8 +219,16 @@ pub async fn stream(
 }
 
 fn parse_chunk(data: &str) -> Result<Item, UpstreamError> {
-    let v: Value = serde_json::from_str(data).map_err(|e| UpstreamError::Protocol(format!("bad chunk {data:?}: {e}")))?;
+    let v: Value = serde_json::from_str(data)
+        .map_err(|e| UpstreamError::Protocol(format!("bad chunk {data:?}: {e}")))?;
     let choice = &v["choices"][0];
-    let content = choice["delta"]["content"].as_str().or(choice["text"].as_str()).unwrap_or_default().to_owned();
-    Ok(Item { content, usage: usage_of(&v) })
+    let content = choice["delta"]["content"]
+        .as_str()
+        .or(choice["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Item {
+        content,
+        usage: usage_of(&v),
+    })
 }

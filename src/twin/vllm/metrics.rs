@@ -6,9 +6,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Latency buckets (seconds), as vLLM uses for TTFT and inter-token latency.
-const TTFT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
-const ITL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5];
-const E2E_BUCKETS: &[f64] = &[0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+];
 
 #[derive(Debug, Clone)]
 struct Histogram {
@@ -20,7 +26,12 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
     }
     fn observe(&mut self, v: f64) {
         for (i, b) in self.bounds.iter().enumerate() {
@@ -70,6 +81,9 @@ impl ModelSeries {
     }
 }
 
+/// Selects one histogram of a model's series.
+type PickHistogram = fn(&ModelSeries) -> &Histogram;
+
 /// What one finished request contributes.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -90,12 +104,20 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(models: &[String], kv_capacity_tokens: u64) -> Self {
-        let models = models.iter().map(|m| (m.clone(), ModelSeries::new())).collect();
-        Self { kv_capacity_tokens: kv_capacity_tokens.max(1), models }
+        let models = models
+            .iter()
+            .map(|m| (m.clone(), ModelSeries::new()))
+            .collect();
+        Self {
+            kv_capacity_tokens: kv_capacity_tokens.max(1),
+            models,
+        }
     }
 
     fn series(&mut self, model: &str) -> &mut ModelSeries {
-        self.models.entry(model.to_owned()).or_insert_with(ModelSeries::new)
+        self.models
+            .entry(model.to_owned())
+            .or_insert_with(ModelSeries::new)
     }
 
     /// A request entered the running batch holding `kv_tokens` of context.
@@ -123,7 +145,8 @@ impl Metrics {
             s.itl.observe(*g);
         }
         if f.generation_tokens > 1 {
-            s.tpot.observe((f.e2e_s - f.ttft_s) / (f.generation_tokens - 1) as f64);
+            s.tpot
+                .observe((f.e2e_s - f.ttft_s) / (f.generation_tokens - 1) as f64);
         }
         s.e2e.observe(f.e2e_s);
     }
@@ -139,18 +162,34 @@ impl Metrics {
                 f(out, &format!("engine=\"0\",model_name=\"{m}\""), s);
             }
         };
-        gauge(&mut out, "vllm:num_requests_running", "Number of requests in model execution batches.");
+        gauge(
+            &mut out,
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+        );
         each(&mut out, &|o, l, s| {
             let _ = writeln!(o, "vllm:num_requests_running{{{l}}} {}", s.running);
         });
-        gauge(&mut out, "vllm:num_requests_waiting", "Number of requests waiting to be processed.");
+        gauge(
+            &mut out,
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+        );
         each(&mut out, &|o, l, _| {
             let _ = writeln!(o, "vllm:num_requests_waiting{{{l}}} 0");
         });
-        gauge(&mut out, "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.");
+        gauge(
+            &mut out,
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+        );
         let cap = self.kv_capacity_tokens as f64;
         each(&mut out, &|o, l, s| {
-            let _ = writeln!(o, "vllm:kv_cache_usage_perc{{{l}}} {}", s.kv_tokens.max(0) as f64 / cap);
+            let _ = writeln!(
+                o,
+                "vllm:kv_cache_usage_perc{{{l}}} {}",
+                s.kv_tokens.max(0) as f64 / cap
+            );
         });
         let _ = writeln!(out, "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n# TYPE vllm:prompt_tokens_total counter");
         each(&mut out, &|o, l, s| {
@@ -158,19 +197,42 @@ impl Metrics {
         });
         let _ = writeln!(out, "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n# TYPE vllm:generation_tokens_total counter");
         each(&mut out, &|o, l, s| {
-            let _ = writeln!(o, "vllm:generation_tokens_total{{{l}}} {}", s.generation_tokens);
+            let _ = writeln!(
+                o,
+                "vllm:generation_tokens_total{{{l}}} {}",
+                s.generation_tokens
+            );
         });
         let _ = writeln!(out, "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter");
         each(&mut out, &|o, l, s| {
             for (reason, n) in &s.success {
-                let _ = writeln!(o, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {n}");
+                let _ = writeln!(
+                    o,
+                    "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {n}"
+                );
             }
         });
-        let hists: [(&str, &str, fn(&ModelSeries) -> &Histogram); 4] = [
-            ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", |s| &s.ttft),
-            ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", |s| &s.itl),
-            ("vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.", |s| &s.tpot),
-            ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", |s| &s.e2e),
+        let hists: [(&str, &str, PickHistogram); 4] = [
+            (
+                "vllm:time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+                |s| &s.ttft,
+            ),
+            (
+                "vllm:inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+                |s| &s.itl,
+            ),
+            (
+                "vllm:request_time_per_output_token_seconds",
+                "Histogram of time_per_output_token_seconds per request.",
+                |s| &s.tpot,
+            ),
+            (
+                "vllm:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+                |s| &s.e2e,
+            ),
         ];
         for (name, help, pick) in hists {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -188,15 +250,31 @@ mod tests {
     fn renders_vllm_names_with_labels() {
         let mut m = Metrics::new(&["m1".to_owned()], 1000);
         m.started("m1", 100);
-        m.finished("m1", &Finished { prompt_tokens: 10, generation_tokens: 3, finish_reason: "stop".into(), ttft_s: 0.02, itl_s: vec![0.01, 0.01], e2e_s: 0.04 });
+        m.finished(
+            "m1",
+            &Finished {
+                prompt_tokens: 10,
+                generation_tokens: 3,
+                finish_reason: "stop".into(),
+                ttft_s: 0.02,
+                itl_s: vec![0.01, 0.01],
+                e2e_s: 0.04,
+            },
+        );
         let t = m.render();
         assert!(t.contains("vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 1"));
         assert!(t.contains("vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m1\"} 0.1"));
         assert!(t.contains("vllm:prompt_tokens_total{engine=\"0\",model_name=\"m1\"} 10"));
         assert!(t.contains("vllm:generation_tokens_total{engine=\"0\",model_name=\"m1\"} 3"));
-        assert!(t.contains("vllm:time_to_first_token_seconds_count{engine=\"0\",model_name=\"m1\"} 1"));
-        assert!(t.contains("vllm:inter_token_latency_seconds_count{engine=\"0\",model_name=\"m1\"} 2"));
+        assert!(
+            t.contains("vllm:time_to_first_token_seconds_count{engine=\"0\",model_name=\"m1\"} 1")
+        );
+        assert!(
+            t.contains("vllm:inter_token_latency_seconds_count{engine=\"0\",model_name=\"m1\"} 2")
+        );
         m.left("m1", 100);
-        assert!(m.render().contains("vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 0"));
+        assert!(m
+            .render()
+            .contains("vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 0"));
     }
 }

@@ -114,15 +114,28 @@ async fn models(State(b): State<Arc<Backend>>) -> Response {
 
 async fn render_metrics(State(b): State<Arc<Backend>>) -> Response {
     let text = b.metrics.lock().expect("metrics lock").render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn vllm_error(status: StatusCode, kind: &str, message: String) -> Response {
-    json_error(status, json!({"object": "error", "message": message, "type": kind, "param": null, "code": status.as_u16()}))
+    json_error(
+        status,
+        json!({"object": "error", "message": message, "type": kind, "param": null, "code": status.as_u16()}),
+    )
 }
 
 /// The parts of an OpenAI request the twin uses.
@@ -139,25 +152,45 @@ struct Parsed {
 fn message_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
         _ => String::new(),
     }
 }
 
 fn parse_common(v: &Value) -> Result<(String, Option<usize>, bool, bool), String> {
-    let model = v["model"].as_str().ok_or("'model' must be a string")?.to_owned();
-    let max_tokens = v.get("max_tokens").or(v.get("max_completion_tokens")).and_then(Value::as_u64).map(|n| n as usize);
+    let model = v["model"]
+        .as_str()
+        .ok_or("'model' must be a string")?
+        .to_owned();
+    let max_tokens = v
+        .get("max_tokens")
+        .or(v.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
     let stream = v["stream"].as_bool().unwrap_or(false);
-    let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let include_usage = v["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
     Ok((model, max_tokens, stream, include_usage))
 }
 
 fn parse_chat(v: &Value) -> Result<Parsed, String> {
     let (model, max_tokens, stream, include_usage) = parse_common(v)?;
-    let messages = v["messages"].as_array().ok_or("'messages' must be a list")?;
-    let texts: Vec<String> = messages.iter().map(|m| message_text(&m["content"])).collect();
+    let messages = v["messages"]
+        .as_array()
+        .ok_or("'messages' must be a list")?;
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|m| message_text(&m["content"]))
+        .collect();
     let react = messages.last().is_some_and(|m| m["role"] == "assistant")
-        && texts.last().is_some_and(|t| t.trim_end().ends_with("Thought:"));
+        && texts
+            .last()
+            .is_some_and(|t| t.trim_end().ends_with("Thought:"));
     Ok(Parsed {
         prompt_tokens: tokens::count_messages(texts.iter().map(String::as_str)),
         prompt: texts.join("\n"),
@@ -173,10 +206,22 @@ fn parse_completion(v: &Value) -> Result<Parsed, String> {
     let (model, max_tokens, stream, include_usage) = parse_common(v)?;
     let prompt = match &v["prompt"] {
         Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(""),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(""),
         _ => return Err("'prompt' must be a string".into()),
     };
-    Ok(Parsed { prompt_tokens: tokens::count(&prompt), prompt, model, react: false, max_tokens, stream, include_usage })
+    Ok(Parsed {
+        prompt_tokens: tokens::count(&prompt),
+        prompt,
+        model,
+        react: false,
+        max_tokens,
+        stream,
+        include_usage,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -197,7 +242,13 @@ async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
     let arrived = Instant::now();
     let parsed = serde_json::from_slice::<Value>(&body)
         .map_err(|e| e.to_string())
-        .and_then(|v| if api == Api::Chat { parse_chat(&v) } else { parse_completion(&v) });
+        .and_then(|v| {
+            if api == Api::Chat {
+                parse_chat(&v)
+            } else {
+                parse_completion(&v)
+            }
+        });
     let p = match parsed {
         Ok(p) => p,
         Err(e) => return vllm_error(StatusCode::BAD_REQUEST, "BadRequestError", e),
@@ -207,7 +258,11 @@ async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
         return vllm_error(StatusCode::NOT_FOUND, "NotFoundError", msg);
     }
     if b.cfg.fail_models.contains(&p.model) {
-        return vllm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "mock upstream failure".into());
+        return vllm_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "mock upstream failure".into(),
+        );
     }
     let style = textgen::style_for(&p.prompt, p.react, api == Api::Completions);
     let gen = textgen::generate(&textgen::GenRequest {
@@ -218,7 +273,13 @@ async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
         style,
         variation: b.cfg.variation,
     });
-    let job = Job { backend: b, p, gen, api, arrived };
+    let job = Job {
+        backend: b,
+        p,
+        gen,
+        api,
+        arrived,
+    };
     if job.p.stream {
         job.stream()
     } else {
@@ -244,8 +305,16 @@ struct InFlight {
 
 impl InFlight {
     fn new(backend: Arc<Backend>, model: &str, kv_tokens: usize) -> Self {
-        backend.metrics.lock().expect("metrics lock").started(model, kv_tokens);
-        Self { backend, model: model.to_owned(), kv_tokens }
+        backend
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .started(model, kv_tokens);
+        Self {
+            backend,
+            model: model.to_owned(),
+            kv_tokens,
+        }
     }
 }
 
@@ -269,7 +338,10 @@ impl Job {
     }
 
     fn record(&self, first: Instant, times: &[Instant]) {
-        let itl_s = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let itl_s = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
         let f = metrics::Finished {
             prompt_tokens: self.p.prompt_tokens,
             generation_tokens: self.gen.tokens.len(),
@@ -278,16 +350,28 @@ impl Job {
             itl_s,
             e2e_s: self.arrived.elapsed().as_secs_f64(),
         };
-        self.backend.metrics.lock().expect("metrics lock").finished(&self.p.model, &f);
+        self.backend
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .finished(&self.p.model, &f);
     }
 
     fn id(&self) -> String {
-        let prefix = if self.api == Api::Chat { "chatcmpl" } else { "cmpl" };
+        let prefix = if self.api == Api::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        };
         format!("{prefix}-{:016x}", rand::random::<u64>())
     }
 
     async fn whole(self) -> Response {
-        let _guard = InFlight::new(self.backend.clone(), &self.p.model, self.p.prompt_tokens + self.gen.tokens.len());
+        let _guard = InFlight::new(
+            self.backend.clone(),
+            &self.p.model,
+            self.p.prompt_tokens + self.gen.tokens.len(),
+        );
         let n = self.gen.tokens.len();
         tokio::time::sleep_until(self.token_due(n.saturating_sub(1)).into()).await;
         let now = Instant::now();
@@ -299,9 +383,15 @@ impl Job {
         } else {
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": fr})
         };
-        let object = if self.api == Api::Chat { "chat.completion" } else { "text_completion" };
-        axum::Json(json!({"id": self.id(), "object": object, "created": unix_now(), "model": self.p.model,
-            "choices": [choice], "usage": self.usage()}))
+        let object = if self.api == Api::Chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
+        axum::Json(
+            json!({"id": self.id(), "object": object, "created": unix_now(), "model": self.p.model,
+            "choices": [choice], "usage": self.usage()}),
+        )
         .into_response()
     }
 
@@ -315,7 +405,10 @@ impl Job {
                 if let Some(t) = delta {
                     d["content"] = json!(t);
                 }
-                ("chat.completion.chunk", json!({"index": 0, "delta": d, "logprobs": null, "finish_reason": finish}))
+                (
+                    "chat.completion.chunk",
+                    json!({"index": 0, "delta": d, "logprobs": null, "finish_reason": finish}),
+                )
             }
             Api::Completions => (
                 "text_completion",
@@ -329,7 +422,11 @@ impl Job {
     fn stream(self) -> Response {
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         tokio::spawn(async move {
-            let _guard = InFlight::new(self.backend.clone(), &self.p.model, self.p.prompt_tokens + self.gen.tokens.len());
+            let _guard = InFlight::new(
+                self.backend.clone(),
+                &self.p.model,
+                self.p.prompt_tokens + self.gen.tokens.len(),
+            );
             let id = self.id();
             let n = self.gen.tokens.len();
             let mut times = Vec::with_capacity(n);
@@ -337,10 +434,20 @@ impl Job {
                 tokio::time::sleep_until(self.token_due(i).into()).await;
                 times.push(Instant::now());
                 let finish = (i + 1 == n).then_some(self.gen.finish_reason);
-                if i == 0 && self.api == Api::Chat && tx.send(Ok(self.chunk(&id, Some(""), true, None))).await.is_err() {
+                if i == 0
+                    && self.api == Api::Chat
+                    && tx
+                        .send(Ok(self.chunk(&id, Some(""), true, None)))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
-                if tx.send(Ok(self.chunk(&id, Some(tok), false, finish))).await.is_err() {
+                if tx
+                    .send(Ok(self.chunk(&id, Some(tok), false, finish)))
+                    .await
+                    .is_err()
+                {
                     return; // client went away: vLLM aborts the request
                 }
             }

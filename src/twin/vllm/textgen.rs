@@ -31,7 +31,14 @@ pub enum Lang {
 
 /// Markers that make a prompt a code request.
 const CODE_MARKERS: &[&str] = &[
-    "[SUFFIX]", "[PREFIX]", "<PRE>", "|CODE|", "<|fim_prefix|>", "fim▁begin", "```", "## Existing code",
+    "[SUFFIX]",
+    "[PREFIX]",
+    "<PRE>",
+    "|CODE|",
+    "<|fim_prefix|>",
+    "fim▁begin",
+    "```",
+    "## Existing code",
 ];
 
 /// Chooses the style for a prompt. `completions_route` is true for `/v1/completions`.
@@ -115,39 +122,93 @@ impl Words {
 
 /// Generates the answer for `req`.
 pub fn generate(req: &GenRequest) -> Generated {
-    let mut w = Words { rng: ChaCha8Rng::seed_from_u64(request_seed(req)), variation: req.variation };
+    let mut w = Words {
+        rng: ChaCha8Rng::seed_from_u64(request_seed(req)),
+        variation: req.variation,
+    };
     let text = match req.style {
         Style::Code(lang) => code(&mut w, lang),
         Style::Prose => prose(&mut w, 2, 5),
-        Style::React => format!("{}\nFinal Answer: {}", w.pick(THOUGHTS), prose(&mut w, 1, 4)),
+        Style::React => format!(
+            "{}\nFinal Answer: {}",
+            w.pick(THOUGHTS),
+            prose(&mut w, 1, 4)
+        ),
     };
     let all = tokens::split(&text);
-    let finish_reason = if all.len() > req.max_tokens { "length" } else { "stop" };
-    let tokens = all.into_iter().take(req.max_tokens).map(str::to_owned).collect();
-    Generated { tokens, finish_reason }
+    let finish_reason = if all.len() > req.max_tokens {
+        "length"
+    } else {
+        "stop"
+    };
+    let tokens = all
+        .into_iter()
+        .take(req.max_tokens)
+        .map(str::to_owned)
+        .collect();
+    Generated {
+        tokens,
+        finish_reason,
+    }
 }
 
-const IDENTS: &[&str] = &["total", "items", "count", "result", "value", "user", "config", "path", "index", "buffer"];
+const IDENTS: &[&str] = &[
+    "total", "items", "count", "result", "value", "user", "config", "path", "index", "buffer",
+];
 const THOUGHTS: &[&str] = &[
     "Thought: I can answer this from general knowledge.",
     "Thought: The question is about the code shown, no tool is needed.",
     "Thought: I have enough context to answer directly.",
 ];
-const SUBJECTS: &[&str] = &["The function", "This change", "The pipeline", "The merge request", "The service", "This module"];
-const VERBS: &[&str] = &["validates", "returns", "caches", "parses", "retries", "streams", "records", "updates"];
+const SUBJECTS: &[&str] = &[
+    "The function",
+    "This change",
+    "The pipeline",
+    "The merge request",
+    "The service",
+    "This module",
+];
+const VERBS: &[&str] = &[
+    "validates",
+    "returns",
+    "caches",
+    "parses",
+    "retries",
+    "streams",
+    "records",
+    "updates",
+];
 const OBJECTS: &[&str] = &[
-    "the request body", "each input value", "the job log", "the configuration", "every chunk", "the user session",
-    "the dependency list", "the error path",
+    "the request body",
+    "each input value",
+    "the job log",
+    "the configuration",
+    "every chunk",
+    "the user session",
+    "the dependency list",
+    "the error path",
 ];
 const TAILS: &[&str] = &[
-    "before it is stored.", "so callers never see partial data.", "and logs the outcome.", "without blocking the event loop.",
-    "when the cache is cold.", "to keep the behaviour predictable.",
+    "before it is stored.",
+    "so callers never see partial data.",
+    "and logs the outcome.",
+    "without blocking the event loop.",
+    "when the cache is cold.",
+    "to keep the behaviour predictable.",
 ];
 
 fn prose(w: &mut Words, min: usize, max: usize) -> String {
     let n = w.range(min, max);
     (0..n)
-        .map(|_| format!("{} {} {} {}", w.pick(SUBJECTS), w.pick(VERBS), w.pick(OBJECTS), w.pick(TAILS)))
+        .map(|_| {
+            format!(
+                "{} {} {} {}",
+                w.pick(SUBJECTS),
+                w.pick(VERBS),
+                w.pick(OBJECTS),
+                w.pick(TAILS)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -190,7 +251,14 @@ mod tests {
     use super::*;
 
     fn req(prompt: &str, max: usize, variation: f64) -> GenRequest<'_> {
-        GenRequest { seed: 1, model: "m", prompt, max_tokens: max, style: style_for(prompt, false, false), variation }
+        GenRequest {
+            seed: 1,
+            model: "m",
+            prompt,
+            max_tokens: max,
+            style: style_for(prompt, false, false),
+            variation,
+        }
     }
 
     #[test]
@@ -198,7 +266,11 @@ mod tests {
         let a = generate(&req("<s>[SUFFIX]\n[PREFIX]def f(x):\n    ", 64, 0.0));
         let b = generate(&req("<s>[SUFFIX]\n[PREFIX]def f(x):\n    ", 64, 0.0));
         assert_eq!(a.text(), b.text());
-        assert!(a.text().ends_with('\n'), "code ends with a newline: {:?}", a.text());
+        assert!(
+            a.text().ends_with('\n'),
+            "code ends with a newline: {:?}",
+            a.text()
+        );
         let p = generate(&req("What is GitLab?", 4096, 0.0));
         assert!(p.text().ends_with('.'), "prose: {:?}", p.text());
         assert_eq!(p.finish_reason, "stop");
@@ -214,7 +286,14 @@ mod tests {
 
     #[test]
     fn react_style_has_final_answer() {
-        let g = generate(&GenRequest { seed: 3, model: "m", prompt: "q", max_tokens: 500, style: Style::React, variation: 0.0 });
+        let g = generate(&GenRequest {
+            seed: 3,
+            model: "m",
+            prompt: "q",
+            max_tokens: 500,
+            style: Style::React,
+            variation: 0.0,
+        });
         assert!(g.text().starts_with("Thought:"));
         assert!(g.text().contains("\nFinal Answer: "));
     }

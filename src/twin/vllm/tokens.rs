@@ -67,6 +67,9 @@ mod tests {
         assert_eq!(*toks.last().unwrap(), "\n");
         assert_eq!(count("identifier_long"), 3);
         assert_eq!(count(""), 0);
-        assert_eq!(count_messages(["a b", "c"].into_iter()), 3 + 2 * PER_MESSAGE);
+        assert_eq!(
+            count_messages(["a b", "c"].into_iter()),
+            3 + 2 * PER_MESSAGE
+        );
     }
 }
