@@ -140,6 +140,9 @@ pub struct Send<'a> {
     pub seq: usize,
 }
 
+/// How much of an error body is kept in the error message.
+const MAX_ERROR_BODY: usize = 512;
+
 const HOP_BY_HOP: &[&str] = &[
     "host",
     "content-length",
@@ -257,6 +260,7 @@ async fn exchange(
     rec.framing = Some(framing);
     let success = (200..300).contains(&status);
     let mut decoder = Decoder::new(framing);
+    let mut error_body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let bytes = chunk.map_err(|e| {
@@ -270,6 +274,10 @@ async fn exchange(
             )
         })?;
         let t = ms(sent.elapsed());
+        if !success && error_body.len() < MAX_ERROR_BODY {
+            let room = MAX_ERROR_BODY - error_body.len();
+            error_body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
         let events = decoder.push(&bytes);
         record_chunk(rec, t, bytes.len(), events, success);
     }
@@ -288,10 +296,7 @@ async fn exchange(
         };
         return Err((
             class,
-            format!(
-                "HTTP {status}: {}",
-                rec.content.chars().take(300).collect::<String>()
-            ),
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&error_body)),
         ));
     }
     framing_result.map_err(|m| (ErrorClass::Framing, m))
