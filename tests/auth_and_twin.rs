@@ -84,7 +84,7 @@ fn tokens_from_an_unknown_key_are_refused_with_401() {
     let first: Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
     assert_eq!(first["status"], 401);
     assert!(
-        first["content"]
+        first["error"]["message"]
             .as_str()
             .unwrap()
             .contains("Forbidden by auth provider"),
