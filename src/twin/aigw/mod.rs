@@ -11,6 +11,7 @@ pub mod emit;
 mod routes;
 pub mod selection;
 pub mod upstream;
+mod validate;
 
 use super::{json_error, serve_router, RunningServer};
 use axum::extract::Request;

@@ -8,6 +8,7 @@
 use super::emit::{self, Source};
 use super::selection::{self, Selection};
 use super::upstream::{self, Call, Completed, Retry, UpstreamError, Usage};
+use super::validate::{component_request, flag, json_object, text, v2_request, CodeInput};
 use super::{
     detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway,
 };
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 type Gw = Arc<Gateway>;
@@ -129,135 +130,6 @@ impl Gateway {
         let open = Box::pin(async move { upstream::stream(&gw.client, &call, gw.retry()).await });
         Source::live(open, lag && self.cfg.one_chunk_lag)
     }
-}
-
-fn json_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(validation_error()),
-    }
-}
-
-/// A string field: `Ok(None)` when absent or null (if not required), 422 when of the wrong type
-/// or longer than `max` characters.
-fn text(v: &Value, key: &str, max: usize, required: bool) -> Result<Option<String>, Response> {
-    match v.get(key) {
-        None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        _ => Err(validation_error()),
-    }
-}
-
-fn flag(v: &Value, key: &str) -> Result<bool, Response> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        _ => Err(validation_error()),
-    }
-}
-
-fn list_at_most(v: &Value, key: &str, max: usize) -> Result<(), Response> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(a)) if a.len() <= max => Ok(()),
-        _ => Err(validation_error()),
-    }
-}
-
-/// A code request's editor state, common to `/v2/code/*`, `/v3` and `/v4`.
-struct CodeInput {
-    lang: String,
-    prefix: String,
-    suffix: String,
-    stream: bool,
-    prompt: Option<String>,
-    prompt_id: Option<String>,
-}
-
-fn language_of(file_name: &str, identifier: Option<String>) -> String {
-    if let Some(l) = identifier.filter(|l| !l.is_empty()) {
-        return l.to_lowercase();
-    }
-    let ext = file_name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    let lang = match ext {
-        "py" => "python",
-        "rs" => "rust",
-        "js" | "mjs" => "javascript",
-        "ts" => "typescript",
-        "go" => "go",
-        "rb" => "ruby",
-        "java" => "java",
-        _ => "",
-    };
-    lang.to_owned()
-}
-
-impl CodeInput {
-    /// From a `current_file`-style object (the v2 `current_file`, or a v3/v4 `payload`).
-    fn editor(file: &Value, stream: bool) -> Result<Self, Response> {
-        if !file.is_object() {
-            return Err(validation_error());
-        }
-        let file_name = text(file, "file_name", 255, true)?.unwrap_or_default();
-        let lang = language_of(&file_name, text(file, "language_identifier", 255, false)?);
-        Ok(Self {
-            lang,
-            prefix: text(file, "content_above_cursor", 100_000, true)?.unwrap_or_default(),
-            suffix: text(file, "content_below_cursor", 100_000, true)?.unwrap_or_default(),
-            stream,
-            prompt: None,
-            prompt_id: None,
-        })
-    }
-}
-
-const PROVIDERS: &[&str] = &[
-    "anthropic",
-    "vertex-ai",
-    "litellm",
-    "codestral",
-    "fireworks_ai",
-    "amazon_q",
-    "gitlab",
-];
-
-/// `/v2/code/completions` and `/v2/code/generations` request validation.
-fn v2_request(v: &Value, generation: bool) -> Result<(CodeInput, Selection), Response> {
-    let mut input = CodeInput::editor(
-        v.get("current_file").unwrap_or(&Value::Null),
-        flag(v, "stream")?,
-    )?;
-    let version = match v.get("prompt_version") {
-        None | Some(Value::Null) => 1,
-        Some(n) => n
-            .as_u64()
-            .filter(|n| (1..=3).contains(n))
-            .ok_or_else(validation_error)?,
-    };
-    let provider = text(v, "model_provider", 50, false)?;
-    if provider.as_deref().is_some_and(|p| !PROVIDERS.contains(&p)) {
-        return Err(validation_error());
-    }
-    let name = text(v, "model_name", 50, false)?.unwrap_or_default();
-    let allowed = if generation {
-        selection::generation_name_allowed(&name)
-    } else {
-        selection::COMPLETION_NAMES.contains(&name.as_str())
-    };
-    if provider.as_deref() == Some("litellm") && !allowed {
-        return Err(validation_error());
-    }
-    list_at_most(v, "context", 100)?;
-    list_at_most(v, "telemetry", 10)?;
-    input.prompt = text(v, "prompt", 400_000, generation && version == 2)?;
-    input.prompt_id = text(v, "prompt_id", 255, false)?;
-    let sel = Selection {
-        family: name,
-        endpoint: text(v, "model_endpoint", 255, false)?,
-        api_key: text(v, "model_api_key", 2000, false)?,
-        identifier: text(v, "model_identifier", 1000, false)?,
-    };
-    Ok((input, sel))
 }
 
 fn call_for(
@@ -381,27 +253,6 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
         "metadata": {"enabled_feature_flags": feature_flags(&headers)},
     }))
     .into_response())
-}
-
-/// `/v3` and `/v4` requests: the first prompt component decides completion or generation.
-fn component_request(v: &Value) -> Result<(CodeInput, bool), Response> {
-    let comps = v
-        .get("prompt_components")
-        .and_then(Value::as_array)
-        .filter(|a| (1..=100).contains(&a.len()));
-    let first = comps.and_then(|c| c.first()).ok_or_else(validation_error)?;
-    let generation = match first.get("type").and_then(Value::as_str) {
-        Some("code_editor_completion") => false,
-        Some("code_editor_generation") => true,
-        _ => return Err(validation_error()),
-    };
-    let payload = first.get("payload").unwrap_or(&Value::Null);
-    let mut input = CodeInput::editor(payload, flag(payload, "stream")?)?;
-    if generation {
-        input.prompt = text(payload, "prompt", 400_000, false)?;
-        input.prompt_id = text(payload, "prompt_id", 255, false)?;
-    }
-    Ok((input, generation))
 }
 
 struct Suggestion {
