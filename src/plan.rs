@@ -200,6 +200,8 @@ pub struct Plan {
     pub request_timeout_s: f64,
     pub models: BTreeMap<String, ModelSetting>,
     pub stack: Option<StackConfig>,
+    /// `<UTC start>-<scenario name>`.
+    pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
     pub run_dir: PathBuf,
     pub overrides: Overrides,
@@ -226,7 +228,8 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
 }
 
 /// Reads a scenario, applies overrides and resolves everything that can be resolved up front.
-pub fn resolve(path: &Path, overrides: Overrides, run_id: &str) -> Result<Plan, PlanError> {
+/// `started` (a UTC timestamp) and the scenario name make the run id.
+pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan, PlanError> {
     let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
         path: path.into(),
         source,
@@ -289,10 +292,11 @@ pub fn resolve(path: &Path, overrides: Overrides, run_id: &str) -> Result<Plan, 
     if sc.request_timeout_s.is_nan() || sc.request_timeout_s <= 0.0 {
         return Err(invalid(path, "request_timeout_s must be > 0"));
     }
+    let run_id = format!("{started}-{}", sc.name);
     let run_dir = overrides
         .out
         .clone()
-        .unwrap_or_else(|| sc.output.dir.join(run_id));
+        .unwrap_or_else(|| sc.output.dir.join(&run_id));
     Ok(Plan {
         schema: "duo-harness/plan/v1",
         harness_version: env!("CARGO_PKG_VERSION"),
@@ -305,6 +309,7 @@ pub fn resolve(path: &Path, overrides: Overrides, run_id: &str) -> Result<Plan, 
         request_timeout_s: sc.request_timeout_s,
         models: sc.models,
         stack: sc.stack,
+        run_id,
         run_dir,
         overrides,
     })

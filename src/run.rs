@@ -113,17 +113,8 @@ fn select(plan: &Plan, all: Vec<Interaction>) -> Result<Vec<Interaction>, RunErr
 /// Runs a scenario; returns the exit code of the verdict.
 pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError> {
     let started_at = chrono::Utc::now();
-    let run_id = format!("{}", started_at.format("%Y%m%dT%H%M%SZ"));
-    let plan = plan::resolve(scenario, overrides, &run_id)?;
-    let run_id = format!("{run_id}-{}", plan.scenario_name);
-    let plan = Plan {
-        run_dir: plan
-            .overrides
-            .out
-            .clone()
-            .unwrap_or_else(|| plan.run_dir.with_file_name(&run_id)),
-        ..plan
-    };
+    let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+    let plan = plan::resolve(scenario, overrides, &started)?;
     let interactions = select(&plan, corpus::load(&plan.corpus_path)?)?;
     let client = drive::client(&plan.target)?;
     let auth = drive::auth_headers(&plan.target)?;
@@ -187,7 +178,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         records.push(rec);
     }
     let info = RunInfo {
-        run_id,
+        run_id: plan.run_id.clone(),
         scenario: plan.scenario_name.clone(),
         target: if plan.embedded() {
             format!("embedded ({base_url})")

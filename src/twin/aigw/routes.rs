@@ -83,6 +83,11 @@ impl Gateway {
             .map_err(|m| json_error(StatusCode::UNAUTHORIZED, json!({"error": m})))
     }
 
+    /// Generation streams pass through the line buffer when it is switched on (§8.2).
+    fn line_buffered(&self, generation: bool) -> bool {
+        generation && self.cfg.line_buffering
+    }
+
     fn retry(&self) -> Retry {
         Retry {
             time_scale: self.cfg.retry_time_scale,
@@ -129,6 +134,28 @@ impl Gateway {
         let gw = self.clone();
         let open = Box::pin(async move { upstream::stream(&gw.client, &call, gw.retry()).await });
         Source::live(open, lag && self.cfg.one_chunk_lag)
+    }
+}
+
+/// Upstream messages and parameters of a prompt-registry code request.
+fn code_messages(
+    sel: &Selection,
+    input: &CodeInput,
+    generation: bool,
+    hex: &str,
+) -> (Vec<Value>, selection::Params) {
+    if generation {
+        let instruction = input.prompt.as_deref().unwrap_or_default();
+        selection::generation(
+            sel,
+            &input.prefix,
+            &input.suffix,
+            instruction,
+            &input.lang,
+            hex,
+        )
+    } else {
+        selection::completion(sel, &input.prefix, &input.suffix, hex)
     }
 }
 
@@ -196,25 +223,12 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
     } else {
         // Without an identifier LiteLLM cannot pick a provider: an uncaught 500, no upstream call.
         let model = sel.upstream_model().ok_or_else(internal_server_error)?;
-        let instruction = input.prompt.clone().unwrap_or_default();
-        let built = if generation {
-            selection::generation(
-                &sel,
-                &input.prefix,
-                &input.suffix,
-                &instruction,
-                &input.lang,
-                &hex,
-            )
-        } else {
-            selection::completion(&sel, &input.prefix, &input.suffix, &hex)
-        };
-        (model, built)
+        (model, code_messages(&sel, &input, generation, &hex))
     };
     let call = call_for(&sel, &model, messages, &params);
     if input.stream {
         let src = gw.source(call, &sel.family, !legacy).await;
-        let line_buffered = generation && gw.cfg.line_buffering;
+        let line_buffered = gw.line_buffered(generation);
         return Ok(stream_response(
             RAW_TEXT,
             &[],
@@ -277,19 +291,7 @@ async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Sugges
     let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
     let model = sel.upstream_model().ok_or_else(internal_server_error)?;
     let hex = security_tag();
-    let (messages, params) = if generation {
-        let instruction = input.prompt.clone().unwrap_or_default();
-        selection::generation(
-            &sel,
-            &input.prefix,
-            &input.suffix,
-            &instruction,
-            &input.lang,
-            &hex,
-        )
-    } else {
-        selection::completion(&sel, &input.prefix, &input.suffix, &hex)
-    };
+    let (messages, params) = code_messages(&sel, &input, generation, &hex);
     let call = call_for(&sel, &model, messages, &params);
     Ok(Suggestion {
         input,
@@ -327,7 +329,7 @@ async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
                 return suggestion_json(&gw, s, &headers).await;
             }
             let src = gw.source(s.call, &s.sel.family, true).await;
-            let line_buffered = s.generation && gw.cfg.line_buffering;
+            let line_buffered = gw.line_buffered(s.generation);
             Ok(stream_response(
                 RAW_TEXT,
                 &[],
@@ -349,7 +351,7 @@ async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
             "timestamp": unix_now(), "enabled_feature_flags": feature_flags(&headers), "region": "us-central1",
         });
         let src = gw.source(s.call, &s.sel.family, true).await;
-        let line_buffered = s.generation && gw.cfg.line_buffering;
+        let line_buffered = gw.line_buffered(s.generation);
         let sse_headers = [("x-streaming-format", "sse"), ("cache-control", "no-store"), ("x-accel-buffering", "no")];
         Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, sink))))
     }
