@@ -2,7 +2,8 @@
 //! and turns every outcome into one of DESIGN.md's exit codes.
 
 use crate::exit::Exit;
-use crate::plan::Overrides;
+use crate::plan::{LoadOverrides, Overrides};
+use crate::schedule::Arrival;
 use crate::twin::{self, StackConfig};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -34,6 +35,8 @@ pub enum Command {
         /// Corpus file (overrides the scenario's corpus).
         #[arg(long)]
         corpus: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Serve the embedded twin stack on loopback until stopped; prints its URLs as one JSON line.
     Stack {
@@ -41,6 +44,43 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Overrides of the scenario's `[load]` section.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Requests per second (makes a closed-loop scenario constant-rate).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of sending.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Arrival process.
+    #[arg(long, value_parser = parse_arrival)]
+    arrival: Option<Arrival>,
+    /// Most requests in flight (closed loop: exactly this many).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seed of the arrival process and the feature mix.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn parse_arrival(s: &str) -> Result<Arrival, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| "one of closed, constant, poisson, gamma, trace".to_owned())
+}
+
+impl From<LoadArgs> for LoadOverrides {
+    fn from(a: LoadArgs) -> Self {
+        Self {
+            arrival: a.arrival,
+            rate: a.rate,
+            duration_s: a.duration,
+            concurrency: a.concurrency,
+            seed: a.seed,
+        }
+    }
 }
 
 /// Entry point of the binary.
@@ -73,12 +113,14 @@ async fn dispatch(cmd: Command) -> Exit {
             out,
             target,
             corpus,
+            load,
         } => match crate::run::run(
             &scenario,
             Overrides {
                 target,
                 corpus,
                 out,
+                load: load.into(),
             },
         )
         .await

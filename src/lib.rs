@@ -7,16 +7,19 @@
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
 
+pub mod clock;
 pub mod cli;
 pub mod corpus;
 pub mod drive;
 pub mod exit;
 pub mod features;
+pub mod live;
 pub mod measure;
 pub mod plan;
 pub mod protocol;
 pub mod pyjson;
 pub mod redact;
 pub mod run;
+pub mod schedule;
 pub mod summary;
 pub mod twin;

@@ -4,6 +4,10 @@
 //! In: a scenario file and [`Overrides`]. Out: a [`Plan`], or a [`PlanError`] naming the file,
 //! line and key at fault.
 
+mod load;
+
+pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
+
 use crate::twin::StackConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,9 +35,15 @@ pub struct Scenario {
     /// Chat sub-features without an entry use `duo_chat`'s.
     #[serde(default)]
     pub models: BTreeMap<String, ModelSetting>,
-    /// The embedded twin stack, when the target is `embedded`.
+    /// The embedded twin stack, when the target is `embedded` or `embedded:<backend>`.
     #[serde(default)]
     pub stack: Option<StackConfig>,
+    /// How requests are sent (arrival process, bounds, concurrency, self-audit).
+    #[serde(default)]
+    pub load: LoadSpec,
+    /// Latency objectives per feature (for goodput).
+    #[serde(default)]
+    pub slo: BTreeMap<String, Slo>,
 }
 
 fn default_timeout() -> f64 {
@@ -44,8 +54,12 @@ fn default_timeout() -> f64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `embedded`, or the AIGW base URL (`http://` or `https://`).
+    /// `embedded` (the twin AIGW), `embedded:<backend>` (a twin vLLM backend directly), or a
+    /// base URL (`http://` or `https://`) of an AIGW or an OpenAI-compatible backend.
     pub url: String,
+    /// OpenAI-compatible targets: the `model` sent in `/v1/*` bodies, replacing the corpus's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default)]
     pub auth: AuthKind,
     /// `bearer`: environment variable holding the token.
@@ -130,12 +144,21 @@ pub struct Output {
     /// Parent folder of run folders (relative to the working directory).
     #[serde(default = "default_reports")]
     pub dir: PathBuf,
+    /// Keep every chunk (arrival time, size, content) in `results.ndjson`. Long load runs may
+    /// turn this off: each line keeps its per-request timings, the histograms keep the rest.
+    #[serde(default = "yes")]
+    pub chunks: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Output {
     fn default() -> Self {
         Self {
             dir: default_reports(),
+            chunks: true,
         }
     }
 }
@@ -171,6 +194,7 @@ pub struct Overrides {
     pub target: Option<String>,
     pub corpus: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    pub load: LoadOverrides,
 }
 
 /// Why a plan could not be made (exit code 2).
@@ -195,11 +219,18 @@ pub struct Plan {
     pub corpus_path: PathBuf,
     /// `None` for the embedded stack (its URL is known once it runs).
     pub target_url: Option<String>,
+    /// `embedded:<backend>`: the twin backend requests go to directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_backend: Option<String>,
     pub target: Target,
     pub features: Vec<String>,
     pub request_timeout_s: f64,
+    pub output: Output,
     pub models: BTreeMap<String, ModelSetting>,
     pub stack: Option<StackConfig>,
+    /// The load, with overrides applied and the seed drawn.
+    pub load: LoadSpec,
+    pub slo: BTreeMap<String, Slo>,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -245,8 +276,10 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         .target
         .clone()
         .unwrap_or_else(|| sc.target.url.clone());
+    let embedded_backend = url.strip_prefix("embedded:").map(str::to_owned);
     let target_url = match url.as_str() {
         "embedded" => None,
+        _ if embedded_backend.is_some() => None,
         u if u.starts_with("http://") || u.starts_with("https://") => {
             Some(u.trim_end_matches('/').to_owned())
         }
@@ -257,14 +290,17 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ))
         }
     };
-    for f in sc.features.iter().chain(sc.models.keys()) {
+    for f in sc.features.iter().chain(sc.models.keys()).chain(sc.slo.keys()) {
         if crate::features::lookup(f).is_none() {
             return Err(invalid(
                 path,
-                format!("unknown Duo feature '{f}' (in 'features' or 'models')"),
+                format!("unknown Duo feature '{f}' (in 'features', 'models' or 'slo')"),
             ));
         }
     }
+    let mut load = sc.load.clone();
+    load.apply(&overrides.load);
+    load.check().map_err(|m| invalid(path, m))?;
     let mut target = sc.target.clone();
     match target.auth {
         AuthKind::Bearer if target.token_env.is_none() => {
@@ -307,8 +343,12 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         target,
         features: sc.features,
         request_timeout_s: sc.request_timeout_s,
+        output: sc.output.clone(),
         models: sc.models,
         stack: sc.stack,
+        load,
+        slo: sc.slo,
+        embedded_backend,
         run_id,
         run_dir,
         overrides,
@@ -344,7 +384,7 @@ mod tests {
         let o = Overrides {
             target: Some("http://127.0.0.1:1/".into()),
             out: Some("/tmp/o".into()),
-            corpus: None,
+            ..Overrides::default()
         };
         let plan = resolve(&p, o, "r").unwrap();
         assert_eq!(plan.target_url.as_deref(), Some("http://127.0.0.1:1"));

@@ -1,16 +1,24 @@
-//! The `run` command: plan → corpus → (embedded stack) → preflight → sequential replay →
-//! `results.ndjson` (flushed per request) → `summary.json` → table and exit code. Ctrl-C stops
-//! sending and still writes the summary of what was measured.
+//! The `run` command: plan → corpus → (embedded stack) → preflight → schedule → dispatch →
+//! collect (`results.ndjson`, flushed per request) → `summary.json` and `histograms.json` →
+//! table and exit code. After the last send, in-flight requests drain for `load.grace_s`; what is
+//! still running then is cut off and counted. Ctrl-C stops sending, cuts off what is in flight,
+//! and still writes the summary of what was measured.
 
 use crate::corpus::{self, CorpusError, Interaction};
-use crate::drive::{self, DriveError, ResolvedModel};
+use crate::drive::{self, dispatch, DriveError, Prepared, ResolvedModel};
 use crate::exit::Exit;
-use crate::measure::ResultsSink;
+use crate::live::{self, LiveStats, LiveView};
+use crate::measure::aggregate::Aggregate;
+use crate::measure::cpu::{ClientCpu, CpuTimes};
+use crate::measure::{self, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
+use crate::schedule::{self, Arrival};
 use crate::summary::{self, RunInfo};
 use crate::twin::{self, StackError, StackUrls};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,33 @@ fn select(plan: &Plan, all: Vec<Interaction>) -> Result<Vec<Interaction>, RunErr
     Ok(chosen)
 }
 
+/// Where requests go: the base URL, and how the summary names it.
+fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), RunError> {
+    let Some(urls) = urls else {
+        let url = plan.target_url.clone().unwrap_or_default();
+        return Ok((url.clone(), url));
+    };
+    match &plan.embedded_backend {
+        None => Ok((urls.aigw.clone(), format!("embedded AIGW ({})", urls.aigw))),
+        Some(name) => {
+            let b = urls.backends.get(name).ok_or_else(|| {
+                RunError::Config(format!(
+                    "target.url 'embedded:{name}': the stack has no backend named '{name}'"
+                ))
+            })?;
+            Ok((b.url.clone(), format!("embedded backend {name} ({})", b.url)))
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).expect("run files serialise");
+    std::fs::write(path, text).map_err(write_err(path))
+}
+
+/// The schedule's instant zero lies this far after setup, so the pacer starts on time.
+const LEAD: Duration = Duration::from_millis(20);
+
 /// Runs a scenario; returns the exit code of the verdict.
 pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError> {
     let started_at = chrono::Utc::now();
@@ -120,27 +155,34 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let auth = drive::auth_headers(&plan.target)?;
 
     let stack = match plan.embedded() {
-        true => Some(twin::start(&plan.stack.clone().unwrap_or_default()).await?),
+        true => {
+            let cfg = plan.stack.clone().unwrap_or_default();
+            Some(twin::IsolatedStack::start(&cfg, twin_threads()).await?)
+        }
         false => None,
     };
     let urls = stack.as_ref().map(|s| s.urls());
-    let base_url = urls.as_ref().map_or_else(
-        || plan.target_url.clone().unwrap_or_default(),
-        |u| u.aigw.clone(),
-    );
+    let (base_url, target_name) = base_url(&plan, urls.as_ref())?;
     let mut features: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
+    features.sort();
     features.dedup();
     let models = resolve_models(&plan, urls.as_ref(), &features)?;
+    let feature_of: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
+    let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
+    let prepared: Vec<Prepared> = interactions
+        .into_iter()
+        .map(|it| {
+            let model = models.iter().find(|(f, _)| *f == it.feature).map(|(_, m)| m);
+            Prepared::new(it, model, plan.target.model.as_deref())
+        })
+        .collect();
+    let feature_refs: Vec<&str> = feature_of.iter().map(String::as_str).collect();
+    let schedule = schedule::build(&plan.load, &feature_refs, &offsets)
+        .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
 
     std::fs::create_dir_all(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
-    let plan_path = plan.run_dir.join("plan.json");
-    let plan_json =
-        serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
-    std::fs::write(
-        &plan_path,
-        serde_json::to_string_pretty(&plan_json).expect("plan serialises"),
-    )
-    .map_err(write_err(&plan_path))?;
+    let plan_json = serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
+    write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
 
     drive::preflight(&client, &base_url)
         .await
@@ -150,53 +192,111 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         })?;
 
     let results_path = plan.run_dir.join("results.ndjson");
-    let mut sink = ResultsSink::create(&results_path).map_err(write_err(&results_path))?;
-    let run_start = Instant::now();
-    let mut records = Vec::with_capacity(interactions.len());
-    let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    for (seq, it) in interactions.iter().enumerate() {
-        let model = models
-            .iter()
-            .find(|(f, _)| *f == it.feature)
-            .map(|(_, m)| m);
-        let body = drive::body_for(it, model);
-        let send = drive::Send {
-            client: &client,
-            base_url: &base_url,
-            auth: &auth,
-            timeout: Duration::from_secs_f64(plan.request_timeout_s),
-            run_start,
-            seq,
-        };
-        let rec = tokio::select! {
-            r = drive::send(&send, it, &body) => r,
-            _ = &mut ctrl_c => { interrupted = true; break; }
-        };
-        sink.write(&rec).map_err(write_err(&results_path))?;
-        records.push(rec);
-    }
+    let sink = ResultsSink::create(&results_path, plan.output.chunks)
+        .map_err(write_err(&results_path))?;
+    let target = Arc::new(drive::Target {
+        client,
+        base_url,
+        auth,
+        timeout: Duration::from_secs_f64(plan.request_timeout_s),
+        run_start: Instant::now() + LEAD,
+    });
+    let outcome = drive_load(&plan, target.clone(), Arc::new(prepared), schedule, sink).await;
+    let (agg, written, scheduled, interrupted) = outcome;
+    written.map_err(write_err(&results_path))?;
     let info = RunInfo {
         run_id: plan.run_id.clone(),
         scenario: plan.scenario_name.clone(),
-        target: if plan.embedded() {
-            format!("embedded ({base_url})")
-        } else {
-            base_url.clone()
-        },
+        target: target_name,
         started_at: started_at.to_rfc3339(),
-        duration_s: run_start.elapsed().as_secs_f64(),
-        interrupted,
+        duration_s: target.run_start.elapsed().as_secs_f64(),
+        interrupted: interrupted.flag,
+        scheduled,
+        client: interrupted.cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let summary = summary::summarise(info, &records);
-    let summary_path = plan.run_dir.join("summary.json");
-    std::fs::write(
-        &summary_path,
-        serde_json::to_string_pretty(&summary).expect("summary serialises"),
-    )
-    .map_err(write_err(&summary_path))?;
+    let summary = summary::summarise(info, &plan.load, &agg);
+    write_json(&plan.run_dir.join("summary.json"), &summary)?;
+    write_json(&plan.run_dir.join("histograms.json"), &summary::histograms(&agg))?;
     print!("{}", summary.table());
     println!("run folder: {}", plan.run_dir.display());
     Ok(summary.exit())
+}
+
+/// Threads for an embedded twin: half the machine, at least one.
+fn twin_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// How the sending phase ended.
+struct Ended {
+    flag: bool,
+    cpu: ClientCpu,
+}
+
+/// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
+/// scheduled, how it ended).
+async fn drive_load(
+    plan: &Plan,
+    target: Arc<drive::Target>,
+    prepared: Arc<Vec<Prepared>>,
+    schedule: schedule::Schedule,
+    sink: ResultsSink,
+) -> (Aggregate, std::io::Result<()>, u64, Ended) {
+    let live = Arc::new(LiveStats::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut collector = tokio::spawn(measure::collect(
+        rx,
+        sink,
+        Aggregate::new(plan.slo.clone()),
+        live.clone(),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let cpu_start = CpuTimes::now();
+    let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
+    let concurrency = match plan.load.arrival {
+        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
+        _ => plan.load.concurrency,
+    };
+    let opts = dispatch::Options {
+        window: plan.load.send_window_s().map(Duration::from_secs_f64),
+        warmup: Duration::from_secs_f64(plan.load.warmup_s),
+        concurrency,
+        policy: plan.load.cap_policy,
+    };
+    let mut scheduled = dispatch::start(target.clone(), prepared, schedule, opts, tx, stop_rx, cut_rx, live);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    let mut count = tokio::select! {
+        n = &mut scheduled => n.ok(),
+        _ = &mut ctrl_c => { interrupted = true; None }
+    };
+    let mut collected = None;
+    if interrupted {
+        let _ = stop_tx.send(true);
+        let _ = cut_tx.send(true);
+    } else {
+        let grace = tokio::time::sleep(Duration::from_secs_f64(plan.load.grace_s));
+        tokio::select! {
+            c = &mut collector => collected = Some(c),
+            _ = grace => { let _ = cut_tx.send(true); }
+            _ = &mut ctrl_c => { interrupted = true; let _ = cut_tx.send(true); }
+        }
+    }
+    let collected = match collected {
+        Some(c) => c,
+        None => collector.await,
+    };
+    let (agg, written) = collected.expect("the collector does not panic");
+    if count.is_none() {
+        count = scheduled.await.ok();
+    }
+    drop(view);
+    let wall = target.run_start.elapsed();
+    let cpu = ClientCpu::between(cpu_start, CpuTimes::now(), wall, agg.sent);
+    let ended = Ended { flag: interrupted, cpu };
+    let count = count.unwrap_or(agg.sent);
+    (agg, written, count, ended)
 }

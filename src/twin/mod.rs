@@ -185,6 +185,51 @@ impl RunningStack {
     }
 }
 
+/// A stack running on its own tokio runtime (threads named `twin-*`), so that a harness in the
+/// same process keeps its own workers to itself and can meter its CPU apart from the twin's.
+pub struct IsolatedStack {
+    stack: Option<RunningStack>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl IsolatedStack {
+    /// Starts `cfg` on a new runtime of `threads` workers.
+    pub async fn start(cfg: &StackConfig, threads: usize) -> Result<Self, StackError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("twin-worker")
+            .enable_all()
+            .build()
+            .map_err(|source| StackError::Bind {
+                what: "runtime".into(),
+                port: 0,
+                source,
+            })?;
+        let cfg = cfg.clone();
+        let stack = runtime
+            .spawn(async move { start(&cfg).await })
+            .await
+            .expect("the stack start task does not panic")?;
+        Ok(Self {
+            stack: Some(stack),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn urls(&self) -> StackUrls {
+        self.stack.as_ref().expect("running until dropped").urls()
+    }
+}
+
+impl Drop for IsolatedStack {
+    fn drop(&mut self) {
+        drop(self.stack.take());
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Starts every backend, then the AIGW.
 pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
     cfg.validate()?;

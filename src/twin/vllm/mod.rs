@@ -145,6 +145,8 @@ struct Parsed {
     prompt_tokens: usize,
     react: bool,
     max_tokens: Option<usize>,
+    /// vLLM's `ignore_eos`: generate exactly `max_tokens` (what load benchmarks use).
+    ignore_eos: bool,
     stream: bool,
     include_usage: bool,
 }
@@ -161,7 +163,10 @@ fn message_text(content: &Value) -> String {
     }
 }
 
-fn parse_common(v: &Value) -> Result<(String, Option<usize>, bool, bool), String> {
+/// `model`, `max_tokens`, `ignore_eos`, `stream` and `stream_options.include_usage`.
+type Common = (String, Option<usize>, bool, bool, bool);
+
+fn parse_common(v: &Value) -> Result<Common, String> {
     let model = v["model"]
         .as_str()
         .ok_or("'model' must be a string")?
@@ -171,15 +176,16 @@ fn parse_common(v: &Value) -> Result<(String, Option<usize>, bool, bool), String
         .or(v.get("max_completion_tokens"))
         .and_then(Value::as_u64)
         .map(|n| n as usize);
+    let ignore_eos = v["ignore_eos"].as_bool().unwrap_or(false);
     let stream = v["stream"].as_bool().unwrap_or(false);
     let include_usage = v["stream_options"]["include_usage"]
         .as_bool()
         .unwrap_or(false);
-    Ok((model, max_tokens, stream, include_usage))
+    Ok((model, max_tokens, ignore_eos, stream, include_usage))
 }
 
 fn parse_chat(v: &Value) -> Result<Parsed, String> {
-    let (model, max_tokens, stream, include_usage) = parse_common(v)?;
+    let (model, max_tokens, ignore_eos, stream, include_usage) = parse_common(v)?;
     let messages = v["messages"]
         .as_array()
         .ok_or("'messages' must be a list")?;
@@ -197,13 +203,14 @@ fn parse_chat(v: &Value) -> Result<Parsed, String> {
         model,
         react,
         max_tokens,
+        ignore_eos,
         stream,
         include_usage,
     })
 }
 
 fn parse_completion(v: &Value) -> Result<Parsed, String> {
-    let (model, max_tokens, stream, include_usage) = parse_common(v)?;
+    let (model, max_tokens, ignore_eos, stream, include_usage) = parse_common(v)?;
     let prompt = match &v["prompt"] {
         Value::String(s) => s.clone(),
         Value::Array(a) => a
@@ -219,6 +226,7 @@ fn parse_completion(v: &Value) -> Result<Parsed, String> {
         model,
         react: false,
         max_tokens,
+        ignore_eos,
         stream,
         include_usage,
     })
@@ -272,6 +280,7 @@ async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
         max_tokens: p.max_tokens.unwrap_or(b.cfg.default_max_tokens),
         style,
         variation: b.cfg.variation,
+        ignore_eos: p.ignore_eos,
     });
     let job = Job {
         backend: b,
@@ -373,7 +382,9 @@ impl Job {
             self.p.prompt_tokens + self.gen.tokens.len(),
         );
         let n = self.gen.tokens.len();
-        tokio::time::sleep_until(self.token_due(n.saturating_sub(1)).into()).await;
+        crate::clock::Timer::global()
+            .sleep_until(self.token_due(n.saturating_sub(1)))
+            .await;
         let now = Instant::now();
         let times: Vec<Instant> = (0..n).map(|i| self.token_due(i)).collect();
         self.record(times.first().copied().unwrap_or(now), &times);
@@ -431,7 +442,9 @@ impl Job {
             let n = self.gen.tokens.len();
             let mut times = Vec::with_capacity(n);
             for (i, tok) in self.gen.tokens.iter().enumerate() {
-                tokio::time::sleep_until(self.token_due(i).into()).await;
+                crate::clock::Timer::global()
+                    .sleep_until(self.token_due(i))
+                    .await;
                 times.push(Instant::now());
                 let finish = (i + 1 == n).then_some(self.gen.finish_reason);
                 if i == 0

@@ -75,6 +75,8 @@ pub struct GenRequest<'a> {
     pub max_tokens: usize,
     pub style: Style,
     pub variation: f64,
+    /// Keep generating past the natural end until `max_tokens` (vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 /// The generated answer as the tokens it will be streamed in.
@@ -120,23 +122,26 @@ impl Words {
     }
 }
 
+fn answer(w: &mut Words, style: Style) -> String {
+    match style {
+        Style::Code(lang) => code(w, lang),
+        Style::Prose => prose(w, 2, 5),
+        Style::React => format!("{}\nFinal Answer: {}", w.pick(THOUGHTS), prose(w, 1, 4)),
+    }
+}
+
 /// Generates the answer for `req`.
 pub fn generate(req: &GenRequest) -> Generated {
     let mut w = Words {
         rng: ChaCha8Rng::seed_from_u64(request_seed(req)),
         variation: req.variation,
     };
-    let text = match req.style {
-        Style::Code(lang) => code(&mut w, lang),
-        Style::Prose => prose(&mut w, 2, 5),
-        Style::React => format!(
-            "{}\nFinal Answer: {}",
-            w.pick(THOUGHTS),
-            prose(&mut w, 1, 4)
-        ),
-    };
+    let mut text = answer(&mut w, req.style);
+    while req.ignore_eos && tokens::count(&text) < req.max_tokens {
+        text.push_str(&answer(&mut w, req.style));
+    }
     let all = tokens::split(&text);
-    let finish_reason = if all.len() > req.max_tokens {
+    let finish_reason = if all.len() > req.max_tokens || req.ignore_eos {
         "length"
     } else {
         "stop"
@@ -258,6 +263,7 @@ mod tests {
             max_tokens: max,
             style: style_for(prompt, false, false),
             variation,
+            ignore_eos: false,
         }
     }
 
@@ -285,6 +291,17 @@ mod tests {
     }
 
     #[test]
+    fn ignore_eos_generates_exactly_max_tokens() {
+        for max in [1, 32, 700] {
+            let mut r = req("What is GitLab?", max, 0.0);
+            r.ignore_eos = true;
+            let g = generate(&r);
+            assert_eq!(g.tokens.len(), max);
+            assert_eq!(g.finish_reason, "length");
+        }
+    }
+
+    #[test]
     fn react_style_has_final_answer() {
         let g = generate(&GenRequest {
             seed: 3,
@@ -293,6 +310,7 @@ mod tests {
             max_tokens: 500,
             style: Style::React,
             variation: 0.0,
+            ignore_eos: false,
         });
         assert!(g.text().starts_with("Thought:"));
         assert!(g.text().contains("\nFinal Answer: "));

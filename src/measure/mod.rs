@@ -4,7 +4,12 @@
 //! In: what the driver observed (send instant, headers, every chunk with its arrival time,
 //! decoded events, end, error). Out: one [`RequestRecord`] per request, appended to
 //! `results.ndjson` and flushed as soon as the request ends, so an interrupted run loses nothing
-//! already measured.
+//! already measured. [`hist`] holds the mergeable per-metric distributions, [`aggregate`] folds
+//! records into them as they arrive, [`cpu`] is the harness's own CPU meter.
+
+pub mod aggregate;
+pub mod cpu;
+pub mod hist;
 
 use crate::protocol::{Framing, Usage};
 use serde::{Deserialize, Serialize};
@@ -42,11 +47,39 @@ pub enum ErrorClass {
     StreamError,
 }
 
+impl ErrorClass {
+    /// The class's name as written in results and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Http4xx => "http4xx",
+            Self::Http5xx => "http5xx",
+            Self::Framing => "framing",
+            Self::Dropped => "dropped",
+            Self::StreamError => "stream_error",
+        }
+    }
+}
+
 /// A failed request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RequestError {
     pub class: ErrorClass,
     pub message: String,
+}
+
+/// How a scheduled request ended up.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Sent, and answered or failed on its own.
+    #[default]
+    Completed,
+    /// Still in flight when the drain's grace period ran out (or the run was interrupted).
+    CutOff,
+    /// Not sent: every concurrency slot was busy under `cap_policy = "skip"`.
+    Skipped,
 }
 
 /// Everything measured about one request.
@@ -63,6 +96,15 @@ pub struct RequestRecord {
     pub sent_at: String,
     /// Send, milliseconds after the run started.
     pub sent_ms: f64,
+    /// When the schedule meant it to be sent, ms after the run started.
+    pub intended_ms: f64,
+    /// Harness lateness: the request task started this long after its intended instant.
+    pub lateness_ms: f64,
+    /// Time spent waiting for a concurrency slot (between the task's start and the send).
+    pub queue_wait_ms: f64,
+    /// Sent during the warm-up: recorded, left out of the figures.
+    pub warmup: bool,
+    pub disposition: Disposition,
     pub status: Option<u16>,
     /// Response headers (secrets redacted).
     pub headers: Map<String, Value>,
@@ -88,11 +130,21 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// Completed without error.
     pub fn ok(&self) -> bool {
-        self.error.is_none()
+        self.error.is_none() && self.disposition == Disposition::Completed
+    }
+    /// Counted as a failure: an error on a request that was not cut off.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() && self.disposition == Disposition::Completed
     }
     pub fn ttft_ms(&self) -> Option<f64> {
         self.first_content_ms
+    }
+    /// TTFT from the intended send: what a user arriving on schedule waited (queueing and
+    /// harness lateness included; free of coordinated omission).
+    pub fn ttft_from_intended_ms(&self) -> Option<f64> {
+        Some(self.first_content_ms? + self.sent_ms - self.intended_ms)
     }
     pub fn e2e_ms(&self) -> Option<f64> {
         self.last_content_ms
@@ -121,17 +173,24 @@ pub const RESULT_SCHEMA: &str = "duo-harness/result/v1";
 /// Appends records to `results.ndjson`, one flushed line each.
 pub struct ResultsSink {
     file: std::io::BufWriter<std::fs::File>,
+    keep_chunks: bool,
 }
 
 impl ResultsSink {
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    /// `keep_chunks = false` leaves each line's chunk list empty (long runs: the per-request
+    /// timings stay, the per-chunk detail goes).
+    pub fn create(path: &Path, keep_chunks: bool) -> std::io::Result<Self> {
         Ok(Self {
             file: std::io::BufWriter::new(std::fs::File::create(path)?),
+            keep_chunks,
         })
     }
 
-    pub fn write(&mut self, r: &RequestRecord) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.file, r)?;
+    pub fn write(&mut self, mut r: RequestRecord) -> std::io::Result<()> {
+        if !self.keep_chunks {
+            r.chunks = Vec::new();
+        }
+        serde_json::to_writer(&mut self.file, &r)?;
         self.file.write_all(b"\n")?;
         self.file.flush()
     }
@@ -144,4 +203,36 @@ pub fn read_results(path: &Path) -> std::io::Result<Vec<RequestRecord>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
         .collect()
+}
+
+/// The results stage: takes records as requests end, folds each into the aggregate, updates the
+/// live counters, and appends it to `results.ndjson` (flushed). Ends when every sender is gone.
+/// A write error stops the writing (and is returned), never the measuring.
+pub async fn collect(
+    mut records: tokio::sync::mpsc::UnboundedReceiver<RequestRecord>,
+    mut sink: ResultsSink,
+    mut agg: aggregate::Aggregate,
+    live: std::sync::Arc<crate::live::LiveStats>,
+) -> (aggregate::Aggregate, std::io::Result<()>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut ttft = hist::Metric::default();
+    let mut written = Ok(());
+    while let Some(r) = records.recv().await {
+        agg.add(&r);
+        live.done.fetch_add(1, Relaxed);
+        if r.failed() {
+            live.errors.fetch_add(1, Relaxed);
+        }
+        if let (Some(t), false) = (r.ttft_ms(), r.warmup) {
+            ttft.record(t);
+            if ttft.len() % 32 == 1 {
+                let p99 = ttft.p99_ms().unwrap_or_default();
+                live.ttft_p99_us.store((p99 * 1000.0) as u64, Relaxed);
+            }
+        }
+        if written.is_ok() {
+            written = sink.write(r);
+        }
+    }
+    (agg, written)
 }

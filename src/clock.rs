@@ -1,0 +1,175 @@
+//! Precise waiting, for the send schedule and for the twin's token timing.
+//!
+//! tokio's timer wheel ticks once per millisecond and fires up to a tick late. That is the whole
+//! error budget of a send schedule (p99 lateness under 1 ms) and more than the twin's TTFT may
+//! drift (a load test must be able to check a 20 ms TTFT to 0.5 ms). Two tools instead:
+//! - [`sleep_until`] for a dedicated std thread (the harness's pacer): nanosleep with the
+//!   thread's timer slack cut to 1 ns, then a spin over the last few microseconds;
+//! - [`Timer`], one thread that wakes async tasks at their deadline (the twin's token
+//!   emitter), typically within tens of microseconds.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The last stretch before a deadline that [`sleep_until`] spins instead of sleeping.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Asks Linux to wake this thread's timed sleeps on time (the default slack is 50 µs).
+fn tighten_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+/// Blocks the calling (non-async) thread until `deadline`.
+pub fn sleep_until(deadline: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Prepares the calling thread for [`sleep_until`] (call once, at the thread's start).
+pub fn precise_thread() {
+    tighten_timer_slack();
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    wake: oneshot::Sender<()>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+}
+
+/// A timer thread for async tasks that need sub-millisecond wake-ups.
+#[derive(Clone)]
+pub struct Timer {
+    shared: Arc<(Mutex<Queue>, Condvar)>,
+}
+
+impl Timer {
+    /// The process-wide timer (its thread starts on first use and lives as long as the process).
+    pub fn global() -> &'static Timer {
+        static TIMER: OnceLock<Timer> = OnceLock::new();
+        TIMER.get_or_init(Timer::start)
+    }
+
+    fn start() -> Timer {
+        let t = Timer {
+            shared: Arc::new((Mutex::new(Queue::default()), Condvar::new())),
+        };
+        let shared = t.shared.clone();
+        std::thread::Builder::new()
+            .name("twin-timer".into())
+            .spawn(move || fire_loop(&shared))
+            .expect("the timer thread starts");
+        t
+    }
+
+    /// Resolves at `deadline` (at once if it has passed).
+    pub async fn sleep_until(&self, deadline: Instant) {
+        if Instant::now() >= deadline {
+            return;
+        }
+        let (wake, woken) = oneshot::channel();
+        {
+            let (lock, cv) = &*self.shared;
+            let mut q = lock.lock().expect("timer lock");
+            let earliest = q.heap.peek().is_none_or(|Reverse(e)| deadline < e.at);
+            q.seq += 1;
+            let seq = q.seq;
+            q.heap.push(Reverse(Entry {
+                at: deadline,
+                seq,
+                wake,
+            }));
+            if earliest {
+                cv.notify_one();
+            }
+        }
+        let _ = woken.await;
+    }
+}
+
+fn fire_loop(shared: &(Mutex<Queue>, Condvar)) {
+    tighten_timer_slack();
+    let (lock, cv) = shared;
+    let mut q = lock.lock().expect("timer lock");
+    loop {
+        let now = Instant::now();
+        while q.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            let Reverse(e) = q.heap.pop().expect("peeked");
+            let _ = e.wake.send(()); // the waiter may be gone (client left)
+        }
+        q = match q.heap.peek().map(|Reverse(e)| e.at - now) {
+            None => cv.wait(q).expect("timer lock"),
+            Some(wait) => cv.wait_timeout(q, wait).expect("timer lock").0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn timer_wakes_in_deadline_order_and_never_early() {
+        let t = Timer::global();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for ms in [30u64, 10, 20] {
+            let d = start + Duration::from_millis(ms);
+            tasks.push(tokio::spawn(async move {
+                t.sleep_until(d).await;
+                (ms, Instant::now() >= d)
+            }));
+        }
+        for task in tasks {
+            let (ms, on_time) = task.await.unwrap();
+            assert!(on_time, "woke before its {ms} ms deadline");
+        }
+    }
+
+    #[test]
+    fn sleep_until_is_never_early() {
+        precise_thread();
+        let d = Instant::now() + Duration::from_millis(3);
+        sleep_until(d);
+        assert!(Instant::now() >= d);
+    }
+}

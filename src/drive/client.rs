@@ -1,0 +1,193 @@
+//! Setting up requests: the HTTP client (custom CA bundle, certificate checks on unless turned
+//! off by name), auth headers (bearer or RS256 tokens minted once), the request body with the
+//! feature's model selection injected, and the reachability preflight.
+//!
+//! In: the plan's target and model settings, and the corpus's interactions. Out: a
+//! `reqwest::Client`, header pairs, and one [`Prepared`] request per interaction (body
+//! serialised once, so the per-request cost under load is only the send).
+
+use crate::corpus::Interaction;
+use crate::plan::{AuthKind, ModelSetting, Target};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A model setting with its endpoint and key resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    pub setting: ModelSetting,
+    pub endpoint: String,
+    pub api_key: Option<String>,
+}
+
+/// Why the driver could not be set up (configuration, exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Builds the HTTP client for a target (custom CA bundle, certificate checks on unless turned off).
+pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // Under open-loop load every in-flight request holds a connection; keeping them all
+        // idle-pooled avoids reconnecting (and measuring TCP setup) on the next send.
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true);
+    if let Some(path) = &target.ca_bundle {
+        let pem = std::fs::read(path).map_err(|e| {
+            DriveError::Config(format!("cannot read ca_bundle {}: {e}", path.display()))
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| DriveError::Config(format!("{}: {e}", path.display())))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if target.danger_accept_invalid_certs {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| DriveError::Config(e.to_string()))
+}
+
+/// The headers every request carries for the target's auth mode (tokens are minted once).
+pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError> {
+    let token = match target.auth {
+        AuthKind::Bypass => return Ok(Vec::new()),
+        AuthKind::Bearer => {
+            let var = target.token_env.as_deref().unwrap_or_default();
+            std::env::var(var).map_err(|_| {
+                DriveError::Config(format!(
+                    "target.token_env: environment variable {var} is not set"
+                ))
+            })?
+        }
+        AuthKind::Mint => mint(target)?,
+    };
+    Ok(vec![
+        ("authorization".into(), format!("Bearer {token}")),
+        ("x-gitlab-authentication-type".into(), "oidc".into()),
+        ("x-gitlab-instance-id".into(), target.instance_id.clone()),
+        ("x-gitlab-realm".into(), target.realm.clone()),
+        (
+            "x-gitlab-global-user-id".into(),
+            target.global_user_id.clone(),
+        ),
+    ])
+}
+
+/// Mints an RS256 instance token as GitLab does (PROTOCOL.md §5.2, §5.4).
+fn mint(target: &Target) -> Result<String, DriveError> {
+    let path = target
+        .key_file
+        .as_ref()
+        .ok_or_else(|| DriveError::Config("target.key_file is not set".into()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| DriveError::Config(format!("cannot read key_file {}: {e}", path.display())))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
+        DriveError::Config(format!(
+            "{}: not an RSA private key PEM: {e}",
+            path.display()
+        ))
+    })?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "iss": target.issuer, "aud": crate::twin::aigw::auth::AUDIENCE, "sub": target.instance_id,
+        "iat": now, "nbf": now - 5, "exp": now + 3600, "jti": format!("{:032x}", rand::random::<u128>()),
+        "gitlab_realm": target.realm, "gitlab_instance_id": target.instance_id, "scopes": target.scopes,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| DriveError::Config(format!("cannot sign a token with {}: {e}", path.display())))
+}
+
+/// The request body with the feature's model selection injected.
+pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
+    let mut body = it.request.body.clone();
+    let (Some(m), Some(obj), false) = (model, body.as_object_mut(), is_openai_path(&it.request.path)) else {
+        return body;
+    };
+    let s = &m.setting;
+    if it.request.path.starts_with("/v2/code/") || it.request.path == "/v2/completions" {
+        obj.insert("model_provider".into(), json!("litellm"));
+        obj.insert("model_name".into(), json!(s.name));
+        obj.insert("model_endpoint".into(), json!(m.endpoint));
+        obj.insert("model_identifier".into(), json!(s.identifier));
+        if let Some(k) = &m.api_key {
+            obj.insert("model_api_key".into(), json!(k));
+        }
+    } else {
+        let mut meta = json!({"provider": s.provider, "name": s.name, "endpoint": m.endpoint, "identifier": s.identifier});
+        if let Some(k) = &m.api_key {
+            meta["api_key"] = json!(k);
+        }
+        obj.insert("model_metadata".into(), meta);
+    }
+    body
+}
+
+
+/// Checks that something answers HTTP at `base_url` (any status counts).
+pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<(), String> {
+    let url = format!("{base_url}/monitoring/healthz");
+    match tokio::time::timeout(Duration::from_secs(10), client.get(&url).send()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(super::error_chain(&e)),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
+/// One interaction ready to send: its body serialised once, its headers filtered.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub interaction: Interaction,
+    /// `None` for a request without a body.
+    pub body: Option<Bytes>,
+    /// Recorded request headers to replay (hop-by-hop and auth headers removed).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Headers never replayed from a recording: hop-by-hop ones, and auth (the target's own applies).
+const NOT_REPLAYED: &[&str] = &[
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "authorization",
+];
+
+impl Prepared {
+    /// Prepares `it` with the feature's model (and, for OpenAI targets, a model override).
+    pub fn new(it: Interaction, model: Option<&ResolvedModel>, openai_model: Option<&str>) -> Self {
+        let mut body = body_for(&it, model);
+        if let (Some(m), true) = (openai_model, is_openai_path(&it.request.path)) {
+            body["model"] = json!(m);
+        }
+        let mut headers: Vec<(String, String)> = it
+            .request
+            .headers
+            .iter()
+            .filter(|(k, _)| !NOT_REPLAYED.contains(&k.to_ascii_lowercase().as_str()))
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        let body = (!body.is_null()).then(|| Bytes::from(body.to_string()));
+        let has_type = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !has_type {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        Self {
+            interaction: it,
+            body,
+            headers,
+        }
+    }
+}
+
+/// OpenAI-compatible routes of a model backend (no Duo model selection applies).
+pub fn is_openai_path(path: &str) -> bool {
+    path.starts_with("/v1/chat/completions") || path.starts_with("/v1/completions")
+}

@@ -1,0 +1,255 @@
+//! Sends requests over real sockets and measures them.
+//!
+//! In: [`Prepared`] interactions, the target, and when each request was meant to go. Out: one
+//! [`RequestRecord`] per request with the intended and actual send, headers, every chunk's
+//! arrival, the decoded content, usage, and the error class or cut-off if it did not complete.
+//! [`client`] sets requests up; [`dispatch`] decides when each one goes.
+
+pub mod client;
+pub mod dispatch;
+
+pub use client::{auth_headers, body_for, client, preflight, DriveError, Prepared, ResolvedModel};
+
+use crate::measure::{Chunk, Disposition, ErrorClass, RequestError, RequestRecord, RESULT_SCHEMA};
+use crate::protocol::{Decoder, Event, Framing};
+use crate::twin::vllm::tokens;
+use futures_util::StreamExt;
+use serde_json::{json, Map};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// What every request of a run shares.
+pub struct Target {
+    pub client: reqwest::Client,
+    pub base_url: String,
+    pub auth: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Instant zero of the schedule; record times are offsets from it.
+    pub run_start: Instant,
+}
+
+/// When one request was meant to go, and when its task got to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub seq: usize,
+    pub intended: Instant,
+    /// The request's task started (lateness = started − intended).
+    pub started: Instant,
+    pub warmup: bool,
+}
+
+/// How much of an error body is kept in the error message.
+const MAX_ERROR_BODY: usize = 512;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The record of a request before anything is sent: also what a request that never went out
+/// (skipped, or cut off while queued) is recorded as.
+pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) -> RequestRecord {
+    let it = &p.interaction;
+    let now = Instant::now();
+    RequestRecord {
+        schema: RESULT_SCHEMA.into(),
+        seq: slot.seq,
+        id: it.id.clone(),
+        feature: it.feature.clone(),
+        method: it.request.method.clone(),
+        path: it.request.path.clone(),
+        stream: it.streams(),
+        sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        sent_ms: ms(now.saturating_duration_since(t.run_start)),
+        intended_ms: ms(slot.intended.saturating_duration_since(t.run_start)),
+        lateness_ms: ms(slot.started.saturating_duration_since(slot.intended)),
+        queue_wait_ms: ms(now.saturating_duration_since(slot.started)),
+        warmup: slot.warmup,
+        disposition,
+        status: None,
+        headers: Map::new(),
+        framing: None,
+        headers_ms: None,
+        first_content_ms: None,
+        last_content_ms: None,
+        end_ms: 0.0,
+        chunks: Vec::new(),
+        content: String::new(),
+        usage: None,
+        output_tokens: None,
+        tokens_estimated: false,
+        multi_token_chunks: false,
+        error: None,
+    }
+}
+
+/// Sends `p` now and measures it. Never fails: failures are recorded by class; when `cancel`
+/// resolves first, the request is recorded as cut off with what had arrived.
+pub async fn send(t: &Target, p: &Prepared, slot: Slot, cancel: impl Future<Output = ()>) -> RequestRecord {
+    let mut rec = unsent(t, p, slot, Disposition::Completed);
+    let sent = Instant::now();
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(t.timeout, exchange(t, p, sent, &mut rec)) => Some(r),
+        () = cancel => None,
+    };
+    rec.end_ms = ms(sent.elapsed());
+    let error = match outcome {
+        None => {
+            rec.disposition = Disposition::CutOff;
+            None
+        }
+        Some(Err(_)) => Some((
+            ErrorClass::Timeout,
+            format!("no complete answer within {:.1} s", t.timeout.as_secs_f64()),
+        )),
+        Some(Ok(r)) => r.err(),
+    };
+    rec.error = rec
+        .error
+        .take()
+        .or(error.map(|(class, message)| RequestError { class, message }));
+    finish_tokens(&mut rec);
+    rec
+}
+
+fn finish_tokens(rec: &mut RequestRecord) {
+    let ok_status = rec.status.is_some_and(|s| (200..300).contains(&s));
+    if !ok_status {
+        return;
+    }
+    match &rec.usage {
+        Some(u) => rec.output_tokens = Some(u.output_tokens),
+        None => {
+            rec.output_tokens = Some(tokens::count(&rec.content) as u64);
+            rec.tokens_estimated = true;
+        }
+    }
+}
+
+async fn exchange(
+    t: &Target,
+    p: &Prepared,
+    sent: Instant,
+    rec: &mut RequestRecord,
+) -> Result<(), (ErrorClass, String)> {
+    let it = &p.interaction;
+    let url = format!("{}{}", t.base_url, it.request.path);
+    let method = reqwest::Method::from_bytes(it.request.method.as_bytes())
+        .map_err(|e| (ErrorClass::Connect, e.to_string()))?;
+    let mut req = t.client.request(method, &url);
+    for (k, v) in p.headers.iter().chain(&t.auth) {
+        req = req.header(k, v);
+    }
+    if let Some(body) = &p.body {
+        req = req.body(body.clone());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| (ErrorClass::Connect, format!("{url}: {}", error_chain(&e))))?;
+    rec.headers_ms = Some(ms(sent.elapsed()));
+    let status = resp.status().as_u16();
+    rec.status = Some(status);
+    for (k, v) in resp.headers() {
+        rec.headers
+            .insert(k.to_string(), json!(v.to_str().unwrap_or_default()));
+    }
+    crate::redact::headers(&mut rec.headers);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let framing = Framing::detect(&it.request.path, ct);
+    rec.framing = Some(framing);
+    let success = (200..300).contains(&status);
+    let mut decoder = Decoder::new(framing);
+    let mut error_body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| {
+            (
+                ErrorClass::Dropped,
+                format!(
+                    "stream broke after {} chunks: {}",
+                    rec.chunks.len(),
+                    error_chain(&e)
+                ),
+            )
+        })?;
+        let t = ms(sent.elapsed());
+        if !success && error_body.len() < MAX_ERROR_BODY {
+            let room = MAX_ERROR_BODY - error_body.len();
+            error_body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        let events = decoder.push(&bytes);
+        record_chunk(rec, t, bytes.len(), events, success);
+    }
+    let (events, framing_result) = decoder.finish();
+    let t = ms(sent.elapsed());
+    if !events.is_empty() {
+        // Whole-body framings (JSON) yield their content only once the body is complete.
+        let last = rec.chunks.last().map_or(t, |c| c.t_ms);
+        apply(rec, last, events, success);
+    }
+    if !success {
+        let class = if (400..500).contains(&status) {
+            ErrorClass::Http4xx
+        } else {
+            ErrorClass::Http5xx
+        };
+        return Err((
+            class,
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&error_body)),
+        ));
+    }
+    framing_result.map_err(|m| (ErrorClass::Framing, m))
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn record_chunk(rec: &mut RequestRecord, t: f64, bytes: usize, events: Vec<Event>, success: bool) {
+    rec.chunks.push(Chunk {
+        t_ms: t,
+        bytes,
+        content: String::new(),
+    });
+    apply(rec, t, events, success);
+}
+
+/// Applies decoded events that arrived at `t` to the record (and to its last chunk).
+fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
+    for ev in events {
+        match ev {
+            Event::Content(text) if !text.is_empty() => {
+                if success {
+                    rec.first_content_ms.get_or_insert(t);
+                    rec.last_content_ms = Some(t);
+                    rec.multi_token_chunks |= tokens::count(&text) > 1;
+                }
+                if let Some(c) = rec.chunks.last_mut() {
+                    c.content.push_str(&text);
+                }
+                rec.content.push_str(&text);
+            }
+            Event::Usage(u) => rec.usage = Some(u),
+            Event::Error(m) => {
+                rec.error.get_or_insert(RequestError {
+                    class: ErrorClass::StreamError,
+                    message: m,
+                });
+            }
+            Event::Action(a) => rec.content.push_str(&a.to_string()),
+            _ => {}
+        }
+    }
+}
+

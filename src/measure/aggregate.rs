@@ -1,0 +1,250 @@
+//! Folds request records into per-feature distributions as they arrive, so a run of any length
+//! holds histograms, not samples.
+//!
+//! In: [`RequestRecord`]s, one at a time, and the per-feature SLOs. Out: an [`Aggregate`]:
+//! counts by disposition and error class, one [`Metric`] per (feature, latency metric), send
+//! lateness, output tokens, SLO hits and the measured window, which `summary` turns into
+//! `summary.json` and `histograms.json`.
+
+use super::hist::Metric;
+use super::{Disposition, ErrorClass, RequestRecord};
+use crate::plan::Slo;
+use std::collections::BTreeMap;
+
+/// Request-error messages kept per feature for the findings; the rest are counted.
+pub const ERROR_MESSAGES_KEPT: usize = 20;
+
+/// One feature's figures (warm-up requests excluded, except from `warmup`).
+#[derive(Debug, Clone, Default)]
+pub struct FeatureAgg {
+    /// Completed requests (successful or failed), cut-off ones not included.
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_class: BTreeMap<ErrorClass, u64>,
+    pub cut_off: u64,
+    pub skipped: u64,
+    /// Warm-up requests, sent and recorded but left out of every other figure.
+    pub warmup: u64,
+    pub ttft: Metric,
+    pub ttft_from_intended: Metric,
+    /// Gaps between consecutive content chunks, pooled over requests.
+    pub itl: Metric,
+    pub tpot: Metric,
+    pub e2e: Metric,
+    pub queue_wait: Metric,
+    pub output_tokens: u64,
+    pub tokens_estimated: u64,
+    pub multi_token_chunks: u64,
+    /// Successful requests that met every bound of the feature's SLO.
+    pub slo_met: u64,
+    /// The first request-error messages (`id (METHOD path): class: message`).
+    pub error_messages: Vec<String>,
+}
+
+/// The whole run's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub features: BTreeMap<String, FeatureAgg>,
+    /// Send lateness of measured requests.
+    pub lateness: Metric,
+    /// Requests sent (warm-up included).
+    pub sent: u64,
+    /// Measured (non-warm-up) sends: first and last send, last end, ms after the run start.
+    pub first_sent_ms: Option<f64>,
+    pub last_sent_ms: Option<f64>,
+    pub last_end_ms: Option<f64>,
+    pub measured_sent: u64,
+    slos: BTreeMap<String, Slo>,
+}
+
+fn meets(slo: &Slo, r: &RequestRecord) -> bool {
+    let late_by = r.sent_ms - r.intended_ms;
+    let within = |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
+    within(slo.ttft_ms, r.ttft_from_intended_ms())
+        && within(slo.tpot_ms, r.tpot_ms())
+        && within(slo.e2e_ms, r.e2e_ms().map(|e| e + late_by))
+}
+
+impl Aggregate {
+    pub fn new(slos: BTreeMap<String, Slo>) -> Self {
+        Self {
+            slos,
+            ..Self::default()
+        }
+    }
+
+    /// The SLO of a feature (chat sub-features fall back to General Chat's).
+    pub fn slo(&self, feature: &str) -> Option<&Slo> {
+        self.slos
+            .get(feature)
+            .or_else(|| self.slos.get(crate::features::fallback(feature)?))
+    }
+
+    /// Folds one record in.
+    pub fn add(&mut self, r: &RequestRecord) {
+        let slo = self.slo(&r.feature).copied();
+        let f = self.features.entry(r.feature.clone()).or_default();
+        if r.disposition != Disposition::Skipped {
+            self.sent += 1;
+        }
+        if r.warmup {
+            f.warmup += 1;
+            return;
+        }
+        match r.disposition {
+            Disposition::Skipped => {
+                f.skipped += 1;
+                return;
+            }
+            Disposition::CutOff => f.cut_off += 1,
+            Disposition::Completed => f.requests += 1,
+        }
+        self.measured_sent += 1;
+        self.lateness.record(r.lateness_ms);
+        f.queue_wait.record(r.queue_wait_ms);
+        self.first_sent_ms = Some(self.first_sent_ms.map_or(r.sent_ms, |t| t.min(r.sent_ms)));
+        self.last_sent_ms = Some(self.last_sent_ms.map_or(r.sent_ms, |t| t.max(r.sent_ms)));
+        let end = r.sent_ms + r.end_ms;
+        self.last_end_ms = Some(self.last_end_ms.map_or(end, |t| t.max(end)));
+        if r.failed() {
+            f.errors += 1;
+            let e = r.error.as_ref().expect("failed() means an error");
+            *f.errors_by_class.entry(e.class).or_default() += 1;
+            if f.error_messages.len() < ERROR_MESSAGES_KEPT {
+                f.error_messages.push(format!(
+                    "request '{}' ({} {}): {}: {}",
+                    r.id,
+                    r.method,
+                    r.path,
+                    e.class.name(),
+                    e.message
+                ));
+            }
+        }
+        if !r.ok() {
+            return;
+        }
+        let record = |m: &mut Metric, v: Option<f64>| v.into_iter().for_each(|v| m.record(v));
+        record(&mut f.ttft, r.ttft_ms());
+        record(&mut f.ttft_from_intended, r.ttft_from_intended_ms());
+        record(&mut f.tpot, r.tpot_ms());
+        record(&mut f.e2e, r.e2e_ms());
+        r.content_gaps_ms().into_iter().for_each(|g| f.itl.record(g));
+        f.output_tokens += r.output_tokens.unwrap_or(0);
+        f.tokens_estimated += u64::from(r.tokens_estimated);
+        f.multi_token_chunks += u64::from(r.multi_token_chunks);
+        f.slo_met += u64::from(slo.is_none_or(|s| meets(&s, r)));
+    }
+
+    /// Completed plus cut-off requests over all features (what `requests` totals).
+    pub fn completed(&self) -> u64 {
+        self.features.values().map(|f| f.requests).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.features.values().map(|f| f.errors).sum()
+    }
+
+    pub fn cut_off(&self) -> u64 {
+        self.features.values().map(|f| f.cut_off).sum()
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.features.values().map(|f| f.skipped).sum()
+    }
+
+    /// Seconds from the first measured send to the last measured end.
+    pub fn window_s(&self) -> f64 {
+        match (self.first_sent_ms, self.last_end_ms) {
+            (Some(a), Some(b)) if b > a => (b - a) / 1000.0,
+            _ => 0.0,
+        }
+    }
+
+    /// The achieved send rate: (sends − 1) over the span from first to last send.
+    pub fn achieved_rps(&self) -> Option<f64> {
+        let (a, b) = (self.first_sent_ms?, self.last_sent_ms?);
+        (self.measured_sent >= 2 && b > a)
+            .then(|| (self.measured_sent - 1) as f64 / ((b - a) / 1000.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Chunk, RequestError};
+
+    /// A request sent at `sent` (intended at `intended`) whose content chunks arrived at `t`.
+    fn rec(feature: &str, intended: f64, sent: f64, t: &[f64], tokens: u64) -> RequestRecord {
+        let chunks: Vec<Chunk> = t
+            .iter()
+            .map(|&t_ms| Chunk { t_ms, bytes: 10, content: "x".into() })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "schema": "duo-harness/result/v1", "seq": 0, "id": "r", "feature": feature,
+            "method": "POST", "path": "/v1/completions", "stream": true, "sent_at": "",
+            "sent_ms": sent, "intended_ms": intended, "lateness_ms": sent - intended,
+            "queue_wait_ms": 0.0, "warmup": false, "disposition": "completed", "status": 200,
+            "headers": {}, "framing": "open_ai_sse", "headers_ms": 1.0,
+            "first_content_ms": t.first(), "last_content_ms": t.last(),
+            "end_ms": t.last().copied().unwrap_or(0.0) + 1.0, "chunks": chunks, "content": "",
+            "usage": null, "output_tokens": tokens, "tokens_estimated": false,
+            "multi_token_chunks": false, "error": null
+        }))
+        .unwrap()
+    }
+
+    /// The hand-computed trace: vLLM bench's formulas on the same timestamps give
+    /// TTFT = first − start, TPOT = (latency − TTFT)/(n − 1), ITL = every chunk gap pooled.
+    #[test]
+    fn metric_formulas_match_a_hand_computed_trace() {
+        let mut agg = Aggregate::new(BTreeMap::new());
+        // A: TTFT 20, chunks 5 ms apart, 4 tokens: TPOT 15/3 = 5, gaps 5,5,5, E2E 35.
+        agg.add(&rec("code_completions", 0.0, 0.0, &[20.0, 25.0, 30.0, 35.0], 4));
+        // B: sent 2 ms late, TTFT 30, gaps 10 and 20, 5 tokens in 3 chunks: TPOT 30/4 = 7.5.
+        agg.add(&rec("code_completions", 100.0, 102.0, &[30.0, 40.0, 60.0], 5));
+        // C: one token only: TTFT 40, no TPOT, no gap.
+        agg.add(&rec("code_completions", 200.0, 200.0, &[40.0], 1));
+        let f = &agg.features["code_completions"];
+        let ttft = f.ttft.percentiles();
+        assert_eq!((ttft.n, ttft.mean, ttft.p50, ttft.max), (3, Some(30.0), Some(30.0), Some(40.0)));
+        // numpy.percentile([20, 30, 40], 99) = 39.8
+        assert_eq!(ttft.p99, Some(39.8));
+        let tpot = f.tpot.percentiles();
+        assert_eq!((tpot.n, tpot.mean, tpot.p50), (2, Some(6.25), Some(6.25)));
+        let itl = f.itl.percentiles();
+        // gaps 5,5,5,10,20: mean 9, median 5, p90 = 10 + 0.6·10 = 16
+        assert_eq!((itl.n, itl.mean, itl.p50, itl.p90), (5, Some(9.0), Some(5.0), Some(16.0)));
+        let from_intended = f.ttft_from_intended.percentiles();
+        assert_eq!(from_intended.p50, Some(32.0)); // 20, 32, 40
+        assert_eq!(f.e2e.percentiles().max, Some(60.0));
+        assert_eq!(agg.lateness.percentiles().max, Some(2.0));
+        assert_eq!(f.output_tokens, 10);
+        // Sends at 0, 102, 200: (3 − 1) / 0.2 s.
+        assert_eq!(agg.achieved_rps(), Some(10.0));
+        // Window: first send 0 → last end 200 + 41.
+        assert!((agg.window_s() - 0.241).abs() < 1e-12);
+    }
+
+    #[test]
+    fn slo_warmup_cut_off_and_errors_are_counted_apart() {
+        let slo = Slo { ttft_ms: Some(25.0), tpot_ms: Some(6.0), e2e_ms: None, attainment: 0.99 };
+        let mut agg = Aggregate::new(BTreeMap::from([("duo_chat".to_owned(), slo)]));
+        agg.add(&rec("duo_chat_fix_code", 0.0, 0.0, &[20.0, 25.0], 2)); // meets (fallback SLO)
+        agg.add(&rec("duo_chat_fix_code", 10.0, 16.0, &[20.0, 25.0], 2)); // 26 from intended
+        let mut warm = rec("duo_chat_fix_code", 0.0, 0.0, &[1.0], 1);
+        warm.warmup = true;
+        agg.add(&warm);
+        let mut cut = rec("duo_chat_fix_code", 20.0, 20.0, &[], 0);
+        cut.disposition = Disposition::CutOff;
+        agg.add(&cut);
+        let mut bad = rec("duo_chat_fix_code", 30.0, 30.0, &[], 0);
+        bad.error = Some(RequestError { class: ErrorClass::Http5xx, message: "boom".into() });
+        agg.add(&bad);
+        let f = &agg.features["duo_chat_fix_code"];
+        assert_eq!((f.requests, f.errors, f.cut_off, f.warmup, f.slo_met), (3, 1, 1, 1, 1));
+        assert_eq!(f.ttft.len(), 2);
+        assert!(f.error_messages[0].contains("http5xx: boom"));
+        assert_eq!(agg.sent, 5);
+    }
+}

@@ -1,0 +1,260 @@
+//! The scenario's `[load]` and `[slo.<feature>]` sections, their command-line overrides and
+//! their checks.
+
+use crate::schedule::{Arrival, RateProfile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How the run sends its requests. Without a `[load]` section: a closed loop with one request in
+/// flight, one pass over the corpus (a sequential conformance replay).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    #[serde(default)]
+    pub arrival: Arrival,
+    /// Requests per second (constant, poisson, gamma); with `ramp_to`, the starting rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// The rate rises (or falls) linearly from `rate` to `ramp_to` over `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_to: Option<f64>,
+    /// A stepped plan instead of `rate`: each step holds its rate for its duration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// Gamma shape (vLLM bench's burstiness): 1 = Poisson, < 1 burstier, > 1 more regular.
+    #[serde(default = "one")]
+    pub burstiness: f64,
+    /// Trace: recorded offsets are multiplied by this (0.5 replays twice as fast).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    /// Stop sending after this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Stop sending after this many requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u64>,
+    /// Requests intended before this many seconds are sent and recorded, but left out of the
+    /// figures.
+    #[serde(default)]
+    pub warmup_s: f64,
+    /// At most this many requests in flight (closed loop: exactly this many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// What an open-loop send does when every slot is busy.
+    #[serde(default)]
+    pub cap_policy: CapPolicy,
+    /// After the last send, in-flight requests get this long to finish; the rest are cut off
+    /// and counted.
+    #[serde(default = "default_grace")]
+    pub grace_s: f64,
+    /// Seed of the arrival process and the feature mix. Drawn at random when unset, and
+    /// written into the plan either way, so any run can be repeated exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Self-audit: a run whose p99 send lateness passes this is invalid (exit code 4).
+    #[serde(default = "default_lateness")]
+    pub max_send_lateness_ms: f64,
+    /// Share of failed requests tolerated before the verdict fails (default 0: any error fails).
+    #[serde(default)]
+    pub max_error_rate: f64,
+    /// Weighted feature mix (`code_completions = 3`); empty: the corpus's own proportions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mix: BTreeMap<String, f64>,
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty [load] section is valid")
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_grace() -> f64 {
+    10.0
+}
+fn default_lateness() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub rate: f64,
+    pub duration_s: f64,
+}
+
+/// The concurrency cap's policy for open-loop sends that find every slot busy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CapPolicy {
+    /// Wait, first come first served, for a slot. Nothing is dropped; the wait is recorded per
+    /// request (`queue_wait_ms`) and counts in TTFT-from-intended, not in send lateness.
+    #[default]
+    Queue,
+    /// Do not send; count the request as skipped (a load shedder's view).
+    Skip,
+}
+
+/// Per-feature latency objectives; a request meets its SLO when it succeeded and every set
+/// bound holds (TTFT from the intended send, as the developer would have waited).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_ms: Option<f64>,
+    /// Share of completed requests that must meet every bound, or the verdict fails.
+    #[serde(default = "default_attainment")]
+    pub attainment: f64,
+}
+
+fn default_attainment() -> f64 {
+    0.99
+}
+
+impl Slo {
+    /// `TTFT ≤ 500 ms, TPOT ≤ 50 ms`.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("E2E", self.e2e_ms)]
+            .iter()
+            .filter_map(|(n, v)| v.map(|v| format!("{n} ≤ {v} ms")))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<Arrival>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl LoadSpec {
+    /// Applies overrides. A `--rate` on a closed-loop scenario makes it constant-rate.
+    pub fn apply(&mut self, o: &LoadOverrides) {
+        if let Some(r) = o.rate {
+            self.rate = Some(r);
+            self.steps.clear();
+            if !self.arrival.rate_based() && o.arrival.is_none() {
+                self.arrival = Arrival::Constant;
+            }
+        }
+        if let Some(a) = o.arrival {
+            self.arrival = a;
+        }
+        if let Some(d) = o.duration_s {
+            self.duration_s = Some(d);
+        }
+        if let Some(c) = o.concurrency {
+            self.concurrency = Some(c);
+        }
+        if let Some(s) = o.seed {
+            self.seed = Some(s);
+        }
+        self.seed.get_or_insert_with(rand::random);
+    }
+
+    /// Checks the section; the message names the key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.arrival.rate_based() {
+            match (self.rate, self.steps.is_empty()) {
+                (Some(_), false) => return Err("load: set either 'rate' or 'steps', not both".into()),
+                (None, true) => {
+                    return Err(format!(
+                        "load.arrival = '{}' needs 'rate' (or 'steps')",
+                        serde_json::to_value(self.arrival).expect("arrival")
+                            .as_str().unwrap_or_default()
+                    ))
+                }
+                (Some(r), true) if !positive(r) && self.ramp_to.is_none_or(|t| !positive(t)) => {
+                    return Err("load.rate must be > 0".into())
+                }
+                _ => {}
+            }
+            if self.steps.iter().any(|s| !(s.rate >= 0.0 && positive(s.duration_s))) {
+                return Err("load.steps: each step needs rate >= 0 and duration_s > 0".into());
+            }
+            if self.ramp_to.is_some() && self.duration_s.is_none() {
+                return Err("load.ramp_to needs load.duration_s (the ramp's length)".into());
+            }
+            if self.steps.is_empty() && self.duration_s.is_none() && self.max_requests.is_none() {
+                return Err("an open-loop load needs load.duration_s or load.max_requests".into());
+            }
+            if !positive(self.burstiness) {
+                return Err("load.burstiness must be > 0".into());
+            }
+        } else if self.rate.is_some() || !self.steps.is_empty() || self.ramp_to.is_some() {
+            return Err("load.rate, ramp_to and steps need arrival constant, poisson or gamma".into());
+        }
+        if !positive(self.time_scale) {
+            return Err("load.time_scale must be > 0".into());
+        }
+        if self.duration_s.is_some_and(|d| !positive(d)) {
+            return Err("load.duration_s must be > 0".into());
+        }
+        if self.concurrency == Some(0) {
+            return Err("load.concurrency must be at least 1".into());
+        }
+        if !(self.warmup_s >= 0.0 && self.grace_s >= 0.0 && positive(self.max_send_lateness_ms)) {
+            return Err("load.warmup_s and grace_s must be >= 0, max_send_lateness_ms > 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err("load.max_error_rate must be within 0..1".into());
+        }
+        for (f, w) in &self.mix {
+            if !(w.is_finite() && *w >= 0.0) {
+                return Err(format!("load.mix.{f}: weight must be >= 0"));
+            }
+            if crate::features::lookup(f).is_none() {
+                return Err(format!("load.mix: unknown Duo feature '{f}'"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rate profile of a rate-based arrival.
+    pub fn profile(&self) -> Option<RateProfile> {
+        if !self.arrival.rate_based() {
+            return None;
+        }
+        if !self.steps.is_empty() {
+            let steps: Vec<(f64, f64)> = self.steps.iter().map(|s| (s.rate, s.duration_s)).collect();
+            return Some(RateProfile::steps(&steps));
+        }
+        let rate = self.rate?;
+        Some(RateProfile::ramp(rate, self.ramp_to.unwrap_or(rate), self.duration_s))
+    }
+
+    /// The planned mean send rate, when the schedule sets one.
+    pub fn target_rps(&self) -> Option<f64> {
+        self.profile().map(|p| p.mean_rate())
+    }
+
+    /// How long sending may last: the duration, or the steps' total.
+    pub fn send_window_s(&self) -> Option<f64> {
+        let steps = self.profile().map(|p| p.duration_s()).filter(|d| d.is_finite());
+        match (self.duration_s, steps) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_default()
+    }
+}

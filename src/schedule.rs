@@ -1,0 +1,360 @@
+//! Arrival processes: pure, seeded iterators of intended send instants. No I/O, no clock.
+//!
+//! In: a resolved [`LoadSpec`] and the selected interactions (features and recorded arrival
+//! offsets). Out: an iterator of [`Planned`] sends: which interaction, and when (an offset from
+//! the run's start), or "as soon as a slot frees" for the closed loop.
+//!
+//! Rate-based processes work by time rescaling: a unit-rate process (gaps of mean 1: constant 1,
+//! exponential, or gamma with shape = burstiness and scale 1/burstiness) is generated in
+//! "operational time" `u`, and each point is mapped back through the inverse of the cumulative
+//! rate `Λ(t) = ∫₀ᵗ λ(s) ds`. With a fixed rate this is the textbook process; with a ramp or
+//! steps the instantaneous rate follows the profile while the gap distribution keeps its shape.
+
+use crate::plan::LoadSpec;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand::distr::weighted::WeightedIndex;
+use rand_distr::{Distribution, Exp, Gamma};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How requests arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Closed loop: the next request goes as soon as a concurrency slot frees (with the default
+    /// concurrency of 1, a sequential replay).
+    #[default]
+    Closed,
+    /// Evenly spaced sends at the rate.
+    Constant,
+    /// Exponential gaps (a Poisson process).
+    Poisson,
+    /// Gamma gaps with shape `burstiness` (vLLM bench's definition: 1 is Poisson, below 1 is
+    /// burstier, above 1 more regular). Coefficient of variation 1/√burstiness.
+    Gamma,
+    /// The corpus's recorded arrival offsets, multiplied by `time_scale`.
+    Trace,
+}
+
+impl Arrival {
+    pub fn open_loop(self) -> bool {
+        self != Arrival::Closed
+    }
+    pub fn rate_based(self) -> bool {
+        matches!(self, Arrival::Constant | Arrival::Poisson | Arrival::Gamma)
+    }
+}
+
+/// One piece of a rate profile: the rate moves linearly from `from` to `to` over `duration_s`
+/// (which may be infinite for a run bounded by count only).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Segment {
+    pub from: f64,
+    pub to: f64,
+    pub duration_s: f64,
+}
+
+impl Segment {
+    /// Requests expected in the whole segment (∫ λ).
+    fn area(&self) -> f64 {
+        (self.from + self.to) / 2.0 * self.duration_s
+    }
+    /// Time into the segment at which `area` requests are expected (inverse of ∫ λ).
+    fn time_for(&self, area: f64) -> f64 {
+        let a = self.from;
+        let b = if self.duration_s.is_finite() {
+            (self.to - self.from) / self.duration_s
+        } else {
+            0.0
+        };
+        // Root of b/2·τ² + a·τ − area = 0, in the form that stays exact when b → 0.
+        2.0 * area / (a + (a * a + 2.0 * b * area).max(0.0).sqrt())
+    }
+}
+
+/// The planned rate over time: segments laid end to end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateProfile {
+    pub segments: Vec<Segment>,
+}
+
+impl RateProfile {
+    pub fn fixed(rate: f64, duration_s: Option<f64>) -> Self {
+        Self::ramp(rate, rate, duration_s)
+    }
+    pub fn ramp(from: f64, to: f64, duration_s: Option<f64>) -> Self {
+        Self {
+            segments: vec![Segment {
+                from,
+                to,
+                duration_s: duration_s.unwrap_or(f64::INFINITY),
+            }],
+        }
+    }
+    pub fn steps(steps: &[(f64, f64)]) -> Self {
+        Self {
+            segments: steps
+                .iter()
+                .map(|&(rate, duration_s)| Segment {
+                    from: rate,
+                    to: rate,
+                    duration_s,
+                })
+                .collect(),
+        }
+    }
+
+    /// The instant (seconds) by which `u` requests are expected, or `None` past the profile's end.
+    pub fn time_at(&self, mut u: f64) -> Option<f64> {
+        let mut start = 0.0;
+        for s in &self.segments {
+            let area = s.area();
+            if u < area || (s.duration_s.is_infinite() && s.from > 0.0) {
+                return Some(start + s.time_for(u));
+            }
+            u -= area;
+            start += s.duration_s;
+        }
+        None
+    }
+
+    pub fn duration_s(&self) -> f64 {
+        self.segments.iter().map(|s| s.duration_s).sum()
+    }
+
+    /// The mean planned rate over the profile (requests/s).
+    pub fn mean_rate(&self) -> f64 {
+        let d = self.duration_s();
+        if d.is_infinite() {
+            return self.segments.last().map_or(0.0, |s| s.from);
+        }
+        self.segments.iter().map(Segment::area).sum::<f64>() / d
+    }
+}
+
+/// Unit-mean gaps in operational time.
+#[derive(Debug, Clone)]
+enum Gaps {
+    Constant,
+    Exp(Exp<f64>),
+    Gamma(Gamma<f64>),
+}
+
+impl Gaps {
+    fn next(&self, rng: &mut ChaCha8Rng) -> f64 {
+        match self {
+            Gaps::Constant => 1.0,
+            Gaps::Exp(d) => d.sample(rng),
+            Gaps::Gamma(d) => d.sample(rng),
+        }
+    }
+}
+
+/// A rate-based arrival process: send offsets from the run's start, first at zero.
+#[derive(Debug, Clone)]
+pub struct Arrivals {
+    profile: RateProfile,
+    gaps: Gaps,
+    rng: ChaCha8Rng,
+    u: f64,
+}
+
+impl Arrivals {
+    /// `burstiness` is only read for [`Arrival::Gamma`]. Panics on a non-rate arrival or a
+    /// non-positive burstiness (the plan has checked both).
+    pub fn new(arrival: Arrival, profile: RateProfile, burstiness: f64, seed: u64) -> Self {
+        let gaps = match arrival {
+            Arrival::Constant => Gaps::Constant,
+            Arrival::Poisson => Gaps::Exp(Exp::new(1.0).expect("rate 1 is valid")),
+            Arrival::Gamma => Gaps::Gamma(
+                Gamma::new(burstiness, 1.0 / burstiness).expect("burstiness > 0 (plan checked)"),
+            ),
+            other => panic!("{other:?} is not a rate-based arrival"),
+        };
+        Self {
+            profile,
+            gaps,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            u: 0.0,
+        }
+    }
+}
+
+impl Iterator for Arrivals {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let t = self.profile.time_at(self.u)?;
+        self.u += self.gaps.next(&mut self.rng);
+        Some(Duration::from_secs_f64(t))
+    }
+}
+
+/// Trace replay: recorded offsets (ms, in any order) multiplied by `time_scale`, sorted, with
+/// the index of the interaction each belongs to.
+pub fn trace(offsets_ms: &[f64], time_scale: f64) -> Vec<(Duration, usize)> {
+    let mut out: Vec<(Duration, usize)> = offsets_ms
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| (Duration::from_secs_f64(ms.max(0.0) / 1000.0 * time_scale), i))
+        .collect();
+    out.sort_by_key(|&(t, i)| (t, i));
+    out
+}
+
+/// Which interaction each send replays: a weighted mix of features, each feature's cases taken
+/// in turn; without weights, every interaction in turn (so the corpus's own proportions hold).
+#[derive(Debug, Clone)]
+pub struct Picker {
+    groups: Vec<Vec<usize>>,
+    next_in_group: Vec<usize>,
+    weights: Option<WeightedIndex<f64>>,
+    rng: ChaCha8Rng,
+}
+
+impl Picker {
+    /// `features[i]` is interaction i's feature; `mix` maps features to weights (empty: none).
+    pub fn new(features: &[&str], mix: &[(String, f64)], seed: u64) -> Result<Self, String> {
+        let rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_785f_7069_636b);
+        if mix.is_empty() {
+            return Ok(Self {
+                groups: vec![(0..features.len()).collect()],
+                next_in_group: vec![0],
+                weights: None,
+                rng,
+            });
+        }
+        let mut groups = Vec::new();
+        for (feature, _) in mix {
+            let cases: Vec<usize> = (0..features.len())
+                .filter(|&i| features[i] == feature)
+                .collect();
+            if cases.is_empty() {
+                return Err(format!("load.mix: no interaction of feature '{feature}'"));
+            }
+            groups.push(cases);
+        }
+        let weights = WeightedIndex::new(mix.iter().map(|(_, w)| *w))
+            .map_err(|e| format!("load.mix: {e}"))?;
+        Ok(Self {
+            next_in_group: vec![0; groups.len()],
+            groups,
+            weights: Some(weights),
+            rng,
+        })
+    }
+
+    pub fn next_index(&mut self) -> usize {
+        let g = self.weights.as_ref().map_or(0, |w| w.sample(&mut self.rng));
+        let cases = &self.groups[g];
+        let i = cases[self.next_in_group[g] % cases.len()];
+        self.next_in_group[g] += 1;
+        i
+    }
+}
+
+/// One send the schedule asks for: the interaction, and when (offset from the run's start), or
+/// `None` for "as soon as a concurrency slot frees" (closed loop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Planned {
+    pub at: Option<Duration>,
+    pub index: usize,
+}
+
+/// A whole run's schedule, and how many sends it may make at most.
+pub struct Schedule {
+    pub sends: Box<dyn Iterator<Item = Planned> + Send>,
+    pub max_requests: Option<u64>,
+}
+
+/// Builds the schedule of `load` over the selected interactions (`features[i]` and
+/// `offsets_ms[i]` belong to interaction i). A closed loop or a trace without other bounds makes
+/// one pass over the interactions.
+pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<Schedule, String> {
+    let mix: Vec<(String, f64)> = load.mix.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut picker = Picker::new(features, &mix, load.seed())?;
+    let one_pass = offsets_ms.len() as u64;
+    let (sends, max): (Box<dyn Iterator<Item = Planned> + Send>, Option<u64>) = match load.arrival
+    {
+        Arrival::Closed => {
+            let unbounded = load.duration_s.is_none() && load.max_requests.is_none();
+            let it = std::iter::repeat_with(move || Planned { at: None, index: picker.next_index() });
+            (Box::new(it), if unbounded { Some(one_pass) } else { load.max_requests })
+        }
+        Arrival::Trace => {
+            let it = trace(offsets_ms, load.time_scale)
+                .into_iter()
+                .map(|(t, index)| Planned { at: Some(t), index });
+            let max = load.max_requests.map_or(one_pass, |m| m.min(one_pass));
+            (Box::new(it), Some(max))
+        }
+        rate_based => {
+            let profile = load.profile().ok_or("a rate-based arrival needs a rate")?;
+            let arrivals = Arrivals::new(rate_based, profile, load.burstiness, load.seed());
+            let it = arrivals.map(move |t| Planned { at: Some(t), index: picker.next_index() });
+            (Box::new(it), load.max_requests)
+        }
+    };
+    Ok(Schedule { sends, max_requests: max })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_rate_is_evenly_spaced_from_zero() {
+        let a: Vec<Duration> =
+            Arrivals::new(Arrival::Constant, RateProfile::fixed(4.0, Some(1.0)), 1.0, 0).collect();
+        let ms: Vec<u128> = a.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![0, 250, 500, 750]);
+    }
+
+    #[test]
+    fn ramp_inverse_matches_hand_computation() {
+        // λ(t) = 2t over 10 s: Λ(t) = t², so the k-th request is due at √k.
+        let p = RateProfile::ramp(0.0, 20.0, Some(10.0));
+        for k in [1.0, 4.0, 50.0, 99.0] {
+            let t = p.time_at(k).unwrap();
+            assert!((t - f64::sqrt(k)).abs() < 1e-9, "k={k}: {t}");
+        }
+        assert_eq!(p.time_at(100.0), None);
+        assert!((p.mean_rate() - 10.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn steps_follow_each_rate() {
+        let p = RateProfile::steps(&[(10.0, 1.0), (100.0, 1.0)]);
+        let a: Vec<Duration> = Arrivals::new(Arrival::Constant, p, 1.0, 0).collect();
+        assert_eq!(a.len(), 110);
+        assert_eq!(a[10], Duration::from_secs(1));
+        assert!((a[11].as_secs_f64() - 1.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn trace_scales_and_sorts() {
+        let t = trace(&[1000.0, 0.0, 500.0], 0.5);
+        assert_eq!(
+            t,
+            vec![
+                (Duration::ZERO, 1),
+                (Duration::from_millis(250), 2),
+                (Duration::from_millis(500), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn picker_follows_weights_and_cycles_cases() {
+        let features = ["a", "b", "a", "b", "b"];
+        let mut p = Picker::new(&features, &[("a".into(), 3.0), ("b".into(), 1.0)], 7).unwrap();
+        let picks: Vec<usize> = (0..4000).map(|_| p.next_index()).collect();
+        let a = picks.iter().filter(|&&i| features[i] == "a").count();
+        assert!((2850..3150).contains(&a), "{a} of 4000 for weight 3/4");
+        assert!(picks.contains(&0) && picks.contains(&2) && picks.contains(&4));
+        let mut plain = Picker::new(&features, &[], 1).unwrap();
+        let order: Vec<usize> = (0..6).map(|_| plain.next_index()).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 0]);
+        assert!(Picker::new(&features, &[("c".into(), 1.0)], 1).is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! Aggregation to verdict: from the run's [`Aggregate`] to `summary.json`
+//! (`schemas/summary-v1.schema.json`), `histograms.json`, the findings and the exit code.
+//!
+//! In: the aggregate, the plan's load and SLO settings, the harness's own CPU. Out: a
+//! [`Summary`] (verdict `pass`, `fail`, or `invalid` when the harness could not keep its
+//! schedule) and the per-feature table ([`table`]).
+
+mod table;
+
+use crate::exit::Exit;
+use crate::measure::aggregate::{Aggregate, FeatureAgg, ERROR_MESSAGES_KEPT};
+use crate::measure::cpu::ClientCpu;
+use crate::measure::hist::Metric;
+pub use crate::measure::hist::{percentile, Percentiles};
+use crate::measure::ErrorClass;
+use crate::plan::{LoadSpec, Slo};
+use crate::schedule::Arrival;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// First content chunk minus send.
+    pub ttft: Percentiles,
+    /// First content chunk minus the intended send (queueing and lateness included).
+    pub ttft_from_intended: Percentiles,
+    /// Gaps between content chunks, pooled (vLLM's ITL, AIPerf's ICL).
+    pub itl: Percentiles,
+    /// (E2E − TTFT) / (output tokens − 1) per request (vLLM's TPOT; GuideLLM's, AIPerf's ITL).
+    pub tpot: Percentiles,
+    /// Last content chunk minus send.
+    pub e2e: Percentiles,
+    /// Wait for a concurrency slot.
+    pub queue_wait: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Completed requests per second of the measured window.
+    pub requests_per_s: f64,
+    pub output_tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goodput {
+    /// Successful requests that met every bound.
+    pub met: u64,
+    /// `met` over completed requests.
+    pub attainment: Option<f64>,
+    /// `met` per second of the measured window.
+    pub rps: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureSummary {
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_class: BTreeMap<ErrorClass, u64>,
+    pub cut_off: u64,
+    pub skipped: u64,
+    pub warmup: u64,
+    pub latency_ms: Latency,
+    pub output_tokens: u64,
+    /// Requests whose output token count was estimated (no `usage` in the answer).
+    pub tokens_estimated: u64,
+    /// Requests where some chunk held more than one token.
+    pub multi_token_chunks: u64,
+    pub throughput: Throughput,
+    pub slo: Option<Slo>,
+    pub goodput: Option<Goodput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: String,
+    /// `error` findings fail the verdict; `warning` and `info` do not.
+    pub severity: &'static str,
+    pub feature: Option<String>,
+    pub message: String,
+}
+
+impl Finding {
+    fn new(kind: &str, severity: &'static str, feature: Option<&str>, message: String) -> Self {
+        Self {
+            kind: kind.into(),
+            severity,
+            feature: feature.map(str::to_owned),
+            message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    /// `closed` (next send when a slot frees) or `open` (sends on the schedule).
+    pub mode: &'static str,
+    pub arrival: Arrival,
+    pub seed: u64,
+    pub concurrency: Option<usize>,
+    /// The schedule's mean planned rate (rate-based arrivals).
+    pub target_rps: Option<f64>,
+    /// (measured sends − 1) / (last send − first send).
+    pub achieved_rps: Option<f64>,
+    /// Wall time of the whole run, seconds.
+    pub duration_s: f64,
+    /// From the first measured send to the last measured end, seconds.
+    pub window_s: f64,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub warmup: u64,
+    pub cut_off: u64,
+    pub skipped: u64,
+    /// Task start minus intended send (the harness's own delay), measured requests.
+    pub send_lateness_ms: Percentiles,
+    pub max_send_lateness_ms: f64,
+    pub throughput: Throughput,
+    pub goodput_rps: Option<f64>,
+    pub client: ClientCpu,
+}
+
+/// The whole `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema: &'static str,
+    pub verdict: &'static str,
+    pub run_id: String,
+    pub scenario: String,
+    pub target: String,
+    pub started_at: String,
+    pub interrupted: bool,
+    /// Completed requests (warm-up, cut-off and skipped ones not included).
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_class: BTreeMap<ErrorClass, u64>,
+    pub load: Load,
+    pub features: BTreeMap<String, FeatureSummary>,
+    pub findings: Vec<Finding>,
+}
+
+/// Who the run was, and what it measured about itself.
+pub struct RunInfo {
+    pub run_id: String,
+    pub scenario: String,
+    pub target: String,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub interrupted: bool,
+    pub scheduled: u64,
+    pub client: ClientCpu,
+    /// CPU cores the harness could use.
+    pub cores: usize,
+}
+
+fn per_s(n: u64, window_s: f64) -> f64 {
+    if window_s > 0.0 {
+        n as f64 / window_s
+    } else {
+        0.0
+    }
+}
+
+fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureSummary {
+    let ok = f.requests - f.errors;
+    FeatureSummary {
+        requests: f.requests,
+        errors: f.errors,
+        errors_by_class: f.errors_by_class.clone(),
+        cut_off: f.cut_off,
+        skipped: f.skipped,
+        warmup: f.warmup,
+        latency_ms: Latency {
+            ttft: f.ttft.percentiles(),
+            ttft_from_intended: f.ttft_from_intended.percentiles(),
+            itl: f.itl.percentiles(),
+            tpot: f.tpot.percentiles(),
+            e2e: f.e2e.percentiles(),
+            queue_wait: f.queue_wait.percentiles(),
+        },
+        output_tokens: f.output_tokens,
+        tokens_estimated: f.tokens_estimated,
+        multi_token_chunks: f.multi_token_chunks,
+        throughput: Throughput {
+            requests_per_s: per_s(ok, window_s),
+            output_tokens_per_s: per_s(f.output_tokens, window_s),
+        },
+        slo: slo.copied(),
+        goodput: slo.map(|_| Goodput {
+            met: f.slo_met,
+            attainment: (f.requests > 0).then(|| f.slo_met as f64 / f.requests as f64),
+            rps: per_s(f.slo_met, window_s),
+        }),
+    }
+}
+
+/// Builds the summary, its findings and its verdict.
+pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate) -> Summary {
+    let window_s = agg.window_s();
+    let features: BTreeMap<String, FeatureSummary> = agg
+        .features
+        .iter()
+        .map(|(k, f)| (k.clone(), feature_summary(f, agg.slo(k), window_s)))
+        .collect();
+    let mut errors_by_class = BTreeMap::new();
+    for f in features.values() {
+        for (c, n) in &f.errors_by_class {
+            *errors_by_class.entry(*c).or_default() += n;
+        }
+    }
+    let ok: u64 = features.values().map(|f| f.requests - f.errors).sum();
+    let tokens: u64 = features.values().map(|f| f.output_tokens).sum();
+    let good: Option<u64> = features
+        .values()
+        .filter_map(|f| f.goodput.as_ref().map(|g| g.met))
+        .reduce(|a, b| a + b);
+    let lateness = agg.lateness.percentiles();
+    let load_summary = Load {
+        mode: if load.arrival.open_loop() { "open" } else { "closed" },
+        arrival: load.arrival,
+        seed: load.seed(),
+        concurrency: load.concurrency,
+        target_rps: load.target_rps(),
+        achieved_rps: agg.achieved_rps(),
+        duration_s: info.duration_s,
+        window_s,
+        scheduled: info.scheduled,
+        sent: agg.sent,
+        warmup: features.values().map(|f| f.warmup).sum(),
+        cut_off: agg.cut_off(),
+        skipped: agg.skipped(),
+        send_lateness_ms: lateness,
+        max_send_lateness_ms: load.max_send_lateness_ms,
+        throughput: Throughput {
+            requests_per_s: per_s(ok, window_s),
+            output_tokens_per_s: per_s(tokens, window_s),
+        },
+        goodput_rps: good.map(|g| per_s(g, window_s)),
+        client: info.client.clone(),
+    };
+    let findings = findings(&info, load, agg, &features, &load_summary);
+    let verdict = verdict(&findings);
+    Summary {
+        schema: "duo-harness/summary/v1",
+        verdict,
+        run_id: info.run_id,
+        scenario: info.scenario,
+        target: info.target,
+        started_at: info.started_at,
+        interrupted: info.interrupted,
+        requests: agg.completed(),
+        errors: agg.errors(),
+        errors_by_class,
+        load: load_summary,
+        features,
+        findings,
+    }
+}
+
+fn verdict(findings: &[Finding]) -> &'static str {
+    if findings.iter().any(|f| f.kind == "invalid_measurement") {
+        "invalid"
+    } else if findings.iter().any(|f| f.severity == "error") {
+        "fail"
+    } else {
+        "pass"
+    }
+}
+
+fn findings(
+    info: &RunInfo,
+    load: &LoadSpec,
+    agg: &Aggregate,
+    features: &BTreeMap<String, FeatureSummary>,
+    l: &Load,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let error_rate = agg.errors() as f64 / agg.completed().max(1) as f64;
+    let errors_fail = agg.errors() > 0 && error_rate > load.max_error_rate;
+    for (k, f) in &agg.features {
+        let severity = if errors_fail { "error" } else { "warning" };
+        for m in &f.error_messages {
+            out.push(Finding::new("request_error", severity, Some(k), m.clone()));
+        }
+        let more = f.errors.saturating_sub(ERROR_MESSAGES_KEPT as u64);
+        if more > 0 {
+            let m = format!("{more} more failed requests (see results.ndjson)");
+            out.push(Finding::new("request_error", severity, Some(k), m));
+        }
+    }
+    for (k, f) in features {
+        out.extend(slo_finding(k, f));
+    }
+    if info.interrupted {
+        let m = "the run was interrupted before its schedule ended".to_owned();
+        out.push(Finding::new("interrupted", "error", None, m));
+    }
+    if l.cut_off > 0 {
+        let m = format!(
+            "{} requests were still in flight {} s after the last send and were cut off",
+            l.cut_off, load.grace_s
+        );
+        out.push(Finding::new("cut_off", "warning", None, m));
+    }
+    if l.skipped > 0 {
+        let m = format!("{} requests were not sent: every slot was busy", l.skipped);
+        out.push(Finding::new("skipped", "warning", None, m));
+    }
+    out.extend(self_audit(info, l));
+    out
+}
+
+fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
+    let (slo, g) = (f.slo.as_ref()?, f.goodput.as_ref()?);
+    let attained = g.attainment?;
+    (attained < slo.attainment).then(|| {
+        let m = format!(
+            "{:.2} % of requests met the SLO ({}), below the {:.2} % required",
+            attained * 100.0,
+            slo.describe(),
+            slo.attainment * 100.0
+        );
+        Finding::new("slo", "error", Some(feature), m)
+    })
+}
+
+/// The harness's own audit: late sends make the measurement invalid; a saturated client is
+/// said out loud.
+fn self_audit(info: &RunInfo, l: &Load) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(p99) = l.send_lateness_ms.p99.filter(|p| *p > l.max_send_lateness_ms) {
+        let m = format!(
+            "send lateness p99 {p99:.3} ms passed the {:.3} ms bound: the harness could not keep \
+             its schedule, so these figures understate the server's latency",
+            l.max_send_lateness_ms
+        );
+        out.push(Finding::new("invalid_measurement", "error", None, m));
+    }
+    if l.client.cores_busy > 0.9 * info.cores as f64 {
+        let m = format!(
+            "the harness kept {:.2} of its {} cores busy: it may have been the bottleneck",
+            l.client.cores_busy, info.cores
+        );
+        out.push(Finding::new("client_saturated", "warning", None, m));
+    }
+    out
+}
+
+impl Summary {
+    pub fn exit(&self) -> Exit {
+        match self.verdict {
+            "pass" => Exit::Pass,
+            "invalid" => Exit::Invalid,
+            _ => Exit::VerdictFailed,
+        }
+    }
+}
+
+/// `histograms.json`: every (feature, metric) HDR histogram, V2-deflate, base64, in microseconds.
+/// Mergeable across runs or load-generator pods ([`Metric::decode`], [`Metric::merge`]).
+pub fn histograms(agg: &Aggregate) -> serde_json::Value {
+    let enc = |m: &Metric| serde_json::Value::String(m.encode());
+    let features: serde_json::Map<String, serde_json::Value> = agg
+        .features
+        .iter()
+        .map(|(k, f)| {
+            let v = serde_json::json!({
+                "ttft": enc(&f.ttft), "ttft_from_intended": enc(&f.ttft_from_intended),
+                "itl": enc(&f.itl), "tpot": enc(&f.tpot), "e2e": enc(&f.e2e),
+                "queue_wait": enc(&f.queue_wait),
+            });
+            (k.clone(), v)
+        })
+        .collect();
+    serde_json::json!({
+        "schema": "duo-harness/histograms/v1",
+        "unit": "us",
+        "encoding": "hdrhistogram-v2-deflate-base64",
+        "send_lateness": enc(&agg.lateness),
+        "features": features,
+    })
+}
