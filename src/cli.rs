@@ -102,7 +102,13 @@ pub fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    // The pacer hands each request to the runtime from outside it (the global queue); workers
+    // look there every few polls instead of every 31, so a busy worker starts it on time.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .global_queue_interval(2)
+        .build()
+        .expect("a tokio runtime starts");
     rt.block_on(dispatch(cli.command)).into()
 }
 

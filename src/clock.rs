@@ -42,9 +42,24 @@ pub fn sleep_until(deadline: Instant) {
     }
 }
 
-/// Prepares the calling thread for [`sleep_until`] (call once, at the thread's start).
-pub fn precise_thread() {
+/// Prepares the calling thread for [`sleep_until`] (call once, at the thread's start): tight
+/// timer slack, and a raised scheduling priority where the user may raise it (root or
+/// CAP_SYS_NICE), so a busy machine wakes the pacer first. Returns whether the priority was
+/// raised.
+pub fn precise_thread() -> bool {
     tighten_timer_slack();
+    raise_priority()
+}
+
+fn raise_priority() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain integers and affect only this thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 struct Entry {

@@ -7,8 +7,8 @@
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
 
-pub mod clock;
 pub mod cli;
+pub mod clock;
 pub mod corpus;
 pub mod drive;
 pub mod exit;

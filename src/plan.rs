@@ -290,7 +290,12 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ))
         }
     };
-    for f in sc.features.iter().chain(sc.models.keys()).chain(sc.slo.keys()) {
+    for f in sc
+        .features
+        .iter()
+        .chain(sc.models.keys())
+        .chain(sc.slo.keys())
+    {
         if crate::features::lookup(f).is_none() {
             return Err(invalid(
                 path,

@@ -132,7 +132,10 @@ fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), R
                     "target.url 'embedded:{name}': the stack has no backend named '{name}'"
                 ))
             })?;
-            Ok((b.url.clone(), format!("embedded backend {name} ({})", b.url)))
+            Ok((
+                b.url.clone(),
+                format!("embedded backend {name} ({})", b.url),
+            ))
         }
     }
 }
@@ -172,7 +175,10 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {
-            let model = models.iter().find(|(f, _)| *f == it.feature).map(|(_, m)| m);
+            let model = models
+                .iter()
+                .find(|(f, _)| *f == it.feature)
+                .map(|(_, m)| m);
             Prepared::new(it, model, plan.target.model.as_deref())
         })
         .collect();
@@ -181,7 +187,8 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
 
     std::fs::create_dir_all(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
-    let plan_json = serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
+    let plan_json =
+        serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
 
     drive::preflight(&client, &base_url)
@@ -192,8 +199,8 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         })?;
 
     let results_path = plan.run_dir.join("results.ndjson");
-    let sink = ResultsSink::create(&results_path, plan.output.chunks)
-        .map_err(write_err(&results_path))?;
+    let sink =
+        ResultsSink::create(&results_path, plan.output.chunks).map_err(write_err(&results_path))?;
     let target = Arc::new(drive::Target {
         client,
         base_url,
@@ -217,7 +224,10 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     };
     let summary = summary::summarise(info, &plan.load, &agg);
     write_json(&plan.run_dir.join("summary.json"), &summary)?;
-    write_json(&plan.run_dir.join("histograms.json"), &summary::histograms(&agg))?;
+    write_json(
+        &plan.run_dir.join("histograms.json"),
+        &summary::histograms(&agg),
+    )?;
     print!("{}", summary.table());
     println!("run folder: {}", plan.run_dir.display());
     Ok(summary.exit())
@@ -265,7 +275,16 @@ async fn drive_load(
         concurrency,
         policy: plan.load.cap_policy,
     };
-    let mut scheduled = dispatch::start(target.clone(), prepared, schedule, opts, tx, stop_rx, cut_rx, live);
+    let mut scheduled = dispatch::start(
+        target.clone(),
+        prepared,
+        schedule,
+        opts,
+        tx,
+        stop_rx,
+        cut_rx,
+        live,
+    );
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
@@ -296,7 +315,10 @@ async fn drive_load(
     drop(view);
     let wall = target.run_start.elapsed();
     let cpu = ClientCpu::between(cpu_start, CpuTimes::now(), wall, agg.sent);
-    let ended = Ended { flag: interrupted, cpu };
+    let ended = Ended {
+        flag: interrupted,
+        cpu,
+    };
     let count = count.unwrap_or(agg.sent);
     (agg, written, count, ended)
 }

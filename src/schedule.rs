@@ -11,9 +11,9 @@
 //! steps the instantaneous rate follows the profile while the gap distribution keeps its shape.
 
 use crate::plan::LoadSpec;
+use rand::distr::weighted::WeightedIndex;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand::distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, Exp, Gamma};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -196,7 +196,12 @@ pub fn trace(offsets_ms: &[f64], time_scale: f64) -> Vec<(Duration, usize)> {
     let mut out: Vec<(Duration, usize)> = offsets_ms
         .iter()
         .enumerate()
-        .map(|(i, &ms)| (Duration::from_secs_f64(ms.max(0.0) / 1000.0 * time_scale), i))
+        .map(|(i, &ms)| {
+            (
+                Duration::from_secs_f64(ms.max(0.0) / 1000.0 * time_scale),
+                i,
+            )
+        })
         .collect();
     out.sort_by_key(|&(t, i)| (t, i));
     out
@@ -274,12 +279,21 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
     let mix: Vec<(String, f64)> = load.mix.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let mut picker = Picker::new(features, &mix, load.seed())?;
     let one_pass = offsets_ms.len() as u64;
-    let (sends, max): (Box<dyn Iterator<Item = Planned> + Send>, Option<u64>) = match load.arrival
-    {
+    let (sends, max): (Box<dyn Iterator<Item = Planned> + Send>, Option<u64>) = match load.arrival {
         Arrival::Closed => {
             let unbounded = load.duration_s.is_none() && load.max_requests.is_none();
-            let it = std::iter::repeat_with(move || Planned { at: None, index: picker.next_index() });
-            (Box::new(it), if unbounded { Some(one_pass) } else { load.max_requests })
+            let it = std::iter::repeat_with(move || Planned {
+                at: None,
+                index: picker.next_index(),
+            });
+            (
+                Box::new(it),
+                if unbounded {
+                    Some(one_pass)
+                } else {
+                    load.max_requests
+                },
+            )
         }
         Arrival::Trace => {
             let it = trace(offsets_ms, load.time_scale)
@@ -291,11 +305,17 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
         rate_based => {
             let profile = load.profile().ok_or("a rate-based arrival needs a rate")?;
             let arrivals = Arrivals::new(rate_based, profile, load.burstiness, load.seed());
-            let it = arrivals.map(move |t| Planned { at: Some(t), index: picker.next_index() });
+            let it = arrivals.map(move |t| Planned {
+                at: Some(t),
+                index: picker.next_index(),
+            });
             (Box::new(it), load.max_requests)
         }
     };
-    Ok(Schedule { sends, max_requests: max })
+    Ok(Schedule {
+        sends,
+        max_requests: max,
+    })
 }
 
 #[cfg(test)]
@@ -304,8 +324,13 @@ mod tests {
 
     #[test]
     fn constant_rate_is_evenly_spaced_from_zero() {
-        let a: Vec<Duration> =
-            Arrivals::new(Arrival::Constant, RateProfile::fixed(4.0, Some(1.0)), 1.0, 0).collect();
+        let a: Vec<Duration> = Arrivals::new(
+            Arrival::Constant,
+            RateProfile::fixed(4.0, Some(1.0)),
+            1.0,
+            0,
+        )
+        .collect();
         let ms: Vec<u128> = a.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![0, 250, 500, 750]);
     }

@@ -108,7 +108,11 @@ fn mint(target: &Target) -> Result<String, DriveError> {
 /// The request body with the feature's model selection injected.
 pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     let mut body = it.request.body.clone();
-    let (Some(m), Some(obj), false) = (model, body.as_object_mut(), is_openai_path(&it.request.path)) else {
+    let (Some(m), Some(obj), false) = (
+        model,
+        body.as_object_mut(),
+        is_openai_path(&it.request.path),
+    ) else {
         return body;
     };
     let s = &m.setting;
@@ -129,7 +133,6 @@ pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     }
     body
 }
-
 
 /// Checks that something answers HTTP at `base_url` (any status counts).
 pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<(), String> {
@@ -175,7 +178,9 @@ impl Prepared {
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect();
         let body = (!body.is_null()).then(|| Bytes::from(body.to_string()));
-        let has_type = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let has_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         if body.is_some() && !has_type {
             headers.push(("content-type".into(), "application/json".into()));
         }

@@ -74,7 +74,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("pacer".into())
         .spawn(move || {
-            crate::clock::precise_thread();
+            let _ = crate::clock::precise_thread();
             let n = pace(&handle, &shared, schedule, &opts, &stop);
             let _ = done_tx.send(n);
         })
@@ -166,7 +166,12 @@ async fn cut_off(mut cut: watch::Receiver<bool>) {
     }
 }
 
-async fn request(s: Arc<Shared>, index: usize, mut slot: Slot, permit: Option<OwnedSemaphorePermit>) {
+async fn request(
+    s: Arc<Shared>,
+    index: usize,
+    mut slot: Slot,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     slot.started = Instant::now();
     let p = &s.requests[index];
     let record = |d| unsent(&s.target, p, slot, d);

@@ -84,7 +84,12 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
 
 /// Sends `p` now and measures it. Never fails: failures are recorded by class; when `cancel`
 /// resolves first, the request is recorded as cut off with what had arrived.
-pub async fn send(t: &Target, p: &Prepared, slot: Slot, cancel: impl Future<Output = ()>) -> RequestRecord {
+pub async fn send(
+    t: &Target,
+    p: &Prepared,
+    slot: Slot,
+    cancel: impl Future<Output = ()>,
+) -> RequestRecord {
     let mut rec = unsent(t, p, slot, Disposition::Completed);
     let sent = Instant::now();
     let outcome = tokio::select! {
@@ -252,4 +257,3 @@ fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
         }
     }
 }
-

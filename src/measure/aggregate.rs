@@ -59,7 +59,8 @@ pub struct Aggregate {
 
 fn meets(slo: &Slo, r: &RequestRecord) -> bool {
     let late_by = r.sent_ms - r.intended_ms;
-    let within = |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
+    let within =
+        |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
     within(slo.ttft_ms, r.ttft_from_intended_ms())
         && within(slo.tpot_ms, r.tpot_ms())
         && within(slo.e2e_ms, r.e2e_ms().map(|e| e + late_by))
@@ -129,7 +130,9 @@ impl Aggregate {
         record(&mut f.ttft_from_intended, r.ttft_from_intended_ms());
         record(&mut f.tpot, r.tpot_ms());
         record(&mut f.e2e, r.e2e_ms());
-        r.content_gaps_ms().into_iter().for_each(|g| f.itl.record(g));
+        r.content_gaps_ms()
+            .into_iter()
+            .for_each(|g| f.itl.record(g));
         f.output_tokens += r.output_tokens.unwrap_or(0);
         f.tokens_estimated += u64::from(r.tokens_estimated);
         f.multi_token_chunks += u64::from(r.multi_token_chunks);
@@ -178,7 +181,11 @@ mod tests {
     fn rec(feature: &str, intended: f64, sent: f64, t: &[f64], tokens: u64) -> RequestRecord {
         let chunks: Vec<Chunk> = t
             .iter()
-            .map(|&t_ms| Chunk { t_ms, bytes: 10, content: "x".into() })
+            .map(|&t_ms| Chunk {
+                t_ms,
+                bytes: 10,
+                content: "x".into(),
+            })
             .collect();
         serde_json::from_value(serde_json::json!({
             "schema": "duo-harness/result/v1", "seq": 0, "id": "r", "feature": feature,
@@ -200,21 +207,39 @@ mod tests {
     fn metric_formulas_match_a_hand_computed_trace() {
         let mut agg = Aggregate::new(BTreeMap::new());
         // A: TTFT 20, chunks 5 ms apart, 4 tokens: TPOT 15/3 = 5, gaps 5,5,5, E2E 35.
-        agg.add(&rec("code_completions", 0.0, 0.0, &[20.0, 25.0, 30.0, 35.0], 4));
+        agg.add(&rec(
+            "code_completions",
+            0.0,
+            0.0,
+            &[20.0, 25.0, 30.0, 35.0],
+            4,
+        ));
         // B: sent 2 ms late, TTFT 30, gaps 10 and 20, 5 tokens in 3 chunks: TPOT 30/4 = 7.5.
-        agg.add(&rec("code_completions", 100.0, 102.0, &[30.0, 40.0, 60.0], 5));
+        agg.add(&rec(
+            "code_completions",
+            100.0,
+            102.0,
+            &[30.0, 40.0, 60.0],
+            5,
+        ));
         // C: one token only: TTFT 40, no TPOT, no gap.
         agg.add(&rec("code_completions", 200.0, 200.0, &[40.0], 1));
         let f = &agg.features["code_completions"];
         let ttft = f.ttft.percentiles();
-        assert_eq!((ttft.n, ttft.mean, ttft.p50, ttft.max), (3, Some(30.0), Some(30.0), Some(40.0)));
+        assert_eq!(
+            (ttft.n, ttft.mean, ttft.p50, ttft.max),
+            (3, Some(30.0), Some(30.0), Some(40.0))
+        );
         // numpy.percentile([20, 30, 40], 99) = 39.8
         assert_eq!(ttft.p99, Some(39.8));
         let tpot = f.tpot.percentiles();
         assert_eq!((tpot.n, tpot.mean, tpot.p50), (2, Some(6.25), Some(6.25)));
         let itl = f.itl.percentiles();
         // gaps 5,5,5,10,20: mean 9, median 5, p90 = 10 + 0.6·10 = 16
-        assert_eq!((itl.n, itl.mean, itl.p50, itl.p90), (5, Some(9.0), Some(5.0), Some(16.0)));
+        assert_eq!(
+            (itl.n, itl.mean, itl.p50, itl.p90),
+            (5, Some(9.0), Some(5.0), Some(16.0))
+        );
         let from_intended = f.ttft_from_intended.percentiles();
         assert_eq!(from_intended.p50, Some(32.0)); // 20, 32, 40
         assert_eq!(f.e2e.percentiles().max, Some(60.0));
@@ -228,7 +253,12 @@ mod tests {
 
     #[test]
     fn slo_warmup_cut_off_and_errors_are_counted_apart() {
-        let slo = Slo { ttft_ms: Some(25.0), tpot_ms: Some(6.0), e2e_ms: None, attainment: 0.99 };
+        let slo = Slo {
+            ttft_ms: Some(25.0),
+            tpot_ms: Some(6.0),
+            e2e_ms: None,
+            attainment: 0.99,
+        };
         let mut agg = Aggregate::new(BTreeMap::from([("duo_chat".to_owned(), slo)]));
         agg.add(&rec("duo_chat_fix_code", 0.0, 0.0, &[20.0, 25.0], 2)); // meets (fallback SLO)
         agg.add(&rec("duo_chat_fix_code", 10.0, 16.0, &[20.0, 25.0], 2)); // 26 from intended
@@ -239,10 +269,16 @@ mod tests {
         cut.disposition = Disposition::CutOff;
         agg.add(&cut);
         let mut bad = rec("duo_chat_fix_code", 30.0, 30.0, &[], 0);
-        bad.error = Some(RequestError { class: ErrorClass::Http5xx, message: "boom".into() });
+        bad.error = Some(RequestError {
+            class: ErrorClass::Http5xx,
+            message: "boom".into(),
+        });
         agg.add(&bad);
         let f = &agg.features["duo_chat_fix_code"];
-        assert_eq!((f.requests, f.errors, f.cut_off, f.warmup, f.slo_met), (3, 1, 1, 1, 1));
+        assert_eq!(
+            (f.requests, f.errors, f.cut_off, f.warmup, f.slo_met),
+            (3, 1, 1, 1, 1)
+        );
         assert_eq!(f.ttft.len(), 2);
         assert!(f.error_messages[0].contains("http5xx: boom"));
         assert_eq!(agg.sent, 5);

@@ -54,7 +54,7 @@ impl Percentiles {
 
     fn of_histogram(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| round3(us as f64 / 1000.0);
-        let some = h.len() > 0;
+        let some = !h.is_empty();
         let at = |q: f64| some.then(|| ms(h.value_at_quantile(q)));
         Self {
             n: h.len(),
@@ -132,8 +132,7 @@ impl Metric {
         self.hist
             .add(&other.hist)
             .expect("auto-resizing histograms always merge");
-        if self.overflowed || other.overflowed || self.exact.len() + other.exact.len() > EXACT_CAP
-        {
+        if self.overflowed || other.overflowed || self.exact.len() + other.exact.len() > EXACT_CAP {
             self.overflowed = true;
             self.exact = Vec::new();
         } else {

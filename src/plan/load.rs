@@ -120,10 +120,14 @@ fn default_attainment() -> f64 {
 impl Slo {
     /// `TTFT ≤ 500 ms, TPOT ≤ 50 ms`.
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = [("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("E2E", self.e2e_ms)]
-            .iter()
-            .filter_map(|(n, v)| v.map(|v| format!("{n} ≤ {v} ms")))
-            .collect();
+        let parts: Vec<String> = [
+            ("TTFT", self.ttft_ms),
+            ("TPOT", self.tpot_ms),
+            ("E2E", self.e2e_ms),
+        ]
+        .iter()
+        .filter_map(|(n, v)| v.map(|v| format!("{n} ≤ {v} ms")))
+        .collect();
         parts.join(", ")
     }
 }
@@ -173,12 +177,16 @@ impl LoadSpec {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if self.arrival.rate_based() {
             match (self.rate, self.steps.is_empty()) {
-                (Some(_), false) => return Err("load: set either 'rate' or 'steps', not both".into()),
+                (Some(_), false) => {
+                    return Err("load: set either 'rate' or 'steps', not both".into())
+                }
                 (None, true) => {
                     return Err(format!(
                         "load.arrival = '{}' needs 'rate' (or 'steps')",
-                        serde_json::to_value(self.arrival).expect("arrival")
-                            .as_str().unwrap_or_default()
+                        serde_json::to_value(self.arrival)
+                            .expect("arrival")
+                            .as_str()
+                            .unwrap_or_default()
                     ))
                 }
                 (Some(r), true) if !positive(r) && self.ramp_to.is_none_or(|t| !positive(t)) => {
@@ -186,7 +194,11 @@ impl LoadSpec {
                 }
                 _ => {}
             }
-            if self.steps.iter().any(|s| !(s.rate >= 0.0 && positive(s.duration_s))) {
+            if self
+                .steps
+                .iter()
+                .any(|s| !(s.rate >= 0.0 && positive(s.duration_s)))
+            {
                 return Err("load.steps: each step needs rate >= 0 and duration_s > 0".into());
             }
             if self.ramp_to.is_some() && self.duration_s.is_none() {
@@ -199,7 +211,9 @@ impl LoadSpec {
                 return Err("load.burstiness must be > 0".into());
             }
         } else if self.rate.is_some() || !self.steps.is_empty() || self.ramp_to.is_some() {
-            return Err("load.rate, ramp_to and steps need arrival constant, poisson or gamma".into());
+            return Err(
+                "load.rate, ramp_to and steps need arrival constant, poisson or gamma".into(),
+            );
         }
         if !positive(self.time_scale) {
             return Err("load.time_scale must be > 0".into());
@@ -233,11 +247,16 @@ impl LoadSpec {
             return None;
         }
         if !self.steps.is_empty() {
-            let steps: Vec<(f64, f64)> = self.steps.iter().map(|s| (s.rate, s.duration_s)).collect();
+            let steps: Vec<(f64, f64)> =
+                self.steps.iter().map(|s| (s.rate, s.duration_s)).collect();
             return Some(RateProfile::steps(&steps));
         }
         let rate = self.rate?;
-        Some(RateProfile::ramp(rate, self.ramp_to.unwrap_or(rate), self.duration_s))
+        Some(RateProfile::ramp(
+            rate,
+            self.ramp_to.unwrap_or(rate),
+            self.duration_s,
+        ))
     }
 
     /// The planned mean send rate, when the schedule sets one.
@@ -247,7 +266,10 @@ impl LoadSpec {
 
     /// How long sending may last: the duration, or the steps' total.
     pub fn send_window_s(&self) -> Option<f64> {
-        let steps = self.profile().map(|p| p.duration_s()).filter(|d| d.is_finite());
+        let steps = self
+            .profile()
+            .map(|p| p.duration_s())
+            .filter(|d| d.is_finite());
         match (self.duration_s, steps) {
             (Some(d), Some(s)) => Some(d.min(s)),
             (d, s) => d.or(s),

@@ -204,21 +204,18 @@ impl Decoder {
             self.ended = true;
             return vec![Event::End];
         }
-        let v: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(_) => return self.bad(format!("event data is not JSON: {data:?}")),
-        };
-        match (self.framing, event) {
-            (Framing::V4Sse, Some("stream_start")) => vec![Event::Start(v)],
-            (Framing::V4Sse, Some("content_chunk")) => {
-                let text = v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .unwrap_or_default();
-                vec![Event::Content(text.to_owned())]
+        // Content chunks are parsed into borrowed typed structs: this runs once per token
+        // under load, and a `Value` tree costs several times more.
+        let parsed = match (self.framing, event) {
+            (Framing::V4Sse, Some("stream_start")) => {
+                serde_json::from_str(data).map(|v| vec![Event::Start(v)])
             }
-            (Framing::V4Sse, other) => self.bad(format!("unexpected v4 event {other:?}")),
-            _ => openai_chunk(&v),
-        }
+            (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => {
+                serde_json::from_str::<OpenAiChunk>(data).map(OpenAiChunk::events)
+            }
+            (_, other) => return self.bad(format!("unexpected v4 event {other:?}")),
+        };
+        parsed.unwrap_or_else(|_| self.bad(format!("event data is not JSON: {data:?}")))
     }
 
     fn ndjson_line(&mut self, line: &[u8]) -> Vec<Event> {
@@ -272,23 +269,67 @@ fn keyed_usage(v: &Value) -> Option<Usage> {
     })
 }
 
+/// One OpenAI streaming chunk (chat `delta.content` or completions `text`), also the shape of
+/// a v4 `content_chunk`. Unknown fields are skipped.
+#[derive(serde::Deserialize)]
+struct OpenAiChunk<'a> {
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<OpenAiChoice<'a>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<OpenAiDelta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl OpenAiChunk<'_> {
+    fn events(self) -> Vec<Event> {
+        let mut out = Vec::new();
+        if let Some(c) = self.choices.into_iter().next() {
+            if let Some(t) = c.delta.and_then(|d| d.content).or(c.text) {
+                out.push(Event::Content(t.into_owned()));
+            }
+        }
+        if let Some(u) = self.usage {
+            out.push(Event::Usage(Usage {
+                model: self.model.map(|m| m.into_owned()),
+                input_tokens: u.prompt_tokens,
+                output_tokens: u.completion_tokens,
+            }));
+        }
+        out
+    }
+}
+
+/// OpenAI `usage` (`prompt_tokens`, `completion_tokens`) of a whole JSON answer.
 fn openai_usage(v: &Value) -> Option<Usage> {
-    let u = v.get("usage").filter(|u| u.is_object())?;
+    let u = v.get("usage").filter(|u| u["prompt_tokens"].is_u64())?;
     Some(Usage {
         model: v["model"].as_str().map(str::to_owned),
         input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
         output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
     })
-}
-
-fn openai_chunk(v: &Value) -> Vec<Event> {
-    let c = &v["choices"][0];
-    let mut out = Vec::new();
-    if let Some(t) = c["delta"]["content"].as_str().or(c["text"].as_str()) {
-        out.push(Event::Content(t.to_owned()));
-    }
-    out.extend(openai_usage(v).map(Event::Usage));
-    out
 }
 
 /// Content and usage of a whole JSON answer, whatever route produced it.

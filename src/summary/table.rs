@@ -12,7 +12,15 @@ impl Summary {
     pub fn table(&self) -> String {
         let mut out = format!(
             "{:<32} {:>6} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-            "feature", "reqs", "errs", "ttft p50", "ttft p99", "tpot p50", "e2e p99", "goodput", "out tok"
+            "feature",
+            "reqs",
+            "errs",
+            "ttft p50",
+            "ttft p99",
+            "tpot p50",
+            "e2e p99",
+            "goodput",
+            "out tok"
         );
         for (k, f) in &self.features {
             let l = &f.latency_ms;
@@ -56,7 +64,12 @@ impl Summary {
             "self-audit: send lateness p50 {} / p99 {} / max {} ms (bound {} ms); harness CPU {:.2} s, {cpu}\n",
             fmt3(s.p50), fmt3(s.p99), fmt3(s.max), l.max_send_lateness_ms, l.client.cpu_s
         ));
-        for f in self.findings.iter().filter(|f| f.severity != "info").take(20) {
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| f.severity != "info")
+            .take(20)
+        {
             out.push_str(&format!("{}: {}: {}\n", f.severity, f.kind, f.message));
         }
         out.push_str(&format!(

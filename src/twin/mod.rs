@@ -126,8 +126,13 @@ impl Drop for RunningServer {
 
 /// Binds 127.0.0.1:`port` and serves `router` on it.
 pub async fn serve_router(router: Router, port: u16) -> std::io::Result<RunningServer> {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
+    // Stream chunks leave as they are written (no Nagle delay behind an unacknowledged one).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("twin server on {addr} stopped: {e}");

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (test tree only).
 #![allow(dead_code)]
 
+pub mod stream_server;
+
 use std::path::PathBuf;
 
 /// `../shared` beside the repository (DUO_SHARED_DIR overrides).

@@ -1,0 +1,414 @@
+//! The open-loop load engine, through the real command line over loopback: known timing is
+//! reported as configured, a stalled server cannot thin the schedule, the concurrency cap, the
+//! drain and the cut-off are counted, and the self-audit turns late sends into exit code 4.
+//! Every load here is bounded (a few dozen requests, under a second of sending). Bounds on
+//! measured times are one-sided or generous, so a slow machine cannot fail them.
+
+mod common;
+
+use common::stream_server::{self, Script};
+use common::{repo, run_cli};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::SeqCst;
+
+const CORPUS: &str = "fixtures/corpus/openai-bench.jsonl";
+
+/// Writes a scenario of the OpenAI bench corpus against `url` with the given `[load]` lines.
+fn scenario(dir: &Path, url: &str, load: &str, extra: &str) -> PathBuf {
+    let corpus = repo().join(CORPUS);
+    let text = format!(
+        "name = \"load-test\"\ncorpus = {corpus:?}\nfeatures = [\"code_completions\"]\nrequest_timeout_s = 10\n\
+         {extra}\n[target]\nurl = \"{url}\"\n\n[load]\n{load}\n"
+    );
+    let p = dir.join("s.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(scenario: &Path, out: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = vec![
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_cli(&all);
+    (code, format!("{stdout}{stderr}"))
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn results(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("results.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&json(&repo().join("schemas").join(name))).unwrap()
+}
+
+#[test]
+fn known_twin_timing_is_reported_as_configured() {
+    let d = tempfile::tempdir().unwrap();
+    let extra = "[[stack.backend]]\nname = \"bench\"\nmodels = [\"codestral-22b\"]\nttft_ms = 20\nitl_ms = 5\n";
+    // A generous lateness bound: this test checks the figures, not the machine's speed.
+    let load = "arrival = \"constant\"\nrate = 100\nduration_s = 0.5\nseed = 3\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), "embedded:bench", load, extra);
+    let out = d.path().join("run");
+    let (code, log) = run(&s, &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    let sm = json(&out.join("summary.json"));
+    assert!(schema("summary-v1.schema.json").is_valid(&sm), "{sm}");
+    let l = &sm["load"];
+    assert_eq!(
+        (l["mode"].as_str(), l["sent"].as_u64()),
+        (Some("open"), Some(50))
+    );
+    assert_eq!(f(&l["target_rps"]), 100.0);
+    assert!((f(&l["achieved_rps"]) / 100.0 - 1.0).abs() < 0.05, "{l}");
+    let cc = &sm["features"]["code_completions"];
+    let lat = &cc["latency_ms"];
+    // The twin cannot answer before its TTFT, and emits tokens on a fixed 5 ms grid.
+    assert!(f(&lat["ttft"]["p50"]) >= 20.0, "{lat}");
+    assert!(f(&lat["ttft"]["p50"]) < 30.0, "{lat}");
+    assert!((f(&lat["tpot"]["p50"]) - 5.0).abs() < 0.5, "{lat}");
+    assert!(f(&lat["ttft_from_intended"]["p50"]) >= f(&lat["ttft"]["p50"]));
+    assert_eq!(cc["output_tokens"], 50 * 32);
+    assert_eq!(cc["tokens_estimated"], 0);
+    assert_eq!(cc["multi_token_chunks"], 0);
+    let lines = results(&out);
+    let v = schema("result-v1.schema.json");
+    assert!(lines.iter().all(|r| v.is_valid(r)));
+    // Constant 100/s from zero: intended instants are exactly 10 ms apart.
+    let mut intended: Vec<f64> = lines.iter().map(|r| f(&r["intended_ms"])).collect();
+    intended.sort_by(f64::total_cmp);
+    assert!(intended
+        .windows(2)
+        .all(|w| (w[1] - w[0] - 10.0).abs() < 1e-3));
+    // histograms.json holds mergeable histograms with the same counts.
+    let h = json(&out.join("histograms.json"));
+    assert!(schema("histograms-v1.schema.json").is_valid(&h));
+    let ttft = duo_harness::measure::hist::Metric::decode(
+        h["features"]["code_completions"]["ttft"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ttft.len(), 50);
+    assert!((ttft.percentiles().p50.unwrap() - f(&lat["ttft"]["p50"])).abs() < 0.5);
+}
+
+/// The server answers one request at a time, 100 ms each: sends must still follow the
+/// schedule, and TTFT from the intended send must grow with the queue the server builds.
+#[test]
+fn a_stalled_server_grows_ttft_from_intended_while_the_schedule_holds() {
+    let (url, counters) = stream_server::start(Script {
+        first_ms: 100,
+        gap_ms: 1,
+        chunks: 2,
+        serial: true,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.5\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), &url, load, "");
+    let out = d.path().join("run");
+    let (code, log) = run(&s, &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    let mut lines = results(&out);
+    lines.sort_by(|a, b| f(&a["intended_ms"]).total_cmp(&f(&b["intended_ms"])));
+    assert_eq!(lines.len(), 10);
+    // Open loop: every send went out on its slot, although the server was still busy.
+    for r in &lines {
+        assert!(f(&r["sent_ms"]) - f(&r["intended_ms"]) < 40.0, "{r}");
+    }
+    assert!(
+        counters.max_in_flight.load(SeqCst) >= 5,
+        "sends did not overlap"
+    );
+    let ttft_i = |r: &Value| f(&r["first_content_ms"]) + f(&r["sent_ms"]) - f(&r["intended_ms"]);
+    let (first, last) = (&lines[0], &lines[9]);
+    // The 10th request waits for nine 100 ms turns: at least 1,000 − 450 ms from its intent.
+    assert!(
+        ttft_i(last) - ttft_i(first) > 400.0,
+        "{} vs {}",
+        ttft_i(first),
+        ttft_i(last)
+    );
+}
+
+/// With a cap of one, the harness itself queues: TTFT from the send stays one server turn,
+/// while TTFT from the intended send grows (what a closed-loop tool would hide).
+#[test]
+fn the_concurrency_cap_holds_and_its_queueing_is_measured() {
+    let (url, counters) = stream_server::start(Script {
+        first_ms: 50,
+        gap_ms: 1,
+        chunks: 2,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\nconcurrency = 2\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), &url, load, "");
+    let out = d.path().join("run");
+    let (code, log) = run(&s, &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(counters.max_in_flight.load(SeqCst), 2);
+    assert_eq!(counters.requests.load(SeqCst), 10);
+    let sm = json(&out.join("summary.json"));
+    let lat = &sm["features"]["code_completions"]["latency_ms"];
+    // 10 requests of 50+ ms through 2 slots: the last pair starts after four turns (≥ 200 ms),
+    // and the last request was meant to go at 90 ms, so it waited at least 110 ms.
+    assert!(f(&lat["queue_wait"]["max"]) >= 110.0, "{lat}");
+    assert!(
+        f(&lat["ttft_from_intended"]["max"]) >= f(&lat["ttft"]["max"]) + 100.0,
+        "{lat}"
+    );
+    assert_eq!(sm["load"]["concurrency"], 2);
+}
+
+#[test]
+fn in_flight_requests_drain_within_the_grace_period() {
+    let (url, _) = stream_server::start(Script {
+        first_ms: 20,
+        gap_ms: 50,
+        chunks: 4,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.2\ngrace_s = 10\nmax_send_lateness_ms = 1000";
+    let (code, log) = run(
+        &scenario(d.path(), &url, load, ""),
+        &d.path().join("run"),
+        &[],
+    );
+    assert_eq!(code, 0, "{log}");
+    let sm = json(&d.path().join("run/summary.json"));
+    assert_eq!(
+        (sm["load"]["sent"].as_u64(), sm["load"]["cut_off"].as_u64()),
+        (Some(4), Some(0))
+    );
+    assert_eq!(sm["requests"], 4);
+}
+
+#[test]
+fn requests_past_the_grace_period_are_cut_off_and_counted() {
+    // Streams last 4 s; sending lasts 0.2 s and the grace 0.3 s.
+    let (url, counters) = stream_server::start(Script {
+        first_ms: 10,
+        gap_ms: 1000,
+        chunks: 5,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.2\ngrace_s = 0.3\nmax_send_lateness_ms = 1000";
+    let out = d.path().join("run");
+    let (code, log) = run(&scenario(d.path(), &url, load, ""), &out, &[]);
+    assert_eq!(code, 0, "cut-off requests are counted, not failures: {log}");
+    let sm = json(&out.join("summary.json"));
+    assert_eq!(
+        (sm["load"]["sent"].as_u64(), sm["load"]["cut_off"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(
+        (sm["requests"].as_u64(), sm["errors"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "cut_off"));
+    let lines = results(&out);
+    assert!(lines.iter().all(|r| r["disposition"] == "cut_off"));
+    // What arrived before the cut is kept.
+    assert!(lines
+        .iter()
+        .any(|r| r["chunks"].as_array().is_some_and(|c| !c.is_empty())));
+    // The server saw the cancelled clients go away.
+    for _ in 0..100 {
+        if counters.in_flight.load(SeqCst) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(counters.in_flight.load(SeqCst), 0);
+}
+
+#[test]
+fn skip_policy_counts_what_it_did_not_send() {
+    let (url, counters) = stream_server::start(Script {
+        first_ms: 150,
+        gap_ms: 1,
+        chunks: 1,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.5\nconcurrency = 1\ncap_policy = \"skip\"\nmax_send_lateness_ms = 1000";
+    let (code, log) = run(
+        &scenario(d.path(), &url, load, ""),
+        &d.path().join("run"),
+        &[],
+    );
+    assert_eq!(code, 0, "{log}");
+    let sm = json(&d.path().join("run/summary.json"));
+    let (sent, skipped) = (
+        sm["load"]["sent"].as_u64().unwrap(),
+        sm["load"]["skipped"].as_u64().unwrap(),
+    );
+    assert_eq!(sent + skipped, 10);
+    assert!(skipped >= 5, "{}", sm["load"]);
+    assert_eq!(counters.requests.load(SeqCst) as u64, sent);
+}
+
+#[test]
+fn late_sends_make_the_run_invalid_with_exit_4() {
+    let (url, _) = stream_server::start(Script {
+        first_ms: 1,
+        gap_ms: 1,
+        chunks: 1,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    // No machine starts a task within a nanosecond of its instant: the audit must trip.
+    let load =
+        "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\nmax_send_lateness_ms = 0.000001";
+    let out = d.path().join("run");
+    let (code, log) = run(&scenario(d.path(), &url, load, ""), &out, &[]);
+    assert_eq!(code, 4, "{log}");
+    let sm = json(&out.join("summary.json"));
+    assert_eq!(sm["verdict"], "invalid");
+    assert!(sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "invalid_measurement"));
+    assert!(f(&sm["load"]["send_lateness_ms"]["max"]) > 0.0);
+    assert!(f(&sm["load"]["client"]["cpu_s"]) > 0.0);
+}
+
+#[test]
+fn overrides_seed_warmup_and_slo_shape_the_run() {
+    let (url, _) = stream_server::start(Script {
+        first_ms: 5,
+        gap_ms: 1,
+        chunks: 3,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let slo = "[slo.code_completions]\nttft_ms = 1\nattainment = 0.5\n";
+    let load = "warmup_s = 0.1\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), &url, load, slo);
+    let args = [
+        "--rate",
+        "100",
+        "--duration",
+        "0.3",
+        "--arrival",
+        "poisson",
+        "--seed",
+        "7",
+        "--concurrency",
+        "50",
+    ];
+    let intended = |out: &Path| -> Vec<f64> {
+        let mut v: Vec<f64> = results(out).iter().map(|r| f(&r["intended_ms"])).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let (code, log) = run(&s, &a, &args);
+    // A 1 ms TTFT objective cannot be met by a 5 ms server: the SLO fails the verdict.
+    assert_eq!(code, 1, "{log}");
+    run(&s, &b, &args);
+    assert_eq!(
+        intended(&a),
+        intended(&b),
+        "the same seed gives the same schedule"
+    );
+    let sm = json(&a.join("summary.json"));
+    let l = &sm["load"];
+    assert_eq!(
+        (
+            l["arrival"].as_str(),
+            l["seed"].as_u64(),
+            l["concurrency"].as_u64()
+        ),
+        (Some("poisson"), Some(7), Some(50))
+    );
+    let cc = &sm["features"]["code_completions"];
+    let warm = cc["warmup"].as_u64().unwrap();
+    assert_eq!(
+        warm as usize,
+        intended(&a).iter().filter(|t| **t < 100.0).count()
+    );
+    assert_eq!(
+        cc["requests"].as_u64().unwrap() + warm,
+        l["sent"].as_u64().unwrap()
+    );
+    assert_eq!(cc["goodput"]["met"], 0);
+    assert!(sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "slo"));
+    let plan = json(&a.join("plan.json"));
+    assert_eq!(plan["plan"]["load"]["seed"], 7);
+}
+
+#[test]
+fn trace_replay_keeps_the_recorded_offsets_scaled() {
+    let (url, _) = stream_server::start(Script {
+        first_ms: 1,
+        gap_ms: 1,
+        chunks: 1,
+        serial: false,
+    });
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"trace\"\ntime_scale = 0.1\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), &url, load, "");
+    let out = d.path().join("run");
+    let (code, log) = run(&s, &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    let mut got: Vec<f64> = results(&out).iter().map(|r| f(&r["intended_ms"])).collect();
+    got.sort_by(f64::total_cmp);
+    // The corpus's code_completions cases were recorded at 0, 250, 500 and 750 ms.
+    let want = [0.0, 25.0, 50.0, 75.0];
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn bad_load_settings_are_usage_errors_naming_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    for (load, key) in [
+        ("arrival = \"poisson\"", "needs 'rate'"),
+        (
+            "arrival = \"constant\"\nrate = 5",
+            "duration_s or load.max_requests",
+        ),
+        (
+            "arrival = \"gamma\"\nrate = 5\nduration_s = 1\nburstiness = 0",
+            "burstiness",
+        ),
+        ("arrival = \"sometimes\"", "arrival"),
+        ("concurrency = 0", "concurrency"),
+        ("mix = { not_a_feature = 1 }", "not_a_feature"),
+    ] {
+        let s = scenario(d.path(), "http://127.0.0.1:9", load, "");
+        let (code, log) = run(&s, &d.path().join("run"), &[]);
+        assert_eq!(code, 2, "{load}: {log}");
+        assert!(log.contains(key) && log.contains("s.toml"), "{load}: {log}");
+    }
+}
