@@ -10,9 +10,9 @@ pub mod dispatch;
 
 pub use client::{auth_headers, body_for, client, preflight, DriveError, Prepared, ResolvedModel};
 
-use crate::measure::{Chunk, Disposition, ErrorClass, RequestError, RequestRecord, RESULT_SCHEMA};
-use crate::protocol::{Decoder, Event, Framing};
-use crate::twin::vllm::tokens;
+use crate::measure::recorder::{finish_tokens, Recorder};
+use crate::measure::{Disposition, ErrorClass, RequestError, RequestRecord, RESULT_SCHEMA};
+use crate::protocol::Framing;
 use futures_util::StreamExt;
 use serde_json::{json, Map};
 use std::future::Future;
@@ -37,9 +37,6 @@ pub struct Slot {
     pub started: Instant,
     pub warmup: bool,
 }
-
-/// How much of an error body is kept in the error message.
-const MAX_ERROR_BODY: usize = 512;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -116,20 +113,6 @@ pub async fn send(
     rec
 }
 
-fn finish_tokens(rec: &mut RequestRecord) {
-    let ok_status = rec.status.is_some_and(|s| (200..300).contains(&s));
-    if !ok_status {
-        return;
-    }
-    match &rec.usage {
-        Some(u) => rec.output_tokens = Some(u.output_tokens),
-        None => {
-            rec.output_tokens = Some(tokens::count(&rec.content) as u64);
-            rec.tokens_estimated = true;
-        }
-    }
-}
-
 async fn exchange(
     t: &Target,
     p: &Prepared,
@@ -166,9 +149,7 @@ async fn exchange(
         .unwrap_or("");
     let framing = Framing::detect(&it.request.path, ct);
     rec.framing = Some(framing);
-    let success = (200..300).contains(&status);
-    let mut decoder = Decoder::new(framing);
-    let mut error_body = Vec::new();
+    let mut recorder = Recorder::new(framing, status);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let bytes = chunk.map_err(|e| {
@@ -181,33 +162,9 @@ async fn exchange(
                 ),
             )
         })?;
-        let t = ms(sent.elapsed());
-        if !success && error_body.len() < MAX_ERROR_BODY {
-            let room = MAX_ERROR_BODY - error_body.len();
-            error_body.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        }
-        let events = decoder.push(&bytes);
-        record_chunk(rec, t, bytes.len(), events, success);
+        recorder.chunk(rec, ms(sent.elapsed()), &bytes);
     }
-    let (events, framing_result) = decoder.finish();
-    let t = ms(sent.elapsed());
-    if !events.is_empty() {
-        // Whole-body framings (JSON) yield their content only once the body is complete.
-        let last = rec.chunks.last().map_or(t, |c| c.t_ms);
-        apply(rec, last, events, success);
-    }
-    if !success {
-        let class = if (400..500).contains(&status) {
-            ErrorClass::Http4xx
-        } else {
-            ErrorClass::Http5xx
-        };
-        return Err((
-            class,
-            format!("HTTP {status}: {}", String::from_utf8_lossy(&error_body)),
-        ));
-    }
-    framing_result.map_err(|m| (ErrorClass::Framing, m))
+    recorder.finish(rec, ms(sent.elapsed()))
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -219,41 +176,4 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn record_chunk(rec: &mut RequestRecord, t: f64, bytes: usize, events: Vec<Event>, success: bool) {
-    rec.chunks.push(Chunk {
-        t_ms: t,
-        bytes,
-        content: String::new(),
-    });
-    apply(rec, t, events, success);
-}
-
-/// Applies decoded events that arrived at `t` to the record (and to its last chunk).
-fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
-    for ev in events {
-        match ev {
-            Event::Content(text) if !text.is_empty() => {
-                if success {
-                    rec.first_content_ms.get_or_insert(t);
-                    rec.last_content_ms = Some(t);
-                    rec.multi_token_chunks |= tokens::count(&text) > 1;
-                }
-                if let Some(c) = rec.chunks.last_mut() {
-                    c.content.push_str(&text);
-                }
-                rec.content.push_str(&text);
-            }
-            Event::Usage(u) => rec.usage = Some(u),
-            Event::Error(m) => {
-                rec.error.get_or_insert(RequestError {
-                    class: ErrorClass::StreamError,
-                    message: m,
-                });
-            }
-            Event::Action(a) => rec.content.push_str(&a.to_string()),
-            _ => {}
-        }
-    }
 }

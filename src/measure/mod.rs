@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod cpu;
 pub mod hist;
+pub mod recorder;
 
 use crate::protocol::{Framing, Usage};
 use serde::{Deserialize, Serialize};

@@ -125,11 +125,15 @@ impl Decoder {
             }
             Framing::ChatNdjson | Framing::PromptsNdjson => {
                 self.pending.extend_from_slice(bytes);
+                let pending = std::mem::take(&mut self.pending);
                 let mut out = Vec::new();
-                while let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = self.pending.drain(..=i).collect();
-                    out.extend(self.ndjson_line(&line[..line.len() - 1]));
+                let mut start = 0;
+                while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
+                    out.extend(self.ndjson_line(&pending[start..start + i]));
+                    start += i + 1;
                 }
+                self.pending = pending;
+                self.pending.drain(..start);
                 out
             }
         }
@@ -222,6 +226,14 @@ impl Decoder {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Vec::new();
         }
+        // Fast path for the per-token chat lines; everything else goes through `Value`.
+        if self.framing == Framing::ChatNdjson {
+            if let Ok(l) = serde_json::from_slice::<ChatTextLine>(line) {
+                if matches!(&*l.kind, "final_answer_delta" | "unknown") {
+                    return vec![Event::Content(l.data.text.unwrap_or_default().into_owned())];
+                }
+            }
+        }
         let v: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(_) => {
@@ -269,16 +281,53 @@ fn keyed_usage(v: &Value) -> Option<Usage> {
     })
 }
 
+/// A chat NDJSON line carrying text (`final_answer_delta`, `unknown`).
+#[derive(serde::Deserialize)]
+struct ChatTextLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: ChatText<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatText<'a> {
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// One OpenAI streaming chunk (chat `delta.content` or completions `text`), also the shape of
 /// a v4 `content_chunk`. Unknown fields are skipped.
 #[derive(serde::Deserialize)]
 struct OpenAiChunk<'a> {
     #[serde(default, borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    choices: Vec<OpenAiChoice<'a>>,
+    #[serde(default, borrow, rename = "choices", deserialize_with = "first_choice")]
+    choice: Option<OpenAiChoice<'a>>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+}
+
+/// The first element of `choices`, the rest skipped without building a list.
+fn first_choice<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<OpenAiChoice<'a>>, D::Error> {
+    struct First<'a>(std::marker::PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for First<'a> {
+        type Value = Option<OpenAiChoice<'a>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of choices")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+    }
+    d.deserialize_seq(First(std::marker::PhantomData))
 }
 
 #[derive(serde::Deserialize)]
@@ -306,7 +355,7 @@ struct OpenAiUsage {
 impl OpenAiChunk<'_> {
     fn events(self) -> Vec<Event> {
         let mut out = Vec::new();
-        if let Some(c) = self.choices.into_iter().next() {
+        if let Some(c) = self.choice {
             if let Some(t) = c.delta.and_then(|d| d.content).or(c.text) {
                 out.push(Event::Content(t.into_owned()));
             }

@@ -13,19 +13,31 @@ pub struct SseEvent {
 pub struct SseDecoder {
     buf: Vec<u8>,
     event: Option<String>,
-    data: Vec<String>,
+    /// The event's data lines so far, joined by `\n`.
+    data: String,
+    data_lines: usize,
     has_fields: bool,
 }
 
 impl SseDecoder {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
+        // Lines are read in place and the consumed prefix dropped once: this runs per token.
+        let mut buf = std::mem::take(&mut self.buf);
         let mut out = Vec::new();
-        while let Some((line_end, next)) = Self::line_end(&self.buf) {
-            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            self.buf.drain(..next);
+        let mut start = 0;
+        while let Some((end, next)) = Self::line_end(&buf[start..]) {
+            let bytes = &buf[start..start + end];
+            // The fast validator first; the lossy one only for a line that is not UTF-8.
+            let line = match std::str::from_utf8(bytes) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            };
             self.field(&line, &mut out);
+            start += next;
         }
+        buf.drain(..start);
+        self.buf = buf;
         out
     }
 
@@ -35,7 +47,7 @@ impl SseDecoder {
     }
 
     fn line_end(buf: &[u8]) -> Option<(usize, usize)> {
-        let i = buf.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        let i = memchr::memchr2(b'\n', b'\r', buf)?;
         if buf[i] == b'\r' {
             // A lone '\r' at the end may be the first half of "\r\n": wait for the next byte.
             match buf.get(i + 1) {
@@ -50,14 +62,15 @@ impl SseDecoder {
 
     fn field(&mut self, line: &str, out: &mut Vec<SseEvent>) {
         if line.is_empty() {
-            if self.has_fields && !self.data.is_empty() {
+            if self.has_fields && self.data_lines > 0 {
                 out.push(SseEvent {
                     event: self.event.take(),
-                    data: self.data.join("\n"),
+                    data: std::mem::take(&mut self.data),
                 });
             }
             self.event = None;
             self.data.clear();
+            self.data_lines = 0;
             self.has_fields = false;
             return;
         }
@@ -70,7 +83,13 @@ impl SseDecoder {
         self.has_fields = true;
         match name {
             "event" => self.event = Some(value.to_owned()),
-            "data" => self.data.push(value.to_owned()),
+            "data" => {
+                if self.data_lines > 0 {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.data_lines += 1;
+            }
             _ => {}
         }
     }

@@ -19,9 +19,21 @@ fn is_word(c: char) -> bool {
 
 /// Splits `text` into tokens; concatenating them gives `text` back.
 pub fn split(text: &str) -> Vec<&str> {
-    let mut tokens = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
+    Tokens { rest: text }.collect()
+}
+
+/// The tokens of a text, one at a time (counting needs no allocation).
+struct Tokens<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
+        }
         let ws = rest.len() - rest.trim_start().len();
         let after = &rest[ws..];
         let body = match after.chars().next() {
@@ -36,15 +48,19 @@ pub fn split(text: &str) -> Vec<&str> {
             Some(c) => c.len_utf8(),
         };
         let (tok, tail) = rest.split_at(ws + body);
-        tokens.push(tok);
-        rest = tail;
+        self.rest = tail;
+        Some(tok)
     }
-    tokens
 }
 
 /// Number of tokens in `text`.
 pub fn count(text: &str) -> usize {
-    split(text).len()
+    Tokens { rest: text }.count()
+}
+
+/// Whether `text` holds more than one token (checked per streamed chunk, so it stops early).
+pub fn several(text: &str) -> bool {
+    Tokens { rest: text }.nth(1).is_some()
 }
 
 /// Prompt tokens of a chat request: every message's content plus [`PER_MESSAGE`] each.
