@@ -121,6 +121,27 @@ fn default_corpus_matches_its_schema_and_covers_every_feature() {
     assert_eq!(loaded.len(), text.lines().count());
 }
 
+#[test]
+fn shipped_corpora_and_scenarios_are_valid() {
+    let v = schema("corpus-v1.schema.json");
+    for corpus in ["openai-bench.jsonl"] {
+        let path = common::repo().join("fixtures/corpus").join(corpus);
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            assert_valid(&v, &serde_json::from_str(line).unwrap(), corpus);
+        }
+        duo_harness::corpus::load(&path).unwrap();
+    }
+    for entry in std::fs::read_dir(common::repo().join("scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let plan = duo_harness::plan::resolve(&path, Default::default(), "t");
+            assert!(plan.is_ok(), "{}: {:?}", path.display(), plan.err());
+        }
+    }
+    let stack = common::repo().join("scenarios/stacks/bench-vllm.toml");
+    duo_harness::twin::StackConfig::load(&stack).unwrap();
+}
+
 fn scenario(dir: &Path, body: &str) -> String {
     let p = dir.join("s.toml");
     std::fs::write(&p, body).unwrap();
