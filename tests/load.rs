@@ -38,6 +38,46 @@ fn run(scenario: &Path, out: &Path, args: &[&str]) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
+/// A finished load run against a scripted server: exit code, log, run folder, server counters.
+struct Run {
+    code: i32,
+    log: String,
+    out: PathBuf,
+    counters: std::sync::Arc<stream_server::Counters>,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn summary(&self) -> Value {
+        json(&self.out.join("summary.json"))
+    }
+}
+
+/// Starts a server playing `script`, and runs the bench corpus against it with `load`.
+fn run_against(script: Script, load: &str, extra: &str, args: &[&str]) -> Run {
+    let (url, counters) = stream_server::start(script);
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let (code, log) = run(&scenario(d.path(), &url, load, extra), &out, args);
+    Run {
+        code,
+        log,
+        out,
+        counters,
+        _dir: d,
+    }
+}
+
+/// A script answering `chunks` chunks, the first after `first_ms`, then one per `gap_ms`.
+fn script(first_ms: u64, gap_ms: u64, chunks: usize) -> Script {
+    Script {
+        first_ms,
+        gap_ms,
+        chunks,
+        serial: false,
+    }
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -111,59 +151,40 @@ fn known_twin_timing_is_reported_as_configured() {
 /// schedule, and TTFT from the intended send must grow with the queue the server builds.
 #[test]
 fn a_stalled_server_grows_ttft_from_intended_while_the_schedule_holds() {
-    let (url, counters) = stream_server::start(Script {
-        first_ms: 100,
-        gap_ms: 1,
-        chunks: 2,
+    let serial = Script {
         serial: true,
-    });
-    let d = tempfile::tempdir().unwrap();
+        ..script(100, 1, 2)
+    };
     let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.5\nmax_send_lateness_ms = 1000";
-    let s = scenario(d.path(), &url, load, "");
-    let out = d.path().join("run");
-    let (code, log) = run(&s, &out, &[]);
-    assert_eq!(code, 0, "{log}");
-    let mut lines = results(&out);
+    let r = run_against(serial, load, "", &[]);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let mut lines = results(&r.out);
     lines.sort_by(|a, b| f(&a["intended_ms"]).total_cmp(&f(&b["intended_ms"])));
     assert_eq!(lines.len(), 10);
     // Open loop: every send went out on its slot, although the server was still busy.
-    for r in &lines {
-        assert!(f(&r["sent_ms"]) - f(&r["intended_ms"]) < 40.0, "{r}");
+    for l in &lines {
+        assert!(f(&l["sent_ms"]) - f(&l["intended_ms"]) < 40.0, "{l}");
     }
     assert!(
-        counters.max_in_flight.load(SeqCst) >= 5,
+        r.counters.max_in_flight.load(SeqCst) >= 5,
         "sends did not overlap"
     );
-    let ttft_i = |r: &Value| f(&r["first_content_ms"]) + f(&r["sent_ms"]) - f(&r["intended_ms"]);
-    let (first, last) = (&lines[0], &lines[9]);
+    let ttft_i = |l: &Value| f(&l["first_content_ms"]) + f(&l["sent_ms"]) - f(&l["intended_ms"]);
+    let (first, last) = (ttft_i(&lines[0]), ttft_i(&lines[9]));
     // The 10th request waits for nine 100 ms turns: at least 1,000 − 450 ms from its intent.
-    assert!(
-        ttft_i(last) - ttft_i(first) > 400.0,
-        "{} vs {}",
-        ttft_i(first),
-        ttft_i(last)
-    );
+    assert!(last - first > 400.0, "{first} vs {last}");
 }
 
-/// With a cap of one, the harness itself queues: TTFT from the send stays one server turn,
+/// With a cap of two, the harness itself queues: TTFT from the send stays one server turn,
 /// while TTFT from the intended send grows (what a closed-loop tool would hide).
 #[test]
 fn the_concurrency_cap_holds_and_its_queueing_is_measured() {
-    let (url, counters) = stream_server::start(Script {
-        first_ms: 50,
-        gap_ms: 1,
-        chunks: 2,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\nconcurrency = 2\nmax_send_lateness_ms = 1000";
-    let s = scenario(d.path(), &url, load, "");
-    let out = d.path().join("run");
-    let (code, log) = run(&s, &out, &[]);
-    assert_eq!(code, 0, "{log}");
-    assert_eq!(counters.max_in_flight.load(SeqCst), 2);
-    assert_eq!(counters.requests.load(SeqCst), 10);
-    let sm = json(&out.join("summary.json"));
+    let r = run_against(script(50, 1, 2), load, "", &[]);
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(r.counters.max_in_flight.load(SeqCst), 2);
+    assert_eq!(r.counters.requests.load(SeqCst), 10);
+    let sm = r.summary();
     let lat = &sm["features"]["code_completions"]["latency_ms"];
     // 10 requests of 50+ ms through 2 slots: the last pair starts after four turns (≥ 200 ms),
     // and the last request was meant to go at 90 ms, so it waited at least 110 ms.
@@ -177,21 +198,10 @@ fn the_concurrency_cap_holds_and_its_queueing_is_measured() {
 
 #[test]
 fn in_flight_requests_drain_within_the_grace_period() {
-    let (url, _) = stream_server::start(Script {
-        first_ms: 20,
-        gap_ms: 50,
-        chunks: 4,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.2\ngrace_s = 10\nmax_send_lateness_ms = 1000";
-    let (code, log) = run(
-        &scenario(d.path(), &url, load, ""),
-        &d.path().join("run"),
-        &[],
-    );
-    assert_eq!(code, 0, "{log}");
-    let sm = json(&d.path().join("run/summary.json"));
+    let r = run_against(script(20, 50, 4), load, "", &[]);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let sm = r.summary();
     assert_eq!(
         (sm["load"]["sent"].as_u64(), sm["load"]["cut_off"].as_u64()),
         (Some(4), Some(0))
@@ -202,18 +212,14 @@ fn in_flight_requests_drain_within_the_grace_period() {
 #[test]
 fn requests_past_the_grace_period_are_cut_off_and_counted() {
     // Streams last 4 s; sending lasts 0.2 s and the grace 0.3 s.
-    let (url, counters) = stream_server::start(Script {
-        first_ms: 10,
-        gap_ms: 1000,
-        chunks: 5,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.2\ngrace_s = 0.3\nmax_send_lateness_ms = 1000";
-    let out = d.path().join("run");
-    let (code, log) = run(&scenario(d.path(), &url, load, ""), &out, &[]);
-    assert_eq!(code, 0, "cut-off requests are counted, not failures: {log}");
-    let sm = json(&out.join("summary.json"));
+    let r = run_against(script(10, 1000, 5), load, "", &[]);
+    assert_eq!(
+        r.code, 0,
+        "cut-off requests are counted, not failures: {}",
+        r.log
+    );
+    let sm = r.summary();
     assert_eq!(
         (sm["load"]["sent"].as_u64(), sm["load"]["cut_off"].as_u64()),
         (Some(4), Some(4))
@@ -227,64 +233,42 @@ fn requests_past_the_grace_period_are_cut_off_and_counted() {
         .unwrap()
         .iter()
         .any(|f| f["kind"] == "cut_off"));
-    let lines = results(&out);
-    assert!(lines.iter().all(|r| r["disposition"] == "cut_off"));
+    let lines = results(&r.out);
+    assert!(lines.iter().all(|l| l["disposition"] == "cut_off"));
     // What arrived before the cut is kept.
     assert!(lines
         .iter()
-        .any(|r| r["chunks"].as_array().is_some_and(|c| !c.is_empty())));
+        .any(|l| l["chunks"].as_array().is_some_and(|c| !c.is_empty())));
     // The server saw the cancelled clients go away.
     for _ in 0..100 {
-        if counters.in_flight.load(SeqCst) == 0 {
+        if r.counters.in_flight.load(SeqCst) == 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(counters.in_flight.load(SeqCst), 0);
+    assert_eq!(r.counters.in_flight.load(SeqCst), 0);
 }
 
 #[test]
 fn skip_policy_counts_what_it_did_not_send() {
-    let (url, counters) = stream_server::start(Script {
-        first_ms: 150,
-        gap_ms: 1,
-        chunks: 1,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.5\nconcurrency = 1\ncap_policy = \"skip\"\nmax_send_lateness_ms = 1000";
-    let (code, log) = run(
-        &scenario(d.path(), &url, load, ""),
-        &d.path().join("run"),
-        &[],
-    );
-    assert_eq!(code, 0, "{log}");
-    let sm = json(&d.path().join("run/summary.json"));
-    let (sent, skipped) = (
-        sm["load"]["sent"].as_u64().unwrap(),
-        sm["load"]["skipped"].as_u64().unwrap(),
-    );
+    let r = run_against(script(150, 1, 1), load, "", &[]);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let l = &r.summary()["load"];
+    let (sent, skipped) = (l["sent"].as_u64().unwrap(), l["skipped"].as_u64().unwrap());
     assert_eq!(sent + skipped, 10);
-    assert!(skipped >= 5, "{}", sm["load"]);
-    assert_eq!(counters.requests.load(SeqCst) as u64, sent);
+    assert!(skipped >= 5, "{l}");
+    assert_eq!(r.counters.requests.load(SeqCst) as u64, sent);
 }
 
 #[test]
 fn late_sends_make_the_run_invalid_with_exit_4() {
-    let (url, _) = stream_server::start(Script {
-        first_ms: 1,
-        gap_ms: 1,
-        chunks: 1,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     // No machine starts a task within a nanosecond of its instant: the audit must trip.
     let load =
         "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\nmax_send_lateness_ms = 0.000001";
-    let out = d.path().join("run");
-    let (code, log) = run(&scenario(d.path(), &url, load, ""), &out, &[]);
-    assert_eq!(code, 4, "{log}");
-    let sm = json(&out.join("summary.json"));
+    let r = run_against(script(1, 1, 1), load, "", &[]);
+    assert_eq!(r.code, 4, "{}", r.log);
+    let sm = r.summary();
     assert_eq!(sm["verdict"], "invalid");
     assert!(sm["findings"]
         .as_array()
@@ -295,18 +279,16 @@ fn late_sends_make_the_run_invalid_with_exit_4() {
     assert!(f(&sm["load"]["client"]["cpu_s"]) > 0.0);
 }
 
+fn sorted_intended(out: &Path) -> Vec<f64> {
+    let mut v: Vec<f64> = results(out).iter().map(|r| f(&r["intended_ms"])).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 #[test]
 fn overrides_seed_warmup_and_slo_shape_the_run() {
-    let (url, _) = stream_server::start(Script {
-        first_ms: 5,
-        gap_ms: 1,
-        chunks: 3,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let slo = "[slo.code_completions]\nttft_ms = 1\nattainment = 0.5\n";
     let load = "warmup_s = 0.1\nmax_send_lateness_ms = 1000";
-    let s = scenario(d.path(), &url, load, slo);
     let args = [
         "--rate",
         "100",
@@ -319,22 +301,18 @@ fn overrides_seed_warmup_and_slo_shape_the_run() {
         "--concurrency",
         "50",
     ];
-    let intended = |out: &Path| -> Vec<f64> {
-        let mut v: Vec<f64> = results(out).iter().map(|r| f(&r["intended_ms"])).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let (a, b) = (d.path().join("a"), d.path().join("b"));
-    let (code, log) = run(&s, &a, &args);
+    let (a, b) = (
+        run_against(script(5, 1, 3), load, slo, &args),
+        run_against(script(5, 1, 3), load, slo, &args),
+    );
     // A 1 ms TTFT objective cannot be met by a 5 ms server: the SLO fails the verdict.
-    assert_eq!(code, 1, "{log}");
-    run(&s, &b, &args);
+    assert_eq!(a.code, 1, "{}", a.log);
     assert_eq!(
-        intended(&a),
-        intended(&b),
+        sorted_intended(&a.out),
+        sorted_intended(&b.out),
         "the same seed gives the same schedule"
     );
-    let sm = json(&a.join("summary.json"));
+    let sm = a.summary();
     let l = &sm["load"];
     assert_eq!(
         (
@@ -348,7 +326,10 @@ fn overrides_seed_warmup_and_slo_shape_the_run() {
     let warm = cc["warmup"].as_u64().unwrap();
     assert_eq!(
         warm as usize,
-        intended(&a).iter().filter(|t| **t < 100.0).count()
+        sorted_intended(&a.out)
+            .iter()
+            .filter(|t| **t < 100.0)
+            .count()
     );
     assert_eq!(
         cc["requests"].as_u64().unwrap() + warm,
@@ -360,26 +341,15 @@ fn overrides_seed_warmup_and_slo_shape_the_run() {
         .unwrap()
         .iter()
         .any(|f| f["kind"] == "slo"));
-    let plan = json(&a.join("plan.json"));
-    assert_eq!(plan["plan"]["load"]["seed"], 7);
+    assert_eq!(json(&a.out.join("plan.json"))["plan"]["load"]["seed"], 7);
 }
 
 #[test]
 fn trace_replay_keeps_the_recorded_offsets_scaled() {
-    let (url, _) = stream_server::start(Script {
-        first_ms: 1,
-        gap_ms: 1,
-        chunks: 1,
-        serial: false,
-    });
-    let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"trace\"\ntime_scale = 0.1\nmax_send_lateness_ms = 1000";
-    let s = scenario(d.path(), &url, load, "");
-    let out = d.path().join("run");
-    let (code, log) = run(&s, &out, &[]);
-    assert_eq!(code, 0, "{log}");
-    let mut got: Vec<f64> = results(&out).iter().map(|r| f(&r["intended_ms"])).collect();
-    got.sort_by(f64::total_cmp);
+    let r = run_against(script(1, 1, 1), load, "", &[]);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let got = sorted_intended(&r.out);
     // The corpus's code_completions cases were recorded at 0, 250, 500 and 750 ms.
     let want = [0.0, 25.0, 50.0, 75.0];
     assert_eq!(got.len(), 4);
