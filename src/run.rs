@@ -288,9 +288,10 @@ async fn drive_load(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
-    let mut count = tokio::select! {
-        n = &mut scheduled => n.ok(),
-        _ = &mut ctrl_c => { interrupted = true; None }
+    let mut count = None;
+    tokio::select! {
+        n = &mut scheduled => count = Some(n.ok()),
+        _ = &mut ctrl_c => interrupted = true,
     };
     let mut collected = None;
     if interrupted {
@@ -309,9 +310,10 @@ async fn drive_load(
         None => collector.await,
     };
     let (agg, written) = collected.expect("the collector does not panic");
-    if count.is_none() {
-        count = scheduled.await.ok();
-    }
+    let count = match count {
+        Some(n) => n,
+        None => scheduled.await.ok(), // the pacer stops promptly once told to
+    };
     drop(view);
     let wall = target.run_start.elapsed();
     let cpu = ClientCpu::between(cpu_start, CpuTimes::now(), wall, agg.sent);

@@ -382,3 +382,47 @@ fn bad_load_settings_are_usage_errors_naming_the_key() {
         assert!(log.contains(key) && log.contains("s.toml"), "{load}: {log}");
     }
 }
+
+/// Ctrl-C in the middle of a long open-loop run: sending stops, in-flight requests are cut off,
+/// and the summary is still written, with what was measured before.
+#[test]
+fn an_interrupted_run_still_writes_its_report() {
+    let (url, _) = stream_server::start(script(5, 20, 30));
+    let d = tempfile::tempdir().unwrap();
+    let load = "arrival = \"constant\"\nrate = 50\nduration_s = 600\nmax_send_lateness_ms = 1000";
+    let s = scenario(d.path(), &url, load, "");
+    let out = d.path().join("run");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until requests are flowing (results appear), then interrupt.
+    let results_file = out.join("results.ndjson");
+    for _ in 0..200 {
+        if std::fs::metadata(&results_file).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    // SAFETY: kill sends a signal to the child we spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted run fails its verdict"
+    );
+    let sm = json(&out.join("summary.json"));
+    assert_eq!(sm["interrupted"], true);
+    let l = &sm["load"];
+    assert!(l["sent"].as_u64().unwrap() >= 1);
+    assert!(l["cut_off"].as_u64().unwrap() >= 1, "{l}");
+    assert_eq!(results(&out).len() as u64, l["sent"].as_u64().unwrap());
+    assert!(sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "interrupted"));
+}
