@@ -38,12 +38,55 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Record traffic through a streaming reverse proxy into a corpus (secrets redacted).
+    Record {
+        /// Upstream base URL: the AIGW, or with --tap a model backend.
+        #[arg(long)]
+        upstream: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Corpus file to write (JSONL; parts .1, .2... when rotating).
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra CA certificates (PEM) for an https upstream.
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        /// Start a new corpus part past this many megabytes.
+        #[arg(long)]
+        rotate_mb: Option<f64>,
+        /// Redaction rule SELECTOR=drop|hash|keep-length over request bodies (repeatable), e.g.
+        /// .current_file.content_above_cursor=keep-length
+        #[arg(long = "redact")]
+        rules: Vec<crate::redact::Rule>,
+        /// Tap a model backend: write one line per upstream model call.
+        #[arg(long)]
+        tap: bool,
+    },
+    /// Look into a corpus.
+    Corpus {
+        #[command(subcommand)]
+        action: CorpusAction,
+    },
     /// Serve the embedded twin stack on loopback until stopped; prints its URLs as one JSON line.
     Stack {
         /// Stack config (TOML); default: the built-in two-backend stack.
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CorpusAction {
+    /// Counts per feature, prompt and output token distributions, arrival rate over time.
+    Stats {
+        corpus: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every line against the corpus schema and rules; exit 1 if any line is bad.
+    Validate { corpus: PathBuf },
 }
 
 /// Overrides of the scenario's `[load]` section.
@@ -138,6 +181,89 @@ async fn dispatch(cmd: Command) -> Exit {
             }
         },
         Command::Stack { config } => stack(config).await,
+        Command::Record {
+            upstream,
+            listen,
+            out,
+            ca_bundle,
+            rotate_mb,
+            rules,
+            tap,
+        } => {
+            let opts = crate::record::RecordOptions {
+                upstream,
+                listen,
+                out,
+                ca_bundle,
+                rotate_bytes: rotate_mb.map(|mb| (mb * 1e6) as u64),
+                rules,
+                tap,
+            };
+            match crate::record::record(opts).await {
+                Ok(_) => Exit::Pass,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    match e {
+                        crate::record::RecordError::Config(_) => Exit::Usage,
+                        _ => Exit::Unreachable,
+                    }
+                }
+            }
+        }
+        Command::Corpus { action } => corpus(action),
+    }
+}
+
+fn corpus(action: CorpusAction) -> Exit {
+    let path = match &action {
+        CorpusAction::Stats { corpus, .. } | CorpusAction::Validate { corpus } => corpus,
+    };
+    let scan = match crate::corpus::scan(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if let Some(line) = scan.torn_last_line {
+        eprintln!(
+            "warning: {}:{line}: torn last line (the recorder stopped mid-write?)",
+            path.display()
+        );
+    }
+    for (line, message) in &scan.errors {
+        eprintln!("{}:{line}: {message}", path.display());
+    }
+    match action {
+        CorpusAction::Validate { .. } => {
+            println!(
+                "{}: {} valid lines, {} bad{}",
+                path.display(),
+                scan.interactions.len(),
+                scan.errors.len(),
+                if scan.torn_last_line.is_some() {
+                    ", torn last line"
+                } else {
+                    ""
+                }
+            );
+            if scan.errors.is_empty() {
+                Exit::Pass
+            } else {
+                Exit::VerdictFailed
+            }
+        }
+        CorpusAction::Stats { json, .. } => {
+            let stats = crate::corpus::stats::stats(&scan.interactions);
+            match json {
+                true => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).expect("stats serialise")
+                ),
+                false => print!("{}", stats.table()),
+            }
+            Exit::Pass
+        }
     }
 }
 
@@ -167,7 +293,8 @@ async fn stack(config: Option<PathBuf>) -> Exit {
     Exit::Pass
 }
 
-async fn wait_for_stop() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_stop() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -18,6 +18,7 @@ pub mod measure;
 pub mod plan;
 pub mod protocol;
 pub mod pyjson;
+pub mod record;
 pub mod redact;
 pub mod run;
 pub mod schedule;

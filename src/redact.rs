@@ -1,5 +1,6 @@
-//! Secret redaction, applied before anything reaches disk: Authorization headers, JWTs, API keys
-//! (`model_api_key`, `api_key`) in headers and bodies.
+//! Secret redaction, applied before anything reaches disk: Authorization headers, cookies,
+//! anything JWT-shaped, API keys (`model_api_key`, `api_key`) in headers and bodies; plus
+//! user-configured [`Rule`]s over JSON bodies (drop, hash, or replace keeping the length).
 
 use serde_json::{Map, Value};
 
@@ -35,13 +36,50 @@ fn looks_like_jwt(s: &str) -> bool {
         })
 }
 
+/// Whether a header may carry a credential: the known ones, and any whose name speaks of a
+/// token, secret, key or cookie.
+fn secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_HEADERS.contains(&n.as_str())
+        || ["token", "secret", "api-key", "apikey", "cookie", "password"]
+            .iter()
+            .any(|w| n.contains(w))
+}
+
+/// Replaces every whitespace-separated JWT-shaped word of `s`; `None` when there is none.
+fn scrub_jwts(s: &str) -> Option<String> {
+    if !s.contains("eyJ") {
+        return None;
+    }
+    let mut changed = false;
+    let mut out = String::with_capacity(s.len());
+    for piece in s.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end();
+        let bare = word.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        if !bare.is_empty() && looks_like_jwt(bare) {
+            changed = true;
+            out.push_str(&word.replace(bare, REDACTED));
+            out.push_str(&piece[word.len()..]);
+        } else {
+            out.push_str(piece);
+        }
+    }
+    changed.then_some(out)
+}
+
+/// `s` with every JWT-shaped word replaced (free text: request bytes, stream chunks).
+pub fn text(s: &str) -> String {
+    scrub_jwts(s).unwrap_or_else(|| s.to_owned())
+}
+
 /// Redacts secret headers in place (names compared case-insensitively).
 pub fn headers(h: &mut Map<String, Value>) {
     for (k, v) in h.iter_mut() {
-        if SECRET_HEADERS.contains(&k.to_ascii_lowercase().as_str())
-            || v.as_str().is_some_and(looks_like_jwt)
-        {
+        let jwt = v.as_str().and_then(scrub_jwts);
+        if secret_header(k) {
             *v = Value::String(REDACTED.into());
+        } else if let Some(clean) = jwt {
+            *v = Value::String(clean);
         }
     }
 }
@@ -59,7 +97,152 @@ pub fn body(v: &mut Value) {
             }
         }
         Value::Array(a) => a.iter_mut().for_each(body),
-        Value::String(s) if looks_like_jwt(s) => *s = REDACTED.into(),
+        Value::String(s) => {
+            if let Some(clean) = scrub_jwts(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a [`Rule`] does to the values it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Remove the field.
+    Drop,
+    /// Replace the value by `sha256:` and the first 16 hex digits of its JSON text's digest
+    /// (equal inputs stay equal, so duplicates remain visible).
+    Hash,
+    /// Replace letters by `x` and digits by `0`, keeping every other character: the length, the
+    /// layout and the token count (for load replay) stay realistic.
+    KeepLength,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    /// `[]`: every element of an array.
+    Each,
+    /// `**`: any depth, this level included.
+    Any,
+}
+
+/// A user redaction rule: `SELECTOR=MODE`, e.g. `.current_file.content_above_cursor=keep-length`,
+/// `.messages[].content=hash`, `.**.content=drop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    steps: Vec<Step>,
+    pub mode: Mode,
+    text: String,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (sel, mode) = text.rsplit_once('=').ok_or_else(|| {
+            format!("redaction rule '{text}': expected SELECTOR=drop|hash|keep-length")
+        })?;
+        let mode = match mode {
+            "drop" => Mode::Drop,
+            "hash" => Mode::Hash,
+            "keep-length" => Mode::KeepLength,
+            m => return Err(format!("redaction rule '{text}': unknown mode '{m}'")),
+        };
+        let body = sel
+            .strip_prefix('.')
+            .ok_or_else(|| format!("redaction rule '{text}': a selector starts with '.'"))?;
+        let mut steps = Vec::new();
+        for part in body.split('.') {
+            let (key, each) = match part.strip_suffix("[]") {
+                Some(k) => (k, true),
+                None => (part, false),
+            };
+            match key {
+                "" if each => {}
+                "" => return Err(format!("redaction rule '{text}': empty key")),
+                "**" => steps.push(Step::Any),
+                k => steps.push(Step::Key(k.to_owned())),
+            }
+            if each {
+                steps.push(Step::Each);
+            }
+        }
+        Ok(Rule {
+            steps,
+            mode,
+            text: text.to_owned(),
+        })
+    }
+}
+
+/// Applies every rule to `v`.
+pub fn apply_rules(rules: &[Rule], v: &mut Value) {
+    for r in rules {
+        walk(v, &r.steps, r.mode);
+    }
+}
+
+fn walk(v: &mut Value, steps: &[Step], mode: Mode) {
+    let Some((step, rest)) = steps.split_first() else {
+        transform(v, mode);
+        return;
+    };
+    match (step, v) {
+        (Step::Key(k), Value::Object(m)) => {
+            if rest.is_empty() && mode == Mode::Drop {
+                m.shift_remove(k);
+            } else if let Some(x) = m.get_mut(k) {
+                walk(x, rest, mode);
+            }
+        }
+        (Step::Each, Value::Array(a)) => a.iter_mut().for_each(|x| walk(x, rest, mode)),
+        (Step::Any, v) => {
+            walk(v, rest, mode);
+            match v {
+                Value::Object(m) => m.values_mut().for_each(|x| walk(x, steps, mode)),
+                Value::Array(a) => a.iter_mut().for_each(|x| walk(x, steps, mode)),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+fn transform(v: &mut Value, mode: Mode) {
+    match mode {
+        Mode::Drop => *v = Value::Null, // a dropped array element or root keeps its place
+        Mode::Hash => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(v.to_string().as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            *v = Value::String(format!("sha256:{hex}"));
+        }
+        Mode::KeepLength => keep_length(v),
+    }
+}
+
+fn keep_length(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            *s = s
+                .chars()
+                .map(|c| match c {
+                    c if c.is_alphabetic() => 'x',
+                    c if c.is_numeric() => '0',
+                    c => c,
+                })
+                .collect()
+        }
+        Value::Array(a) => a.iter_mut().for_each(keep_length),
+        Value::Object(m) => m.values_mut().for_each(keep_length),
         _ => {}
     }
 }
@@ -84,5 +267,42 @@ mod tests {
         headers(&mut h);
         assert_eq!(h["Authorization"], REDACTED);
         assert_eq!(h["x-request-id"], "r");
+        let mut h =
+            json!({"X-Gitlab-Oidc-Token": "t", "x-note": "see eyJhbGciOi.eyJzdWIi.c2ln now"})
+                .as_object()
+                .unwrap()
+                .clone();
+        headers(&mut h);
+        assert_eq!(h["X-Gitlab-Oidc-Token"], REDACTED);
+        assert_eq!(h["x-note"], format!("see {REDACTED} now"));
+    }
+
+    #[test]
+    fn rules_drop_hash_and_keep_length() {
+        let rules: Vec<Rule> = [
+            ".current_file.content_above_cursor=keep-length",
+            ".messages[].content=hash",
+            ".**.secret_note=drop",
+        ]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+        let mut v = json!({
+            "current_file": {"content_above_cursor": "def f(x1):\n    return", "file_name": "a.py"},
+            "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "hi"}],
+            "deep": {"a": [{"secret_note": 1, "k": 2}]}
+        });
+        apply_rules(&rules, &mut v);
+        assert_eq!(
+            v["current_file"]["content_above_cursor"],
+            "xxx x(x0):\n    xxxxxx"
+        );
+        assert_eq!(v["current_file"]["file_name"], "a.py");
+        let h = v["messages"][0]["content"].as_str().unwrap();
+        assert!(h.starts_with("sha256:") && h.len() == 23, "{h}");
+        assert_eq!(v["messages"][1]["content"], h, "equal inputs hash equal");
+        assert_eq!(v["deep"]["a"][0], json!({"k": 2}));
+        assert!("x=shred".parse::<Rule>().is_err());
+        assert!(".a=zap".parse::<Rule>().is_err());
     }
 }

@@ -4,52 +4,13 @@
 
 mod common;
 
+use common::{route_of, Mode};
 use duo_harness::protocol::{Decoder, Event, Framing};
 use duo_harness::twin::aigw::AigwConfig;
 use duo_harness::twin::vllm::BackendConfig;
 use duo_harness::twin::{self, RunningStack, StackConfig};
 use serde_json::Value;
 use std::path::Path;
-
-/// The route each capture was sent to, and which gateway mode it needs.
-fn route_of(name: &str) -> (&'static str, Mode) {
-    let mode = if name.starts_with("mockmode_") {
-        Mode::Mock
-    } else if name.starts_with("disable_streaming_") {
-        Mode::NoStream
-    } else {
-        Mode::Normal
-    };
-    let n = name
-        .trim_start_matches("mockmode_")
-        .trim_start_matches("disable_streaming_");
-    let route = match n {
-        "err_prompt_unknown" => "/v1/prompts/does/not/exist",
-        "err_upstream500_chat" => "/v2/chat/agent",
-        "err_upstream500_generations" => "/v2/code/generations",
-        "err_upstream500_prompts" => "/v1/prompts/chat/explain_code",
-        "v1_code_user_access_token_bypass" => "/v1/code/user_access_token",
-        _ if n.starts_with("v2_code_generations") => "/v2/code/generations",
-        _ if n.starts_with("v2_code_completions") || n.starts_with("err_") => {
-            "/v2/code/completions"
-        }
-        _ if n.starts_with("v3_") => "/v3/code/completions",
-        _ if n.starts_with("v4_") => "/v4/code/suggestions",
-        _ if n.starts_with("v2_chat_agent") => "/v2/chat/agent",
-        _ if n.starts_with("v1_chat_agent") => "/v1/chat/agent",
-        _ if n.starts_with("v1_prompts_explain_code") => "/v1/prompts/chat/explain_code",
-        _ if n.starts_with("v2_prompts_explain_code") => "/v2/prompts/chat/explain_code",
-        other => panic!("no route known for capture {other}"),
-    };
-    (route, mode)
-}
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    Normal,
-    Mock,
-    NoStream,
-}
 
 async fn stack(mode: Mode) -> RunningStack {
     let mut backend = BackendConfig::new("mock", &["mock-model", "mistral", "fail-500"]);

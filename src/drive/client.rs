@@ -177,11 +177,18 @@ impl Prepared {
             .filter(|(k, _)| !NOT_REPLAYED.contains(&k.to_ascii_lowercase().as_str()))
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect();
-        let body = (!body.is_null()).then(|| Bytes::from(body.to_string()));
+        let raw = it.request.body_b64.as_deref().and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        });
+        let body = match raw {
+            Some(bytes) => Some(Bytes::from(bytes)),
+            None => (!body.is_null()).then(|| Bytes::from(body.to_string())),
+        };
         let has_type = headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
-        if body.is_some() && !has_type {
+        if body.is_some() && !has_type && it.request.body_b64.is_none() {
             headers.push(("content-type".into(), "application/json".into()));
         }
         Self {

@@ -1,10 +1,10 @@
 //! A scripted OpenAI-compatible streaming server for load tests (test tree only): every request
 //! gets `chunks` SSE content chunks, the first after `first_ms`, then one every `gap_ms`, then
-//! `data: [DONE]`. `serial` makes it answer one request at a time (a stalled server). It counts
+//! `data: [DONE]`, on any path (POST only; anything else gets 404). `serial` makes it answer one request at a time (a stalled server). It counts
 //! requests in flight and the most seen at once.
 
 use axum::body::{Body, Bytes};
-use axum::routing::post;
+use axum::response::IntoResponse;
 use axum::Router;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -64,10 +64,7 @@ pub fn start(script: Script) -> (String, Arc<Counters>) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let app = Router::new()
-                .route("/v1/completions", post(answer))
-                .route("/v1/chat/completions", post(answer))
-                .with_state(state);
+            let app = Router::new().fallback(answer).with_state(state);
             axum::serve(listener, app).await.unwrap();
         });
     });
@@ -76,7 +73,12 @@ pub fn start(script: Script) -> (String, Arc<Counters>) {
 
 async fn answer(
     axum::extract::State(s): axum::extract::State<Arc<State>>,
+    method: axum::http::Method,
 ) -> axum::response::Response {
+    if method != axum::http::Method::POST {
+        // The harness's preflight (GET /monitoring/healthz) is no request of the load.
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
     let guard = InFlight::new(&s.counters);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
@@ -97,6 +99,9 @@ async fn answer(
                 return;
             }
         }
+        // Out of flight before the terminator goes, so a client that has read it can never
+        // see its next request counted alongside this one.
+        drop(_guard);
         let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     });
     axum::response::Response::builder()

@@ -2,6 +2,8 @@
 //! (`schemas/corpus-v1.schema.json`). In: a file. Out: [`Interaction`]s, or a [`CorpusError`]
 //! naming the file, the line and the field that is wrong.
 
+pub mod stats;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -51,6 +53,9 @@ pub struct RecordedRequest {
     pub headers: Map<String, Value>,
     #[serde(default)]
     pub body: Value,
+    /// A body that was not JSON when recorded: its bytes, base64 (sent as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
 }
 
 impl Interaction {
@@ -83,34 +88,61 @@ pub enum CorpusError {
     Empty { path: PathBuf },
 }
 
-/// Reads and checks a whole corpus file.
+/// Reads and checks a whole corpus file. A torn last line (no newline at its end and not valid:
+/// a recorder stopped mid-write) is reported on stderr and skipped, not fatal.
 pub fn load(path: &Path) -> Result<Vec<Interaction>, CorpusError> {
+    let scan = scan(path)?;
+    if let Some((line, message)) = scan.errors.into_iter().next() {
+        return Err(CorpusError::Line {
+            path: path.into(),
+            line,
+            message,
+        });
+    }
+    if let Some(line) = scan.torn_last_line {
+        eprintln!(
+            "warning: {}:{line}: torn last line skipped (the recorder stopped mid-write?)",
+            path.display()
+        );
+    }
+    if scan.interactions.is_empty() {
+        return Err(CorpusError::Empty { path: path.into() });
+    }
+    Ok(scan.interactions)
+}
+
+/// Every line of a corpus checked: the good interactions, the bad lines with their messages,
+/// and a torn last line.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub interactions: Vec<Interaction>,
+    /// (line number, message) of each bad line.
+    pub errors: Vec<(usize, String)>,
+    pub torn_last_line: Option<usize>,
+}
+
+/// Checks every line of `path`, going on past bad ones.
+pub fn scan(path: &Path) -> Result<Scan, CorpusError> {
     let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read {
         path: path.into(),
         source,
     })?;
-    let mut out = Vec::new();
+    let mut out = Scan::default();
     let mut ids = std::collections::HashSet::new();
+    let count = text.lines().count();
     for (i, raw) in text.lines().enumerate() {
         if raw.trim().is_empty() {
             continue;
         }
-        let line_err = |message: String| CorpusError::Line {
-            path: path.into(),
-            line: i + 1,
-            message,
-        };
-        let it = parse_line(raw).map_err(line_err)?;
-        if !ids.insert(it.id.clone()) {
-            return Err(line_err(format!(
-                "field 'id': '{}' is used by an earlier line",
-                it.id
-            )));
+        match parse_line(raw) {
+            Ok(it) if !ids.insert(it.id.clone()) => out.errors.push((
+                i + 1,
+                format!("field 'id': '{}' is used by an earlier line", it.id),
+            )),
+            Ok(it) => out.interactions.push(it),
+            Err(_) if i + 1 == count && !text.ends_with('\n') => out.torn_last_line = Some(i + 1),
+            Err(m) => out.errors.push((i + 1, m)),
         }
-        out.push(it);
-    }
-    if out.is_empty() {
-        return Err(CorpusError::Empty { path: path.into() });
     }
     Ok(out)
 }

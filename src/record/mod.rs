@@ -1,0 +1,277 @@
+//! The `record` command: a stream-faithful reverse proxy in front of an AIGW (or, with `--tap`,
+//! in front of a model backend) that writes each exchange as a corpus line.
+//!
+//! In: client traffic on `--listen`, the upstream at `--upstream`. Out: the upstream's answers,
+//! forwarded byte for byte as they arrive; a corpus (`schemas/corpus-v1.schema.json`, or tap
+//! lines with `--tap`) with secrets redacted before anything is written ([`crate::redact`]),
+//! appended whole line by line and rotated by size ([`writer`]).
+
+pub mod infer;
+pub mod proxy;
+pub mod writer;
+
+use crate::protocol::{Decoder, Event, Framing};
+use crate::redact::{self, Rule};
+use base64::Engine;
+use proxy::{Capture, Proxy};
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// What `duo-harness record` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub upstream: String,
+    pub listen: SocketAddr,
+    pub out: PathBuf,
+    /// Extra CA certificates (PEM) for an `https` upstream.
+    pub ca_bundle: Option<PathBuf>,
+    /// Start a new corpus part past this many bytes.
+    pub rotate_bytes: Option<u64>,
+    pub rules: Vec<Rule>,
+    /// Record upstream model calls (tap lines) instead of Duo interactions.
+    pub tap: bool,
+}
+
+/// Why recording could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn header_map(pairs: &[(String, String)]) -> Map<String, Value> {
+    let mut m: Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    redact::headers(&mut m);
+    m
+}
+
+fn header<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The request body as JSON, secrets redacted and rules applied; `Err` holds a body that is not
+/// JSON, as base64 of its bytes (JWT-shaped words removed when it is text).
+fn request_body(cap: &Capture, rules: &[Rule]) -> Result<Value, String> {
+    if cap.request_body.is_empty() {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_slice::<Value>(&cap.request_body) {
+        Ok(mut v) => {
+            redact::body(&mut v);
+            redact::apply_rules(rules, &mut v);
+            Ok(v)
+        }
+        Err(_) => Err(match std::str::from_utf8(&cap.request_body) {
+            Ok(text) => b64(redact::text(text).as_bytes()),
+            Err(_) => b64(&cap.request_body),
+        }),
+    }
+}
+
+/// The response as recorded: status, headers, framing, every chunk with its arrival, and the
+/// decoded content and usage.
+fn response(cap: &Capture) -> Value {
+    let ct = header(&cap.response_headers, "content-type").unwrap_or_default();
+    let framing = Framing::detect(&cap.path, ct);
+    let mut decoder = Decoder::new(framing);
+    let (mut content, mut usage) = (String::new(), Value::Null);
+    let mut chunks = Vec::with_capacity(cap.chunks.len());
+    let mut first_content_ms = None;
+    for (t, bytes) in &cap.chunks {
+        let mut events = decoder.push(bytes);
+        if cap.chunks.last().is_some_and(|(last, _)| last == t) {
+            events.extend(decoder.finish().0);
+        }
+        for e in events {
+            match e {
+                Event::Content(s) if !s.is_empty() => {
+                    first_content_ms.get_or_insert(*t);
+                    content.push_str(&s);
+                }
+                Event::Usage(u) => usage = serde_json::to_value(u).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        chunks.push(match std::str::from_utf8(bytes) {
+            Ok(text) => json!({"t_ms": t, "text": redact::text(text)}),
+            Err(_) => json!({"t_ms": t, "b64": b64(bytes)}),
+        });
+    }
+    json!({
+        "status": cap.status, "headers": header_map(&cap.response_headers), "framing": framing,
+        "headers_ms": cap.headers_ms, "first_content_ms": first_content_ms, "end_ms": cap.end_ms,
+        "chunks": chunks, "content": redact::text(&content), "usage": usage,
+        "truncated": cap.truncated, "cancelled": cap.cancelled, "error": cap.error,
+    })
+}
+
+/// A corpus line for a Duo exchange, or `None` for a route that is no Duo feature.
+pub fn corpus_line(cap: &Capture, rules: &[Rule]) -> Option<Value> {
+    let parsed: Value = serde_json::from_slice(&cap.request_body).unwrap_or(Value::Null);
+    let feature = infer::feature_for(&cap.path, &parsed)?;
+    let mut request = json!({"method": cap.method, "path": cap.path, "headers": header_map(&cap.request_headers)});
+    match request_body(cap, rules) {
+        Ok(body) => request["body"] = body,
+        Err(bytes) => request["body_b64"] = json!(bytes),
+    }
+    let mut tags = vec!["recorded".to_owned()];
+    tags.extend(cap.truncated.then(|| "truncated".to_owned()));
+    tags.extend(cap.cancelled.then(|| "cancelled".to_owned()));
+    Some(json!({
+        "v": crate::corpus::VERSION, "id": format!("rec-{:06}", cap.seq), "feature": feature,
+        "arrival_offset_ms": cap.arrival_offset_ms, "protocol": "http", "request": request,
+        "response": response(cap), "tags": tags,
+    }))
+}
+
+/// A tap line: one upstream model call with its sampling parameters and chunk timing.
+pub fn tap_line(cap: &Capture, rules: &[Rule]) -> Value {
+    let body = request_body(cap, rules).unwrap_or(Value::Null);
+    const PARAMS: &[&str] = &[
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "n",
+        "ignore_eos",
+    ];
+    let params: Map<String, Value> = PARAMS
+        .iter()
+        .filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    let nonce = find_nonce(&String::from_utf8_lossy(&cap.request_body));
+    let resp = response(cap);
+    json!({
+        "v": 1, "kind": "tap", "id": format!("tap-{:06}", cap.seq),
+        "arrival_offset_ms": cap.arrival_offset_ms, "method": cap.method, "path": cap.path,
+        "model": body["model"], "params": params, "stream": body["stream"].as_bool().unwrap_or(false),
+        "nonce": nonce, "status": cap.status, "headers_ms": cap.headers_ms,
+        "first_content_ms": resp["first_content_ms"], "end_ms": cap.end_ms,
+        "chunks": cap.chunks.iter().map(|(t, b)| json!({"t_ms": t, "bytes": b.len()})).collect::<Vec<_>>(),
+        "usage": resp["usage"], "truncated": cap.truncated, "cancelled": cap.cancelled,
+        "error": cap.error,
+    })
+}
+
+/// The correlation nonce the harness plants in request content (`dhn-` and 16 hex digits),
+/// found again in the upstream prompt.
+pub fn find_nonce(text: &str) -> Option<String> {
+    text.match_indices("dhn-").find_map(|(i, _)| {
+        let hex = text.get(i + 4..i + 20)?;
+        hex.bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| format!("dhn-{hex}"))
+    })
+}
+
+fn client(opts: &RecordOptions) -> Result<reqwest::Client, RecordError> {
+    let target: crate::plan::Target = serde_json::from_value(json!({
+        "url": opts.upstream, "ca_bundle": opts.ca_bundle,
+    }))
+    .map_err(|e| RecordError::Config(e.to_string()))?;
+    // No overall timeout: streams last as long as the upstream makes them.
+    crate::drive::client(&target).map_err(|e| RecordError::Config(e.to_string()))
+}
+
+/// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.
+pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
+    if !(opts.upstream.starts_with("http://") || opts.upstream.starts_with("https://")) {
+        return Err(RecordError::Config(format!(
+            "--upstream '{}' is not an http(s) URL",
+            opts.upstream
+        )));
+    }
+    let client = client(&opts)?;
+    let mut writer =
+        writer::CorpusWriter::create(&opts.out, opts.rotate_bytes).map_err(|source| {
+            RecordError::Write {
+                path: opts.out.clone(),
+                source,
+            }
+        })?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| RecordError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| RecordError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Capture>();
+    let proxy = Arc::new(Proxy::new(client, &opts.upstream, tx));
+    let stats = proxy.stats.clone();
+    let app = axum::Router::new()
+        .fallback(proxy::forward)
+        .with_state(proxy);
+    println!(
+        "{}",
+        json!({"listen": format!("http://{local}"), "upstream": opts.upstream, "out": opts.out, "tap": opts.tap})
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(crate::cli::wait_for_stop())
+            .await
+    });
+    let mut lines = 0u64;
+    let mut write_error = None;
+    while let Some(cap) = rx.recv().await {
+        let line = match opts.tap {
+            true => Some(tap_line(&cap, &opts.rules)),
+            false => corpus_line(&cap, &opts.rules),
+        };
+        let Some(line) = line else { continue };
+        if let Err(source) = writer.append(&line.to_string()) {
+            tracing::error!("record: cannot append to {}: {source}", opts.out.display());
+            write_error.get_or_insert(source);
+            continue;
+        }
+        lines += 1;
+    }
+    let _ = server.await;
+    eprintln!(
+        "record: {} exchanges, {lines} lines written, {} upstream errors, {} truncated, {} cancelled",
+        stats.exchanges.load(Relaxed),
+        stats.upstream_errors.load(Relaxed),
+        stats.truncated.load(Relaxed),
+        stats.cancelled.load(Relaxed)
+    );
+    match write_error {
+        Some(source) => Err(RecordError::Write {
+            path: opts.out,
+            source,
+        }),
+        None => Ok(lines),
+    }
+}
