@@ -148,7 +148,8 @@ pub struct LoadOverrides {
 }
 
 impl LoadSpec {
-    /// Applies overrides. A `--rate` on a closed-loop scenario makes it constant-rate.
+    /// Applies overrides. A `--rate` on a closed-loop scenario makes it constant-rate; an
+    /// `--arrival` that takes no rate drops the scenario's.
     pub fn apply(&mut self, o: &LoadOverrides) {
         if let Some(r) = o.rate {
             self.rate = Some(r);
@@ -159,6 +160,11 @@ impl LoadSpec {
         }
         if let Some(a) = o.arrival {
             self.arrival = a;
+            if !a.rate_based() {
+                // `--arrival closed|trace` on a rate-based scenario: its rate no longer applies.
+                (self.rate, self.ramp_to) = (None, None);
+                self.steps.clear();
+            }
         }
         if let Some(d) = o.duration_s {
             self.duration_s = Some(d);

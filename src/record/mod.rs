@@ -239,6 +239,10 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         "{}",
         json!({"listen": format!("http://{local}"), "upstream": opts.upstream, "out": opts.out, "tap": opts.tap})
     );
+    // Each chunk leaves as it arrives: no Nagle delay behind an unacknowledged one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(crate::cli::wait_for_stop())
