@@ -100,26 +100,28 @@ fn response(cap: &Capture) -> Value {
     let (mut content, mut usage) = (String::new(), Value::Null);
     let mut chunks = Vec::with_capacity(cap.chunks.len());
     let mut first_content_ms = None;
-    for (t, bytes) in &cap.chunks {
-        let mut events = decoder.push(bytes);
-        if cap.chunks.last().is_some_and(|(last, _)| last == t) {
-            events.extend(decoder.finish().0);
-        }
+    let mut take = |t: f64, events: Vec<Event>| {
         for e in events {
             match e {
                 Event::Content(s) if !s.is_empty() => {
-                    first_content_ms.get_or_insert(*t);
+                    first_content_ms.get_or_insert(t);
                     content.push_str(&s);
                 }
                 Event::Usage(u) => usage = serde_json::to_value(u).unwrap_or_default(),
                 _ => {}
             }
         }
+    };
+    for (t, bytes) in &cap.chunks {
+        take(*t, decoder.push(bytes));
         chunks.push(match std::str::from_utf8(bytes) {
             Ok(text) => json!({"t_ms": t, "text": redact::text(text)}),
             Err(_) => json!({"t_ms": t, "b64": b64(bytes)}),
         });
     }
+    // Whole-body framings (JSON) yield their events at the end: the last chunk's arrival.
+    let last = cap.chunks.last().map_or(0.0, |(t, _)| *t);
+    take(last, decoder.finish().0);
     json!({
         "status": cap.status, "headers": header_map(&cap.response_headers), "framing": framing,
         "headers_ms": cap.headers_ms, "first_content_ms": first_content_ms, "end_ms": cap.end_ms,
