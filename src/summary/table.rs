@@ -45,16 +45,16 @@ impl Summary {
         let l = &self.load;
         let rate = |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{r:.1}"));
         out.push_str(&format!(
-            "load: {} loop, {:?} arrivals, target {} req/s, achieved {} req/s; {} sent, {} cut off, {} skipped, {} warm-up\n",
+            "load: {} loop, {} arrivals, target {} req/s, achieved {} req/s; {} sent, {} cut off, {} skipped, {} warm-up\n",
             l.mode,
-            l.arrival,
+            serde_json::to_value(l.arrival).expect("arrival serialises").as_str().unwrap_or_default(),
             rate(l.target_rps),
             rate(l.achieved_rps),
             l.sent,
             l.cut_off,
             l.skipped,
             l.warmup
-        ).to_lowercase());
+        ));
         let s = &l.send_lateness_ms;
         let cpu = l
             .client
