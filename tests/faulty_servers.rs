@@ -114,7 +114,20 @@ fn bad_server() -> u16 {
 fn serve_bad(mut s: std::net::TcpStream) {
     let mut buf = vec![0u8; 65536];
     let mut req = Vec::new();
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+    // Read the whole request, body included: closing a socket with unread bytes sends a reset,
+    // which could reach the client before the answer it is meant to read.
+    loop {
+        if let Some(h) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&req[..h]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if req.len() >= h + 4 + len {
+                break;
+            }
+        }
         match s.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => req.extend_from_slice(&buf[..n]),
