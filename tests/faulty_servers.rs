@@ -5,7 +5,7 @@
 mod common;
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -112,27 +112,9 @@ fn bad_server() -> u16 {
 }
 
 fn serve_bad(mut s: std::net::TcpStream) {
-    let mut buf = vec![0u8; 65536];
-    let mut req = Vec::new();
-    // Read the whole request, body included: closing a socket with unread bytes sends a reset,
-    // which could reach the client before the answer it is meant to read.
-    loop {
-        if let Some(h) = req.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&req[..h]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if req.len() >= h + 4 + len {
-                break;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
-    }
+    let Some(req) = common::read_request(&mut s) else {
+        return;
+    };
     let head = String::from_utf8_lossy(&req).into_owned();
     let chunked = |ct: &str| {
         format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n")

@@ -75,26 +75,8 @@ fn raw_server(raw: Vec<u8>) -> String {
             let Ok(mut s) = conn else { return };
             let raw = raw.clone();
             std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                let mut got = Vec::new();
-                // Read the request head and body (Content-Length).
-                loop {
-                    let n = s.read(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(h) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..h]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got.len() >= h + 4 + len {
-                            break;
-                        }
-                    }
+                if common::read_request(&mut s).is_none() {
+                    return;
                 }
                 let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                 let resp = parse_raw(&raw);
@@ -236,8 +218,7 @@ fn upstream_resets_and_client_disconnects_are_recorded_as_such() {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let mut s = conn.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            common::read_request(&mut s);
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n");
             std::thread::sleep(Duration::from_millis(20));
             drop(s); // no terminating chunk: a mid-stream reset for the client

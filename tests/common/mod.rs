@@ -144,3 +144,29 @@ pub enum Mode {
     Mock,
     NoStream,
 }
+
+/// Reads one whole HTTP/1.1 request (head and Content-Length body) from `s`; `None` if the
+/// peer closed first. Servers in tests read everything before answering: closing a socket with
+/// unread bytes sends a reset, which could reach the client before the answer.
+pub fn read_request(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = [0u8; 65536];
+    let mut req = Vec::new();
+    loop {
+        if let Some(h) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&req[..h]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if req.len() >= h + 4 + len {
+                return Some(req);
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+}
