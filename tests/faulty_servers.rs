@@ -99,7 +99,8 @@ async fn http_errors_are_counted_by_class_and_the_run_goes_on() {
     );
 }
 
-/// Answers by route: garbage NDJSON, a stream cut mid-way, or nothing at all.
+/// Answers by route: garbage NDJSON, a stream cut mid-way, or nothing at all. One request per
+/// connection, said with `connection: close`, so no client reuses a socket it is about to close.
 fn bad_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -117,11 +118,11 @@ fn serve_bad(mut s: std::net::TcpStream) {
     };
     let head = String::from_utf8_lossy(&req).into_owned();
     let chunked = |ct: &str| {
-        format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n")
+        format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
     };
     let _ = if head.starts_with("GET /monitoring/healthz") {
         s.write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{}",
         )
     } else if head.contains("/v2/chat/agent") {
         let body = "this is not json\n";
