@@ -73,6 +73,7 @@ fn per_request(c: &mut Criterion) {
         auth: Vec::new(),
         timeout: Duration::from_secs(10),
         run_start: Instant::now(),
+        correlation: None,
     };
     let body = sse_chunks();
     let mut agg = Aggregate::new(Default::default());

@@ -23,4 +23,5 @@ pub mod redact;
 pub mod run;
 pub mod schedule;
 pub mod summary;
+pub mod taps;
 pub mod twin;

@@ -44,6 +44,33 @@ pub struct Scenario {
     /// Latency objectives per feature (for goodput).
     #[serde(default)]
     pub slo: BTreeMap<String, Slo>,
+    /// Taps: recording proxies in front of model backends, for where the time goes.
+    #[serde(default, rename = "tap")]
+    pub taps: Vec<TapSpec>,
+}
+
+/// A tap in front of one model backend. Model endpoints that point at it are routed through
+/// the tap; each upstream call is recorded (`taps.ndjson`) and tied to the request that caused
+/// it by a nonce the harness plants in the request's content.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TapSpec {
+    /// A backend of the embedded stack (`twin:<backend>` endpoints go through the tap)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// ...or a real backend's base URL: model endpoints starting with it go through the tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+impl TapSpec {
+    /// The name the summary uses: the backend, or the upstream URL.
+    pub fn name(&self) -> &str {
+        self.backend
+            .as_deref()
+            .or(self.upstream.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 fn default_timeout() -> f64 {
@@ -231,6 +258,7 @@ pub struct Plan {
     /// The load, with overrides applied and the seed drawn.
     pub load: LoadSpec,
     pub slo: BTreeMap<String, Slo>,
+    pub taps: Vec<TapSpec>,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -303,6 +331,18 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ));
         }
     }
+    for t in &sc.taps {
+        match (&t.backend, &t.upstream) {
+            (Some(_), None) => {}
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+            _ => {
+                return Err(invalid(
+                    path,
+                    "each [[tap]] needs either backend = \"<twin backend>\" or upstream = \"http(s)://...\"",
+                ))
+            }
+        }
+    }
     let mut load = sc.load.clone();
     load.apply(&overrides.load);
     load.check().map_err(|m| invalid(path, m))?;
@@ -353,6 +393,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         stack: sc.stack,
         load,
         slo: sc.slo,
+        taps: sc.taps,
         embedded_backend,
         run_id,
         run_dir,

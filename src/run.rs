@@ -14,6 +14,7 @@ use crate::measure::{self, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
 use crate::schedule::{self, Arrival};
 use crate::summary::{self, RunInfo};
+use crate::taps::{self, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +64,7 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 fn resolve_models(
     plan: &Plan,
     urls: Option<&StackUrls>,
+    taps: Option<&Taps>,
     features: &[String],
 ) -> Result<Vec<(String, ResolvedModel)>, RunError> {
     let mut out = Vec::new();
@@ -70,7 +72,9 @@ fn resolve_models(
         let Some(setting) = plan.model_for(f) else {
             continue;
         };
+        let tapped = taps.and_then(|t| t.route(&setting.endpoint));
         let endpoint = match setting.endpoint.strip_prefix("twin:") {
+            _ if tapped.is_some() => tapped.unwrap_or_default(),
             Some(name) => {
                 let urls = urls.ok_or_else(|| {
                     RunError::Config(format!(
@@ -169,7 +173,11 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let mut features: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
     features.sort();
     features.dedup();
-    let models = resolve_models(&plan, urls.as_ref(), &features)?;
+    let horizon = Duration::from_secs_f64(plan.request_timeout_s + plan.load.grace_s + 60.0);
+    let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon)
+        .await
+        .map_err(RunError::Config)?;
+    let models = resolve_models(&plan, urls.as_ref(), taps.as_ref(), &features)?;
     let feature_of: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
     let prepared: Vec<Prepared> = interactions
@@ -207,10 +215,32 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         auth,
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
         run_start: Instant::now() + LEAD,
+        correlation: taps.as_ref().map(|t| (t.salt, t.correlator.clone())),
+    });
+    let taps_path = plan.run_dir.join("taps.ndjson");
+    let tap_collector = taps.map(|t| {
+        let names = t.names();
+        let fut = taps::collect(
+            t.calls,
+            names,
+            t.correlator,
+            target.run_start,
+            taps_path.clone(),
+        );
+        (t.running, tokio::spawn(fut))
     });
     let outcome = drive_load(&plan, target.clone(), Arc::new(prepared), schedule, sink).await;
     let (agg, written, scheduled, interrupted) = outcome;
     written.map_err(write_err(&results_path))?;
+    let tap_agg = match tap_collector {
+        Some((running, task)) => {
+            drop(running); // stops the tap servers, which ends the collector
+            let (tap_agg, tap_written) = task.await.expect("the tap collector does not panic");
+            tap_written.map_err(write_err(&taps_path))?;
+            Some(tap_agg)
+        }
+        None => None,
+    };
     let info = RunInfo {
         run_id: plan.run_id.clone(),
         scenario: plan.scenario_name.clone(),
@@ -222,7 +252,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let summary = summary::summarise(info, &plan.load, &agg);
+    let summary = summary::summarise(info, &plan.load, &agg, tap_agg.as_ref());
     write_json(&plan.run_dir.join("summary.json"), &summary)?;
     write_json(
         &plan.run_dir.join("histograms.json"),

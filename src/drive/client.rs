@@ -150,6 +150,8 @@ pub struct Prepared {
     pub interaction: Interaction,
     /// `None` for a request without a body.
     pub body: Option<Bytes>,
+    /// The JSON body, kept when taps need a nonce planted in each send.
+    pub json: Option<Value>,
     /// Recorded request headers to replay (hop-by-hop and auth headers removed).
     pub headers: Vec<(String, String)>,
 }
@@ -166,9 +168,9 @@ const NOT_REPLAYED: &[&str] = &[
 impl Prepared {
     /// Prepares `it` with the feature's model (and, for OpenAI targets, a model override).
     pub fn new(it: Interaction, model: Option<&ResolvedModel>, openai_model: Option<&str>) -> Self {
-        let mut body = body_for(&it, model);
+        let mut body_json = body_for(&it, model);
         if let (Some(m), true) = (openai_model, is_openai_path(&it.request.path)) {
-            body["model"] = json!(m);
+            body_json["model"] = json!(m);
         }
         let mut headers: Vec<(String, String)> = it
             .request
@@ -183,7 +185,7 @@ impl Prepared {
         });
         let body = match raw {
             Some(bytes) => Some(Bytes::from(bytes)),
-            None => (!body.is_null()).then(|| Bytes::from(body.to_string())),
+            None => (!body_json.is_null()).then(|| Bytes::from(body_json.to_string())),
         };
         let has_type = headers
             .iter()
@@ -191,9 +193,11 @@ impl Prepared {
         if body.is_some() && !has_type && it.request.body_b64.is_none() {
             headers.push(("content-type".into(), "application/json".into()));
         }
+        let json = (it.request.body_b64.is_none() && !body_json.is_null()).then_some(body_json);
         Self {
             interaction: it,
             body,
+            json,
             headers,
         }
     }

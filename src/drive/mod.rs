@@ -26,6 +26,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Instant zero of the schedule; record times are offsets from it.
     pub run_start: Instant,
+    /// With taps: the nonce salt and the map the tap collector reads.
+    pub correlation: Option<(u64, std::sync::Arc<crate::taps::Correlator>)>,
 }
 
 /// When one request was meant to go, and when its task got to it.
@@ -62,6 +64,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         queue_wait_ms: ms(now.saturating_duration_since(slot.started)),
         warmup: slot.warmup,
         disposition,
+        nonce: None,
         status: None,
         headers: Map::new(),
         framing: None,
@@ -88,9 +91,10 @@ pub async fn send(
     cancel: impl Future<Output = ()>,
 ) -> RequestRecord {
     let mut rec = unsent(t, p, slot, Disposition::Completed);
+    let body = planted_body(t, p, &mut rec);
     let sent = Instant::now();
     let outcome = tokio::select! {
-        r = tokio::time::timeout(t.timeout, exchange(t, p, sent, &mut rec)) => Some(r),
+        r = tokio::time::timeout(t.timeout, exchange(t, p, body, sent, &mut rec)) => Some(r),
         () = cancel => None,
     };
     rec.end_ms = ms(sent.elapsed());
@@ -113,9 +117,26 @@ pub async fn send(
     rec
 }
 
+/// The body to send: the prepared one, or with taps a copy carrying this send's nonce (which is
+/// registered for the tap collector and kept in the record).
+fn planted_body(t: &Target, p: &Prepared, rec: &mut RequestRecord) -> Option<bytes::Bytes> {
+    let (Some((salt, correlator)), Some(json)) = (&t.correlation, &p.json) else {
+        return p.body.clone();
+    };
+    let nonce = crate::taps::nonce(*salt, rec.seq);
+    let mut json = json.clone();
+    if !crate::taps::plant(&mut json, &nonce) {
+        return p.body.clone();
+    }
+    correlator.register(&nonce, &rec.feature, rec.sent_ms);
+    rec.nonce = Some(nonce);
+    Some(bytes::Bytes::from(json.to_string()))
+}
+
 async fn exchange(
     t: &Target,
     p: &Prepared,
+    body: Option<bytes::Bytes>,
     sent: Instant,
     rec: &mut RequestRecord,
 ) -> Result<(), (ErrorClass, String)> {
@@ -127,8 +148,8 @@ async fn exchange(
     for (k, v) in p.headers.iter().chain(&t.auth) {
         req = req.header(k, v);
     }
-    if let Some(body) = &p.body {
-        req = req.body(body.clone());
+    if let Some(body) = body {
+        req = req.body(body);
     }
     let resp = req
         .send()

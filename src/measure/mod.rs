@@ -106,6 +106,9 @@ pub struct RequestRecord {
     /// Sent during the warm-up: recorded, left out of the figures.
     pub warmup: bool,
     pub disposition: Disposition,
+    /// With taps: the nonce planted in this request's content (`taps.ndjson` names it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     pub status: Option<u16>,
     /// Response headers (secrets redacted).
     pub headers: Map<String, Value>,

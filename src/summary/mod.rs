@@ -15,6 +15,7 @@ pub use crate::measure::hist::{percentile, Percentiles};
 use crate::measure::ErrorClass;
 use crate::plan::{LoadSpec, Slo};
 use crate::schedule::Arrival;
+use crate::taps::{BackendAgg, TapAgg};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -68,6 +69,36 @@ pub struct FeatureSummary {
     pub throughput: Throughput,
     pub slo: Option<Slo>,
     pub goodput: Option<Goodput>,
+    /// With taps: the same requests seen from the model backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSummary>,
+}
+
+/// Where the time goes: the backend's own figures beside the client's, and the difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSummary {
+    /// Upstream calls attributed to this feature.
+    pub calls: u64,
+    /// Calls beyond the first for one request (gateway retries).
+    pub retries: u64,
+    /// First content at the backend, from the call's arrival at the tap.
+    pub ttft_ms: Percentiles,
+    /// End of the backend's answer, from the call's arrival.
+    pub e2e_ms: Percentiles,
+    /// From the client's send to the upstream call: the gateway's time before the model.
+    pub upstream_wait_ms: Percentiles,
+    /// Client TTFT p50 − backend TTFT p50: the gateway's share of time to first token.
+    pub gateway_ttft_p50_ms: Option<f64>,
+    /// Client E2E p50 − backend E2E p50.
+    pub gateway_e2e_p50_ms: Option<f64>,
+}
+
+/// One tap's counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TapSummary {
+    pub calls: u64,
+    /// Calls whose request could not be found (no nonce in the upstream prompt).
+    pub unattributed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +165,9 @@ pub struct Summary {
     pub errors_by_class: BTreeMap<ErrorClass, u64>,
     pub load: Load,
     pub features: BTreeMap<String, FeatureSummary>,
+    /// With taps: what each tap saw.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub taps: BTreeMap<String, TapSummary>,
     pub findings: Vec<Finding>,
 }
 
@@ -189,16 +223,55 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
             attainment: (f.requests > 0).then(|| f.slo_met as f64 / f.requests as f64),
             rps: per_s(f.slo_met, window_s),
         }),
+        backend: None,
+    }
+}
+
+fn backend_summary(b: &BackendAgg, client: &Latency) -> BackendSummary {
+    let (ttft, e2e) = (b.ttft.percentiles(), b.e2e.percentiles());
+    let diff = |c: Option<f64>, s: Option<f64>| Some(((c? - s?) * 1000.0).round() / 1000.0);
+    BackendSummary {
+        calls: b.calls,
+        retries: b.retries,
+        gateway_ttft_p50_ms: diff(client.ttft.p50, ttft.p50),
+        gateway_e2e_p50_ms: diff(client.e2e.p50, e2e.p50),
+        ttft_ms: ttft,
+        e2e_ms: e2e,
+        upstream_wait_ms: b.upstream_wait.percentiles(),
     }
 }
 
 /// Builds the summary, its findings and its verdict.
-pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate) -> Summary {
+pub fn summarise(
+    info: RunInfo,
+    load: &LoadSpec,
+    agg: &Aggregate,
+    taps: Option<&TapAgg>,
+) -> Summary {
     let window_s = agg.window_s();
-    let features: BTreeMap<String, FeatureSummary> = agg
+    let mut features: BTreeMap<String, FeatureSummary> = agg
         .features
         .iter()
         .map(|(k, f)| (k.clone(), feature_summary(f, agg.slo(k), window_s)))
+        .collect();
+    for (k, b) in taps.map(|t| &t.features).into_iter().flatten() {
+        if let Some(f) = features.get_mut(k) {
+            f.backend = Some(backend_summary(b, &f.latency_ms));
+        }
+    }
+    let tap_counts = taps
+        .map(|t| &t.calls)
+        .into_iter()
+        .flatten()
+        .map(|(k, &(calls, unattributed))| {
+            (
+                k.clone(),
+                TapSummary {
+                    calls,
+                    unattributed,
+                },
+            )
+        })
         .collect();
     let mut errors_by_class = BTreeMap::new();
     for f in features.values() {
@@ -255,6 +328,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate) -> Summary {
         errors_by_class,
         load: load_summary,
         features,
+        taps: tap_counts,
         findings,
     }
 }
@@ -292,6 +366,13 @@ fn findings(
     }
     for (k, f) in features {
         out.extend(slo_finding(k, f));
+        if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
+            let m = format!(
+                "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
+                b.retries, b.calls, f.requests
+            );
+            out.push(Finding::new("upstream_retries", "warning", Some(k), m));
+        }
     }
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();

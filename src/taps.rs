@@ -1,0 +1,332 @@
+//! Taps inside a run: where the time goes.
+//!
+//! In: the scenario's `[[tap]]`s and the backends they stand in front of; during the run, every
+//! upstream model call the taps see, and the nonce → request map the driver fills as it sends.
+//! Out: `taps.ndjson` (one line per upstream call, with the request and feature it belongs to)
+//! and per feature the backend's own TTFT and E2E, the gateway's wait before its upstream call,
+//! and retries (several upstream calls for one request).
+//!
+//! Correlation: with taps on, the harness prepends a nonce (`dhn-` and 16 hex digits, unique per
+//! send) to the longest string of each request body (the file content, the chat message, the
+//! prompt input), which the gateway copies into the upstream prompt, where the tap finds it
+//! again. A call without a known nonce is counted as unattributed.
+
+use crate::measure::hist::Metric;
+use crate::plan::TapSpec;
+use crate::record::proxy::{Capture, Proxy};
+use crate::record::writer::CorpusWriter;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The nonce of send `seq` in a run salted with `salt`.
+pub fn nonce(salt: u64, seq: usize) -> String {
+    // splitmix64: distinct sends give distinct, unguessable-looking nonces.
+    let mut z = salt ^ (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("dhn-{:016x}", z ^ (z >> 31))
+}
+
+/// Prepends `nonce` to the longest string of `body` outside the model selection; `false` if
+/// the body has no string to carry it.
+pub fn plant(body: &mut Value, nonce: &str) -> bool {
+    fn longest<'a>(v: &'a mut Value, best: &mut Option<&'a mut String>) {
+        match v {
+            Value::String(s) if best.as_ref().is_none_or(|b| s.len() > b.len()) => *best = Some(s),
+            Value::Object(m) => m
+                .iter_mut()
+                .filter(|(k, _)| !k.starts_with("model") && k.as_str() != "role")
+                .for_each(|(_, x)| longest(x, best)),
+            Value::Array(a) => a.iter_mut().for_each(|x| longest(x, best)),
+            _ => {}
+        }
+    }
+    let mut best = None;
+    longest(body, &mut best);
+    match best {
+        Some(s) => {
+            s.insert_str(0, &format!("{nonce} "));
+            true
+        }
+        None => false,
+    }
+}
+
+struct Sent {
+    feature: String,
+    sent_ms: f64,
+    calls: u32,
+}
+
+/// Nonce → the request that carried it, filled by the driver, read by the tap collector.
+/// Entries older than `horizon` are pruned, so memory stays flat on long runs.
+pub struct Correlator {
+    sent: Mutex<HashMap<String, Sent>>,
+    horizon_ms: f64,
+}
+
+impl Correlator {
+    pub fn new(horizon: Duration) -> Self {
+        Self {
+            sent: Mutex::default(),
+            horizon_ms: horizon.as_secs_f64() * 1000.0,
+        }
+    }
+
+    pub fn register(&self, nonce: &str, feature: &str, sent_ms: f64) {
+        let mut m = self.sent.lock().expect("correlator lock");
+        if m.len() % 4096 == 4095 {
+            let cut = sent_ms - self.horizon_ms;
+            m.retain(|_, s| s.sent_ms >= cut);
+        }
+        let s = Sent {
+            feature: feature.to_owned(),
+            sent_ms,
+            calls: 0,
+        };
+        m.insert(nonce.to_owned(), s);
+    }
+
+    /// The feature and send time of the request behind `nonce`, and whether this call is a
+    /// repeat (a retry) for it.
+    fn attribute(&self, nonce: &str) -> Option<(String, f64, bool)> {
+        let mut m = self.sent.lock().expect("correlator lock");
+        let s = m.get_mut(nonce)?;
+        s.calls += 1;
+        Some((s.feature.clone(), s.sent_ms, s.calls > 1))
+    }
+}
+
+/// One feature's view from the backends.
+#[derive(Debug, Clone, Default)]
+pub struct BackendAgg {
+    pub calls: u64,
+    /// Upstream calls beyond the first for the same request.
+    pub retries: u64,
+    /// First content at the backend, from the upstream call's arrival at the tap.
+    pub ttft: Metric,
+    /// End of the upstream answer, from its arrival at the tap.
+    pub e2e: Metric,
+    /// From the client's send to the upstream call's arrival: the gateway's time before it
+    /// asked the model (auth, prompt assembly, queueing, earlier failed tries).
+    pub upstream_wait: Metric,
+}
+
+/// Everything the taps saw.
+#[derive(Debug, Clone, Default)]
+pub struct TapAgg {
+    pub features: BTreeMap<String, BackendAgg>,
+    /// Per tap: calls seen, and calls no request could be found for.
+    pub calls: BTreeMap<String, (u64, u64)>,
+}
+
+/// A running tap: its URL and the task serving it.
+pub struct RunningTap {
+    pub spec: TapSpec,
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningTap {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Starts a tap proxy for `spec` in front of `upstream`; its captures go to `out`, tagged with
+/// the tap's index.
+pub async fn start(
+    spec: &TapSpec,
+    index: usize,
+    upstream: &str,
+    client: reqwest::Client,
+    out: mpsc::UnboundedSender<(usize, Instant, Capture)>,
+) -> std::io::Result<RunningTap> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Capture>();
+    let proxy = Arc::new(Proxy::new(client, upstream, tx));
+    let started = proxy.started;
+    tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            let _ = out.send((index, started, c));
+        }
+    });
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = axum::Router::new()
+        .fallback(crate::record::proxy::forward)
+        .with_state(proxy);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(RunningTap {
+        spec: spec.clone(),
+        url,
+        server,
+    })
+}
+
+/// The run's taps, started.
+pub struct Taps {
+    pub running: Vec<RunningTap>,
+    pub calls: mpsc::UnboundedReceiver<(usize, Instant, Capture)>,
+    pub correlator: Arc<Correlator>,
+    pub salt: u64,
+}
+
+/// Starts one tap per spec. `backends` resolves `backend = "<name>"` (the embedded stack).
+pub async fn start_all(
+    specs: &[TapSpec],
+    backends: Option<&crate::twin::StackUrls>,
+    horizon: Duration,
+) -> Result<Option<Taps>, String> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (tx, calls) = mpsc::unbounded_channel();
+    let mut running = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let upstream = match (&spec.backend, &spec.upstream) {
+            (Some(b), _) => backends
+                .and_then(|u| u.backends.get(b))
+                .map(|u| u.url.clone())
+                .ok_or_else(|| {
+                    format!("[[tap]] backend '{b}': no such backend in the embedded stack")
+                })?,
+            (None, Some(u)) => u.trim_end_matches('/').to_owned(),
+            (None, None) => unreachable!("the plan checked every tap"),
+        };
+        let tap = start(spec, i, &upstream, client.clone(), tx.clone())
+            .await
+            .map_err(|e| format!("cannot start the tap for {}: {e}", spec.name()))?;
+        running.push(tap);
+    }
+    Ok(Some(Taps {
+        running,
+        calls,
+        correlator: Arc::new(Correlator::new(horizon)),
+        salt: rand::random(),
+    }))
+}
+
+impl Taps {
+    /// The endpoint a model setting should use: through the tap in front of its backend.
+    /// `endpoint` is the setting as written (`twin:<backend>` or a URL).
+    pub fn route(&self, endpoint: &str) -> Option<String> {
+        self.running
+            .iter()
+            .find_map(|t| match (&t.spec.backend, &t.spec.upstream) {
+                (Some(b), _) => (endpoint.strip_prefix("twin:") == Some(b.as_str()))
+                    .then(|| format!("{}/v1", t.url)),
+                (None, Some(u)) => endpoint
+                    .strip_prefix(u.trim_end_matches('/'))
+                    .map(|rest| format!("{}{rest}", t.url)),
+                _ => None,
+            })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .map(|t| t.spec.name().to_owned())
+            .collect()
+    }
+}
+
+/// Signed milliseconds from `from` to `to`.
+fn ms_between(from: Instant, to: Instant) -> f64 {
+    match to.checked_duration_since(from) {
+        Some(d) => d.as_secs_f64() * 1000.0,
+        None => -(from - to).as_secs_f64() * 1000.0,
+    }
+}
+
+/// The tap stage's collector: writes `taps.ndjson` and folds each call into a [`TapAgg`].
+pub async fn collect(
+    mut calls: mpsc::UnboundedReceiver<(usize, Instant, Capture)>,
+    names: Vec<String>,
+    correlator: Arc<Correlator>,
+    run_start: Instant,
+    path: std::path::PathBuf,
+) -> (TapAgg, std::io::Result<()>) {
+    let mut agg = TapAgg::default();
+    let mut writer = CorpusWriter::create(&path, None);
+    while let Some((index, started, cap)) = calls.recv().await {
+        let mut line = crate::record::tap_line(&cap, &[]);
+        let name = names.get(index).cloned().unwrap_or_default();
+        let counts = agg.calls.entry(name.clone()).or_default();
+        counts.0 += 1;
+        line["tap"] = Value::String(name);
+        let found = line["nonce"].as_str().and_then(|n| correlator.attribute(n));
+        let Some((feature, sent_ms, retry)) = found else {
+            counts.1 += 1;
+            write(&mut writer, &line);
+            continue;
+        };
+        line["feature"] = Value::String(feature.clone());
+        let f = agg.features.entry(feature).or_default();
+        f.calls += 1;
+        f.retries += u64::from(retry);
+        let arrival_ms = ms_between(run_start, started) + cap.arrival_offset_ms;
+        f.upstream_wait.record(arrival_ms - sent_ms);
+        if let Some(t) = line["first_content_ms"].as_f64() {
+            f.ttft.record(t);
+        }
+        if let Some(t) = cap.end_ms {
+            f.e2e.record(t);
+        }
+        write(&mut writer, &line);
+    }
+    let written = writer.map(|_| ());
+    (agg, written)
+}
+
+fn write(writer: &mut std::io::Result<CorpusWriter>, line: &Value) {
+    if let Ok(w) = writer {
+        if let Err(e) = w.append(&line.to_string()) {
+            *writer = Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nonces_are_distinct_and_planted_where_the_prompt_is() {
+        assert_ne!(nonce(1, 0), nonce(1, 1));
+        assert_eq!(nonce(1, 7).len(), 20);
+        let mut b = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def total(items):\n    "},
+                           "model_metadata": {"endpoint": "http://a-much-longer-endpoint-url.example/v1"}});
+        assert!(plant(&mut b, "dhn-0123456789abcdef"));
+        assert_eq!(
+            b["current_file"]["content_above_cursor"],
+            "dhn-0123456789abcdef def total(items):\n    "
+        );
+        assert_eq!(
+            crate::record::find_nonce(&b.to_string()).as_deref(),
+            Some("dhn-0123456789abcdef")
+        );
+        assert!(!plant(&mut json!({"n": 1}), "dhn-x"));
+    }
+
+    #[test]
+    fn repeats_of_a_nonce_are_retries() {
+        let c = Correlator::new(Duration::from_secs(60));
+        c.register("dhn-a", "duo_chat", 5.0);
+        assert_eq!(c.attribute("dhn-a"), Some(("duo_chat".into(), 5.0, false)));
+        assert_eq!(c.attribute("dhn-a"), Some(("duo_chat".into(), 5.0, true)));
+        assert_eq!(c.attribute("dhn-b"), None);
+    }
+}
