@@ -330,6 +330,46 @@ fn a_recorded_corpus_replays_with_the_same_features_and_bodies() {
     let corpus = d.path().join("first.jsonl");
     let (code, out, err) = common::run_cli(&["corpus", "validate", corpus.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+    // The load engine's trace mode replays it on its recorded arrival times.
+    let traced = d.path().join("traced");
+    let first_scenario = d.path().join("first.toml");
+    let args = [
+        "run",
+        first_scenario.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--target",
+        &urls.aigw,
+        "--arrival",
+        "trace",
+        "--out",
+        traced.to_str().unwrap(),
+    ];
+    let (code, out, err) = common::run_cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut intended: Vec<f64> = std::fs::read_to_string(traced.join("results.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["intended_ms"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let mut recorded: Vec<f64> = first
+        .iter()
+        .map(|l| l["arrival_offset_ms"].as_f64().unwrap())
+        .collect();
+    intended.sort_by(f64::total_cmp);
+    recorded.sort_by(f64::total_cmp);
+    assert_eq!(intended.len(), recorded.len());
+    assert!(
+        intended
+            .iter()
+            .zip(&recorded)
+            .all(|(a, b)| (a - b).abs() < 1e-3),
+        "{intended:?} vs {recorded:?}"
+    );
     let second = record_replay(&corpus, &urls, d.path(), "second");
     assert_eq!(second.len(), first.len());
     let key = |v: &Value| {
