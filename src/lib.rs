@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod pyjson;
 pub mod record;
 pub mod redact;
+pub mod routing;
 pub mod run;
 pub mod schedule;
 pub mod summary;

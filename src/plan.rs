@@ -47,6 +47,44 @@ pub struct Scenario {
     /// Taps: recording proxies in front of model backends, for where the time goes.
     #[serde(default, rename = "tap")]
     pub taps: Vec<TapSpec>,
+    /// What must serve each feature (checked through the taps).
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// The scenario's routing expectations.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Every feature that answers must have reached a tapped (self-hosted) backend; one that
+    /// answered without is a hybrid leak.
+    #[serde(default)]
+    pub fully_self_hosted: bool,
+    /// Per feature. Chat sub-features without an entry must follow `duo_chat`'s (GitLab's
+    /// fallback to General Chat's model).
+    #[serde(default)]
+    pub features: BTreeMap<String, Expect>,
+}
+
+impl Routing {
+    pub fn is_set(&self) -> bool {
+        self.fully_self_hosted || !self.features.is_empty()
+    }
+}
+
+/// What must serve one feature.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The tap (backend) its upstream calls must reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The `model` its upstream calls must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The feature must not answer at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// A tap in front of one model backend. Model endpoints that point at it are routed through
@@ -259,6 +297,7 @@ pub struct Plan {
     pub load: LoadSpec,
     pub slo: BTreeMap<String, Slo>,
     pub taps: Vec<TapSpec>,
+    pub routing: Routing,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -327,7 +366,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         if crate::features::lookup(f).is_none() {
             return Err(invalid(
                 path,
-                format!("unknown Duo feature '{f}' (in 'features', 'models' or 'slo')"),
+                format!("unknown Duo feature '{f}' (in 'features', 'models', 'slo' or 'routing')"),
             ));
         }
     }
@@ -394,6 +433,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         load,
         slo: sc.slo,
         taps: sc.taps,
+        routing: sc.routing,
         embedded_backend,
         run_id,
         run_dir,

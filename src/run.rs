@@ -252,7 +252,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let summary = summary::summarise(info, &plan.load, &agg, tap_agg.as_ref());
+    let summary = summary::summarise(info, &plan.load, &agg, tap_agg.as_ref(), &plan.routing);
     write_json(&plan.run_dir.join("summary.json"), &summary)?;
     write_json(
         &plan.run_dir.join("histograms.json"),

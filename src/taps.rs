@@ -113,6 +113,8 @@ pub struct BackendAgg {
     /// From the client's send to the upstream call's arrival: the gateway's time before it
     /// asked the model (auth, prompt assembly, queueing, earlier failed tries).
     pub upstream_wait: Metric,
+    /// Calls by (tap, upstream model).
+    pub observed: BTreeMap<(String, String), u64>,
 }
 
 /// Everything the taps saw.
@@ -275,6 +277,9 @@ pub async fn collect(
         line["feature"] = Value::String(feature.clone());
         let f = agg.features.entry(feature).or_default();
         f.calls += 1;
+        let model = line["model"].as_str().unwrap_or_default().to_owned();
+        let tap = names.get(index).cloned().unwrap_or_default();
+        *f.observed.entry((tap, model)).or_default() += 1;
         f.retries += u64::from(retry);
         let arrival_ms = ms_between(run_start, started) + cap.arrival_offset_ms;
         f.upstream_wait.record(arrival_ms - sent_ms);

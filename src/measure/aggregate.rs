@@ -37,8 +37,8 @@ pub struct FeatureAgg {
     pub multi_token_chunks: u64,
     /// Successful requests that met every bound of the feature's SLO.
     pub slo_met: u64,
-    /// The first request-error messages (`id (METHOD path): class: message`).
-    pub error_messages: Vec<String>,
+    /// The first request errors: class and message (`id (METHOD path): class: message`).
+    pub error_messages: Vec<(ErrorClass, String)>,
 }
 
 /// The whole run's figures.
@@ -112,14 +112,15 @@ impl Aggregate {
             let e = r.error.as_ref().expect("failed() means an error");
             *f.errors_by_class.entry(e.class).or_default() += 1;
             if f.error_messages.len() < ERROR_MESSAGES_KEPT {
-                f.error_messages.push(format!(
+                let m = format!(
                     "request '{}' ({} {}): {}: {}",
                     r.id,
                     r.method,
                     r.path,
                     e.class.name(),
                     e.message
-                ));
+                );
+                f.error_messages.push((e.class, m));
             }
         }
         if !r.ok() {
@@ -280,7 +281,7 @@ mod tests {
             (3, 1, 1, 1, 1)
         );
         assert_eq!(f.ttft.len(), 2);
-        assert!(f.error_messages[0].contains("http5xx: boom"));
+        assert!(f.error_messages[0].1.contains("http5xx: boom"));
         assert_eq!(agg.sent, 5);
     }
 }

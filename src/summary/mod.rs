@@ -13,7 +13,8 @@ use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
 pub use crate::measure::hist::{percentile, Percentiles};
 use crate::measure::ErrorClass;
-use crate::plan::{LoadSpec, Slo};
+use crate::plan::{LoadSpec, Routing, Slo};
+use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
 use crate::taps::{BackendAgg, TapAgg};
 use serde::Serialize;
@@ -72,6 +73,9 @@ pub struct FeatureSummary {
     /// With taps: the same requests seen from the model backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendSummary>,
+    /// With `[routing]`: what served the feature, against what must.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingSummary>,
 }
 
 /// Where the time goes: the backend's own figures beside the client's, and the difference.
@@ -224,6 +228,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
             rps: per_s(f.slo_met, window_s),
         }),
         backend: None,
+        routing: None,
     }
 }
 
@@ -247,6 +252,7 @@ pub fn summarise(
     load: &LoadSpec,
     agg: &Aggregate,
     taps: Option<&TapAgg>,
+    routing: &Routing,
 ) -> Summary {
     let window_s = agg.window_s();
     let mut features: BTreeMap<String, FeatureSummary> = agg
@@ -257,6 +263,17 @@ pub fn summarise(
     for (k, b) in taps.map(|t| &t.features).into_iter().flatten() {
         if let Some(f) = features.get_mut(k) {
             f.backend = Some(backend_summary(b, &f.latency_ms));
+        }
+    }
+    if routing.is_set() {
+        for (k, f) in features.iter_mut() {
+            let seen = taps.and_then(|t| t.features.get(k));
+            f.routing = Some(crate::routing::check(
+                routing,
+                k,
+                f.requests - f.errors,
+                seen,
+            ));
         }
     }
     let tap_counts = taps
@@ -355,8 +372,14 @@ fn findings(
     let errors_fail = agg.errors() > 0 && error_rate > load.max_error_rate;
     for (k, f) in &agg.features {
         let severity = if errors_fail { "error" } else { "warning" };
-        for m in &f.error_messages {
-            out.push(Finding::new("request_error", severity, Some(k), m.clone()));
+        for (class, m) in &f.error_messages {
+            // A broken framing is the protocol tier's verdict: the stream is not what the
+            // route promises (garbage, a missing terminator).
+            let kind = match class {
+                ErrorClass::Framing => "protocol",
+                _ => "request_error",
+            };
+            out.push(Finding::new(kind, severity, Some(k), m.clone()));
         }
         let more = f.errors.saturating_sub(ERROR_MESSAGES_KEPT as u64);
         if more > 0 {
@@ -366,6 +389,10 @@ fn findings(
     }
     for (k, f) in features {
         out.extend(slo_finding(k, f));
+        for v in f.routing.iter().flat_map(|r| &r.violations) {
+            let m = format!("{}: {}", v.kind, v.message);
+            out.push(Finding::new("routing", "error", Some(k), m));
+        }
         if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
             let m = format!(
                 "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",

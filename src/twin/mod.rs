@@ -249,7 +249,19 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
             })?;
         backends.push((b.clone(), server));
     }
-    let aigw = aigw::serve(cfg.aigw.clone()).await.map_err(|e| match e {
+    let mut aigw_cfg = cfg.aigw.clone();
+    for target in aigw_cfg.misroute.values_mut() {
+        if let Some(name) = target.strip_prefix("twin:") {
+            let (_, server) = backends
+                .iter()
+                .find(|(b, _)| b.name == name)
+                .ok_or_else(|| {
+                    StackError::Invalid(format!("aigw.misroute: no backend named '{name}'"))
+                })?;
+            *target = format!("{}/v1", server.url());
+        }
+    }
+    let aigw = aigw::serve(aigw_cfg).await.map_err(|e| match e {
         aigw::ServeError::Io(source) => StackError::Bind {
             what: "AIGW".into(),
             port: cfg.aigw.port,

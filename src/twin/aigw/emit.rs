@@ -230,8 +230,14 @@ fn content_chunk(text: &str) -> String {
 }
 
 /// v4 SSE: `stream_start` (metadata), `content_chunk` per item (empty ones too, unless line
-/// buffered), `stream_end`.
-pub async fn v4_sse(mut src: Source, start_metadata: Value, line_buffered: bool, sink: Sink) {
+/// buffered), `stream_end` (left out when `drop_end`, a fault).
+pub async fn v4_sse(
+    mut src: Source,
+    start_metadata: Value,
+    line_buffered: bool,
+    drop_end: bool,
+    sink: Sink,
+) {
     if !sink
         .send(sse(
             "stream_start",
@@ -260,7 +266,9 @@ pub async fn v4_sse(mut src: Source, start_metadata: Value, line_buffered: bool,
     if let Some(rest) = lines.as_mut().and_then(LineBuffer::finish) {
         sink.send(content_chunk(&rest)).await;
     }
-    sink.send(sse("stream_end", "null")).await;
+    if !drop_end {
+        sink.send(sse("stream_end", "null")).await;
+    }
 }
 
 fn usage_map(u: &Usage, key: &str) -> Value {

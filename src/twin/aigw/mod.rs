@@ -48,6 +48,13 @@ pub struct AigwConfig {
     /// upstream; 0 = retry without waiting).
     #[serde(default = "one")]
     pub retry_time_scale: f64,
+    /// Fault: send a prompt's upstream calls to another base URL (`twin:<backend>` is resolved
+    /// when the stack starts), whatever the request's model selection says.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub misroute: std::collections::BTreeMap<String, String>,
+    /// Fault: end v4 SSE streams without their `stream_end` event.
+    #[serde(default)]
+    pub drop_v4_stream_end: bool,
 }
 
 fn yes() -> bool {

@@ -352,8 +352,9 @@ async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
         });
         let src = gw.source(s.call, &s.sel.family, true).await;
         let line_buffered = gw.line_buffered(s.generation);
+        let drop_end = gw.cfg.drop_v4_stream_end;
         let sse_headers = [("x-streaming-format", "sse"), ("cache-control", "no-store"), ("x-accel-buffering", "no")];
-        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, sink))))
+        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, drop_end, sink))))
     }
     .await)
 }
@@ -486,7 +487,10 @@ async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) 
     let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
     let model = sel.upstream_model().ok_or_else(internal_server_error)?;
     let (messages, params) = selection::prompt_call(def, inputs, &security_tag());
-    let call = call_for(&sel, &model, messages, &params);
+    let mut call = call_for(&sel, &model, messages, &params);
+    if let Some(base) = gw.cfg.misroute.get(&id) {
+        call.api_base = base.trim_end_matches('/').to_owned(); // fault injection
+    }
     if flag(&v, "stream")? {
         let src = gw.source(call, &sel.family, true).await;
         let body = if v2 {

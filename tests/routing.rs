@@ -1,0 +1,138 @@
+//! Routing checks and the twin's faults, through the real command line: each violation comes
+//! from its fault and from nothing else.
+
+mod common;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn run(scenario_text: &str, dir: &Path) -> (i32, String, Value) {
+    let s = dir.join("s.toml");
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    let text = scenario_text.replace(
+        "\"../fixtures/corpus/duo-default.jsonl\"",
+        &format!("{corpus:?}"),
+    );
+    std::fs::write(&s, text).unwrap();
+    let out = dir.join("run");
+    let (code, stdout, stderr) =
+        common::run_cli(&["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let sm =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    (code, format!("{stdout}{stderr}"), sm)
+}
+
+/// (kind, feature) of every finding.
+fn findings(sm: &Value) -> BTreeSet<(String, String)> {
+    sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["feature"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn shipped() -> String {
+    std::fs::read_to_string(common::repo().join("scenarios/faults-misroute.toml")).unwrap()
+}
+
+#[test]
+fn faults_misroute_gives_exactly_its_two_findings() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, log, sm) = run(&shipped(), d.path());
+    assert_eq!(code, 1, "{log}");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("schemas/summary-v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jsonschema::validator_for(&schema).unwrap().is_valid(&sm),
+        "{sm}"
+    );
+    let kinds: BTreeSet<(String, String)> = findings(&sm);
+    let routing: Vec<_> = kinds.iter().filter(|(k, _)| k == "routing").collect();
+    assert_eq!(routing.len(), 1, "{kinds:?}");
+    assert_eq!(routing[0].1, "duo_chat_explain_code");
+    let protocol: BTreeSet<&str> = kinds
+        .iter()
+        .filter(|(k, _)| k == "protocol")
+        .map(|(_, f)| f.as_str())
+        .collect();
+    assert!(!protocol.is_empty(), "{kinds:?}");
+    assert!(
+        kinds.iter().all(|(k, _)| k == "routing" || k == "protocol"),
+        "{kinds:?}"
+    );
+    // Every protocol finding is a v4 stream without its end.
+    for f in sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "protocol")
+    {
+        let m = f["message"].as_str().unwrap();
+        assert!(
+            m.contains("/v4/code/suggestions") && m.contains("stream_end"),
+            "{m}"
+        );
+    }
+    let r = &sm["features"]["duo_chat_explain_code"]["routing"];
+    assert_eq!(r["violations"][0]["kind"], "unreached");
+    assert_eq!(r["expected"]["backend"], "vllm-chat");
+    assert_eq!(
+        r["inherited"], true,
+        "a chat sub-feature follows duo_chat's entry"
+    );
+}
+
+#[test]
+fn without_the_faults_the_same_checks_pass() {
+    let d = tempfile::tempdir().unwrap();
+    let clean = shipped()
+        .replace("drop_v4_stream_end = true", "drop_v4_stream_end = false")
+        .replace("\"chat/explain_code\" = \"twin:vllm-code\"", "");
+    let (code, log, sm) = run(&clean, d.path());
+    assert_eq!(code, 0, "{log}");
+    assert!(findings(&sm).is_empty(), "{:?}", findings(&sm));
+    let r = &sm["features"]["code_completions"]["routing"];
+    assert_eq!(r["observed"][0]["backend"], "vllm-code");
+    assert_eq!(r["observed"][0]["model"], "codestral-22b");
+}
+
+#[test]
+fn wrong_model_disabled_and_chat_fallback_are_each_caught() {
+    let d = tempfile::tempdir().unwrap();
+    let text = shipped()
+        .replace("drop_v4_stream_end = true", "drop_v4_stream_end = false")
+        .replace("\"chat/explain_code\" = \"twin:vllm-code\"", "")
+        // duo_chat's expectation names the code model: duo_chat breaks it, and every chat
+        // sub-feature (which inherits it) fails to fall back to it.
+        .replace("[routing.features.duo_chat]\nbackend = \"vllm-chat\"\nmodel = \"mistral-7b-instruct\"", "[routing.features.duo_chat]\nbackend = \"vllm-chat\"\nmodel = \"codestral-22b\"")
+        .replace("[routing.features.summarize_review]\nbackend = \"vllm-chat\"\nmodel = \"mistral-7b-instruct\"", "[routing.features.summarize_review]\ndisabled = true")
+        .replace("fully_self_hosted = false", "fully_self_hosted = true");
+    let (code, log, sm) = run(&text, d.path());
+    assert_eq!(code, 1, "{log}");
+    let kind = |f: &str| {
+        sm["features"][f]["routing"]["violations"][0]["kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(kind("duo_chat"), "wrong_model");
+    assert_eq!(kind("duo_chat_fix_code"), "no_chat_fallback");
+    assert_eq!(kind("summarize_review"), "served_though_disabled");
+    assert_eq!(kind("code_completions"), "");
+    // Under fully_self_hosted, a feature with no entry is still checked for reaching a tap.
+    assert!(
+        sm["features"]["glab_ask_git_command"]["routing"]["violations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
