@@ -63,6 +63,11 @@ pub enum Command {
         #[arg(long)]
         tap: bool,
     },
+    /// Review pending snapshots: show each difference and ask, or accept / reject them all.
+    Snapshots {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// Look into a corpus.
     Corpus {
         #[command(subcommand)]
@@ -74,6 +79,70 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Show each pending snapshot's difference and ask: [a]ccept, [r]eject, [s]kip.
+    Review(SnapshotArgs),
+    /// Accept every pending snapshot (that matches the filter).
+    Accept(SnapshotArgs),
+    /// Reject (delete) every pending snapshot (that matches the filter).
+    Reject(SnapshotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// Snapshot folder.
+    #[arg(long, default_value = "fixtures/snapshots")]
+    dir: PathBuf,
+    /// Only pending files whose path contains this.
+    filter: Option<String>,
+}
+
+fn snapshots(action: SnapshotAction) -> Exit {
+    use crate::conformance::{accepted_path, describe, pending};
+    let (args, mode) = match action {
+        SnapshotAction::Review(a) => (a, 'r'),
+        SnapshotAction::Accept(a) => (a, 'a'),
+        SnapshotAction::Reject(a) => (a, 'x'),
+    };
+    if mode == 'r' && std::env::var_os("CI").is_some() {
+        eprintln!("error: snapshots review asks questions; under CI use accept or reject");
+        return Exit::Usage;
+    }
+    let files = pending(&args.dir, args.filter.as_deref());
+    let stdin = std::io::stdin();
+    let (mut accepted, mut rejected) = (0, 0);
+    for p in &files {
+        let choice = match mode {
+            'r' => {
+                print!("{}\n[a]ccept, [r]eject, [s]kip? ", describe(p));
+                let _ = std::io::stdout().flush();
+                let mut answer = String::new();
+                if stdin.read_line(&mut answer).unwrap_or(0) == 0 {
+                    break;
+                }
+                answer.trim().chars().next().unwrap_or('s')
+            }
+            'a' => 'a',
+            _ => 'r',
+        };
+        let done = match choice {
+            'a' => std::fs::rename(p, accepted_path(p)).map(|_| accepted += 1),
+            'r' => std::fs::remove_file(p).map(|_| rejected += 1),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            eprintln!("error: {}: {e}", p.display());
+            return Exit::Unreachable;
+        }
+    }
+    println!(
+        "{} pending, {accepted} accepted, {rejected} rejected",
+        files.len()
+    );
+    Exit::Pass
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +280,7 @@ async fn dispatch(cmd: Command) -> Exit {
             }
         }
         Command::Corpus { action } => corpus(action),
+        Command::Snapshots { action } => snapshots(action),
     }
 }
 

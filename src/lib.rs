@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod conformance;
 pub mod corpus;
 pub mod drive;
 pub mod exit;

@@ -50,6 +50,9 @@ pub struct Scenario {
     /// What must serve each feature (checked through the taps).
     #[serde(default)]
     pub routing: Routing,
+    /// Snapshots and content policy.
+    #[serde(default)]
+    pub conformance: crate::conformance::ConformanceSpec,
 }
 
 /// The scenario's routing expectations.
@@ -298,6 +301,8 @@ pub struct Plan {
     pub slo: BTreeMap<String, Slo>,
     pub taps: Vec<TapSpec>,
     pub routing: Routing,
+    /// Snapshot folder resolved against the scenario's folder.
+    pub conformance: crate::conformance::ConformanceSpec,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -382,6 +387,16 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             }
         }
     }
+    let mut conformance = sc.conformance.clone();
+    conformance.snapshots = conformance.snapshots.map(|d| base.join(d));
+    for f in conformance.features.keys() {
+        if crate::features::lookup(f).is_none() {
+            return Err(invalid(
+                path,
+                format!("conformance.features: unknown Duo feature '{f}'"),
+            ));
+        }
+    }
     let mut load = sc.load.clone();
     load.apply(&overrides.load);
     load.check().map_err(|m| invalid(path, m))?;
@@ -434,6 +449,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         slo: sc.slo,
         taps: sc.taps,
         routing: sc.routing,
+        conformance,
         embedded_backend,
         run_id,
         run_dir,

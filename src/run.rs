@@ -4,6 +4,7 @@
 //! still running then is cut off and counted. Ctrl-C stops sending, cuts off what is in flight,
 //! and still writes the summary of what was measured.
 
+use crate::conformance;
 use crate::corpus::{self, CorpusError, Interaction};
 use crate::drive::{self, dispatch, DriveError, Prepared, ResolvedModel};
 use crate::exit::Exit;
@@ -252,7 +253,26 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let summary = summary::summarise(info, &plan.load, &agg, tap_agg.as_ref(), &plan.routing);
+    let conformance = match &plan.conformance.snapshots {
+        Some(dir) => {
+            let corpus = plan
+                .corpus_path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let write = std::env::var_os("CI").is_none();
+            let outcome = conformance::check(&plan.conformance, dir, &corpus, &results_path, write)
+                .map_err(write_err(dir))?;
+            Some(outcome)
+        }
+        None => None,
+    };
+    let checks = summary::Checks {
+        taps: tap_agg.as_ref(),
+        routing: plan.routing.clone(),
+        conformance: conformance.as_ref(),
+    };
+    let summary = summary::summarise(info, &plan.load, &agg, &checks);
     write_json(&plan.run_dir.join("summary.json"), &summary)?;
     write_json(
         &plan.run_dir.join("histograms.json"),

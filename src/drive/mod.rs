@@ -74,6 +74,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         end_ms: 0.0,
         chunks: Vec::new(),
         content: String::new(),
+        events: Vec::new(),
         usage: None,
         output_tokens: None,
         tokens_estimated: false,

@@ -124,6 +124,10 @@ pub struct RequestRecord {
     pub chunks: Vec<Chunk>,
     /// The whole content, concatenated.
     pub content: String,
+    /// The stream's structure: event kinds in order (`start`, `content`, `usage`, `action`,
+    /// `error`, `end`), repeats collapsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
     pub usage: Option<Usage>,
     /// Output tokens: from `usage`, else estimated.
     pub output_tokens: Option<u64>,

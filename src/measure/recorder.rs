@@ -76,6 +76,18 @@ impl Recorder {
 /// Applies decoded events that arrived at `t` to the record (and to its last chunk).
 fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
     for ev in events {
+        let kind = match &ev {
+            Event::Content(s) if s.is_empty() => None,
+            Event::Content(_) => Some("content"),
+            Event::Usage(_) => Some("usage"),
+            Event::Start(_) => Some("start"),
+            Event::End => Some("end"),
+            Event::Action(_) => Some("action"),
+            Event::Error(_) => Some("error"),
+        };
+        if let Some(k) = kind.filter(|k| rec.events.last().is_none_or(|l| l != k)) {
+            rec.events.push(k.to_owned());
+        }
         match ev {
             Event::Content(text) if !text.is_empty() => {
                 if success {

@@ -7,6 +7,7 @@
 
 mod table;
 
+use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
 use crate::measure::aggregate::{Aggregate, FeatureAgg, ERROR_MESSAGES_KEPT};
 use crate::measure::cpu::ClientCpu;
@@ -76,6 +77,17 @@ pub struct FeatureSummary {
     /// With `[routing]`: what served the feature, against what must.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingSummary>,
+    /// With snapshots: answers compared, mismatched, and new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<Counts>,
+}
+
+/// What the run's checks beyond latency observed.
+#[derive(Default)]
+pub struct Checks<'a> {
+    pub taps: Option<&'a TapAgg>,
+    pub routing: Routing,
+    pub conformance: Option<&'a Outcome>,
 }
 
 /// Where the time goes: the backend's own figures beside the client's, and the difference.
@@ -229,6 +241,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         }),
         backend: None,
         routing: None,
+        conformance: None,
     }
 }
 
@@ -247,13 +260,8 @@ fn backend_summary(b: &BackendAgg, client: &Latency) -> BackendSummary {
 }
 
 /// Builds the summary, its findings and its verdict.
-pub fn summarise(
-    info: RunInfo,
-    load: &LoadSpec,
-    agg: &Aggregate,
-    taps: Option<&TapAgg>,
-    routing: &Routing,
-) -> Summary {
+pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Checks) -> Summary {
+    let (taps, routing) = (checks.taps, &checks.routing);
     let window_s = agg.window_s();
     let mut features: BTreeMap<String, FeatureSummary> = agg
         .features
@@ -274,6 +282,16 @@ pub fn summarise(
                 f.requests - f.errors,
                 seen,
             ));
+        }
+    }
+    for (k, c) in checks
+        .conformance
+        .map(|c| &c.features)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(f) = features.get_mut(k) {
+            f.conformance = Some(c.clone());
         }
     }
     let tap_counts = taps
@@ -330,7 +348,20 @@ pub fn summarise(
         goodput_rps: good.map(|g| per_s(g, window_s)),
         client: info.client.clone(),
     };
-    let findings = findings(&info, load, agg, &features, &load_summary);
+    let mut findings = findings(&info, load, agg, &features, &load_summary);
+    for (feature, tier, m) in checks
+        .conformance
+        .map(|c| &c.findings)
+        .into_iter()
+        .flatten()
+    {
+        let (kind, severity) = match tier.as_str() {
+            "new" => ("snapshot_new", "warning"),
+            "protocol" => ("conformance_protocol", "error"),
+            _ => ("conformance_content", "error"),
+        };
+        findings.push(Finding::new(kind, severity, Some(feature), m.clone()));
+    }
     let verdict = verdict(&findings);
     Summary {
         schema: "duo-harness/summary/v1",

@@ -93,12 +93,28 @@ impl Generated {
     }
 }
 
-/// FNV-1a over the request, so the seed depends on every byte that matters.
+/// FNV-1a over the request, so the seed depends on every byte that matters. Runs of 16 or more
+/// hex digits count as one placeholder: the AIGW's random security tag (PROTOCOL.md §8.4) and
+/// the harness's correlation nonces change per request, and must not change the answer.
 fn request_seed(req: &GenRequest) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ req.seed;
-    for b in req.model.bytes().chain([0]).chain(req.prompt.bytes()) {
+    let mut eat = |b: u8| {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    req.model.bytes().chain([0]).for_each(&mut eat);
+    let mut run: Vec<u8> = Vec::new();
+    for b in req.prompt.bytes().chain([0]) {
+        if b.is_ascii_hexdigit() {
+            run.push(b);
+            continue;
+        }
+        match run.len() {
+            n if n >= 16 => eat(b'#'),
+            _ => run.iter().for_each(|&x| eat(x)),
+        }
+        run.clear();
+        eat(b);
     }
     h ^ (req.max_tokens as u64).rotate_left(17)
 }
@@ -281,6 +297,15 @@ mod tests {
         assert!(p.text().ends_with('.'), "prose: {:?}", p.text());
         assert_eq!(p.finish_reason, "stop");
         assert_eq!(tokens::count(&p.text()), p.tokens.len());
+    }
+
+    #[test]
+    fn volatile_hex_does_not_change_the_answer() {
+        let a = generate(&req("tag 0123456789abcdef. What is GitLab?", 200, 0.0)).text();
+        let b = generate(&req("tag fedcba9876543210. What is GitLab?", 200, 0.0)).text();
+        let c = generate(&req("tag beef. What is GitLab?", 200, 0.0)).text();
+        assert_eq!(a, b);
+        assert_ne!(a, c, "short hex words still count");
     }
 
     #[test]

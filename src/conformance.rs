@@ -1,0 +1,383 @@
+//! Conformance against reviewed snapshots: one file per case under
+//! `<dir>/<corpus>/<feature>/<case>.json` holding the normalised response, compared tier by tier.
+//!
+//! In: `results.ndjson` of a run (the first answer of each case), the snapshot folder and the
+//! per-feature content policy. Out: per feature `{compared, mismatched, new}`, findings naming
+//! the tier that decided them (`protocol`: status, content type, framing, event structure;
+//! `content`: the text, exact, whitespace-normalised, or token similarity above a threshold),
+//! and a `<case>.pending.json` beside each snapshot that differs or does not exist yet. A person
+//! accepts or rejects pending files (`duo-harness snapshots`); a run never rewrites a snapshot,
+//! and with `CI` set it writes no file at all.
+
+use crate::measure::RequestRecord;
+use crate::protocol::Framing;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The scenario's `[conformance]` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConformanceSpec {
+    /// Snapshot folder, relative to the scenario file; unset: no conformance check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<PathBuf>,
+    /// Content policy for features without their own.
+    #[serde(default)]
+    pub content: ContentPolicy,
+    /// Token-similarity threshold of `similarity` (0..1).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    #[serde(default)]
+    pub features: BTreeMap<String, FeaturePolicy>,
+}
+
+fn default_threshold() -> f64 {
+    0.8
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentPolicy {
+    /// The text must be equal.
+    #[default]
+    Exact,
+    /// Equal after collapsing whitespace.
+    Normalized,
+    /// Token-set similarity (Jaccard) at or above the threshold.
+    Similarity,
+    /// The text is not compared (protocol only).
+    Ignore,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturePolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+/// The normalised, reviewable form of one answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub schema: String,
+    pub id: String,
+    pub feature: String,
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub content_type: Option<String>,
+    pub framing: Option<Framing>,
+    pub events: Vec<String>,
+    /// The answer's text, volatile parts masked (runs of 16+ hex digits: request ids, the
+    /// security tag of PROTOCOL.md §8.4).
+    pub text: String,
+}
+
+pub const SNAPSHOT_SCHEMA: &str = "duo-harness/snapshot/v1";
+
+/// Replaces every run of 16 or more hex digits by `[hex]`.
+fn mask(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        out.push_str(if run.len() >= 16 { "[hex]" } else { run });
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+impl Snapshot {
+    pub fn of(r: &RequestRecord) -> Self {
+        Self {
+            schema: SNAPSHOT_SCHEMA.into(),
+            id: r.id.clone(),
+            feature: r.feature.clone(),
+            method: r.method.clone(),
+            path: r.path.clone(),
+            status: r.status,
+            content_type: r
+                .headers
+                .get("content-type")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            framing: r.framing,
+            events: r.events.clone(),
+            text: mask(&r.content),
+        }
+    }
+}
+
+/// One difference, and the tier that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub tier: &'static str,
+    pub message: String,
+}
+
+fn words(s: &str) -> HashSet<&str> {
+    s.split_whitespace().collect()
+}
+
+/// Token-set (Jaccard) similarity of two texts; 1 for two empty texts.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (words(a), words(b));
+    let union = a.union(&b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(&b).count() as f64 / union as f64
+}
+
+/// Compares a new answer with its snapshot under `policy` (and `threshold`).
+pub fn compare(
+    old: &Snapshot,
+    new: &Snapshot,
+    policy: ContentPolicy,
+    threshold: f64,
+) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let mut protocol = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(Mismatch {
+                tier: "protocol",
+                message: format!("{what}: {a} → {b}"),
+            });
+        }
+    };
+    protocol(
+        "status",
+        format!("{:?}", old.status),
+        format!("{:?}", new.status),
+    );
+    protocol(
+        "content type",
+        format!("{:?}", old.content_type),
+        format!("{:?}", new.content_type),
+    );
+    protocol(
+        "framing",
+        format!("{:?}", old.framing),
+        format!("{:?}", new.framing),
+    );
+    protocol("events", old.events.join(","), new.events.join(","));
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let content = match policy {
+        ContentPolicy::Ignore => None,
+        ContentPolicy::Exact => (old.text != new.text).then(|| "text differs".to_owned()),
+        ContentPolicy::Normalized => (squash(&old.text) != squash(&new.text))
+            .then(|| "text differs beyond whitespace".to_owned()),
+        ContentPolicy::Similarity => {
+            let s = similarity(&old.text, &new.text);
+            (s < threshold).then(|| format!("text similarity {s:.2} below {threshold:.2}"))
+        }
+    };
+    out.extend(content.map(|message| Mismatch {
+        tier: "content",
+        message,
+    }));
+    out
+}
+
+/// Where a case's snapshot lives.
+pub fn snapshot_path(dir: &Path, corpus: &str, feature: &str, id: &str) -> PathBuf {
+    dir.join(corpus).join(feature).join(format!("{id}.json"))
+}
+
+/// The pending file beside a snapshot.
+pub fn pending_path(snapshot: &Path) -> PathBuf {
+    snapshot.with_extension("pending.json")
+}
+
+/// One feature's conformance counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Counts {
+    pub compared: u64,
+    pub mismatched: u64,
+    /// Cases with no snapshot yet (recorded as pending).
+    pub new: u64,
+}
+
+/// What a conformance pass found.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub features: BTreeMap<String, Counts>,
+    /// (feature, tier or `new`, message).
+    pub findings: Vec<(String, String, String)>,
+}
+
+/// Compares the first answer of every case in `results` with its snapshot. `write` says
+/// whether pending files may be written (not under CI).
+pub fn check(
+    spec: &ConformanceSpec,
+    dir: &Path,
+    corpus: &str,
+    results: &Path,
+    write: bool,
+) -> std::io::Result<Outcome> {
+    let mut out = Outcome::default();
+    let mut seen = HashSet::new();
+    let text = std::fs::read_to_string(results)?;
+    for line in text.lines() {
+        let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
+            continue;
+        };
+        if r.warmup || !seen.insert(r.id.clone()) {
+            continue;
+        }
+        let new = Snapshot::of(&r);
+        let path = snapshot_path(dir, corpus, &r.feature, &r.id);
+        let counts = out.features.entry(r.feature.clone()).or_default();
+        let old: Option<Snapshot> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let Some(old) = old else {
+            counts.new += 1;
+            let m = format!(
+                "case '{}' has no snapshot yet: recorded as pending for review",
+                r.id
+            );
+            out.findings.push((r.feature.clone(), "new".into(), m));
+            if write {
+                write_pending(&path, &new)?;
+            }
+            continue;
+        };
+        counts.compared += 1;
+        let policy = spec.features.get(&r.feature);
+        let content = policy.and_then(|p| p.content).unwrap_or(spec.content);
+        let threshold = policy.and_then(|p| p.threshold).unwrap_or(spec.threshold);
+        let diffs = compare(&old, &new, content, threshold);
+        if diffs.is_empty() {
+            continue;
+        }
+        counts.mismatched += 1;
+        for d in &diffs {
+            let m = format!("case '{}': {}", r.id, d.message);
+            out.findings.push((r.feature.clone(), d.tier.into(), m));
+        }
+        if write {
+            write_pending(&path, &new)?;
+        }
+    }
+    Ok(out)
+}
+
+fn write_pending(snapshot: &Path, s: &Snapshot) -> std::io::Result<()> {
+    if let Some(parent) = snapshot.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let text = serde_json::to_string_pretty(s).expect("snapshots serialise") + "\n";
+    std::fs::write(pending_path(snapshot), text)
+}
+
+/// Every pending file under `dir` whose path contains `filter`.
+pub fn pending(dir: &Path, filter: Option<&str>) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.to_string_lossy().ends_with(".pending.json") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.retain(|p| filter.is_none_or(|f| p.to_string_lossy().contains(f)));
+    out.sort();
+    out
+}
+
+/// The snapshot a pending file would replace.
+pub fn accepted_path(pending: &Path) -> PathBuf {
+    let name = pending.file_name().unwrap_or_default().to_string_lossy();
+    pending.with_file_name(name.replace(".pending.json", ".json"))
+}
+
+/// What changes if a pending file is accepted: one line per differing field.
+pub fn describe(pending: &Path) -> String {
+    let read = |p: &Path| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+    };
+    let (Some(new), old) = (read(pending), read(&accepted_path(pending))) else {
+        return format!("{}: unreadable", pending.display());
+    };
+    let Some(old) = old else {
+        return format!(
+            "{}: new snapshot\n{}",
+            pending.display(),
+            serde_json::to_string_pretty(&new).unwrap_or_default()
+        );
+    };
+    let mut out = format!("{}:\n", pending.display());
+    for (k, v) in new.as_object().into_iter().flatten() {
+        if old.get(k) != Some(v) {
+            out.push_str(&format!(
+                "  {k}:\n    - {}\n    + {v}\n",
+                old.get(k).cloned().unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(text: &str, events: &[&str]) -> Snapshot {
+        Snapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            id: "a".into(),
+            feature: "code_completions".into(),
+            method: "POST".into(),
+            path: "/v4/code/suggestions".into(),
+            status: Some(200),
+            content_type: Some("text/event-stream".into()),
+            framing: Some(Framing::V4Sse),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn tiers_decide_what_they_own() {
+        let base = snap("return a + b", &["start", "content", "end"]);
+        assert!(compare(&base, &base.clone(), ContentPolicy::Exact, 0.8).is_empty());
+        let no_end = snap("return a + b", &["start", "content"]);
+        let d = compare(&base, &no_end, ContentPolicy::Exact, 0.8);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].tier, "protocol");
+        let spaced = snap("return  a +\nb", &["start", "content", "end"]);
+        assert_eq!(
+            compare(&base, &spaced, ContentPolicy::Exact, 0.8)[0].tier,
+            "content"
+        );
+        assert!(compare(&base, &spaced, ContentPolicy::Normalized, 0.8).is_empty());
+        let other = snap("return a + c", &["start", "content", "end"]);
+        assert!(compare(&base, &other, ContentPolicy::Similarity, 0.5).is_empty());
+        assert_eq!(
+            compare(&base, &other, ContentPolicy::Similarity, 0.9).len(),
+            1
+        );
+        assert!(compare(&base, &other, ContentPolicy::Ignore, 0.9).is_empty());
+    }
+
+    #[test]
+    fn hex_runs_are_masked() {
+        assert_eq!(mask("tag 0123456789abcdef0 and cafe"), "tag [hex] and cafe");
+    }
+}

@@ -1,0 +1,155 @@
+//! Snapshots through the real command line: a first run records pending snapshots, accept makes
+//! them the reference, a changed answer is a content mismatch with a pending file beside its
+//! snapshot, a broken stream a protocol one, review/accept/reject act on pending files, and under
+//! `CI` nothing is written.
+
+mod common;
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The quickstart (code completions and commit messages only) with snapshots under `snaps`.
+fn scenario(dir: &Path, extra: &str) -> String {
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    let text = std::fs::read_to_string(common::repo().join("scenarios/quickstart.toml"))
+        .unwrap()
+        .replace(
+            "\"../fixtures/corpus/duo-default.jsonl\"",
+            &format!("{corpus:?}\nfeatures = [\"code_completions\", \"generate_commit_message\"]"),
+        );
+    let p = dir.join(format!("s{}.toml", extra.len()));
+    std::fs::write(
+        &p,
+        format!("{text}\n[conformance]\nsnapshots = \"snaps\"\n{extra}"),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// Runs the binary with or without `CI`; returns (exit code, summary).
+fn run(s: &str, out: &Path, ci: bool) -> (i32, Value) {
+    let mut c = Command::new(common::bin());
+    c.args(["run", s, "--out", out.to_str().unwrap()])
+        .current_dir(common::repo());
+    if ci {
+        c.env("CI", "true");
+    } else {
+        c.env_remove("CI");
+    }
+    let o = c.output().unwrap();
+    let sm =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    (o.status.code().unwrap_or(-1), sm)
+}
+
+fn snapshots(args: &[&str], input: &str) -> String {
+    let mut child = Command::new(common::bin())
+        .arg("snapshots")
+        .args(args)
+        .env_remove("CI")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn pending(dir: &Path) -> usize {
+    duo_harness::conformance::pending(dir, None).len()
+}
+
+fn kinds(sm: &Value) -> Vec<String> {
+    sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn record_accept_compare_and_review_snapshots() {
+    let d = tempfile::tempdir().unwrap();
+    let snaps = d.path().join("snaps");
+    let dir = snaps.to_str().unwrap();
+    let s = scenario(d.path(), "");
+
+    // 1. No snapshots yet: every case is new and pending; a warning, not a failure.
+    let (code, sm) = run(&s, &d.path().join("r1"), false);
+    assert_eq!(code, 0, "{sm}");
+    assert_eq!(pending(&snaps), 11);
+    assert!(kinds(&sm).iter().all(|k| k == "snapshot_new"));
+    assert_eq!(sm["features"]["code_completions"]["conformance"]["new"], 9);
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("schemas/snapshot-v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for p in duo_harness::conformance::pending(&snaps, None) {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert!(v.is_valid(&doc), "{}", p.display());
+    }
+    assert!(snapshots(&["accept", "--dir", dir], "").contains("11 accepted"));
+    assert_eq!(pending(&snaps), 0);
+
+    // 2. The same stack answers the same: compared, nothing mismatched, nothing written.
+    let (code, sm) = run(&s, &d.path().join("r2"), false);
+    assert_eq!(code, 0, "{sm}");
+    assert_eq!(
+        sm["features"]["code_completions"]["conformance"],
+        serde_json::json!({"compared": 9, "mismatched": 0, "new": 0})
+    );
+    assert_eq!(pending(&snaps), 0);
+
+    // 3. Another seed changes every answer's text: content mismatches, each with a pending file.
+    let changed = scenario(d.path(), "\n[[stack.backend]]\nname = \"vllm-code\"\nmodels = [\"codestral-22b\"]\nseed = 7\n\n[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\nseed = 7\n");
+    let (code, sm) = run(&changed, &d.path().join("r3ci"), true);
+    assert_eq!(code, 1);
+    assert_eq!(pending(&snaps), 0, "under CI nothing is written");
+    let (code, sm3) = run(&changed, &d.path().join("r3"), false);
+    assert_eq!(code, 1);
+    assert_eq!(
+        kinds(&sm),
+        kinds(&sm3),
+        "CI changes what is written, not what is found"
+    );
+    assert!(
+        kinds(&sm3).iter().all(|k| k == "conformance_content"),
+        "{:?}",
+        kinds(&sm3)
+    );
+    assert_eq!(
+        sm3["features"]["generate_commit_message"]["conformance"]["mismatched"],
+        2
+    );
+    assert_eq!(pending(&snaps), 11);
+
+    // 4. review: accept the first, reject the second, skip the rest; reject clears them.
+    let shown = snapshots(
+        &["review", "--dir", dir, "generate_commit_message"],
+        "a\nr\n",
+    );
+    assert!(
+        shown.contains("text:") && shown.contains("1 accepted, 1 rejected"),
+        "{shown}"
+    );
+    assert_eq!(pending(&snaps), 9);
+    assert!(snapshots(&["reject", "--dir", dir], "").contains("9 rejected"));
+    assert_eq!(pending(&snaps), 0);
+
+    // 5. A similarity policy with a low bar accepts the changed text; protocol is still exact.
+    let lenient = scenario(d.path(), "content = \"similarity\"\nthreshold = 0.0\n\n[[stack.backend]]\nname = \"vllm-code\"\nmodels = [\"codestral-22b\"]\nseed = 7\n\n[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\nseed = 7\n[stack.aigw]\ndrop_v4_stream_end = true\n");
+    let (code, sm) = run(&lenient, &d.path().join("r5"), true);
+    assert_eq!(code, 1);
+    let k = kinds(&sm);
+    assert!(k.contains(&"conformance_protocol".to_owned()), "{k:?}");
+    assert!(!k.contains(&"conformance_content".to_owned()), "{k:?}");
+}
