@@ -37,6 +37,11 @@ pub enum Command {
         corpus: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
+        /// Measure the noise floor: replay the corpus twice (one request at a time) against this
+        /// baseline and write how often two answers differ, per feature and field, to the
+        /// snapshot folder's noise.json.
+        #[arg(long)]
+        calibrate: bool,
     },
     /// Record traffic through a streaming reverse proxy into a corpus (secrets redacted).
     Record {
@@ -232,6 +237,7 @@ async fn dispatch(cmd: Command) -> Exit {
             target,
             corpus,
             load,
+            calibrate,
         } => match crate::run::run(
             &scenario,
             Overrides {
@@ -239,6 +245,7 @@ async fn dispatch(cmd: Command) -> Exit {
                 corpus,
                 out,
                 load: load.into(),
+                calibrate,
             },
         )
         .await

@@ -30,6 +30,9 @@ pub struct ConformanceSpec {
     pub threshold: f64,
     #[serde(default)]
     pub features: BTreeMap<String, FeaturePolicy>,
+    /// How far above the measured noise a difference rate must be to count.
+    #[serde(default)]
+    pub margins: Margins,
 }
 
 fn default_threshold() -> f64 {
@@ -123,6 +126,8 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
     pub tier: &'static str,
+    /// The compared field: `status`, `content_type`, `framing`, `events` or `text`.
+    pub field: &'static str,
     pub message: String,
 }
 
@@ -148,29 +153,24 @@ pub fn compare(
     threshold: f64,
 ) -> Vec<Mismatch> {
     let mut out = Vec::new();
-    let mut protocol = |what: &str, a: String, b: String| {
+    let mut protocol = |field: &'static str, a: String, b: String| {
         if a != b {
+            let message = format!("{field}: {a} → {b}");
             out.push(Mismatch {
                 tier: "protocol",
-                message: format!("{what}: {a} → {b}"),
+                field,
+                message,
             });
         }
     };
+    let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    protocol("status", dbg(&old.status), dbg(&new.status));
     protocol(
-        "status",
-        format!("{:?}", old.status),
-        format!("{:?}", new.status),
+        "content_type",
+        dbg(&old.content_type),
+        dbg(&new.content_type),
     );
-    protocol(
-        "content type",
-        format!("{:?}", old.content_type),
-        format!("{:?}", new.content_type),
-    );
-    protocol(
-        "framing",
-        format!("{:?}", old.framing),
-        format!("{:?}", new.framing),
-    );
+    protocol("framing", dbg(&old.framing), dbg(&new.framing));
     protocol("events", old.events.join(","), new.events.join(","));
     let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let content = match policy {
@@ -185,9 +185,116 @@ pub fn compare(
     };
     out.extend(content.map(|message| Mismatch {
         tier: "content",
+        field: "text",
         message,
     }));
     out
+}
+
+/// Every compared field.
+pub const FIELDS: [&str; 5] = ["status", "content_type", "framing", "events", "text"];
+
+/// How often two answers of the baseline differ, per feature and field (`noise.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Noise {
+    pub schema: String,
+    /// Feature → field → share of cases whose two baseline answers differed.
+    pub features: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Feature → cases calibrated.
+    pub cases: BTreeMap<String, u64>,
+}
+
+/// Where the noise floor of a corpus lives.
+pub fn noise_path(dir: &Path, corpus: &str) -> PathBuf {
+    dir.join(corpus).join("noise.json")
+}
+
+/// Margins a candidate difference rate must clear above the noise (Diffy's defaults).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Margins {
+    /// Relative: the candidate rate must pass noise × (1 + relative)...
+    #[serde(default = "default_relative")]
+    pub relative: f64,
+    /// ...and noise + absolute.
+    #[serde(default = "default_absolute")]
+    pub absolute: f64,
+}
+
+impl Default for Margins {
+    fn default() -> Self {
+        Self {
+            relative: default_relative(),
+            absolute: default_absolute(),
+        }
+    }
+}
+
+fn default_relative() -> f64 {
+    0.20
+}
+fn default_absolute() -> f64 {
+    0.0003
+}
+
+impl Margins {
+    /// Whether a `candidate` difference rate stands out of the `noise` rate.
+    pub fn exceeds(&self, candidate: f64, noise: f64) -> bool {
+        candidate > noise * (1.0 + self.relative) && candidate > noise + self.absolute
+    }
+}
+
+impl ConformanceSpec {
+    /// The content policy and threshold of `feature`.
+    pub fn policy(&self, feature: &str) -> (ContentPolicy, f64) {
+        let p = self.features.get(feature);
+        (
+            p.and_then(|p| p.content).unwrap_or(self.content),
+            p.and_then(|p| p.threshold).unwrap_or(self.threshold),
+        )
+    }
+}
+
+/// Calibrates from a run that answered every case twice (`run --calibrate`): the share of
+/// cases per feature and field whose two answers differ under the feature's policy.
+pub fn calibrate(spec: &ConformanceSpec, results: &Path) -> std::io::Result<Noise> {
+    let mut first: BTreeMap<String, Snapshot> = BTreeMap::new();
+    let mut diffs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut cases: BTreeMap<String, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(results)?.lines() {
+        let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
+            continue;
+        };
+        let snap = Snapshot::of(&r);
+        let Some(a) = first.remove(&r.id) else {
+            first.insert(r.id.clone(), snap);
+            continue;
+        };
+        *cases.entry(r.feature.clone()).or_default() += 1;
+        let (content, threshold) = spec.policy(&r.feature);
+        let per_field = diffs.entry(r.feature.clone()).or_default();
+        for f in FIELDS {
+            per_field.entry(f.to_owned()).or_default();
+        }
+        for m in compare(&a, &snap, content, threshold) {
+            *per_field.entry(m.field.to_owned()).or_default() += 1;
+        }
+    }
+    let features = diffs
+        .into_iter()
+        .map(|(f, fields)| {
+            let n = cases[&f].max(1) as f64;
+            (
+                f,
+                fields.into_iter().map(|(k, d)| (k, d as f64 / n)).collect(),
+            )
+        })
+        .collect();
+    Ok(Noise {
+        schema: "duo-harness/noise/v1".into(),
+        features,
+        cases,
+    })
 }
 
 /// Where a case's snapshot lives.
@@ -207,6 +314,18 @@ pub struct Counts {
     pub mismatched: u64,
     /// Cases with no snapshot yet (recorded as pending).
     pub new: u64,
+    /// Per field that differed at all: the baseline's noise rate beside this run's rate. A
+    /// field's differences count only when its rate clears the noise by the margins.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldRate>,
+}
+
+/// Share of compared cases whose field differed: between two baseline answers (`noise`) and
+/// between snapshot and this run (`candidate`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct FieldRate {
+    pub noise: f64,
+    pub candidate: f64,
 }
 
 /// What a conformance pass found.
@@ -217,8 +336,9 @@ pub struct Outcome {
     pub findings: Vec<(String, String, String)>,
 }
 
-/// Compares the first answer of every case in `results` with its snapshot. `write` says
-/// whether pending files may be written (not under CI).
+/// Compares the first answer of every case in `results` with its snapshot. A field's
+/// differences count only where their rate stands out of the measured noise (`noise`, when
+/// calibrated) by `margins`. `write` says whether pending files may be written (not under CI).
 pub fn check(
     spec: &ConformanceSpec,
     dir: &Path,
@@ -226,10 +346,14 @@ pub fn check(
     results: &Path,
     write: bool,
 ) -> std::io::Result<Outcome> {
+    let noise: Option<Noise> = std::fs::read_to_string(noise_path(dir, corpus))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let mut out = Outcome::default();
     let mut seen = HashSet::new();
-    let text = std::fs::read_to_string(results)?;
-    for line in text.lines() {
+    // (path, new snapshot, differences) of every compared case, judged once the rates are known.
+    let mut compared: Vec<(PathBuf, Snapshot, Vec<Mismatch>)> = Vec::new();
+    for line in std::fs::read_to_string(results)?.lines() {
         let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
             continue;
         };
@@ -255,17 +379,48 @@ pub fn check(
             continue;
         };
         counts.compared += 1;
-        let policy = spec.features.get(&r.feature);
-        let content = policy.and_then(|p| p.content).unwrap_or(spec.content);
-        let threshold = policy.and_then(|p| p.threshold).unwrap_or(spec.threshold);
+        let (content, threshold) = spec.policy(&r.feature);
         let diffs = compare(&old, &new, content, threshold);
-        if diffs.is_empty() {
+        compared.push((path, new, diffs));
+    }
+    // Candidate difference rates per feature and field.
+    let mut rates: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for (_, new, diffs) in &compared {
+        for d in diffs {
+            *rates.entry((new.feature.clone(), d.field)).or_default() += 1;
+        }
+    }
+    for ((feature, field), n) in &rates {
+        let counts = out.features.get_mut(feature).expect("counted above");
+        let candidate = *n as f64 / counts.compared.max(1) as f64;
+        let noise = noise
+            .as_ref()
+            .and_then(|z| z.features.get(feature)?.get(*field).copied())
+            .unwrap_or(0.0);
+        counts
+            .fields
+            .insert((*field).to_owned(), FieldRate { noise, candidate });
+    }
+    for (path, new, diffs) in compared {
+        let rates = &out.features[&new.feature].fields;
+        let real: Vec<&Mismatch> = diffs
+            .iter()
+            .filter(|d| {
+                let r = &rates[d.field];
+                spec.margins.exceeds(r.candidate, r.noise)
+            })
+            .collect();
+
+        if real.is_empty() {
             continue;
         }
-        counts.mismatched += 1;
-        for d in &diffs {
-            let m = format!("case '{}': {}", r.id, d.message);
-            out.findings.push((r.feature.clone(), d.tier.into(), m));
+        out.features
+            .get_mut(&new.feature)
+            .expect("counted above")
+            .mismatched += 1;
+        for d in &real {
+            let m = format!("case '{}': {}", new.id, d.message);
+            out.findings.push((new.feature.clone(), d.tier.into(), m));
         }
         if write {
             write_pending(&path, &new)?;

@@ -263,6 +263,8 @@ pub struct Overrides {
     pub corpus: Option<PathBuf>,
     pub out: Option<PathBuf>,
     pub load: LoadOverrides,
+    /// `--calibrate`: measure the noise floor instead of checking.
+    pub calibrate: bool,
 }
 
 /// Why a plan could not be made (exit code 2).
@@ -399,6 +401,20 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     }
     let mut load = sc.load.clone();
     load.apply(&overrides.load);
+    if overrides.calibrate {
+        if conformance.snapshots.is_none() {
+            return Err(invalid(
+                path,
+                "--calibrate needs [conformance] snapshots = \"<folder>\"",
+            ));
+        }
+        // Two answers per case, one at a time: every case in turn, twice over.
+        load = LoadSpec {
+            seed: load.seed,
+            ..LoadSpec::default()
+        };
+        load.calibration_passes = 2;
+    }
     load.check().map_err(|m| invalid(path, m))?;
     let mut target = sc.target.clone();
     match target.auth {

@@ -254,6 +254,20 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let conformance = match &plan.conformance.snapshots {
+        Some(dir) if plan.overrides.calibrate => {
+            let corpus = plan
+                .corpus_path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let noise = conformance::calibrate(&plan.conformance, &results_path)
+                .map_err(write_err(&results_path))?;
+            let path = conformance::noise_path(dir, &corpus);
+            std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(write_err(dir))?;
+            write_json(&path, &noise)?;
+            println!("noise floor written to {}", path.display());
+            None
+        }
         Some(dir) => {
             let corpus = plan
                 .corpus_path

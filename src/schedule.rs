@@ -289,7 +289,7 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
             (
                 Box::new(it),
                 if unbounded {
-                    Some(one_pass)
+                    Some(one_pass * load.calibration_passes.max(1))
                 } else {
                     load.max_requests
                 },

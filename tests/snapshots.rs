@@ -153,3 +153,48 @@ fn record_accept_compare_and_review_snapshots() {
     assert!(k.contains(&"conformance_protocol".to_owned()), "{k:?}");
     assert!(!k.contains(&"conformance_content".to_owned()), "{k:?}");
 }
+
+/// `scenarios/noise.toml` against the shipped snapshots and measured noise floor (run under `CI`,
+/// so the fixtures are only read): the chat backend's random variation stays within its noise,
+/// and a real change (another seed on the code backend) fails on exactly the features it changed.
+#[test]
+fn noise_scenario_passes_and_a_real_change_fails_on_exactly_its_features() {
+    let d = tempfile::tempdir().unwrap();
+    let shipped = common::repo().join("scenarios/noise.toml");
+    let (code, sm) = run(shipped.to_str().unwrap(), &d.path().join("calm"), true);
+    assert_eq!(code, 0, "{}", sm["findings"]);
+    let chat = &sm["features"]["duo_chat"]["conformance"];
+    assert_eq!(chat["mismatched"], 0);
+    assert!(
+        chat["fields"]["text"]["noise"].as_f64().unwrap() > 0.5,
+        "{chat}"
+    );
+
+    let fixtures = common::repo().join("fixtures");
+    let text = std::fs::read_to_string(&shipped)
+        .unwrap()
+        .replace("\"../fixtures", &format!("\"{}", fixtures.display()))
+        .replace(
+            "name = \"vllm-code\"\nmodels = [\"codestral-22b\"]\n",
+            "name = \"vllm-code\"\nmodels = [\"codestral-22b\"]\nseed = 9\n",
+        );
+    let changed = d.path().join("changed.toml");
+    std::fs::write(&changed, text).unwrap();
+    let (code, sm) = run(changed.to_str().unwrap(), &d.path().join("changed"), true);
+    assert_eq!(code, 1);
+    let flagged: std::collections::BTreeSet<&str> = sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["kind"], "conformance_content", "{f}");
+            f["feature"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        ["code_completions", "code_generations"]
+            .into_iter()
+            .collect()
+    );
+}

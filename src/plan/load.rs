@@ -57,6 +57,9 @@ pub struct LoadSpec {
     /// Share of failed requests tolerated before the verdict fails (default 0: any error fails).
     #[serde(default)]
     pub max_error_rate: f64,
+    /// Passes over the corpus of a closed loop without other bounds (`--calibrate` makes 2).
+    #[serde(skip)]
+    pub calibration_passes: u64,
     /// Weighted feature mix (`code_completions = 3`); empty: the corpus's own proportions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mix: BTreeMap<String, f64>,
