@@ -77,6 +77,9 @@ pub struct Snapshot {
     /// The answer's text, volatile parts masked (runs of 16+ hex digits: request ids, the
     /// security tag of PROTOCOL.md §8.4).
     pub text: String,
+    /// With taps: the first upstream call's `model` and sampling parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<serde_json::Value>,
 }
 
 pub const SNAPSHOT_SCHEMA: &str = "duo-harness/snapshot/v1";
@@ -102,7 +105,8 @@ fn mask(text: &str) -> String {
 }
 
 impl Snapshot {
-    pub fn of(r: &RequestRecord) -> Self {
+    /// The snapshot of `r`; `upstream` is what a tap saw of its first upstream call.
+    pub fn of(r: &RequestRecord, upstream: Option<&serde_json::Value>) -> Self {
         Self {
             schema: SNAPSHOT_SCHEMA.into(),
             id: r.id.clone(),
@@ -118,8 +122,27 @@ impl Snapshot {
             framing: r.framing,
             events: r.events.clone(),
             text: mask(&r.content),
+            upstream: upstream.cloned(),
         }
     }
+}
+
+/// Nonce → `{model, params}` of the first upstream call each request caused (`taps.ndjson`).
+pub fn upstream_calls(taps: Option<&Path>) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    let text = taps
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(n) = v["nonce"].as_str() {
+            let call = serde_json::json!({"model": v["model"], "params": v["params"]});
+            out.entry(n.to_owned()).or_insert(call);
+        }
+    }
+    out
 }
 
 /// One difference, and the tier that decided it.
@@ -188,11 +211,28 @@ pub fn compare(
         field: "text",
         message,
     }));
+    if let (Some(a), Some(b)) = (&old.upstream, &new.upstream) {
+        if a != b {
+            let message = format!("upstream parameters drifted: {a} → {b}");
+            out.push(Mismatch {
+                tier: "routing",
+                field: "upstream",
+                message,
+            });
+        }
+    }
     out
 }
 
 /// Every compared field.
-pub const FIELDS: [&str; 5] = ["status", "content_type", "framing", "events", "text"];
+pub const FIELDS: [&str; 6] = [
+    "status",
+    "content_type",
+    "framing",
+    "events",
+    "text",
+    "upstream",
+];
 
 /// How often two answers of the baseline differ, per feature and field (`noise.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -257,7 +297,12 @@ impl ConformanceSpec {
 
 /// Calibrates from a run that answered every case twice (`run --calibrate`): the share of
 /// cases per feature and field whose two answers differ under the feature's policy.
-pub fn calibrate(spec: &ConformanceSpec, results: &Path) -> std::io::Result<Noise> {
+pub fn calibrate(
+    spec: &ConformanceSpec,
+    results: &Path,
+    taps: Option<&Path>,
+) -> std::io::Result<Noise> {
+    let calls = upstream_calls(taps);
     let mut first: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut diffs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut cases: BTreeMap<String, u64> = BTreeMap::new();
@@ -265,7 +310,7 @@ pub fn calibrate(spec: &ConformanceSpec, results: &Path) -> std::io::Result<Nois
         let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
             continue;
         };
-        let snap = Snapshot::of(&r);
+        let snap = Snapshot::of(&r, r.nonce.as_ref().and_then(|n| calls.get(n)));
         let Some(a) = first.remove(&r.id) else {
             first.insert(r.id.clone(), snap);
             continue;
@@ -344,8 +389,10 @@ pub fn check(
     dir: &Path,
     corpus: &str,
     results: &Path,
+    taps: Option<&Path>,
     write: bool,
 ) -> std::io::Result<Outcome> {
+    let calls = upstream_calls(taps);
     let noise: Option<Noise> = std::fs::read_to_string(noise_path(dir, corpus))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -360,7 +407,7 @@ pub fn check(
         if r.warmup || !seen.insert(r.id.clone()) {
             continue;
         }
-        let new = Snapshot::of(&r);
+        let new = Snapshot::of(&r, r.nonce.as_ref().and_then(|n| calls.get(n)));
         let path = snapshot_path(dir, corpus, &r.feature, &r.id);
         let counts = out.features.entry(r.feature.clone()).or_default();
         let old: Option<Snapshot> = std::fs::read_to_string(&path)
@@ -505,6 +552,7 @@ mod tests {
             framing: Some(Framing::V4Sse),
             events: events.iter().map(|e| e.to_string()).collect(),
             text: text.into(),
+            upstream: None,
         }
     }
 

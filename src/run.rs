@@ -260,7 +260,8 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
                 .file_stem()
                 .unwrap_or_default()
                 .to_string_lossy();
-            let noise = conformance::calibrate(&plan.conformance, &results_path)
+            let taps = tap_agg.is_some().then_some(taps_path.as_path());
+            let noise = conformance::calibrate(&plan.conformance, &results_path, taps)
                 .map_err(write_err(&results_path))?;
             let path = conformance::noise_path(dir, &corpus);
             std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(write_err(dir))?;
@@ -275,8 +276,10 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
                 .unwrap_or_default()
                 .to_string_lossy();
             let write = std::env::var_os("CI").is_none();
-            let outcome = conformance::check(&plan.conformance, dir, &corpus, &results_path, write)
-                .map_err(write_err(dir))?;
+            let taps = tap_agg.is_some().then_some(taps_path.as_path());
+            let outcome =
+                conformance::check(&plan.conformance, dir, &corpus, &results_path, taps, write)
+                    .map_err(write_err(dir))?;
             Some(outcome)
         }
         None => None,

@@ -136,3 +136,56 @@ fn wrong_model_disabled_and_chat_fallback_are_each_caught() {
             .is_empty()
     );
 }
+
+/// Upstream parameters are part of the snapshot: a changed `temperature` (as a new prompt
+/// version might bring) is a `parameter_drift` finding, and nothing else changes.
+#[test]
+fn upstream_parameter_drift_against_the_snapshot_is_caught() {
+    let d = tempfile::tempdir().unwrap();
+    let snaps = d.path().join("snaps");
+    let base = shipped()
+        .replace("drop_v4_stream_end = true", "drop_v4_stream_end = false")
+        .replace("\"chat/explain_code\" = \"twin:vllm-code\"", "")
+        .replace(
+            "\"../fixtures/corpus/duo-default.jsonl\"",
+            "\"../fixtures/corpus/duo-default.jsonl\"\nfeatures = [\"code_completions\", \"generate_commit_message\"]",
+        )
+        + &format!("\n[conformance]\nsnapshots = {:?}\n", snaps);
+    let (code, log, _) = run(&base, d.path());
+    assert_eq!(code, 0, "{log}");
+    let accepted = std::process::Command::new(common::bin())
+        .args(["snapshots", "accept", "--dir", snaps.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("11 accepted"));
+    let snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            snaps.join("duo-default/code_completions/cc-python-v2-stream.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(snap["upstream"]["model"], "codestral-22b");
+
+    let (code, log, sm) = run(&base, d.path());
+    assert_eq!(code, 0, "unchanged: {log}");
+    assert!(findings(&sm).is_empty(), "{:?}", findings(&sm));
+
+    let drifted = base.replace(
+        "drop_v4_stream_end = false",
+        "drop_v4_stream_end = false\noverride_params = { temperature = 0.99 }",
+    );
+    let (code, log, sm) = run(&drifted, d.path());
+    assert_eq!(code, 1, "{log}");
+    let kinds: BTreeSet<String> = findings(&sm).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        ["parameter_drift".to_owned()].into_iter().collect(),
+        "{}",
+        sm["findings"]
+    );
+    assert!(sm["findings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("0.99"));
+}

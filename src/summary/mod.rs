@@ -358,6 +358,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         let (kind, severity) = match tier.as_str() {
             "new" => ("snapshot_new", "warning"),
             "protocol" => ("conformance_protocol", "error"),
+            "routing" => ("parameter_drift", "error"),
             _ => ("conformance_content", "error"),
         };
         findings.push(Finding::new(kind, severity, Some(feature), m.clone()));

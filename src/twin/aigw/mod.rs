@@ -55,6 +55,10 @@ pub struct AigwConfig {
     /// Fault: end v4 SSE streams without their `stream_end` event.
     #[serde(default)]
     pub drop_v4_stream_end: bool,
+    /// Fault: sampling parameters forced into every upstream call (`{ max_tokens = 99 }`), as a
+    /// new prompt version might change them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub override_params: serde_json::Map<String, serde_json::Value>,
 }
 
 fn yes() -> bool {

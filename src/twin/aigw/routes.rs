@@ -88,6 +88,15 @@ impl Gateway {
         generation && self.cfg.line_buffering
     }
 
+    /// The call with the `override_params` fault applied.
+    fn faulted(&self, call: &Call) -> Call {
+        let mut call = call.clone();
+        for (k, v) in &self.cfg.override_params {
+            call.body.insert(k.clone(), v.clone());
+        }
+        call
+    }
+
     fn retry(&self) -> Retry {
         Retry {
             time_scale: self.cfg.retry_time_scale,
@@ -112,7 +121,7 @@ impl Gateway {
                 usage: Some(usage),
             });
         }
-        let mut c = upstream::complete(&self.client, call, self.retry()).await?;
+        let mut c = upstream::complete(&self.client, &self.faulted(call), self.retry()).await?;
         // Non-streaming usage is keyed by the family name (§2.3).
         if let Some(u) = &mut c.usage {
             u.model = family.to_owned();
@@ -132,6 +141,7 @@ impl Gateway {
             };
         }
         let gw = self.clone();
+        let call = self.faulted(&call);
         let open = Box::pin(async move { upstream::stream(&gw.client, &call, gw.retry()).await });
         Source::live(open, lag && self.cfg.one_chunk_lag)
     }
