@@ -33,6 +33,34 @@ pub struct ConformanceSpec {
     /// How far above the measured noise a difference rate must be to count.
     #[serde(default)]
     pub margins: Margins,
+    /// Volatile fields of the snapshot, masked before comparing and writing: selectors in the
+    /// redaction grammar (`.text`, `.upstream.params.seed`, `.**.temperature`). Runs of 16+ hex
+    /// digits in the text (request ids, the security tag) are always masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<String>,
+}
+
+impl ConformanceSpec {
+    /// The masks as redaction rules; the message names the bad selector.
+    pub fn mask_rules(&self) -> Result<Vec<crate::redact::Rule>, String> {
+        self.masks
+            .iter()
+            .map(|m| format!("{m}=mask").parse())
+            .collect()
+    }
+
+    /// `s` with the masks applied.
+    fn masked(&self, s: Snapshot) -> Snapshot {
+        let Ok(rules) = self.mask_rules() else {
+            return s;
+        };
+        if rules.is_empty() {
+            return s;
+        }
+        let mut v = serde_json::to_value(&s).expect("snapshots serialise");
+        crate::redact::apply_rules(&rules, &mut v);
+        serde_json::from_value(v).unwrap_or(s)
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -310,7 +338,10 @@ pub fn calibrate(
         let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
             continue;
         };
-        let snap = Snapshot::of(&r, r.nonce.as_ref().and_then(|n| calls.get(n)));
+        let snap = spec.masked(Snapshot::of(
+            &r,
+            r.nonce.as_ref().and_then(|n| calls.get(n)),
+        ));
         let Some(a) = first.remove(&r.id) else {
             first.insert(r.id.clone(), snap);
             continue;
@@ -407,12 +438,16 @@ pub fn check(
         if r.warmup || !seen.insert(r.id.clone()) {
             continue;
         }
-        let new = Snapshot::of(&r, r.nonce.as_ref().and_then(|n| calls.get(n)));
+        let new = spec.masked(Snapshot::of(
+            &r,
+            r.nonce.as_ref().and_then(|n| calls.get(n)),
+        ));
         let path = snapshot_path(dir, corpus, &r.feature, &r.id);
         let counts = out.features.entry(r.feature.clone()).or_default();
         let old: Option<Snapshot> = std::fs::read_to_string(&path)
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .map(|o| spec.masked(o)); // a mask added later covers older snapshots too
         let Some(old) = old else {
             counts.new += 1;
             let m = format!(

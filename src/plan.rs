@@ -391,6 +391,9 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     }
     let mut conformance = sc.conformance.clone();
     conformance.snapshots = conformance.snapshots.map(|d| base.join(d));
+    conformance
+        .mask_rules()
+        .map_err(|m| invalid(path, format!("conformance.masks: {m}")))?;
     for f in conformance.features.keys() {
         if crate::features::lookup(f).is_none() {
             return Err(invalid(

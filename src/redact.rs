@@ -118,6 +118,8 @@ pub enum Mode {
     /// Replace letters by `x` and digits by `0`, keeping every other character: the length, the
     /// layout and the token count (for load replay) stay realistic.
     KeepLength,
+    /// Replace the value by `[masked]` (volatile fields in snapshots).
+    Mask,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,7 @@ impl std::str::FromStr for Rule {
             "drop" => Mode::Drop,
             "hash" => Mode::Hash,
             "keep-length" => Mode::KeepLength,
+            "mask" => Mode::Mask,
             m => return Err(format!("redaction rule '{text}': unknown mode '{m}'")),
         };
         let body = sel
@@ -226,6 +229,7 @@ fn transform(v: &mut Value, mode: Mode) {
             *v = Value::String(format!("sha256:{hex}"));
         }
         Mode::KeepLength => keep_length(v),
+        Mode::Mask => *v = Value::String("[masked]".into()),
     }
 }
 

@@ -299,7 +299,11 @@ fn record_replay(
         );
     let s = dir.join(format!("{tag}.toml"));
     // The trace replay below is open loop: a busy test machine must not make it invalid.
-    std::fs::write(&s, format!("{scenario}\n[load]\nmax_send_lateness_ms = 1000\n")).unwrap();
+    std::fs::write(
+        &s,
+        format!("{scenario}\n[load]\nmax_send_lateness_ms = 1000\n"),
+    )
+    .unwrap();
     let out = dir.join(format!("{tag}-run"));
     let (code, stdout, stderr) = common::run_cli(&[
         "run",

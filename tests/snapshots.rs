@@ -152,6 +152,11 @@ fn record_accept_compare_and_review_snapshots() {
     let k = kinds(&sm);
     assert!(k.contains(&"conformance_protocol".to_owned()), "{k:?}");
     assert!(!k.contains(&"conformance_content".to_owned()), "{k:?}");
+
+    // 6. A mask over the text makes the changed answers equal again.
+    let masked = scenario(d.path(), "masks = [\".text\"]\n\n[[stack.backend]]\nname = \"vllm-code\"\nmodels = [\"codestral-22b\"]\nseed = 7\n\n[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\nseed = 7\n");
+    let (code, sm) = run(&masked, &d.path().join("r6"), true);
+    assert_eq!(code, 0, "{}", sm["findings"]);
 }
 
 /// `scenarios/noise.toml` against the shipped snapshots and measured noise floor (run under `CI`,
