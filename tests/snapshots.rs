@@ -109,6 +109,23 @@ fn record_accept_compare_and_review_snapshots() {
     );
     assert_eq!(pending(&snaps), 0);
 
+    // 2b. Stream events out of order (v4's stream_end first): protocol mismatches, v4 only.
+    let reordered = scenario(d.path(), "\n[stack.aigw]\nreorder_v4_events = true\n");
+    let (code, sm) = run(&reordered, &d.path().join("r2b"), true);
+    assert_eq!(code, 1);
+    for f in sm["findings"].as_array().unwrap() {
+        assert_eq!(f["kind"], "conformance_protocol", "{f}");
+        let m = f["message"].as_str().unwrap();
+        assert!(
+            m.contains("-v4-") && m.contains("events: start,content,end → start,end,content"),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        sm["features"]["code_completions"]["conformance"]["mismatched"],
+        2
+    );
+
     // 3. Another seed changes every answer's text: content mismatches, each with a pending file.
     let changed = scenario(d.path(), "\n[[stack.backend]]\nname = \"vllm-code\"\nmodels = [\"codestral-22b\"]\nseed = 7\n\n[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\nseed = 7\n");
     let (code, sm) = run(&changed, &d.path().join("r3ci"), true);

@@ -230,12 +230,12 @@ fn content_chunk(text: &str) -> String {
 }
 
 /// v4 SSE: `stream_start` (metadata), `content_chunk` per item (empty ones too, unless line
-/// buffered), `stream_end` (left out when `drop_end`, a fault).
+/// buffered), `stream_end` (left out, or sent first, under a [`V4Fault`]).
 pub async fn v4_sse(
     mut src: Source,
     start_metadata: Value,
     line_buffered: bool,
-    drop_end: bool,
+    fault: V4Fault,
     sink: Sink,
 ) {
     if !sink
@@ -245,6 +245,9 @@ pub async fn v4_sse(
         ))
         .await
     {
+        return;
+    }
+    if fault == V4Fault::EndFirst && !sink.send(sse("stream_end", "null")).await {
         return;
     }
     let mut lines = line_buffered.then(LineBuffer::default);
@@ -266,9 +269,19 @@ pub async fn v4_sse(
     if let Some(rest) = lines.as_mut().and_then(LineBuffer::finish) {
         sink.send(content_chunk(&rest)).await;
     }
-    if !drop_end {
+    if fault == V4Fault::None {
         sink.send(sse("stream_end", "null")).await;
     }
+}
+
+/// Stream faults of the v4 SSE framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V4Fault {
+    None,
+    /// No `stream_end` at all.
+    DropEnd,
+    /// `stream_end` right after `stream_start`, before the content (events out of order).
+    EndFirst,
 }
 
 fn usage_map(u: &Usage, key: &str) -> Value {

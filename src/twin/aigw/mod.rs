@@ -55,6 +55,9 @@ pub struct AigwConfig {
     /// Fault: end v4 SSE streams without their `stream_end` event.
     #[serde(default)]
     pub drop_v4_stream_end: bool,
+    /// Fault: send v4's `stream_end` first, before the content (events out of order).
+    #[serde(default)]
+    pub reorder_v4_events: bool,
     /// Fault: sampling parameters forced into every upstream call (`{ max_tokens = 99 }`), as a
     /// new prompt version might change them.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]

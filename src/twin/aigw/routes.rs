@@ -362,9 +362,13 @@ async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
         });
         let src = gw.source(s.call, &s.sel.family, true).await;
         let line_buffered = gw.line_buffered(s.generation);
-        let drop_end = gw.cfg.drop_v4_stream_end;
+        let fault = match (gw.cfg.drop_v4_stream_end, gw.cfg.reorder_v4_events) {
+            (true, _) => emit::V4Fault::DropEnd,
+            (false, true) => emit::V4Fault::EndFirst,
+            _ => emit::V4Fault::None,
+        };
         let sse_headers = [("x-streaming-format", "sse"), ("cache-control", "no-store"), ("x-accel-buffering", "no")];
-        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, drop_end, sink))))
+        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, fault, sink))))
     }
     .await)
 }
