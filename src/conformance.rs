@@ -105,6 +105,9 @@ pub struct Snapshot {
     /// The answer's text, volatile parts masked (runs of 16+ hex digits: request ids, the
     /// security tag of PROTOCOL.md §8.4).
     pub text: String,
+    /// A JSON answer's shape: keys and value types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<serde_json::Value>,
     /// With taps: the first upstream call's `model` and sampling parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<serde_json::Value>,
@@ -150,6 +153,7 @@ impl Snapshot {
             framing: r.framing,
             events: r.events.clone(),
             text: mask(&r.content),
+            shape: r.json_shape.clone(),
             upstream: upstream.cloned(),
         }
     }
@@ -223,6 +227,11 @@ pub fn compare(
     );
     protocol("framing", dbg(&old.framing), dbg(&new.framing));
     protocol("events", old.events.join(","), new.events.join(","));
+    // Compared where both sides have one (snapshots from before shapes were kept have none;
+    // a JSON answer turning into a stream shows in the framing).
+    if let (Some(a), Some(b)) = (&old.shape, &new.shape) {
+        protocol("shape", a.to_string(), b.to_string());
+    }
     let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let content = match policy {
         ContentPolicy::Ignore => None,
@@ -253,8 +262,9 @@ pub fn compare(
 }
 
 /// Every compared field.
-pub const FIELDS: [&str; 6] = [
+pub const FIELDS: [&str; 7] = [
     "status",
+    "shape",
     "content_type",
     "framing",
     "events",
@@ -587,6 +597,7 @@ mod tests {
             framing: Some(Framing::V4Sse),
             events: events.iter().map(|e| e.to_string()).collect(),
             text: text.into(),
+            shape: None,
             upstream: None,
         }
     }
@@ -612,6 +623,16 @@ mod tests {
             1
         );
         assert!(compare(&base, &other, ContentPolicy::Ignore, 0.9).is_empty());
+        let (mut a, mut b) = (base.clone(), base.clone());
+        a.shape = Some(serde_json::json!({"choices": [{"text": "string"}]}));
+        b.shape = Some(serde_json::json!({"choices": [{"text": "number"}]}));
+        let d = compare(&a, &b, ContentPolicy::Exact, 0.8);
+        assert_eq!((d.len(), d[0].tier, d[0].field), (1, "protocol", "shape"));
+        a.upstream = Some(serde_json::json!({"model": "m", "params": {"max_tokens": 64}}));
+        b = a.clone();
+        b.upstream = Some(serde_json::json!({"model": "m", "params": {"max_tokens": 99}}));
+        let d = compare(&a, &b, ContentPolicy::Exact, 0.8);
+        assert_eq!((d.len(), d[0].tier, d[0].field), (1, "routing", "upstream"));
     }
 
     #[test]

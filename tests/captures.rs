@@ -5,7 +5,7 @@
 mod common;
 
 use common::{route_of, Mode};
-use duo_harness::protocol::{Decoder, Event, Framing};
+use duo_harness::protocol::{json_shape, Decoder, Event, Framing};
 use duo_harness::twin::aigw::AigwConfig;
 use duo_harness::twin::vllm::BackendConfig;
 use duo_harness::twin::{self, RunningStack, StackConfig};
@@ -46,6 +46,7 @@ fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), Strin
             Event::End => "end",
             Event::Action(_) => "action",
             Event::Error(_) => "error",
+            Event::Shape(_) => continue, // compared on its own below
         };
         if kinds.last().map(String::as_str) != Some(k) || k != "content+" {
             kinds.push(k.to_owned());
@@ -55,19 +56,6 @@ fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), Strin
 }
 
 /// The structure of a JSON value: keys and value types, values masked.
-fn json_shape(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().take(1).map(json_shape).collect()),
-        Value::String(_) => "string".into(),
-        Value::Number(_) => "number".into(),
-        Value::Bool(_) => "bool".into(),
-        Value::Null => Value::Null,
-    }
-}
-
 fn rewrite_endpoints(body: &str, openai_base: &str, closed: u16) -> String {
     body.replace("http://127.0.0.1:18000/v1", openai_base)
         .replace("127.0.0.1:18999", &format!("127.0.0.1:{closed}"))

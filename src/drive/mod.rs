@@ -75,6 +75,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         chunks: Vec::new(),
         content: String::new(),
         events: Vec::new(),
+        json_shape: None,
         usage: None,
         output_tokens: None,
         tokens_estimated: false,

@@ -128,6 +128,9 @@ pub struct RequestRecord {
     /// `error`, `end`), repeats collapsed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
+    /// A JSON answer's shape (keys and value types), for the protocol tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_shape: Option<Value>,
     pub usage: Option<Usage>,
     /// Output tokens: from `usage`, else estimated.
     pub output_tokens: Option<u64>,

@@ -84,6 +84,7 @@ fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
             Event::End => Some("end"),
             Event::Action(_) => Some("action"),
             Event::Error(_) => Some("error"),
+            Event::Shape(_) => None,
         };
         if let Some(k) = kind.filter(|k| rec.events.last().is_none_or(|l| l != k)) {
             rec.events.push(k.to_owned());
@@ -108,6 +109,7 @@ fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
                 });
             }
             Event::Action(a) => rec.content.push_str(&a.to_string()),
+            Event::Shape(v) => rec.json_shape = Some(v),
             _ => {}
         }
     }

@@ -74,6 +74,23 @@ pub enum Event {
     Action(Value),
     /// A stream-level error reported in band (chat `error` lines).
     Error(String),
+    /// A whole JSON body's shape ([`json_shape`]), for the protocol tier.
+    Shape(Value),
+}
+
+/// The shape of a JSON value: keys kept, leaves replaced by their type, arrays by the shape of
+/// their first element.
+pub fn json_shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().take(1).map(json_shape).collect()),
+        Value::String(_) => "string".into(),
+        Value::Number(_) => "number".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Null => Value::Null,
+    }
 }
 
 /// Incremental decoder for one response body.
@@ -144,7 +161,11 @@ impl Decoder {
     pub fn finish(&mut self) -> (Vec<Event>, Result<(), String>) {
         let events = match self.framing {
             Framing::Json => match serde_json::from_slice::<Value>(&self.body) {
-                Ok(v) => json_events(&v),
+                Ok(v) => {
+                    let mut events = vec![Event::Shape(json_shape(&v))];
+                    events.extend(json_events(&v));
+                    events
+                }
                 Err(e) => {
                     self.broken
                         .get_or_insert(format!("body is not valid JSON: {e}"));
