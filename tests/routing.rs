@@ -189,3 +189,40 @@ fn upstream_parameter_drift_against_the_snapshot_is_caught() {
         .unwrap()
         .contains("0.99"));
 }
+
+/// A feature setting pointing at the wrong backend (an operator's slip in GitLab's settings):
+/// its calls reach the other tap, a `wrong_backend` violation on that feature only.
+#[test]
+fn a_feature_sent_to_the_wrong_backend_is_caught() {
+    let d = tempfile::tempdir().unwrap();
+    let text = shipped()
+        .replace("drop_v4_stream_end = true", "drop_v4_stream_end = false")
+        .replace("\"chat/explain_code\" = \"twin:vllm-code\"", "")
+        .replacen(
+            "[models.code_completions]\nname = \"codestral\"\nendpoint = \"twin:vllm-code\"",
+            "[models.code_completions]\nname = \"codestral\"\nendpoint = \"twin:vllm-chat\"",
+            1,
+        )
+        .replace(
+            "name = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]",
+            "name = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\", \"codestral-22b\"]",
+        );
+    let (code, log, sm) = run(&text, d.path());
+    assert_eq!(code, 1, "{log}");
+    let f: Vec<(String, String)> = findings(&sm).into_iter().collect();
+    assert_eq!(
+        f,
+        vec![("routing".to_owned(), "code_completions".to_owned())],
+        "{}",
+        sm["findings"]
+    );
+    let v = &sm["features"]["code_completions"]["routing"]["violations"][0];
+    assert_eq!(v["kind"], "wrong_backend");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("reached vllm-chat instead of vllm-code"),
+        "{v}"
+    );
+}
