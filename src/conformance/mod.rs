@@ -9,6 +9,13 @@
 //! accepts or rejects pending files (`duo-harness snapshots`); a run never rewrites a snapshot,
 //! and with `CI` set it writes no file at all.
 
+mod noise;
+mod store;
+
+pub use noise::{calibrate, noise_path, Margins, Noise};
+use store::write_pending;
+pub use store::{accepted_path, describe, pending, pending_path, snapshot_path};
+
 use crate::measure::RequestRecord;
 use crate::protocol::Framing;
 use serde::{Deserialize, Serialize};
@@ -272,56 +279,6 @@ pub const FIELDS: [&str; 7] = [
     "upstream",
 ];
 
-/// How often two answers of the baseline differ, per feature and field (`noise.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Noise {
-    pub schema: String,
-    /// Feature → field → share of cases whose two baseline answers differed.
-    pub features: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Feature → cases calibrated.
-    pub cases: BTreeMap<String, u64>,
-}
-
-/// Where the noise floor of a corpus lives.
-pub fn noise_path(dir: &Path, corpus: &str) -> PathBuf {
-    dir.join(corpus).join("noise.json")
-}
-
-/// Margins a candidate difference rate must clear above the noise (Diffy's defaults).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Margins {
-    /// Relative: the candidate rate must pass noise × (1 + relative)...
-    #[serde(default = "default_relative")]
-    pub relative: f64,
-    /// ...and noise + absolute.
-    #[serde(default = "default_absolute")]
-    pub absolute: f64,
-}
-
-impl Default for Margins {
-    fn default() -> Self {
-        Self {
-            relative: default_relative(),
-            absolute: default_absolute(),
-        }
-    }
-}
-
-fn default_relative() -> f64 {
-    0.20
-}
-fn default_absolute() -> f64 {
-    0.0003
-}
-
-impl Margins {
-    /// Whether a `candidate` difference rate stands out of the `noise` rate.
-    pub fn exceeds(&self, candidate: f64, noise: f64) -> bool {
-        candidate > noise * (1.0 + self.relative) && candidate > noise + self.absolute
-    }
-}
-
 impl ConformanceSpec {
     /// The content policy and threshold of `feature`.
     pub fn policy(&self, feature: &str) -> (ContentPolicy, f64) {
@@ -331,66 +288,6 @@ impl ConformanceSpec {
             p.and_then(|p| p.threshold).unwrap_or(self.threshold),
         )
     }
-}
-
-/// Calibrates from a run that answered every case twice (`run --calibrate`): the share of
-/// cases per feature and field whose two answers differ under the feature's policy.
-pub fn calibrate(
-    spec: &ConformanceSpec,
-    results: &Path,
-    taps: Option<&Path>,
-) -> std::io::Result<Noise> {
-    let calls = upstream_calls(taps);
-    let mut first: BTreeMap<String, Snapshot> = BTreeMap::new();
-    let mut diffs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut cases: BTreeMap<String, u64> = BTreeMap::new();
-    for line in std::fs::read_to_string(results)?.lines() {
-        let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
-            continue;
-        };
-        let snap = spec.masked(Snapshot::of(
-            &r,
-            r.nonce.as_ref().and_then(|n| calls.get(n)),
-        ));
-        let Some(a) = first.remove(&r.id) else {
-            first.insert(r.id.clone(), snap);
-            continue;
-        };
-        *cases.entry(r.feature.clone()).or_default() += 1;
-        let (content, threshold) = spec.policy(&r.feature);
-        let per_field = diffs.entry(r.feature.clone()).or_default();
-        for f in FIELDS {
-            per_field.entry(f.to_owned()).or_default();
-        }
-        for m in compare(&a, &snap, content, threshold) {
-            *per_field.entry(m.field.to_owned()).or_default() += 1;
-        }
-    }
-    let features = diffs
-        .into_iter()
-        .map(|(f, fields)| {
-            let n = cases[&f].max(1) as f64;
-            (
-                f,
-                fields.into_iter().map(|(k, d)| (k, d as f64 / n)).collect(),
-            )
-        })
-        .collect();
-    Ok(Noise {
-        schema: "duo-harness/noise/v1".into(),
-        features,
-        cases,
-    })
-}
-
-/// Where a case's snapshot lives.
-pub fn snapshot_path(dir: &Path, corpus: &str, feature: &str, id: &str) -> PathBuf {
-    dir.join(corpus).join(feature).join(format!("{id}.json"))
-}
-
-/// The pending file beside a snapshot.
-pub fn pending_path(snapshot: &Path) -> PathBuf {
-    snapshot.with_extension("pending.json")
 }
 
 /// One feature's conformance counts.
@@ -519,66 +416,6 @@ pub fn check(
         }
     }
     Ok(out)
-}
-
-fn write_pending(snapshot: &Path, s: &Snapshot) -> std::io::Result<()> {
-    if let Some(parent) = snapshot.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let text = serde_json::to_string_pretty(s).expect("snapshots serialise") + "\n";
-    std::fs::write(pending_path(snapshot), text)
-}
-
-/// Every pending file under `dir` whose path contains `filter`.
-pub fn pending(dir: &Path, filter: Option<&str>) -> Vec<PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.to_string_lossy().ends_with(".pending.json") {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.retain(|p| filter.is_none_or(|f| p.to_string_lossy().contains(f)));
-    out.sort();
-    out
-}
-
-/// The snapshot a pending file would replace.
-pub fn accepted_path(pending: &Path) -> PathBuf {
-    let name = pending.file_name().unwrap_or_default().to_string_lossy();
-    pending.with_file_name(name.replace(".pending.json", ".json"))
-}
-
-/// What changes if a pending file is accepted: one line per differing field.
-pub fn describe(pending: &Path) -> String {
-    let read = |p: &Path| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
-    };
-    let (Some(new), old) = (read(pending), read(&accepted_path(pending))) else {
-        return format!("{}: unreadable", pending.display());
-    };
-    let Some(old) = old else {
-        return format!(
-            "{}: new snapshot\n{}",
-            pending.display(),
-            serde_json::to_string_pretty(&new).unwrap_or_default()
-        );
-    };
-    let mut out = format!("{}:\n", pending.display());
-    for (k, v) in new.as_object().into_iter().flatten() {
-        if old.get(k) != Some(v) {
-            out.push_str(&format!(
-                "  {k}:\n    - {}\n    + {v}\n",
-                old.get(k).cloned().unwrap_or_default()
-            ));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,109 @@
+//! The measured noise floor: how often two answers of the baseline differ, per feature and
+//! field (`noise.json`, written by `run --calibrate`), and the margins a difference rate must
+//! clear above it to count (Diffy's: 20 % relative and 0.03 % absolute by default).
+
+use super::{compare, upstream_calls, ConformanceSpec, Snapshot, FIELDS};
+use crate::measure::RequestRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How often two answers of the baseline differ, per feature and field (`noise.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Noise {
+    pub schema: String,
+    /// Feature → field → share of cases whose two baseline answers differed.
+    pub features: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Feature → cases calibrated.
+    pub cases: BTreeMap<String, u64>,
+}
+
+/// Where the noise floor of a corpus lives.
+pub fn noise_path(dir: &Path, corpus: &str) -> PathBuf {
+    dir.join(corpus).join("noise.json")
+}
+
+/// Margins a candidate difference rate must clear above the noise (Diffy's defaults).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Margins {
+    /// Relative: the candidate rate must pass noise × (1 + relative)...
+    #[serde(default = "default_relative")]
+    pub relative: f64,
+    /// ...and noise + absolute.
+    #[serde(default = "default_absolute")]
+    pub absolute: f64,
+}
+
+impl Default for Margins {
+    fn default() -> Self {
+        Self {
+            relative: default_relative(),
+            absolute: default_absolute(),
+        }
+    }
+}
+
+fn default_relative() -> f64 {
+    0.20
+}
+fn default_absolute() -> f64 {
+    0.0003
+}
+
+impl Margins {
+    /// Whether a `candidate` difference rate stands out of the `noise` rate.
+    pub fn exceeds(&self, candidate: f64, noise: f64) -> bool {
+        candidate > noise * (1.0 + self.relative) && candidate > noise + self.absolute
+    }
+}
+
+/// Calibrates from a run that answered every case twice (`run --calibrate`): the share of
+/// cases per feature and field whose two answers differ under the feature's policy.
+pub fn calibrate(
+    spec: &ConformanceSpec,
+    results: &Path,
+    taps: Option<&Path>,
+) -> std::io::Result<Noise> {
+    let calls = upstream_calls(taps);
+    let mut first: BTreeMap<String, Snapshot> = BTreeMap::new();
+    let mut diffs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut cases: BTreeMap<String, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(results)?.lines() {
+        let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
+            continue;
+        };
+        let snap = spec.masked(Snapshot::of(
+            &r,
+            r.nonce.as_ref().and_then(|n| calls.get(n)),
+        ));
+        let Some(a) = first.remove(&r.id) else {
+            first.insert(r.id.clone(), snap);
+            continue;
+        };
+        *cases.entry(r.feature.clone()).or_default() += 1;
+        let (content, threshold) = spec.policy(&r.feature);
+        let per_field = diffs.entry(r.feature.clone()).or_default();
+        for f in FIELDS {
+            per_field.entry(f.to_owned()).or_default();
+        }
+        for m in compare(&a, &snap, content, threshold) {
+            *per_field.entry(m.field.to_owned()).or_default() += 1;
+        }
+    }
+    let features = diffs
+        .into_iter()
+        .map(|(f, fields)| {
+            let n = cases[&f].max(1) as f64;
+            (
+                f,
+                fields.into_iter().map(|(k, d)| (k, d as f64 / n)).collect(),
+            )
+        })
+        .collect();
+    Ok(Noise {
+        schema: "duo-harness/noise/v1".into(),
+        features,
+        cases,
+    })
+}
