@@ -226,3 +226,41 @@ fn a_feature_sent_to_the_wrong_backend_is_caught() {
         "{v}"
     );
 }
+
+/// The twin's model override puts another model in every upstream call: `wrong_model` on the
+/// features that expected a different one. Under `fully_self_hosted`, the misrouted feature's
+/// untapped calls are a hybrid leak.
+#[test]
+fn wrong_model_and_hybrid_leak_come_from_their_faults() {
+    let d = tempfile::tempdir().unwrap();
+    let text = shipped()
+        .replace(
+            "drop_v4_stream_end = true",
+            "drop_v4_stream_end = false\noverride_params = { model = \"mistral-7b-instruct\" }",
+        )
+        .replace("fully_self_hosted = false", "fully_self_hosted = true");
+    let (code, log, sm) = run(&text, d.path());
+    assert_eq!(code, 1, "{log}");
+    let kinds: BTreeSet<(String, String)> = sm["features"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(f, v)| {
+            v["routing"]["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (f.clone(), x["kind"].as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("code_completions", "wrong_model"),
+        ("code_generations", "wrong_model"),
+        ("duo_chat_explain_code", "hybrid_leak"),
+    ]
+    .iter()
+    .map(|(f, k)| (f.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(kinds, want);
+}
