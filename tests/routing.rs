@@ -47,14 +47,7 @@ fn faults_misroute_gives_exactly_its_two_findings() {
     let d = tempfile::tempdir().unwrap();
     let (code, log, sm) = run(&shipped(), d.path());
     assert_eq!(code, 1, "{log}");
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("schemas/summary-v1.schema.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(
-        jsonschema::validator_for(&schema).unwrap().is_valid(&sm),
-        "{sm}"
-    );
+    common::assert_schema("summary-v1.schema.json", &sm);
     let kinds: BTreeSet<(String, String)> = findings(&sm);
     let routing: Vec<_> = kinds.iter().filter(|(k, _)| k == "routing").collect();
     assert_eq!(routing.len(), 1, "{kinds:?}");

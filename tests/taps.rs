@@ -39,14 +39,7 @@ fn every_upstream_call_is_tied_to_its_request_and_the_time_is_split() {
     let out = d.path().join("run");
     let (code, log, sm) = run(&scenario(d.path(), features, ""), &out);
     assert_eq!(code, 0, "{log}");
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("schemas/summary-v1.schema.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(
-        jsonschema::validator_for(&schema).unwrap().is_valid(&sm),
-        "{sm}"
-    );
+    common::assert_schema("summary-v1.schema.json", &sm);
     for tap in ["vllm-code", "vllm-chat"] {
         assert_eq!(sm["taps"][tap]["unattributed"], 0, "{}", sm["taps"]);
     }

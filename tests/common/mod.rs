@@ -170,3 +170,15 @@ pub fn read_request(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// Asserts that `doc` is valid against `schemas/<name>`.
+pub fn assert_schema(name: &str, doc: &serde_json::Value) {
+    let text = std::fs::read_to_string(repo().join("schemas").join(name)).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}");
+}
