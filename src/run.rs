@@ -253,37 +253,9 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let conformance = match &plan.conformance.snapshots {
-        Some(dir) if plan.overrides.calibrate => {
-            let corpus = plan
-                .corpus_path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy();
-            let taps = tap_agg.is_some().then_some(taps_path.as_path());
-            let noise = conformance::calibrate(&plan.conformance, &results_path, taps)
-                .map_err(write_err(&results_path))?;
-            let path = conformance::noise_path(dir, &corpus);
-            std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(write_err(dir))?;
-            write_json(&path, &noise)?;
-            println!("noise floor written to {}", path.display());
-            None
-        }
-        Some(dir) => {
-            let corpus = plan
-                .corpus_path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy();
-            let write = std::env::var_os("CI").is_none();
-            let taps = tap_agg.is_some().then_some(taps_path.as_path());
-            let outcome =
-                conformance::check(&plan.conformance, dir, &corpus, &results_path, taps, write)
-                    .map_err(write_err(dir))?;
-            Some(outcome)
-        }
-        None => None,
-    };
+    let run_dir = &plan.run_dir;
+    let taps = tap_agg.is_some().then(|| run_dir.join("taps.ndjson"));
+    let conformance = conformance_stage(&plan, &results_path, taps.as_deref())?;
     let checks = summary::Checks {
         taps: tap_agg.as_ref(),
         routing: plan.routing.clone(),
@@ -298,6 +270,36 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     print!("{}", summary.table());
     println!("run folder: {}", plan.run_dir.display());
     Ok(summary.exit())
+}
+
+/// The conformance stage over the finished results: with `--calibrate`, measure and write the
+/// noise floor; otherwise compare with the snapshots (pending files only outside CI).
+fn conformance_stage(
+    plan: &Plan,
+    results: &Path,
+    taps: Option<&Path>,
+) -> Result<Option<conformance::Outcome>, RunError> {
+    let Some(dir) = &plan.conformance.snapshots else {
+        return Ok(None);
+    };
+    let corpus = plan
+        .corpus_path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy();
+    if plan.overrides.calibrate {
+        let noise =
+            conformance::calibrate(&plan.conformance, results, taps).map_err(write_err(results))?;
+        let path = conformance::noise_path(dir, &corpus);
+        std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(write_err(dir))?;
+        write_json(&path, &noise)?;
+        println!("noise floor written to {}", path.display());
+        return Ok(None);
+    }
+    let write = std::env::var_os("CI").is_none();
+    conformance::check(&plan.conformance, dir, &corpus, results, taps, write)
+        .map(Some)
+        .map_err(write_err(dir))
 }
 
 /// Threads for an embedded twin: half the machine, at least one.
