@@ -253,9 +253,8 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let run_dir = &plan.run_dir;
-    let taps = tap_agg.is_some().then(|| run_dir.join("taps.ndjson"));
-    let conformance = conformance_stage(&plan, &results_path, taps.as_deref())?;
+    let taps = tap_agg.is_some().then_some(taps_path.as_path());
+    let conformance = conformance_stage(&plan, &results_path, taps)?;
     let checks = summary::Checks {
         taps: tap_agg.as_ref(),
         routing: plan.routing.clone(),

@@ -38,6 +38,17 @@ pub enum Arrival {
 }
 
 impl Arrival {
+    /// The name as a scenario writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Closed => "closed",
+            Arrival::Constant => "constant",
+            Arrival::Poisson => "poisson",
+            Arrival::Gamma => "gamma",
+            Arrival::Trace => "trace",
+        }
+    }
+
     pub fn open_loop(self) -> bool {
         self != Arrival::Closed
     }

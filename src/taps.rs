@@ -264,10 +264,10 @@ pub async fn collect(
     let mut writer = CorpusWriter::create(&path, None);
     while let Some((index, started, cap)) = calls.recv().await {
         let mut line = crate::record::tap_line(&cap, &[]);
-        let name = names.get(index).cloned().unwrap_or_default();
-        let counts = agg.calls.entry(name.clone()).or_default();
+        let tap = names.get(index).cloned().unwrap_or_default();
+        let counts = agg.calls.entry(tap.clone()).or_default();
         counts.0 += 1;
-        line["tap"] = Value::String(name);
+        line["tap"] = Value::String(tap.clone());
         let found = line["nonce"].as_str().and_then(|n| correlator.attribute(n));
         let Some((feature, sent_ms, retry)) = found else {
             counts.1 += 1;
@@ -278,7 +278,6 @@ pub async fn collect(
         let f = agg.features.entry(feature).or_default();
         f.calls += 1;
         let model = line["model"].as_str().unwrap_or_default().to_owned();
-        let tap = names.get(index).cloned().unwrap_or_default();
         *f.observed.entry((tap, model)).or_default() += 1;
         f.retries += u64::from(retry);
         let arrival_ms = ms_between(run_start, started) + cap.arrival_offset_ms;

@@ -140,7 +140,7 @@ impl Aggregate {
         f.slo_met += u64::from(slo.is_none_or(|s| meets(&s, r)));
     }
 
-    /// Completed plus cut-off requests over all features (what `requests` totals).
+    /// Completed requests over all features (what `requests` totals; cut-off ones excluded).
     pub fn completed(&self) -> u64 {
         self.features.values().map(|f| f.requests).sum()
     }

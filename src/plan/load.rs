@@ -192,10 +192,7 @@ impl LoadSpec {
                 (None, true) => {
                     return Err(format!(
                         "load.arrival = '{}' needs 'rate' (or 'steps')",
-                        serde_json::to_value(self.arrival)
-                            .expect("arrival")
-                            .as_str()
-                            .unwrap_or_default()
+                        self.arrival.name()
                     ))
                 }
                 (Some(r), true) if !positive(r) && self.ramp_to.is_none_or(|t| !positive(t)) => {

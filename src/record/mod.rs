@@ -266,9 +266,15 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         lines += 1;
     }
     let _ = server.await;
+    let parts: Vec<String> = writer
+        .parts()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     eprintln!(
-        "record: {} exchanges, {lines} lines written, {} upstream errors, {} truncated, {} cancelled",
+        "record: {} exchanges, {lines} lines written to {}, {} upstream errors, {} truncated, {} cancelled",
         stats.exchanges.load(Relaxed),
+        parts.join(" "),
         stats.upstream_errors.load(Relaxed),
         stats.truncated.load(Relaxed),
         stats.cancelled.load(Relaxed)

@@ -12,7 +12,7 @@ use crate::exit::Exit;
 use crate::measure::aggregate::{Aggregate, FeatureAgg, ERROR_MESSAGES_KEPT};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
-pub use crate::measure::hist::{percentile, Percentiles};
+pub use crate::measure::hist::Percentiles;
 use crate::measure::ErrorClass;
 use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;

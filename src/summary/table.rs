@@ -47,7 +47,7 @@ impl Summary {
         out.push_str(&format!(
             "load: {} loop, {} arrivals, target {} req/s, achieved {} req/s; {} sent, {} cut off, {} skipped, {} warm-up\n",
             l.mode,
-            serde_json::to_value(l.arrival).expect("arrival serialises").as_str().unwrap_or_default(),
+            l.arrival.name(),
             rate(l.target_rps),
             rate(l.achieved_rps),
             l.sent,

@@ -406,34 +406,40 @@ impl Job {
         .into_response()
     }
 
-    /// One SSE chunk, written directly (it runs once per token under load; a `json!` tree
-    /// costs several times more). Field order as vLLM writes it.
-    fn chunk(&self, id: &str, delta: Option<&str>, first: bool, finish: Option<&str>) -> Bytes {
-        let text = serde_json::to_string(delta.unwrap_or("")).expect("strings serialise");
+    /// The fields every chunk of one stream shares, written once per stream: `id`, `object`,
+    /// `created` (one instant per request, as vLLM does) and `model`, up to the `choices`.
+    fn head(&self, id: &str) -> String {
+        let object = match self.api {
+            Api::Chat => "chat.completion.chunk",
+            Api::Completions => "text_completion",
+        };
         let model = serde_json::to_string(&self.p.model).expect("strings serialise");
+        format!(
+            "{{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":{},\"model\":{model},",
+            unix_now()
+        )
+    }
+
+    /// One SSE chunk after the stream's [`Job::head`], written directly (it runs once per token
+    /// under load; a `json!` tree costs several times more). Field order as vLLM writes it.
+    fn chunk(&self, head: &str, delta: Option<&str>, first: bool, finish: Option<&str>) -> Bytes {
+        let text = serde_json::to_string(delta.unwrap_or("")).expect("strings serialise");
         let finish = finish.map_or("null".to_owned(), |f| format!("\"{f}\""));
-        let (object, choice) = match self.api {
+        let choice = match self.api {
             Api::Chat => {
                 let role = if first { "\"role\":\"assistant\"" } else { "" };
                 let content = delta.map(|_| format!("\"content\":{text}"));
                 let sep = if first && content.is_some() { "," } else { "" };
-                (
-                    "chat.completion.chunk",
-                    format!(
-                        "{{\"index\":0,\"delta\":{{{role}{sep}{}}},\"logprobs\":null,\"finish_reason\":{finish}}}",
-                        content.unwrap_or_default()
-                    ),
+                format!(
+                    "{{\"index\":0,\"delta\":{{{role}{sep}{}}},\"logprobs\":null,\"finish_reason\":{finish}}}",
+                    content.unwrap_or_default()
                 )
             }
-            Api::Completions => (
-                "text_completion",
-                format!("{{\"index\":0,\"text\":{text},\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}"),
+            Api::Completions => format!(
+                "{{\"index\":0,\"text\":{text},\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}"
             ),
         };
-        Bytes::from(format!(
-            "data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":{},\"model\":{model},\"choices\":[{choice}]}}\n\n",
-            unix_now()
-        ))
+        Bytes::from(format!("data: {head}\"choices\":[{choice}]}}\n\n"))
     }
 
     fn stream(self) -> Response {
@@ -444,7 +450,7 @@ impl Job {
                 &self.p.model,
                 self.p.prompt_tokens + self.gen.tokens.len(),
             );
-            let id = self.id();
+            let head = self.head(&self.id());
             let n = self.gen.tokens.len();
             let mut times = Vec::with_capacity(n);
             for (i, tok) in self.gen.tokens.iter().enumerate() {
@@ -456,14 +462,14 @@ impl Job {
                 if i == 0
                     && self.api == Api::Chat
                     && tx
-                        .send(Ok(self.chunk(&id, Some(""), true, None)))
+                        .send(Ok(self.chunk(&head, Some(""), true, None)))
                         .await
                         .is_err()
                 {
                     return;
                 }
                 if tx
-                    .send(Ok(self.chunk(&id, Some(tok), false, finish)))
+                    .send(Ok(self.chunk(&head, Some(tok), false, finish)))
                     .await
                     .is_err()
                 {
@@ -471,9 +477,11 @@ impl Job {
                 }
             }
             if self.p.include_usage {
-                let v = json!({"id": id, "object": if self.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" },
-                    "created": unix_now(), "model": self.p.model, "choices": [], "usage": self.usage()});
-                let _ = tx.send(Ok(Bytes::from(format!("data: {v}\n\n")))).await;
+                let usage = format!(
+                    "data: {head}\"choices\":[],\"usage\":{}}}\n\n",
+                    self.usage()
+                );
+                let _ = tx.send(Ok(Bytes::from(usage))).await;
             }
             let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
             self.record(times.first().copied().unwrap_or_else(Instant::now), &times);
@@ -532,16 +540,19 @@ mod tests {
     #[test]
     fn hand_written_chunks_are_the_json_vllm_sends() {
         let chat = job(Api::Chat);
-        let v = data(&chat.chunk("c1", Some("a \"q\"\n"), true, None));
+        let v = data(&chat.chunk(&chat.head("c1"), Some("a \"q\"\n"), true, None));
         assert_eq!(v["model"], "m\"x");
         assert_eq!(
             v["choices"][0],
             json!({"index": 0, "delta": {"role": "assistant", "content": "a \"q\"\n"}, "logprobs": null, "finish_reason": null})
         );
-        let v = data(&chat.chunk("c1", None, true, Some("stop")));
+        let v = data(&chat.chunk(&chat.head("c1"), None, true, Some("stop")));
         assert_eq!(v["choices"][0]["delta"], json!({"role": "assistant"}));
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
-        let v = data(&job(Api::Completions).chunk("c2", Some("x"), false, Some("length")));
+        let v = data(&{
+            let j = job(Api::Completions);
+            j.chunk(&j.head("c2"), Some("x"), false, Some("length"))
+        });
         assert_eq!(v["object"], "text_completion");
         assert_eq!(
             v["choices"][0],
