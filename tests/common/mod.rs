@@ -25,6 +25,8 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(bin())
         .args(args)
         .current_dir(repo())
+        // The tests choose CI behaviour (no snapshot writes) themselves, whatever runs them.
+        .env_remove("CI")
         .output()
         .expect("binary runs");
     (
