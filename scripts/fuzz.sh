@@ -5,7 +5,7 @@
 set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")/../fuzz"
-for t in decode_raw_text decode_v4_sse decode_chat_ndjson decode_openai_sse corpus_line; do
+for t in decode_raw_text decode_v4_sse decode_chat_ndjson decode_openai_sse openai_chunk corpus_line; do
   mkdir -p "corpus/$t"
   log=$(RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 2>&1) || {
     echo "$log" | tail -30

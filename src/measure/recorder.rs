@@ -17,6 +17,8 @@ pub struct Recorder {
     decoder: Decoder,
     status: u16,
     error_body: Vec<u8>,
+    /// Each chunk's events, in one vector reused for the whole stream.
+    events: Vec<Event>,
 }
 
 impl Recorder {
@@ -25,6 +27,7 @@ impl Recorder {
             decoder: Decoder::new(framing),
             status,
             error_body: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -39,13 +42,14 @@ impl Recorder {
             self.error_body
                 .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
-        let events = self.decoder.push(bytes);
+        self.decoder.push_into(bytes, &mut self.events);
         rec.chunks.push(Chunk {
             t_ms,
             bytes: bytes.len(),
             content: String::new(),
         });
-        apply(rec, t_ms, events, self.success());
+        let success = self.success();
+        apply(rec, t_ms, self.events.drain(..), success);
     }
 
     /// The body ended `t_ms` after the send: whole-body events, then the verdict on the body.
@@ -58,7 +62,7 @@ impl Recorder {
         if !events.is_empty() {
             // Whole-body framings (JSON) yield their content only once the body is complete.
             let last = rec.chunks.last().map_or(t_ms, |c| c.t_ms);
-            apply(rec, last, events, self.success());
+            apply(rec, last, events.into_iter(), self.success());
         }
         if !self.success() {
             let class = if (400..500).contains(&self.status) {
@@ -74,7 +78,7 @@ impl Recorder {
 }
 
 /// Applies decoded events that arrived at `t` to the record (and to its last chunk).
-fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
+fn apply(rec: &mut RequestRecord, t: f64, events: impl Iterator<Item = Event>, success: bool) {
     for ev in events {
         let kind = match &ev {
             Event::Content(s) if s.is_empty() => None,
@@ -96,10 +100,13 @@ fn apply(rec: &mut RequestRecord, t: f64, events: Vec<Event>, success: bool) {
                     rec.last_content_ms = Some(t);
                     rec.multi_token_chunks |= tokens::several(&text);
                 }
-                if let Some(c) = rec.chunks.last_mut() {
-                    c.content.push_str(&text);
-                }
                 rec.content.push_str(&text);
+                match rec.chunks.last_mut() {
+                    // The usual case: the chunk's one piece of text is moved, not copied.
+                    Some(c) if c.content.is_empty() => c.content = text,
+                    Some(c) => c.content.push_str(&text),
+                    None => {}
+                }
             }
             Event::Usage(u) => rec.usage = Some(u),
             Event::Error(m) => {

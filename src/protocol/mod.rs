@@ -5,11 +5,13 @@
 //! was complete. The same decoder serves the driver (timing each chunk) and the tests (comparing
 //! twin responses with captures).
 
+pub mod chunk;
 pub mod sse;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sse::SseDecoder;
+use std::borrow::Cow;
 
 /// How a response body is framed (PROTOCOL.md §0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,28 +124,29 @@ impl Decoder {
 
     /// Decodes the next bytes of the body.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.push_into(bytes, &mut out);
+        out
+    }
+
+    /// As [`push`](Self::push), appending to `out` (the driver reuses one vector per stream).
+    pub fn push_into(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
         match self.framing {
-            Framing::Json | Framing::Text => {
-                self.body.extend_from_slice(bytes);
-                Vec::new()
-            }
-            Framing::RawText => self
-                .utf8(bytes)
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .map(Event::Content)
-                .collect(),
+            Framing::Json | Framing::Text => self.body.extend_from_slice(bytes),
+            Framing::RawText => out.extend(
+                self.utf8(bytes)
+                    .filter(|s| !s.is_empty())
+                    .map(Event::Content),
+            ),
             Framing::V4Sse | Framing::OpenAiSse => {
-                let events = self.sse.push(bytes);
-                events
-                    .into_iter()
-                    .flat_map(|e| self.sse_event(e.event.as_deref(), &e.data))
-                    .collect()
+                // Taken out for the call so that each event can update the rest of `self`.
+                let mut sse = std::mem::take(&mut self.sse);
+                sse.push_each(bytes, |event, data| self.sse_event(event, data, out));
+                self.sse = sse;
             }
             Framing::ChatNdjson | Framing::PromptsNdjson => {
                 self.pending.extend_from_slice(bytes);
                 let pending = std::mem::take(&mut self.pending);
-                let mut out = Vec::new();
                 let mut start = 0;
                 while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
                     out.extend(self.ndjson_line(&pending[start..start + i]));
@@ -151,7 +154,6 @@ impl Decoder {
                 }
                 self.pending = pending;
                 self.pending.drain(..start);
-                out
             }
         }
     }
@@ -220,27 +222,28 @@ impl Decoder {
         Vec::new()
     }
 
-    fn sse_event(&mut self, event: Option<&str>, data: &str) -> Vec<Event> {
-        if self.framing == Framing::OpenAiSse && data == "[DONE]" {
+    fn sse_event(&mut self, event: Option<&str>, data: &str, out: &mut Vec<Event>) {
+        if (self.framing == Framing::OpenAiSse && data == "[DONE]") || event == Some("stream_end") {
             self.ended = true;
-            return vec![Event::End];
+            out.push(Event::End);
+            return;
         }
-        if event == Some("stream_end") {
-            self.ended = true;
-            return vec![Event::End];
-        }
-        // Content chunks are parsed into borrowed typed structs: this runs once per token
-        // under load, and a `Value` tree costs several times more.
         let parsed = match (self.framing, event) {
             (Framing::V4Sse, Some("stream_start")) => {
-                serde_json::from_str(data).map(|v| vec![Event::Start(v)])
+                serde_json::from_str(data).map(|v| out.push(Event::Start(v)))
             }
+            // The scanner of `chunk`: this runs once per token under load.
             (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => {
-                serde_json::from_str::<OpenAiChunk>(data).map(OpenAiChunk::events)
+                chunk::parse(data).map(|c| chunk_events(c, out))
             }
-            (_, other) => return self.bad(format!("unexpected v4 event {other:?}")),
+            (_, other) => {
+                self.bad(format!("unexpected v4 event {other:?}"));
+                return;
+            }
         };
-        parsed.unwrap_or_else(|_| self.bad(format!("event data is not JSON: {data:?}")))
+        if parsed.is_err() {
+            self.bad(format!("event data is not JSON: {data:?}"));
+        }
     }
 
     fn ndjson_line(&mut self, line: &[u8]) -> Vec<Event> {
@@ -306,7 +309,7 @@ fn keyed_usage(v: &Value) -> Option<Usage> {
 #[derive(serde::Deserialize)]
 struct ChatTextLine<'a> {
     #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
+    kind: Cow<'a, str>,
     #[serde(borrow)]
     data: ChatText<'a>,
 }
@@ -314,81 +317,18 @@ struct ChatTextLine<'a> {
 #[derive(serde::Deserialize)]
 struct ChatText<'a> {
     #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
 }
 
-/// One OpenAI streaming chunk (chat `delta.content` or completions `text`), also the shape of
-/// a v4 `content_chunk`. Unknown fields are skipped.
-#[derive(serde::Deserialize)]
-struct OpenAiChunk<'a> {
-    #[serde(default, borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow, rename = "choices", deserialize_with = "first_choice")]
-    choice: Option<OpenAiChoice<'a>>,
-    #[serde(default)]
-    usage: Option<OpenAiUsage>,
-}
-
-/// The first element of `choices`, the rest skipped without building a list.
-fn first_choice<'de: 'a, 'a, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<OpenAiChoice<'a>>, D::Error> {
-    struct First<'a>(std::marker::PhantomData<&'a ()>);
-    impl<'de: 'a, 'a> serde::de::Visitor<'de> for First<'a> {
-        type Value = Option<OpenAiChoice<'a>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of choices")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let first = seq.next_element()?;
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(first)
-        }
-    }
-    d.deserialize_seq(First(std::marker::PhantomData))
-}
-
-#[derive(serde::Deserialize)]
-struct OpenAiChoice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<OpenAiDelta<'a>>,
-    #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct OpenAiDelta<'a> {
-    #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct OpenAiUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-}
-
-impl OpenAiChunk<'_> {
-    fn events(self) -> Vec<Event> {
-        let mut out = Vec::new();
-        if let Some(c) = self.choice {
-            if let Some(t) = c.delta.and_then(|d| d.content).or(c.text) {
-                out.push(Event::Content(t.into_owned()));
-            }
-        }
-        if let Some(u) = self.usage {
-            out.push(Event::Usage(Usage {
-                model: self.model.map(|m| m.into_owned()),
-                input_tokens: u.prompt_tokens,
-                output_tokens: u.completion_tokens,
-            }));
-        }
-        out
+/// The events of one OpenAI (or v4 content) chunk.
+fn chunk_events(c: chunk::ChunkFields, out: &mut Vec<Event>) {
+    out.extend(c.text.map(|t| Event::Content(t.into_owned())));
+    if let Some((input_tokens, output_tokens)) = c.usage {
+        out.push(Event::Usage(Usage {
+            model: c.model.map(Cow::into_owned),
+            input_tokens,
+            output_tokens,
+        }));
     }
 }
 

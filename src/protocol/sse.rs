@@ -12,8 +12,10 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: Vec<u8>,
-    event: Option<String>,
-    /// The event's data lines so far, joined by `\n`.
+    /// The event's `event:` field so far (empty when none), reused from event to event.
+    event: String,
+    has_event: bool,
+    /// The event's data lines so far, joined by `\n`, reused from event to event.
     data: String,
     data_lines: usize,
     has_fields: bool,
@@ -21,10 +23,22 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(bytes);
-        // Lines are read in place and the consumed prefix dropped once: this runs per token.
-        let mut buf = std::mem::take(&mut self.buf);
         let mut out = Vec::new();
+        self.push_each(bytes, |event, data| {
+            out.push(SseEvent {
+                event: event.map(str::to_owned),
+                data: data.to_owned(),
+            })
+        });
+        out
+    }
+
+    /// As [`push`](Self::push), handing each completed event (`event` field, data) to
+    /// `dispatch` without allocating: this runs once per token under load.
+    pub fn push_each(&mut self, bytes: &[u8], mut dispatch: impl FnMut(Option<&str>, &str)) {
+        self.buf.extend_from_slice(bytes);
+        // Lines are read in place and the consumed prefix dropped once.
+        let mut buf = std::mem::take(&mut self.buf);
         let mut start = 0;
         while let Some((end, next)) = Self::line_end(&buf[start..]) {
             let bytes = &buf[start..start + end];
@@ -33,12 +47,11 @@ impl SseDecoder {
                 Ok(s) => std::borrow::Cow::Borrowed(s),
                 Err(_) => String::from_utf8_lossy(bytes),
             };
-            self.field(&line, &mut out);
+            self.field(&line, &mut dispatch);
             start += next;
         }
         buf.drain(..start);
         self.buf = buf;
-        out
     }
 
     /// Bytes received but not yet part of a complete line (a truncated stream leaves some).
@@ -60,15 +73,13 @@ impl SseDecoder {
         }
     }
 
-    fn field(&mut self, line: &str, out: &mut Vec<SseEvent>) {
+    fn field(&mut self, line: &str, dispatch: &mut impl FnMut(Option<&str>, &str)) {
         if line.is_empty() {
             if self.has_fields && self.data_lines > 0 {
-                out.push(SseEvent {
-                    event: self.event.take(),
-                    data: std::mem::take(&mut self.data),
-                });
+                dispatch(self.has_event.then_some(&*self.event), &self.data);
             }
-            self.event = None;
+            self.event.clear();
+            self.has_event = false;
             self.data.clear();
             self.data_lines = 0;
             self.has_fields = false;
@@ -82,7 +93,11 @@ impl SseDecoder {
             .map_or((line, ""), |(n, v)| (n, v.strip_prefix(' ').unwrap_or(v)));
         self.has_fields = true;
         match name {
-            "event" => self.event = Some(value.to_owned()),
+            "event" => {
+                self.event.clear();
+                self.event.push_str(value);
+                self.has_event = true;
+            }
             "data" => {
                 if self.data_lines > 0 {
                     self.data.push('\n');

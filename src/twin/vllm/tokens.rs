@@ -30,26 +30,56 @@ struct Tokens<'a> {
 impl<'a> Iterator for Tokens<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {
-        let rest = self.rest;
-        if rest.is_empty() {
+        if self.rest.is_empty() {
             return None;
         }
-        let ws = rest.len() - rest.trim_start().len();
-        let after = &rest[ws..];
-        let body = match after.chars().next() {
-            None => 0,
-            Some(c) if is_word(c) => after
-                .char_indices()
-                .take_while(|(_, c)| is_word(*c))
-                .take(MAX_WORD)
-                .last()
-                .map(|(i, c)| i + c.len_utf8())
-                .unwrap_or(0),
-            Some(c) => c.len_utf8(),
-        };
-        let (tok, tail) = rest.split_at(ws + body);
+        let len = ascii_token_len(self.rest.as_bytes()).unwrap_or_else(|| token_len(self.rest));
+        let (tok, tail) = self.rest.split_at(len);
         self.rest = tail;
         Some(tok)
+    }
+}
+
+/// The length of the token `rest` starts with (by the rules above).
+fn token_len(rest: &str) -> usize {
+    let ws = rest.len() - rest.trim_start().len();
+    let after = &rest[ws..];
+    let body = match after.chars().next() {
+        None => 0,
+        Some(c) if is_word(c) => after
+            .char_indices()
+            .take_while(|(_, c)| is_word(*c))
+            .take(MAX_WORD)
+            .last()
+            .map(|(i, c)| i + c.len_utf8())
+            .unwrap_or(0),
+        Some(c) => c.len_utf8(),
+    };
+    ws + body
+}
+
+/// [`token_len`] by bytes, where every character it depends on is ASCII (the usual case, and
+/// the driver asks once per streamed chunk); `None` sends the rest to the general rule.
+fn ascii_token_len(b: &[u8]) -> Option<usize> {
+    // ASCII's part of `char::is_whitespace`.
+    let mut i = 0;
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')) {
+        i += 1;
+    }
+    let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
+    match b.get(i) {
+        None => Some(i),
+        Some(c) if !c.is_ascii() => None,
+        Some(c) if word(c) => {
+            let mut j = i;
+            while j - i < MAX_WORD && b.get(j).is_some_and(word) {
+                j += 1;
+            }
+            // A non-ASCII letter next could still belong to the word.
+            let undecided = j - i < MAX_WORD && b.get(j).is_some_and(|c| !c.is_ascii());
+            (!undecided).then_some(j)
+        }
+        Some(_) => Some(i + 1),
     }
 }
 
@@ -71,6 +101,32 @@ pub fn count_messages<'a>(contents: impl Iterator<Item = &'a str>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_rule_agrees_with_the_general_one() {
+        for text in [
+            "def add(a, b):\n    return a + b\n",
+            "  \t\x0b\x0cx",
+            "abcdefghij_k",
+            "abcdeé",
+            "abcdefé",
+            " \u{a0}x",
+            "é",
+            "   ",
+            "__init__",
+            "x\u{85}y",
+        ] {
+            let mut rest = text;
+            while !rest.is_empty() {
+                let general = token_len(rest);
+                match ascii_token_len(rest.as_bytes()) {
+                    Some(fast) => assert_eq!(fast, general, "{rest:?}"),
+                    None => assert!(!rest.is_ascii(), "{rest:?}"),
+                }
+                rest = &rest[general..];
+            }
+        }
+    }
 
     #[test]
     fn split_round_trips_and_counts() {
