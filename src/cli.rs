@@ -224,6 +224,9 @@ pub fn main() -> std::process::ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .global_queue_interval(2)
+        .on_thread_start(|| {
+            let _ = crate::clock::raise_priority();
+        })
         .build()
         .expect("a tokio runtime starts");
     rt.block_on(dispatch(cli.command)).into()

@@ -51,7 +51,9 @@ pub fn precise_thread() -> bool {
     raise_priority()
 }
 
-fn raise_priority() -> bool {
+/// Raises the calling thread's scheduling priority where the user may (root or
+/// CAP_SYS_NICE); returns whether it did.
+pub fn raise_priority() -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid and setpriority take plain integers and affect only this thread.
     unsafe {
