@@ -4,66 +4,14 @@
 
 mod common;
 
+use common::recorder::Recorder;
 use common::stream_server::{self, Script};
-use common::{bin, parse_raw, repo, route_of, shared_dir};
+use common::{parse_raw, repo, route_of, shared_dir};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
-
-/// A running `duo-harness record`; stopped with SIGINT when dropped or by [`Recorder::stop`].
-struct Recorder {
-    child: Child,
-    url: String,
-    out: PathBuf,
-}
-
-impl Recorder {
-    fn start(upstream: &str, out: &Path, extra: &[&str]) -> Self {
-        let mut args = vec!["record", "--upstream", upstream, "--listen", "127.0.0.1:0"];
-        args.extend(["--out", out.to_str().unwrap()]);
-        args.extend_from_slice(extra);
-        let mut child = Command::new(bin())
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let info: Value = serde_json::from_str(&first).expect("record prints its address");
-        let url = info["listen"].as_str().unwrap().to_owned();
-        Self {
-            child,
-            url,
-            out: out.to_owned(),
-        }
-    }
-
-    /// Stops the proxy; returns its exit code and stderr, and the corpus lines.
-    fn stop(mut self) -> (i32, String, Vec<Value>) {
-        // SAFETY: kill sends a signal to the child we spawned.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let lines = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (status.code().unwrap_or(-1), err, lines)
-    }
-}
 
 /// Serves one raw capture (`NAME.response.raw`) per connection: its head as captured, then its
 /// chunks one write each, 5 ms apart, as the original chunking.

@@ -251,13 +251,23 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
             .await
     });
     let mut lines = 0u64;
+    let mut not_duo = 0u64;
     let mut write_error = None;
     while let Some(cap) = rx.recv().await {
         let line = match opts.tap {
             true => Some(tap_line(&cap, &opts.rules)),
             false => corpus_line(&cap, &opts.rules),
         };
-        let Some(line) = line else { continue };
+        let Some(line) = line else {
+            // Health checks and other routes that no Duo feature uses are passed on, not kept.
+            tracing::info!(
+                "record: {} {} is no Duo feature's route; not written",
+                cap.method,
+                cap.path
+            );
+            not_duo += 1;
+            continue;
+        };
         if let Err(source) = writer.append(&line.to_string()) {
             tracing::error!("record: cannot append to {}: {source}", opts.out.display());
             write_error.get_or_insert(source);
@@ -272,7 +282,7 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         .map(|p| p.display().to_string())
         .collect();
     eprintln!(
-        "record: {} exchanges, {lines} lines written to {}, {} upstream errors, {} truncated, {} cancelled",
+        "record: {} exchanges, {lines} lines written to {}, {not_duo} on no Duo feature's route (not written), {} upstream errors, {} truncated, {} cancelled",
         stats.exchanges.load(Relaxed),
         parts.join(" "),
         stats.upstream_errors.load(Relaxed),

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests (test tree only).
 #![allow(dead_code)]
 
+pub mod recorder;
 pub mod stream_server;
+pub mod tls;
 
 use std::path::PathBuf;
 

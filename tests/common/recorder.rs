@@ -1,0 +1,69 @@
+//! A running `duo-harness record` (test tree only): started on a free loopback port, stopped
+//! with SIGINT, its corpus read back.
+
+use super::bin;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A running `duo-harness record`: stopped with SIGINT by [`Recorder::stop`], killed if dropped
+/// before.
+pub struct Recorder {
+    child: Child,
+    pub url: String,
+    out: PathBuf,
+}
+
+impl Recorder {
+    pub fn start(upstream: &str, out: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["record", "--upstream", upstream, "--listen", "127.0.0.1:0"];
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let info: Value = serde_json::from_str(&first).expect("record prints its address");
+        let url = info["listen"].as_str().unwrap().to_owned();
+        Self {
+            child,
+            url,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Stops the proxy; returns its exit code and stderr, and the corpus lines.
+    pub fn stop(mut self) -> (i32, String, Vec<Value>) {
+        // SAFETY: kill sends a signal to the child we spawned.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (status.code().unwrap_or(-1), err, lines)
+    }
+}
+
+/// A test that fails before [`Recorder::stop`] leaves no proxy behind.
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
