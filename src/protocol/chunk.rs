@@ -125,24 +125,27 @@ impl<'a> Scanner<'a> {
         (self.pos == self.text.len()).then_some(fields)
     }
 
-    /// An object, calling `member` on each key with the scanner at its value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
+    /// `open`, comma-separated items each read by `item` (called with the scanner at it), then
+    /// `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.ws();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.pos += 1;
             return Some(());
         }
         loop {
             self.ws();
-            let key = self.plain_string()?;
-            self.eat(b':')?;
-            self.ws();
-            member(self, key)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
-                b'}' => {
+                c if c == close => {
                     self.pos += 1;
                     return Some(());
                 }
@@ -151,30 +154,24 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// An object, calling `member` on each key with the scanner at its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.list(b'{', b'}', |s| {
+            let key = s.plain_string()?;
+            s.eat(b':')?;
+            s.ws();
+            member(s, key)
+        })
+    }
+
     /// `choices`: the text of the first element, the others skipped.
     fn choices(&mut self) -> Option<Option<Cow<'a, str>>> {
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            self.pos += 1;
-            return Some(None);
-        }
-        let text = self.choice()?;
-        loop {
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.pos += 1;
-                    self.ws();
-                    self.skip(1)?;
-                }
-                b']' => {
-                    self.pos += 1;
-                    return Some(text);
-                }
-                _ => return None,
-            }
-        }
+        let (mut text, mut first) = (None, true);
+        self.list(b'[', b']', |s| match std::mem::take(&mut first) {
+            true => s.choice().map(|t| text = t),
+            false => s.skip(1),
+        })?;
+        Some(text)
     }
 
     /// One choice: `delta.content`, else `text`.
@@ -351,25 +348,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            self.pos += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            self.skip(depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+        self.list(b'[', b']', |s| s.skip(depth + 1))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
