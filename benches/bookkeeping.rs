@@ -49,8 +49,9 @@ fn schedule(c: &mut Criterion) {
 fn sse_chunks() -> Vec<Vec<u8>> {
     (0..32)
         .map(|i| {
+            let finish = if i == 31 { "\"length\"" } else { "null" };
             format!(
-                "data: {{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1795565468,\"model\":\"codestral-22b\",\"choices\":[{{\"index\":0,\"text\":\" tok{i}\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}}]}}\n\n"
+                "data: {{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1795565468,\"model\":\"codestral-22b\",\"choices\":[{{\"index\":0,\"text\":\" tok{i}\",\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}]}}\n\n"
             )
             .into_bytes()
         })

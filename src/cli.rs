@@ -67,6 +67,9 @@ pub enum Command {
         /// Tap a model backend: write one line per upstream model call.
         #[arg(long)]
         tap: bool,
+        /// Append to a corpus that already holds lines (it is never truncated).
+        #[arg(long)]
+        force: bool,
     },
     /// Review pending snapshots: show each difference and ask, or accept / reject them all.
     Snapshots {
@@ -213,6 +216,8 @@ pub fn main() -> std::process::ExitCode {
             };
         }
     };
+    crate::exit::install_panic_hook();
+    crate::clock::raise_open_file_limit();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -229,7 +234,11 @@ pub fn main() -> std::process::ExitCode {
         })
         .build()
         .expect("a tokio runtime starts");
-    rt.block_on(dispatch(cli.command)).into()
+    let exit = rt.block_on(dispatch(cli.command));
+    if !crate::exit::panics().is_empty() {
+        return Exit::Unreachable.into();
+    }
+    exit.into()
 }
 
 async fn dispatch(cmd: Command) -> Exit {
@@ -268,7 +277,12 @@ async fn dispatch(cmd: Command) -> Exit {
             rotate_mb,
             rules,
             tap,
+            force,
         } => {
+            if let Some(mb) = rotate_mb.filter(|mb| !(mb.is_finite() && *mb > 0.0 && *mb <= 1e6)) {
+                eprintln!("error: --rotate-mb {mb}: must be a finite number > 0 and <= 1000000");
+                return Exit::Usage;
+            }
             let opts = crate::record::RecordOptions {
                 upstream,
                 listen,
@@ -277,6 +291,7 @@ async fn dispatch(cmd: Command) -> Exit {
                 rotate_bytes: rotate_mb.map(|mb| (mb * 1e6) as u64),
                 rules,
                 tap,
+                force,
             };
             match crate::record::record(opts).await {
                 Ok(_) => Exit::Pass,

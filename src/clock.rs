@@ -64,6 +64,36 @@ pub fn raise_priority() -> bool {
     false
 }
 
+/// Raises the open-file limit to its hard limit: under open-loop load every request in flight
+/// holds a socket, and running out is the client's failure, not the target's. Returns the soft
+/// limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit read and write a plain struct owned here.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 struct Entry {
     at: Instant,
     seq: u64,

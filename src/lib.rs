@@ -14,6 +14,7 @@ pub mod corpus;
 pub mod drive;
 pub mod exit;
 pub mod features;
+pub mod files;
 pub mod live;
 pub mod measure;
 pub mod plan;

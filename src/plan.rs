@@ -4,6 +4,7 @@
 //! In: a scenario file and [`Overrides`]. Out: a [`Plan`], or a [`PlanError`] naming the file,
 //! line and key at fault.
 
+pub mod check;
 mod load;
 
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
@@ -355,6 +356,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         "embedded" => None,
         _ if embedded_backend.is_some() => None,
         u if u.starts_with("http://") || u.starts_with("https://") => {
+            check::url("target.url", u).map_err(|m| invalid(path, m))?;
             Some(u.trim_end_matches('/').to_owned())
         }
         u => {
@@ -369,6 +371,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         .iter()
         .chain(sc.models.keys())
         .chain(sc.slo.keys())
+        .chain(sc.routing.features.keys())
     {
         if crate::features::lookup(f).is_none() {
             return Err(invalid(
@@ -418,7 +421,9 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         };
         load.calibration_passes = 2;
     }
+    check::load(&load).map_err(|m| invalid(path, m))?;
     load.check().map_err(|m| invalid(path, m))?;
+    check::scenario(&sc).map_err(|m| invalid(path, m))?;
     let mut target = sc.target.clone();
     match target.auth {
         AuthKind::Bearer if target.token_env.is_none() => {
@@ -442,9 +447,6 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             path,
             "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'",
         ));
-    }
-    if sc.request_timeout_s.is_nan() || sc.request_timeout_s <= 0.0 {
-        return Err(invalid(path, "request_timeout_s must be > 0"));
     }
     let run_id = format!("{started}-{}", sc.name);
     let run_dir = overrides

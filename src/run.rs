@@ -42,6 +42,8 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RunError {
@@ -49,7 +51,9 @@ impl RunError {
         match self {
             Self::Plan(_) | Self::Corpus(_) | Self::Drive(_) | Self::Config(_) => Exit::Usage,
             Self::Stack(StackError::Invalid(_) | StackError::Parse { .. }) => Exit::Usage,
-            Self::Stack(_) | Self::Unreachable { .. } | Self::Write { .. } => Exit::Unreachable,
+            Self::Stack(_) | Self::Unreachable { .. } | Self::Write { .. } | Self::Internal(_) => {
+                Exit::Unreachable
+            }
         }
     }
 }
@@ -96,6 +100,9 @@ fn resolve_models(
             })?),
             None => None,
         };
+        api_key
+            .iter()
+            .for_each(|k| crate::redact::register_secret(k));
         out.push((
             f.clone(),
             ResolvedModel {
@@ -145,10 +152,22 @@ fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), R
     }
 }
 
+/// Writes a JSON document atomically (temporary file, then rename), owner-only.
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError> {
-    let text = serde_json::to_string_pretty(value).expect("run files serialise");
-    std::fs::write(path, text).map_err(write_err(path))
+    let text = serde_json::to_vec_pretty(value).map_err(|e| RunError::Write {
+        path: path.into(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::files::write_atomic(path, &text).map_err(write_err(path))
 }
+
+/// Requests in flight at once when the scenario sets no cap: an open loop against a server that
+/// stops answering would otherwise hold one task and one socket per send until memory or
+/// descriptors run out. Past it, sends are skipped and a finding says so.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
+/// How long the run drains after a stop signal before cutting off what is still in flight.
+const SIGNAL_DRAIN: Duration = Duration::from_secs(2);
 
 /// The schedule's instant zero lies this far after setup, so the pacer starts on time.
 const LEAD: Duration = Duration::from_millis(20);
@@ -195,7 +214,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let schedule = schedule::build(&plan.load, &feature_refs, &offsets)
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
 
-    std::fs::create_dir_all(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
+    crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
     let plan_json =
         serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
@@ -230,14 +249,22 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         );
         (t.running, tokio::spawn(fut))
     });
-    let outcome = drive_load(&plan, target.clone(), Arc::new(prepared), schedule, sink).await;
+    let outcome = drive_load(&plan, target.clone(), Arc::new(prepared), schedule, sink).await?;
     let (agg, written, scheduled, interrupted) = outcome;
-    written.map_err(write_err(&results_path))?;
+    // What could not be written is named at the end; the verdict is still computed and printed.
+    let mut unwritten: Vec<(PathBuf, String)> = Vec::new();
+    if let Err(e) = written {
+        unwritten.push((results_path.clone(), e.to_string()));
+    }
     let tap_agg = match tap_collector {
         Some((running, task)) => {
             drop(running); // stops the tap servers, which ends the collector
-            let (tap_agg, tap_written) = task.await.expect("the tap collector does not panic");
-            tap_written.map_err(write_err(&taps_path))?;
+            let (tap_agg, tap_written) = task
+                .await
+                .map_err(|e| RunError::Internal(format!("the tap collector failed: {e}")))?;
+            if let Err(e) = tap_written {
+                unwritten.push((taps_path.clone(), e.to_string()));
+            }
             Some(tap_agg)
         }
         None => None,
@@ -252,22 +279,45 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         scheduled,
         client: interrupted.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        in_flight_cap: interrupted.default_cap,
+        internal_errors: crate::exit::panics(),
     };
     let taps = tap_agg.is_some().then_some(taps_path.as_path());
-    let conformance = conformance_stage(&plan, &results_path, taps)?;
+    let conformance = match conformance_stage(&plan, &results_path, taps) {
+        Ok(c) => c,
+        Err(RunError::Write { path, source }) => {
+            unwritten.push((path, source.to_string()));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let checks = summary::Checks {
         taps: tap_agg.as_ref(),
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
     let summary = summary::summarise(info, &plan.load, &agg, &checks);
-    write_json(&plan.run_dir.join("summary.json"), &summary)?;
-    write_json(
-        &plan.run_dir.join("histograms.json"),
-        &summary::histograms(&agg),
-    )?;
     print!("{}", summary.table());
+    let documents = [
+        ("summary.json", serde_json::to_value(&summary)),
+        ("histograms.json", Ok(summary::histograms(&agg))),
+    ];
+    for (name, doc) in documents {
+        let path = plan.run_dir.join(name);
+        let written = doc
+            .map_err(|e| RunError::Internal(e.to_string()))
+            .and_then(|d| write_json(&path, &d));
+        if let Err(e) = written {
+            unwritten.push((path, e.to_string()));
+        }
+    }
     println!("run folder: {}", plan.run_dir.display());
+    if !unwritten.is_empty() {
+        for (path, e) in &unwritten {
+            eprintln!("error: could not write {}: {e}", path.display());
+        }
+        return Ok(Exit::Unreachable);
+    }
     Ok(summary.exit())
 }
 
@@ -310,18 +360,59 @@ fn twin_threads() -> usize {
 struct Ended {
     flag: bool,
     cpu: ClientCpu,
+    /// The default in-flight cap applied (the scenario set none).
+    default_cap: Option<usize>,
+}
+
+/// SIGINT and SIGTERM (CI runners and Kubernetes send the latter), one message per signal.
+fn stop_signals() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
 /// scheduled, how it ended).
+///
+/// Draining: after the last send, an open loop gives requests in flight `grace_s`; a closed loop
+/// gives them their full request timeout (a sequential run's last request is timed like any
+/// other). A stop signal stops sending and drains briefly; a second signal, or one during the
+/// drain, cuts everything off at once. Cut-off requests are recorded with what had arrived.
 async fn drive_load(
     plan: &Plan,
     target: Arc<drive::Target>,
     prepared: Arc<Vec<Prepared>>,
     schedule: schedule::Schedule,
     sink: ResultsSink,
-) -> (Aggregate, std::io::Result<()>, u64, Ended) {
+) -> Result<(Aggregate, std::io::Result<()>, u64, Ended), RunError> {
     let live = Arc::new(LiveStats::default());
+    let mut signals = stop_signals();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut collector = tokio::spawn(measure::collect(
         rx,
@@ -333,15 +424,20 @@ async fn drive_load(
     let (cut_tx, cut_rx) = watch::channel(false);
     let cpu_start = CpuTimes::now();
     let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
+    let closed = !plan.load.arrival.open_loop();
+    let default_cap = (!closed && plan.load.concurrency.is_none()).then_some(DEFAULT_MAX_IN_FLIGHT);
     let concurrency = match plan.load.arrival {
         Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
-        _ => plan.load.concurrency,
+        _ => plan.load.concurrency.or(default_cap),
     };
     let opts = dispatch::Options {
         window: plan.load.send_window_s().map(Duration::from_secs_f64),
         warmup: Duration::from_secs_f64(plan.load.warmup_s),
         concurrency,
-        policy: plan.load.cap_policy,
+        policy: match default_cap {
+            Some(_) => crate::plan::CapPolicy::Skip,
+            None => plan.load.cap_policy,
+        },
     };
     let mut scheduled = dispatch::start(
         target.clone(),
@@ -353,31 +449,36 @@ async fn drive_load(
         cut_rx,
         live,
     );
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut interrupted = false;
+    let mut signalled = 0;
     let mut count = None;
     tokio::select! {
         n = &mut scheduled => count = Some(n.ok()),
-        _ = &mut ctrl_c => interrupted = true,
+        _ = signals.recv() => signalled += 1,
+    };
+    let drain = match signalled {
+        0 if closed => target.timeout + Duration::from_secs(1),
+        0 => Duration::from_secs_f64(plan.load.grace_s),
+        _ => {
+            let _ = stop_tx.send(true);
+            SIGNAL_DRAIN.min(Duration::from_secs_f64(plan.load.grace_s))
+        }
     };
     let mut collected = None;
-    if interrupted {
+    tokio::select! {
+        c = &mut collector => collected = Some(c),
+        _ = tokio::time::sleep(drain) => {}
+        _ = signals.recv() => signalled += 1,
+    }
+    if collected.is_none() {
         let _ = stop_tx.send(true);
         let _ = cut_tx.send(true);
-    } else {
-        let grace = tokio::time::sleep(Duration::from_secs_f64(plan.load.grace_s));
-        tokio::select! {
-            c = &mut collector => collected = Some(c),
-            _ = grace => { let _ = cut_tx.send(true); }
-            _ = &mut ctrl_c => { interrupted = true; let _ = cut_tx.send(true); }
-        }
     }
     let collected = match collected {
         Some(c) => c,
         None => collector.await,
     };
-    let (agg, written) = collected.expect("the collector does not panic");
+    let (agg, written) =
+        collected.map_err(|e| RunError::Internal(format!("the results collector failed: {e}")))?;
     let count = match count {
         Some(n) => n,
         None => scheduled.await.ok(), // the pacer stops promptly once told to
@@ -386,9 +487,10 @@ async fn drive_load(
     let wall = target.run_start.elapsed();
     let cpu = ClientCpu::between(cpu_start, CpuTimes::now(), wall, agg.sent);
     let ended = Ended {
-        flag: interrupted,
+        flag: signalled > 0,
         cpu,
+        default_cap,
     };
     let count = count.unwrap_or(agg.sent);
-    (agg, written, count, ended)
+    Ok((agg, written, count, ended))
 }

@@ -73,6 +73,9 @@ impl Segment {
     }
     /// Time into the segment at which `area` requests are expected (inverse of ∫ λ).
     fn time_for(&self, area: f64) -> f64 {
+        if area <= 0.0 {
+            return 0.0; // the first send of a ramp from rate 0 (0/0 otherwise)
+        }
         let a = self.from;
         let b = if self.duration_s.is_finite() {
             (self.to - self.from) / self.duration_s
@@ -197,7 +200,8 @@ impl Iterator for Arrivals {
     fn next(&mut self) -> Option<Duration> {
         let t = self.profile.time_at(self.u)?;
         self.u += self.gaps.next(&mut self.rng);
-        Some(Duration::from_secs_f64(t))
+        // A schedule past any representable instant has ended (the plan bounds it long before).
+        Duration::try_from_secs_f64(t).ok()
     }
 }
 
@@ -209,7 +213,8 @@ pub fn trace(offsets_ms: &[f64], time_scale: f64) -> Vec<(Duration, usize)> {
         .enumerate()
         .map(|(i, &ms)| {
             (
-                Duration::from_secs_f64(ms.max(0.0) / 1000.0 * time_scale),
+                Duration::try_from_secs_f64(ms.max(0.0) / 1000.0 * time_scale)
+                    .unwrap_or(Duration::MAX),
                 i,
             )
         })
@@ -332,6 +337,21 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ramp_from_rate_zero_ramps_up() {
+        let a: Vec<Duration> = Arrivals::new(
+            Arrival::Constant,
+            RateProfile::ramp(0.0, 20.0, Some(2.0)),
+            1.0,
+            0,
+        )
+        .collect();
+        // ∫ 10 t dt = 20 requests over 2 s, the first at zero, gaps shrinking.
+        assert_eq!(a.len(), 20);
+        assert_eq!(a[0], Duration::ZERO);
+        assert!(a[2] - a[1] < a[1] - a[0]);
+    }
 
     #[test]
     fn constant_rate_is_evenly_spaced_from_zero() {

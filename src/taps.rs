@@ -150,7 +150,7 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (tx, mut rx) = mpsc::unbounded_channel::<Capture>();
-    let proxy = Arc::new(Proxy::new(client, upstream, tx));
+    let proxy = Arc::new(Proxy::new(client, upstream, tx, 0));
     let started = proxy.started;
     tokio::spawn(async move {
         while let Some(c) = rx.recv().await {
@@ -192,6 +192,7 @@ pub async fn start_all(
     }
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
     let (tx, calls) = mpsc::unbounded_channel();

@@ -1,11 +1,11 @@
-//! The twin AIGW against the byte-exact captures of a real AIGW (`../shared/aigw-samples`): for
+//! The twin AIGW against the byte-exact captures of a real AIGW (`fixtures/captures/aigw-samples`): for
 //! every `*.request.json`, the twin answers with the captured status, content type, framing
 //! (event sequence, JSON shape) and error body; generated text and volatile fields are masked.
 
 mod common;
 
 use common::{route_of, Mode};
-use duo_harness::protocol::{json_shape, Decoder, Event, Framing};
+use duo_harness::protocol::{json_shape, Breach, Decoder, Event, Framing};
 use duo_harness::twin::aigw::AigwConfig;
 use duo_harness::twin::vllm::BackendConfig;
 use duo_harness::twin::{self, RunningStack, StackConfig};
@@ -32,7 +32,7 @@ async fn stack(mode: Mode) -> RunningStack {
 }
 
 /// Event kinds with runs of content collapsed: the framing without the generated text.
-fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), String>) {
+fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), Breach>) {
     let mut d = Decoder::new(framing);
     let mut events: Vec<Event> = chunks.iter().flat_map(|c| d.push(c)).collect();
     let (tail, done) = d.finish();
@@ -162,7 +162,7 @@ async fn check(name: &str, dir: &Path, stacks: &[(Mode, RunningStack)]) -> Resul
 
 #[tokio::test]
 async fn twin_aigw_matches_every_capture() {
-    let dir = common::shared_dir().join("aigw-samples");
+    let dir = common::captures_dir().join("aigw-samples");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| {

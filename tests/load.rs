@@ -215,11 +215,22 @@ fn requests_past_the_grace_period_are_cut_off_and_counted() {
     let load = "arrival = \"constant\"\nrate = 20\nduration_s = 0.2\ngrace_s = 0.3\nmax_send_lateness_ms = 1000";
     let r = run_against(script(10, 1000, 5), load, "", &[]);
     assert_eq!(
-        r.code, 0,
-        "cut-off requests are counted, not failures: {}",
+        r.code, 1,
+        "cut-off requests count against the verdict (load.max_cut_off_rate): {}",
         r.log
     );
     let sm = r.summary();
+    let kinds: Vec<&str> = sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"cut_off") && kinds.contains(&"nothing_measured"),
+        "{kinds:?}"
+    );
     assert_eq!(
         (sm["load"]["sent"].as_u64(), sm["load"]["cut_off"].as_u64()),
         (Some(4), Some(4))
@@ -383,11 +394,13 @@ fn bad_load_settings_are_usage_errors_naming_the_key() {
     }
 }
 
-/// Ctrl-C in the middle of a long open-loop run: sending stops, in-flight requests are cut off,
-/// and the summary is still written, with what was measured before.
+/// Ctrl-C in the middle of a long open-loop run: sending stops, in-flight requests drain
+/// briefly and are then cut off, and the summary is still written, with what was measured
+/// before.
 #[test]
 fn an_interrupted_run_still_writes_its_report() {
-    let (url, _) = stream_server::start(script(5, 20, 30));
+    // Streams of 6 s: longer than the drain after a stop signal.
+    let (url, _) = stream_server::start(script(5, 200, 30));
     let d = tempfile::tempdir().unwrap();
     let load = "arrival = \"constant\"\nrate = 50\nduration_s = 600\nmax_send_lateness_ms = 1000";
     let s = scenario(d.path(), &url, load, "");

@@ -6,7 +6,7 @@ mod common;
 
 use common::recorder::Recorder;
 use common::stream_server::{self, Script};
-use common::{parse_raw, repo, route_of, shared_dir};
+use common::{captures_dir, parse_raw, repo, route_of};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -48,7 +48,7 @@ fn raw_server(raw: Vec<u8>) -> String {
 
 #[test]
 fn passthrough_is_byte_identical_for_every_capture() {
-    let dir = shared_dir().join("aigw-samples");
+    let dir = captures_dir().join("aigw-samples");
     let d = tempfile::tempdir().unwrap();
     let client = reqwest::blocking::Client::new();
     let mut checked = 0;

@@ -123,28 +123,88 @@ pub struct Scan {
 
 /// Checks every line of `path`, going on past bad ones.
 pub fn scan(path: &Path) -> Result<Scan, CorpusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read {
+    let bytes = std::fs::read(path).map_err(|source| CorpusError::Read {
         path: path.into(),
         source,
     })?;
     let mut out = Scan::default();
     let mut ids = std::collections::HashSet::new();
-    let count = text.lines().count();
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        match parse_line(raw) {
-            Ok(it) if !ids.insert(it.id.clone()) => out.errors.push((
+    // Lines are split as bytes: a torn last line may end inside a multi-byte character.
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let count = lines.len() - usize::from(bytes.ends_with(b"\n"));
+    let torn_possible = !bytes.ends_with(b"\n");
+    for (i, raw) in lines.iter().take(count).enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let parsed = std::str::from_utf8(raw)
+            .map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))
+            .and_then(|text| match text.trim().is_empty() {
+                true => Ok(None),
+                false => parse_line(text).map(Some),
+            });
+        match parsed {
+            Ok(None) => {}
+            Ok(Some(it)) if !ids.insert(it.id.clone()) => out.errors.push((
                 i + 1,
                 format!("field 'id': '{}' is used by an earlier line", it.id),
             )),
-            Ok(it) => out.interactions.push(it),
-            Err(_) if i + 1 == count && !text.ends_with('\n') => out.torn_last_line = Some(i + 1),
+            Ok(Some(it)) => out.interactions.push(it),
+            Err(_) if i + 1 == count && torn_possible => out.torn_last_line = Some(i + 1),
             Err(m) => out.errors.push((i + 1, m)),
         }
     }
     Ok(out)
+}
+
+/// The latest recorded arrival a corpus may hold: a week, in milliseconds.
+const MAX_OFFSET_MS: f64 = 7.0 * 86_400_000.0;
+
+/// What `run` needs of a request that serde cannot check: a sendable method, header names and
+/// values, a decodable `body_b64`, an arrival offset it can schedule.
+fn check_sendable(it: &Interaction) -> Result<(), String> {
+    let o = it.arrival_offset_ms;
+    if !(o.is_finite() && (0.0..=MAX_OFFSET_MS).contains(&o)) {
+        return Err(format!(
+            "field 'arrival_offset_ms': {o} must be a finite number within 0..{MAX_OFFSET_MS}"
+        ));
+    }
+    let r = &it.request;
+    if reqwest::Method::from_bytes(r.method.as_bytes()).is_err() || r.method.is_empty() {
+        return Err(format!(
+            "field 'request.method': '{}' is not an HTTP method",
+            r.method
+        ));
+    }
+    if reqwest::Url::parse("http://h")
+        .and_then(|b| b.join(&r.path))
+        .is_err()
+    {
+        return Err(format!(
+            "field 'request.path': '{}' is not a valid path",
+            r.path
+        ));
+    }
+    for (k, v) in &r.headers {
+        let Some(v) = v.as_str() else {
+            return Err(format!("field 'request.headers.{k}': must be a string"));
+        };
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!(
+                "field 'request.headers': '{k}' is not a valid header name"
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(v).is_err() {
+            return Err(format!(
+                "field 'request.headers.{k}': not a valid header value"
+            ));
+        }
+    }
+    if let Some(b) = &r.body_b64 {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| format!("field 'request.body_b64': not base64: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Parses one line; the message names the field at fault.
@@ -175,6 +235,7 @@ pub fn parse_line(raw: &str) -> Result<Interaction, String> {
     if !it.request.path.starts_with('/') {
         return Err("field 'request.path': must start with '/'".into());
     }
+    check_sendable(&it)?;
     Ok(it)
 }
 
@@ -199,5 +260,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("field 'request.path'"), "{e}");
+        for (line, field) in [
+            (
+                r#"{"v":1,"id":"a","feature":"duo_chat","arrival_offset_ms":1e300,"request":{"method":"POST","path":"/x"}}"#,
+                "arrival_offset_ms",
+            ),
+            (
+                r#"{"v":1,"id":"a","feature":"duo_chat","arrival_offset_ms":-1,"request":{"method":"POST","path":"/x"}}"#,
+                "arrival_offset_ms",
+            ),
+            (
+                r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"PO ST","path":"/x"}}"#,
+                "request.method",
+            ),
+            (
+                r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":"/x","headers":{"x":"a\nb"}}}"#,
+                "request.headers.x",
+            ),
+            (
+                r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":"/x","body_b64":"***"}}"#,
+                "request.body_b64",
+            ),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_inside_a_character_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.jsonl");
+        let good =
+            r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":"/x"}}"#;
+        let mut bytes = format!("{good}\n{{\"v\":1,\"id\":\"b\",\"x\":\"").into_bytes();
+        bytes.extend_from_slice(&"é".as_bytes()[..1]);
+        std::fs::write(&p, bytes).unwrap();
+        let scan = scan(&p).unwrap();
+        assert_eq!(scan.interactions.len(), 1);
+        assert_eq!(scan.torn_last_line, Some(2));
+        assert!(scan.errors.is_empty());
     }
 }

@@ -34,14 +34,23 @@ pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
         // Under open-loop load every in-flight request holds a connection; keeping them all
         // idle-pooled avoids reconnecting (and measuring TCP setup) on the next send.
         .pool_max_idle_per_host(usize::MAX)
+        // A 3xx is recorded as it is: a body with a model key never follows a redirect to
+        // another origin.
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true);
     if let Some(path) = &target.ca_bundle {
         let pem = std::fs::read(path).map_err(|e| {
             DriveError::Config(format!("cannot read ca_bundle {}: {e}", path.display()))
         })?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| DriveError::Config(format!("{}: {e}", path.display())))?
-        {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| DriveError::Config(format!("ca_bundle {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(DriveError::Config(format!(
+                "ca_bundle {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        for cert in certs {
             b = b.add_root_certificate(cert);
         }
     }
@@ -65,6 +74,7 @@ pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError
         }
         AuthKind::Mint => mint(target)?,
     };
+    crate::redact::register_secret(&token);
     Ok(vec![
         ("authorization".into(), format!("Bearer {token}")),
         ("x-gitlab-authentication-type".into(), "oidc".into()),

@@ -90,6 +90,10 @@ fn pace(
     stop: &watch::Receiver<bool>,
 ) -> u64 {
     let run_start = shared.target.run_start;
+    // Every schedule, the closed loop's too, starts at the run's instant zero.
+    if !sleep_until_unless_stopped(run_start, stop) {
+        return 0;
+    }
     let mut n: u64 = 0;
     for planned in schedule.sends {
         if *stop.borrow() || schedule.max_requests.is_some_and(|m| n >= m) {
@@ -98,6 +102,10 @@ fn pace(
         let Some((intended, permit)) = wait_for_turn(handle, shared, planned, opts, stop) else {
             break;
         };
+        // Sending stops at the window's end in wall time, even when the pacer is behind.
+        if opts.window.is_some_and(|w| Instant::now() >= run_start + w) {
+            break;
+        }
         let slot = Slot {
             seq: n as usize,
             intended,

@@ -116,7 +116,26 @@ pub async fn send(
         .take()
         .or(error.map(|(class, message)| RequestError { class, message }));
     finish_tokens(&mut rec);
+    scrub(&mut rec);
     rec
+}
+
+/// Removes the harness's own secrets (and JWT-shaped strings) from what a server sent back:
+/// an echoing server must not carry a token into results, findings or the console.
+fn scrub(rec: &mut RequestRecord) {
+    if crate::redact::known_in_place(&mut rec.content) {
+        for c in &mut rec.chunks {
+            crate::redact::known_in_place(&mut c.content);
+        }
+    }
+    if let Some(e) = &mut rec.error {
+        crate::redact::known_in_place(&mut e.message);
+    }
+    for v in rec.headers.values_mut() {
+        if let serde_json::Value::String(s) = v {
+            crate::redact::known_in_place(s);
+        }
+    }
 }
 
 /// The body to send: the prepared one, or with taps a copy carrying this send's nonce (which is
@@ -156,7 +175,7 @@ async fn exchange(
     let resp = req
         .send()
         .await
-        .map_err(|e| (ErrorClass::Connect, format!("{url}: {}", error_chain(&e))))?;
+        .map_err(|e| (send_error_class(&e), format!("{url}: {}", error_chain(&e))))?;
     rec.headers_ms = Some(ms(sent.elapsed()));
     let status = resp.status().as_u16();
     rec.status = Some(status);
@@ -172,22 +191,63 @@ async fn exchange(
         .unwrap_or("");
     let framing = Framing::detect(&it.request.path, ct);
     rec.framing = Some(framing);
+    let misfit = (framing == Framing::Text && (200..300).contains(&status)).then(|| {
+        (
+            ErrorClass::Framing,
+            format!(
+                "HTTP {status} with content type '{ct}', which fits no framing of {}",
+                it.request.path
+            ),
+        )
+    });
     let mut recorder = Recorder::new(framing, status);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let bytes = chunk.map_err(|e| {
-            (
-                ErrorClass::Dropped,
-                format!(
-                    "stream broke after {} chunks: {}",
-                    rec.chunks.len(),
-                    error_chain(&e)
-                ),
-            )
-        })?;
+        let bytes = match chunk {
+            Ok(b) => b,
+            // Marker and terminator arrived: a cut after them loses nothing.
+            Err(_) if recorder.complete() => break,
+            Err(e) => {
+                return Err((
+                    ErrorClass::Dropped,
+                    format!(
+                        "stream broke after {} chunks: {}",
+                        rec.chunks.len(),
+                        error_chain(&e)
+                    ),
+                ))
+            }
+        };
         recorder.chunk(rec, ms(sent.elapsed()), &bytes);
+        if recorder.stopped() {
+            break; // a size bound passed: the rest is not read
+        }
     }
-    recorder.finish(rec, ms(sent.elapsed()))
+    let judged = recorder.finish(rec, ms(sent.elapsed()));
+    match misfit {
+        Some(m) => Err(m),
+        None => judged,
+    }
+}
+
+/// A request that failed before an answer: the harness's own resources (file descriptors), or
+/// the target's connection.
+fn send_error_class(e: &reqwest::Error) -> ErrorClass {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // EMFILE, ENFILE: this process or the system ran out of descriptors.
+            if matches!(io.raw_os_error(), Some(23 | 24)) {
+                return ErrorClass::ClientResources;
+            }
+        }
+        cur = err.source();
+    }
+    let text = error_chain(e);
+    if text.contains("Too many open files") || text.contains("os error 24") {
+        return ErrorClass::ClientResources;
+    }
+    ErrorClass::Connect
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

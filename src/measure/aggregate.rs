@@ -49,6 +49,8 @@ pub struct Aggregate {
     pub lateness: Metric,
     /// Requests sent (warm-up included).
     pub sent: u64,
+    /// Warm-up requests that failed (left out of the verdict, reported as a warning).
+    pub warmup_errors: u64,
     /// Measured (non-warm-up) sends: first and last send, last end, ms after the run start.
     pub first_sent_ms: Option<f64>,
     pub last_sent_ms: Option<f64>,
@@ -90,6 +92,7 @@ impl Aggregate {
         }
         if r.warmup {
             f.warmup += 1;
+            self.warmup_errors += u64::from(r.failed());
             return;
         }
         match r.disposition {

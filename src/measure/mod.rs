@@ -46,6 +46,14 @@ pub enum ErrorClass {
     Dropped,
     /// The server reported an error inside a 200 stream.
     StreamError,
+    /// The stream ended without its route's completion marker or terminator (a `finish_reason`,
+    /// `[DONE]`, `stream_end`, chat's finish or usage line), even if the body closed cleanly.
+    Truncated,
+    /// A line, an event or the whole body passed the harness's size bound; reading stopped.
+    Oversize,
+    /// The harness itself ran out of a resource (file descriptors): the client's failure,
+    /// never the target's.
+    ClientResources,
 }
 
 impl ErrorClass {
@@ -59,6 +67,9 @@ impl ErrorClass {
             Self::Framing => "framing",
             Self::Dropped => "dropped",
             Self::StreamError => "stream_error",
+            Self::Truncated => "truncated",
+            Self::Oversize => "oversize",
+            Self::ClientResources => "client_resources",
         }
     }
 }
@@ -192,7 +203,7 @@ impl ResultsSink {
     /// timings stay, the per-chunk detail goes).
     pub fn create(path: &Path, keep_chunks: bool) -> std::io::Result<Self> {
         Ok(Self {
-            file: std::io::BufWriter::new(std::fs::File::create(path)?),
+            file: std::io::BufWriter::new(crate::files::create_private(path)?),
             keep_chunks,
         })
     }

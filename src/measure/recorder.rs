@@ -6,7 +6,7 @@
 //! or the error class that failed it. No I/O, so its cost per chunk is benchmarked alone.
 
 use super::{Chunk, ErrorClass, RequestError, RequestRecord};
-use crate::protocol::{Decoder, Event, Framing};
+use crate::protocol::{Breach, Decoder, Event, Framing};
 use crate::twin::vllm::tokens;
 
 /// How much of an error body is kept in the error message.
@@ -33,6 +33,16 @@ impl Recorder {
 
     fn success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The answer is complete in its framing (marker and terminator arrived).
+    pub fn complete(&self) -> bool {
+        self.decoder.complete()
+    }
+
+    /// Decoding stopped for good (a size bound passed): nothing more needs reading.
+    pub fn stopped(&self) -> bool {
+        self.decoder.stopped()
     }
 
     /// One chunk arrived `t_ms` after the send.
@@ -73,7 +83,16 @@ impl Recorder {
             let body = String::from_utf8_lossy(&self.error_body);
             return Err((class, format!("HTTP {}: {body}", self.status)));
         }
-        framing_result.map_err(|m| (ErrorClass::Framing, m))
+        framing_result.map_err(breach)
+    }
+}
+
+/// The error class of a framing breach.
+pub fn breach(b: Breach) -> (ErrorClass, String) {
+    match b {
+        Breach::Framing(m) => (ErrorClass::Framing, m),
+        Breach::Truncated(m) => (ErrorClass::Truncated, m),
+        Breach::Oversize(m) => (ErrorClass::Oversize, m),
     }
 }
 

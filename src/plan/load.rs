@@ -57,6 +57,10 @@ pub struct LoadSpec {
     /// Share of failed requests tolerated before the verdict fails (default 0: any error fails).
     #[serde(default)]
     pub max_error_rate: f64,
+    /// Share of measured requests that may be cut off (no complete answer when the run stopped
+    /// waiting: after `grace_s`, or at a stop signal) before the verdict fails (default 0).
+    #[serde(default)]
+    pub max_cut_off_rate: f64,
     /// Passes over the corpus of a closed loop without other bounds (`--calibrate` makes 2).
     #[serde(skip)]
     pub calibration_passes: u64,

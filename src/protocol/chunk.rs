@@ -18,6 +18,8 @@ pub struct ChunkFields<'a> {
     pub text: Option<Cow<'a, str>>,
     /// `(prompt_tokens, completion_tokens)`.
     pub usage: Option<(u64, u64)>,
+    /// `choices[0].finish_reason` is present and not null: the model's answer is complete.
+    pub finished: bool,
 }
 
 /// Parses one chunk: the scanner where it is sure, serde otherwise.
@@ -31,6 +33,7 @@ pub fn parse(data: &str) -> Result<ChunkFields<'_>, serde_json::Error> {
 /// The reference: typed serde structs, unknown fields skipped.
 pub fn parse_with_serde(data: &str) -> Result<ChunkFields<'_>, serde_json::Error> {
     let c: SerdeChunk = serde_json::from_str(data)?;
+    let finished = c.choice.as_ref().is_some_and(|c| c.finish_reason.is_some());
     let text = c
         .choice
         .and_then(|c| c.delta.and_then(|d| d.content).or(c.text));
@@ -38,6 +41,7 @@ pub fn parse_with_serde(data: &str) -> Result<ChunkFields<'_>, serde_json::Error
         model: c.model,
         text,
         usage: c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        finished,
     })
 }
 
@@ -101,6 +105,7 @@ impl<'a> Scanner<'a> {
             model: None,
             text: None,
             usage: None,
+            finished: false,
         };
         let (mut model, mut choices, mut usage) = (false, false, false);
         self.object(|s, key| {
@@ -111,7 +116,7 @@ impl<'a> Scanner<'a> {
                 }
                 "choices" => {
                     (!std::mem::replace(&mut choices, true)).then_some(())?;
-                    fields.text = s.choices()?;
+                    (fields.text, fields.finished) = s.choices()?;
                 }
                 "usage" => {
                     (!std::mem::replace(&mut usage, true)).then_some(())?;
@@ -164,22 +169,29 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// `choices`: the text of the first element, the others skipped.
-    fn choices(&mut self) -> Option<Option<Cow<'a, str>>> {
-        let (mut text, mut first) = (None, true);
+    /// `choices`: the text and the finish of the first element, the others skipped.
+    fn choices(&mut self) -> Option<(Option<Cow<'a, str>>, bool)> {
+        let (mut choice, mut first) = ((None, false), true);
         self.list(b'[', b']', |s| match std::mem::take(&mut first) {
-            true => s.choice().map(|t| text = t),
+            true => s.choice().map(|c| choice = c),
             false => s.skip(1),
         })?;
-        Some(text)
+        Some(choice)
     }
 
-    /// One choice: `delta.content`, else `text`.
-    fn choice(&mut self) -> Option<Option<Cow<'a, str>>> {
-        let (mut delta, mut text) = (None, None);
-        let (mut seen_delta, mut seen_text) = (false, false);
+    /// One choice: `delta.content`, else `text`; and whether `finish_reason` is set.
+    fn choice(&mut self) -> Option<(Option<Cow<'a, str>>, bool)> {
+        let (mut delta, mut text, mut finished) = (None, None, false);
+        let (mut seen_delta, mut seen_text, mut seen_finish) = (false, false, false);
         self.object(|s, key| {
             match key {
+                "finish_reason" => {
+                    (!std::mem::replace(&mut seen_finish, true)).then_some(())?;
+                    finished = !s.null();
+                    if finished {
+                        s.skip(2)?;
+                    }
+                }
                 "delta" => {
                     (!std::mem::replace(&mut seen_delta, true)).then_some(())?;
                     delta = s.delta()?;
@@ -192,7 +204,7 @@ impl<'a> Scanner<'a> {
             }
             Some(())
         })?;
-        Some(delta.or(text))
+        Some((delta.or(text), finished))
     }
 
     /// `delta`: null, or an object whose `content` is a string or null.
@@ -396,6 +408,8 @@ struct SerdeChoice<'a> {
     delta: Option<SerdeDelta<'a>>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Deserialize)]

@@ -95,6 +95,31 @@ pub fn json_shape(v: &Value) -> Value {
     }
 }
 
+/// The largest response body a decoder takes (bytes); past it the answer is oversize.
+pub const MAX_BODY_BYTES: u64 = 64 << 20;
+
+pub use sse::MAX_LINE_BYTES;
+
+/// Why a body is not a complete answer in its route's framing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Breach {
+    /// Garbage, invalid UTF-8, an event the framing does not have, a content type that fits no
+    /// framing.
+    Framing(String),
+    /// The stream ended, cleanly or not, without its route's completion marker or terminator.
+    Truncated(String),
+    /// A line, an event or the whole body passed its size bound; decoding stopped there.
+    Oversize(String),
+}
+
+impl Breach {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Framing(m) | Self::Truncated(m) | Self::Oversize(m) => m,
+        }
+    }
+}
+
 /// Incremental decoder for one response body.
 #[derive(Debug)]
 pub struct Decoder {
@@ -102,8 +127,14 @@ pub struct Decoder {
     sse: SseDecoder,
     pending: Vec<u8>,
     body: Vec<u8>,
+    /// Body bytes pushed so far.
+    received: u64,
+    /// The framing's terminator arrived (`[DONE]`, `stream_end`).
     ended: bool,
-    broken: Option<String>,
+    /// The answer's completion marker arrived (a `finish_reason`, chat's finish/action/usage
+    /// line, the prompts stream's usage line).
+    finished: bool,
+    broken: Option<Breach>,
 }
 
 impl Decoder {
@@ -113,9 +144,28 @@ impl Decoder {
             sse: SseDecoder::default(),
             pending: Vec::new(),
             body: Vec::new(),
+            received: 0,
             ended: false,
+            finished: false,
             broken: None,
         }
+    }
+
+    /// Whether decoding stopped for good (a size bound passed): the rest need not be read.
+    pub fn stopped(&self) -> bool {
+        matches!(self.broken, Some(Breach::Oversize(_)))
+    }
+
+    /// Whether the answer is complete in its framing: completion marker and terminator both
+    /// arrived. A connection cut after that loses nothing.
+    pub fn complete(&self) -> bool {
+        self.broken.is_none()
+            && match self.framing {
+                Framing::OpenAiSse => self.ended && self.finished,
+                Framing::V4Sse => self.ended,
+                Framing::ChatNdjson | Framing::PromptsNdjson => self.finished,
+                Framing::Json | Framing::Text | Framing::RawText => false,
+            }
     }
 
     pub fn framing(&self) -> Framing {
@@ -131,6 +181,17 @@ impl Decoder {
 
     /// As [`push`](Self::push), appending to `out` (the driver reuses one vector per stream).
     pub fn push_into(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        if self.stopped() {
+            return;
+        }
+        self.received += bytes.len() as u64;
+        if self.received > MAX_BODY_BYTES {
+            self.broken = Some(Breach::Oversize(format!(
+                "the body passed {} MiB",
+                MAX_BODY_BYTES >> 20
+            )));
+            return;
+        }
         match self.framing {
             Framing::Json | Framing::Text => self.body.extend_from_slice(bytes),
             Framing::RawText => out.extend(
@@ -142,25 +203,46 @@ impl Decoder {
                 // Taken out for the call so that each event can update the rest of `self`.
                 let mut sse = std::mem::take(&mut self.sse);
                 sse.push_each(bytes, |event, data| self.sse_event(event, data, out));
+                if sse.overlong() {
+                    self.broken = Some(Breach::Oversize(format!(
+                        "an SSE line or event passed {} MiB",
+                        MAX_LINE_BYTES >> 20
+                    )));
+                } else if sse.invalid_utf8() {
+                    self.bad("an SSE line is not UTF-8".into());
+                }
                 self.sse = sse;
             }
             Framing::ChatNdjson | Framing::PromptsNdjson => {
+                // What was pending held no newline: only the new bytes are searched.
+                let mut from = self.pending.len();
                 self.pending.extend_from_slice(bytes);
                 let pending = std::mem::take(&mut self.pending);
                 let mut start = 0;
-                while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
-                    out.extend(self.ndjson_line(&pending[start..start + i]));
-                    start += i + 1;
+                while let Some(i) = memchr::memchr(b'\n', &pending[from..]) {
+                    out.extend(self.ndjson_line(&pending[start..from + i]));
+                    start = from + i + 1;
+                    from = start;
                 }
                 self.pending = pending;
                 self.pending.drain(..start);
+                if self.pending.len() > MAX_LINE_BYTES {
+                    self.pending = Vec::new();
+                    self.broken = Some(Breach::Oversize(format!(
+                        "an NDJSON line passed {} MiB",
+                        MAX_LINE_BYTES >> 20
+                    )));
+                }
             }
         }
     }
 
     /// Ends the body. Returns the events only a complete body yields (JSON) and, as `Err`, what
-    /// was wrong with the framing.
-    pub fn finish(&mut self) -> (Vec<Event>, Result<(), String>) {
+    /// was wrong with the framing or what is missing from the stream.
+    pub fn finish(&mut self) -> (Vec<Event>, Result<(), Breach>) {
+        if self.stopped() {
+            return (Vec::new(), Err(self.broken.take().expect("stopped")));
+        }
         let events = match self.framing {
             Framing::Json => match serde_json::from_slice::<Value>(&self.body) {
                 Ok(v) => {
@@ -168,11 +250,7 @@ impl Decoder {
                     events.extend(json_events(&v));
                     events
                 }
-                Err(e) => {
-                    self.broken
-                        .get_or_insert(format!("body is not valid JSON: {e}"));
-                    Vec::new()
-                }
+                Err(e) => self.bad(format!("body is not valid JSON: {e}")),
             },
             Framing::Text => vec![Event::Content(
                 String::from_utf8_lossy(&self.body).into_owned(),
@@ -186,21 +264,25 @@ impl Decoder {
         if let Some(b) = self.broken.take() {
             return (events, Err(b));
         }
+        let truncated = |m: &str| Err(Breach::Truncated(m.to_owned()));
         let complete = match self.framing {
-            Framing::V4Sse => self
-                .ended
-                .then_some(())
-                .ok_or("stream ended without stream_end"),
-            Framing::OpenAiSse => self
-                .ended
-                .then_some(())
-                .ok_or("stream ended without data: [DONE]"),
-            Framing::RawText if !self.pending.is_empty() => {
-                Err("stream ended inside a UTF-8 sequence")
+            Framing::V4Sse if !self.ended => truncated("stream ended without stream_end"),
+            Framing::OpenAiSse if !self.ended => truncated("stream ended without data: [DONE]"),
+            Framing::OpenAiSse if !self.finished => truncated(
+                "stream ended with [DONE] but no choice carried a finish_reason: the answer was cut short",
+            ),
+            Framing::ChatNdjson if !self.finished => {
+                truncated("stream ended without a finish_reason, action or usage line")
             }
+            Framing::PromptsNdjson if !self.finished => {
+                truncated("stream ended without its closing usage line")
+            }
+            Framing::RawText if !self.pending.is_empty() => Err(Breach::Framing(
+                "stream ended inside a UTF-8 sequence".into(),
+            )),
             _ => Ok(()),
         };
-        (events, complete.map_err(str::to_owned))
+        (events, complete)
     }
 
     fn utf8(&mut self, bytes: &[u8]) -> Option<String> {
@@ -209,7 +291,8 @@ impl Decoder {
             Ok(_) => self.pending.len(),
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(_) => {
-                self.broken.get_or_insert("body is not UTF-8".into());
+                self.broken
+                    .get_or_insert(Breach::Framing("body is not UTF-8".into()));
                 self.pending.len()
             }
         };
@@ -218,7 +301,7 @@ impl Decoder {
     }
 
     fn bad(&mut self, what: String) -> Vec<Event> {
-        self.broken.get_or_insert(what);
+        self.broken.get_or_insert(Breach::Framing(what));
         Vec::new()
     }
 
@@ -228,14 +311,20 @@ impl Decoder {
             out.push(Event::End);
             return;
         }
+        if let Some(message) = in_band_error(data) {
+            out.push(Event::Error(message));
+            return;
+        }
         let parsed = match (self.framing, event) {
             (Framing::V4Sse, Some("stream_start")) => {
                 serde_json::from_str(data).map(|v| out.push(Event::Start(v)))
             }
             // The scanner of `chunk`: this runs once per token under load.
-            (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => {
-                chunk::parse(data).map(|c| chunk_events(c, out))
-            }
+            (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => chunk::parse(data)
+                .map(|c| {
+                    self.finished |= c.finished;
+                    chunk_events(c, out)
+                }),
             (_, other) => {
                 self.bad(format!("unexpected v4 event {other:?}"));
                 return;
@@ -254,6 +343,8 @@ impl Decoder {
         if self.framing == Framing::ChatNdjson {
             if let Ok(l) = serde_json::from_slice::<ChatTextLine>(line) {
                 if matches!(&*l.kind, "final_answer_delta" | "unknown") {
+                    // Mock mode's only line is `unknown`; a real answer ends on a finish.
+                    self.finished |= l.kind == "unknown" || l.data.finish_reason.is_some();
                     return vec![Event::Content(l.data.text.unwrap_or_default().into_owned())];
                 }
             }
@@ -271,22 +362,37 @@ impl Decoder {
             let mut out = vec![Event::Content(
                 v["content"].as_str().unwrap_or_default().to_owned(),
             )];
-            out.extend(keyed_usage(&v["usage"]).map(Event::Usage));
+            let usage = keyed_usage(&v["usage"]);
+            self.finished |= usage.is_some();
+            out.extend(usage.map(Event::Usage));
             return out;
         }
         let data = &v["data"];
+        let text = || {
+            vec![Event::Content(
+                data["text"].as_str().unwrap_or_default().to_owned(),
+            )]
+        };
         match v["type"].as_str() {
-            Some("final_answer_delta") => vec![Event::Content(
-                data["text"].as_str().unwrap_or_default().to_owned(),
-            )],
-            Some("unknown") => vec![Event::Content(
-                data["text"].as_str().unwrap_or_default().to_owned(),
-            )],
-            Some("action") => vec![Event::Action(data.clone())],
-            Some("usage") => keyed_usage(&data["usage"])
-                .map(Event::Usage)
-                .into_iter()
-                .collect(),
+            Some("final_answer_delta") => {
+                self.finished |= !data["finish_reason"].is_null();
+                text()
+            }
+            Some("unknown") => {
+                self.finished = true;
+                text()
+            }
+            Some("action") => {
+                self.finished = true;
+                vec![Event::Action(data.clone())]
+            }
+            Some("usage") => {
+                self.finished = true;
+                keyed_usage(&data["usage"])
+                    .map(Event::Usage)
+                    .into_iter()
+                    .collect()
+            }
             Some("error") => vec![Event::Error(
                 data["message"].as_str().unwrap_or("error").to_owned(),
             )],
@@ -318,6 +424,23 @@ struct ChatTextLine<'a> {
 struct ChatText<'a> {
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+/// The message of an in-band error event (`data: {"error": …}`, as vLLM and OpenAI send it
+/// inside a 200 stream); `None` for any other event. Only events that mention `"error"` are
+/// parsed twice.
+fn in_band_error(data: &str) -> Option<String> {
+    memchr::memmem::find(data.as_bytes(), b"\"error\"")?;
+    let v: Value = serde_json::from_str(data).ok()?;
+    let e = v.get("error").filter(|e| !e.is_null())?;
+    Some(match e {
+        Value::String(s) => s.clone(),
+        _ => e["message"]
+            .as_str()
+            .map_or_else(|| e.to_string(), str::to_owned),
+    })
 }
 
 /// The events of one OpenAI (or v4 content) chunk.
@@ -410,9 +533,47 @@ mod tests {
     fn garbage_is_a_framing_error() {
         let mut d = Decoder::new(Framing::ChatNdjson);
         d.push(b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"a\"}}\nnot json\n");
-        assert!(d.finish().1.unwrap_err().contains("not JSON"));
+        assert!(d.finish().1.unwrap_err().message().contains("not JSON"));
         let mut d = Decoder::new(Framing::OpenAiSse);
         d.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
-        assert!(d.finish().1.unwrap_err().contains("[DONE]"));
+        assert!(d.finish().1.unwrap_err().message().contains("[DONE]"));
+    }
+
+    #[test]
+    fn completion_markers_and_in_band_errors() {
+        let chunk = |fin: &str| {
+            format!("data: {{\"choices\":[{{\"text\":\"x\",\"finish_reason\":{fin}}}]}}\n\n")
+        };
+        let mut d = Decoder::new(Framing::OpenAiSse);
+        d.push(chunk("null").as_bytes());
+        d.push(b"data: [DONE]\n\n");
+        assert!(!d.complete());
+        assert!(matches!(d.finish().1, Err(Breach::Truncated(_))));
+        let mut d = Decoder::new(Framing::OpenAiSse);
+        d.push(chunk("\"length\"").as_bytes());
+        d.push(b"data: [DONE]\n\n");
+        assert!(d.complete());
+        assert_eq!(d.finish().1, Ok(()));
+        let mut d = Decoder::new(Framing::OpenAiSse);
+        let ev = d.push(
+            b"data: {\"error\": {\"object\": \"error\", \"message\": \"out of KV cache\"}}\n\n",
+        );
+        assert_eq!(ev, vec![Event::Error("out of KV cache".into())]);
+        let mut d = Decoder::new(Framing::ChatNdjson);
+        d.push(b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"a\", \"finish_reason\": null}}\n");
+        assert!(matches!(d.finish().1, Err(Breach::Truncated(_))));
+        let mut d = Decoder::new(Framing::PromptsNdjson);
+        d.push(b"{\"content\": \"a\"}\n{\"content\": \"\", \"usage\": {\"m\": {\"input_tokens\": 1, \"output_tokens\": 1}}}\n");
+        assert!(d.complete());
+    }
+
+    #[test]
+    fn an_endless_ndjson_line_is_oversize_in_linear_time() {
+        let mut d = Decoder::new(Framing::ChatNdjson);
+        let piece = vec![b'x'; 64 << 10];
+        while !d.stopped() {
+            d.push(&piece);
+        }
+        assert!(matches!(d.finish().1, Err(Breach::Oversize(_))));
     }
 }

@@ -33,7 +33,12 @@ pub struct RecordOptions {
     pub rules: Vec<Rule>,
     /// Record upstream model calls (tap lines) instead of Duo interactions.
     pub tap: bool,
+    /// Append to a corpus that already holds lines (without it, such a corpus is refused).
+    pub force: bool,
 }
+
+/// How long open exchanges may go on after a stop signal before `record` stops regardless.
+const STOP_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why recording could not start or go on.
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +89,9 @@ fn request_body(cap: &Capture, rules: &[Rule]) -> Result<Value, String> {
             redact::apply_rules(rules, &mut v);
             Ok(v)
         }
-        Err(_) => Err(match std::str::from_utf8(&cap.request_body) {
-            Ok(text) => b64(redact::text(text).as_bytes()),
-            Err(_) => b64(&cap.request_body),
-        }),
+        // Form-encoded and other bodies are redacted before they are encoded, so audits of
+        // the corpus see what is kept.
+        Err(_) => Err(b64(&redact::raw_body(&cap.request_body))),
     }
 }
 
@@ -114,9 +118,13 @@ fn response(cap: &Capture) -> Value {
     };
     for (t, bytes) in &cap.chunks {
         take(*t, decoder.push(bytes));
-        chunks.push(match std::str::from_utf8(bytes) {
-            Ok(text) => json!({"t_ms": t, "text": redact::text(text)}),
-            Err(_) => json!({"t_ms": t, "b64": b64(bytes)}),
+    }
+    // Redacted as one stream, so a secret split across chunks is found.
+    let parts: Vec<&[u8]> = cap.chunks.iter().map(|(_, b)| &b[..]).collect();
+    for ((t, _), bytes) in cap.chunks.iter().zip(redact::pieces(&parts)) {
+        chunks.push(match String::from_utf8(bytes) {
+            Ok(text) => json!({"t_ms": t, "text": text}),
+            Err(e) => json!({"t_ms": t, "b64": b64(e.as_bytes())}),
         });
     }
     // Whole-body framings (JSON) yield their events at the end: the last chunk's arrival.
@@ -126,7 +134,8 @@ fn response(cap: &Capture) -> Value {
         "status": cap.status, "headers": header_map(&cap.response_headers), "framing": framing,
         "headers_ms": cap.headers_ms, "first_content_ms": first_content_ms, "end_ms": cap.end_ms,
         "chunks": chunks, "content": redact::text(&content), "usage": usage,
-        "truncated": cap.truncated, "cancelled": cap.cancelled, "error": cap.error,
+        "truncated": cap.truncated, "cancelled": cap.cancelled,
+        "error": cap.error.as_deref().map(redact::text),
     })
 }
 
@@ -134,7 +143,9 @@ fn response(cap: &Capture) -> Value {
 pub fn corpus_line(cap: &Capture, rules: &[Rule]) -> Option<Value> {
     let parsed: Value = serde_json::from_slice(&cap.request_body).unwrap_or(Value::Null);
     let feature = infer::feature_for(&cap.path, &parsed)?;
-    let mut request = json!({"method": cap.method, "path": cap.path, "headers": header_map(&cap.request_headers)});
+    let path = redact::text(&cap.path);
+    let mut request =
+        json!({"method": cap.method, "path": path, "headers": header_map(&cap.request_headers)});
     match request_body(cap, rules) {
         Ok(body) => request["body"] = body,
         Err(bytes) => request["body_b64"] = json!(bytes),
@@ -173,13 +184,13 @@ pub fn tap_line(cap: &Capture, rules: &[Rule]) -> Value {
     let resp = response(cap);
     json!({
         "v": 1, "kind": "tap", "id": format!("tap-{:06}", cap.seq),
-        "arrival_offset_ms": cap.arrival_offset_ms, "method": cap.method, "path": cap.path,
+        "arrival_offset_ms": cap.arrival_offset_ms, "method": cap.method, "path": redact::text(&cap.path),
         "model": body["model"], "params": params, "stream": body["stream"].as_bool().unwrap_or(false),
         "nonce": nonce, "status": cap.status, "headers_ms": cap.headers_ms,
         "first_content_ms": resp["first_content_ms"], "end_ms": cap.end_ms,
         "chunks": cap.chunks.iter().map(|(t, b)| json!({"t_ms": t, "bytes": b.len()})).collect::<Vec<_>>(),
         "usage": resp["usage"], "truncated": cap.truncated, "cancelled": cap.cancelled,
-        "error": cap.error,
+        "error": cap.error.as_deref().map(redact::text),
     })
 }
 
@@ -205,18 +216,16 @@ fn client(opts: &RecordOptions) -> Result<reqwest::Client, RecordError> {
 
 /// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.
 pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
-    if !(opts.upstream.starts_with("http://") || opts.upstream.starts_with("https://")) {
-        return Err(RecordError::Config(format!(
-            "--upstream '{}' is not an http(s) URL",
-            opts.upstream
-        )));
-    }
+    crate::plan::check::url("--upstream", &opts.upstream).map_err(RecordError::Config)?;
     let client = client(&opts)?;
     let mut writer =
-        writer::CorpusWriter::create(&opts.out, opts.rotate_bytes).map_err(|source| {
-            RecordError::Write {
-                path: opts.out.clone(),
-                source,
+        writer::CorpusWriter::open(&opts.out, opts.rotate_bytes, opts.force).map_err(|source| {
+            match source.kind() {
+                std::io::ErrorKind::AlreadyExists => RecordError::Config(source.to_string()),
+                _ => RecordError::Write {
+                    path: opts.out.clone(),
+                    source,
+                },
             }
         })?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -232,7 +241,12 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
             source,
         })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Capture>();
-    let proxy = Arc::new(Proxy::new(client, &opts.upstream, tx));
+    let proxy = Arc::new(Proxy::new(
+        client,
+        &opts.upstream,
+        tx,
+        writer.existing_lines(),
+    ));
     let stats = proxy.stats.clone();
     let app = axum::Router::new()
         .fallback(proxy::forward)
@@ -245,15 +259,36 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(crate::cli::wait_for_stop())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
             .await
     });
     let mut lines = 0u64;
     let mut not_duo = 0u64;
     let mut write_error = None;
-    while let Some(cap) = rx.recv().await {
+    // A stop signal closes the listener and lets open exchanges end for STOP_DRAIN; then, or
+    // at a second signal, `record` stops with what it has, even if a stream is stalled.
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut signal = Box::pin(crate::cli::wait_for_stop());
+    loop {
+        let cap = tokio::select! {
+            cap = rx.recv() => cap,
+            () = &mut signal => {
+                if deadline.is_some() {
+                    break;
+                }
+                let _ = stop_tx.send(true);
+                deadline = Some(Box::pin(tokio::time::sleep(STOP_DRAIN)));
+                signal = Box::pin(crate::cli::wait_for_stop());
+                continue;
+            }
+            () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => break,
+        };
+        let Some(cap) = cap else { break };
         let line = match opts.tap {
             true => Some(tap_line(&cap, &opts.rules)),
             false => corpus_line(&cap, &opts.rules),
@@ -263,7 +298,7 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
             tracing::info!(
                 "record: {} {} is no Duo feature's route; not written",
                 cap.method,
-                cap.path
+                redact::text(&cap.path)
             );
             not_duo += 1;
             continue;
@@ -275,7 +310,11 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         }
         lines += 1;
     }
-    let _ = server.await;
+    let open = stats.exchanges.load(Relaxed) - lines - not_duo;
+    if !server.is_finished() {
+        server.abort();
+        eprintln!("record: stopped with {open} exchanges still open; they were not written");
+    }
     let parts: Vec<String> = writer
         .parts()
         .iter()

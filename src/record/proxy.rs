@@ -85,6 +85,7 @@ impl Proxy {
         client: reqwest::Client,
         upstream: &str,
         captures: mpsc::UnboundedSender<Capture>,
+        first_seq: u64,
     ) -> Self {
         Self {
             client,
@@ -92,7 +93,7 @@ impl Proxy {
             started: Instant::now(),
             captures,
             stats: Arc::default(),
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(first_seq),
         }
     }
 }
@@ -185,7 +186,12 @@ pub async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
 
 /// Answers the client with a proxy error and records the exchange with it.
 fn fail(p: &Proxy, mut cap: Capture, status: StatusCode, message: String) -> Response {
-    tracing::warn!("record: {} {}: {message}", cap.method, cap.path);
+    tracing::warn!(
+        "record: {} {}: {}",
+        cap.method,
+        crate::redact::text(&cap.path),
+        crate::redact::text(&message)
+    );
     p.stats.upstream_errors.fetch_add(1, Relaxed);
     cap.status = Some(status.as_u16());
     cap.error = Some(message.clone());

@@ -199,6 +199,10 @@ pub struct RunInfo {
     pub client: ClientCpu,
     /// CPU cores the harness could use.
     pub cores: usize,
+    /// The default cap on requests in flight, when the scenario set none (open loop).
+    pub in_flight_cap: Option<usize>,
+    /// Panics of the harness's own threads and tasks: the run cannot pass (exit 3).
+    pub internal_errors: Vec<String>,
 }
 
 fn per_s(n: u64, window_s: f64) -> f64 {
@@ -383,7 +387,9 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
 }
 
 fn verdict(findings: &[Finding]) -> &'static str {
-    if findings.iter().any(|f| f.kind == "invalid_measurement") {
+    if findings.iter().any(|f| f.kind == "internal_error") {
+        "error"
+    } else if findings.iter().any(|f| f.kind == "invalid_measurement") {
         "invalid"
     } else if findings.iter().any(|f| f.severity == "error") {
         "fail"
@@ -406,9 +412,9 @@ fn findings(
         let severity = if errors_fail { "error" } else { "warning" };
         for (class, m) in &f.error_messages {
             // A broken framing is the protocol tier's verdict: the stream is not what the
-            // route promises (garbage, a missing terminator).
+            // route promises (garbage, a wrong content type, a missing marker or terminator).
             let kind = match class {
-                ErrorClass::Framing => "protocol",
+                ErrorClass::Framing | ErrorClass::Truncated => "protocol",
                 _ => "request_error",
             };
             out.push(Finding::new(kind, severity, Some(k), m.clone()));
@@ -433,23 +439,84 @@ fn findings(
             out.push(Finding::new("upstream_retries", "warning", Some(k), m));
         }
     }
+    for p in &info.internal_errors {
+        out.push(Finding::new("internal_error", "error", None, p.clone()));
+    }
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();
         out.push(Finding::new("interrupted", "error", None, m));
     }
+    out.extend(nothing_measured(load, agg, l));
     if l.cut_off > 0 {
+        let share = l.cut_off as f64 / (agg.completed() + l.cut_off) as f64;
+        let severity = if share > load.max_cut_off_rate {
+            "error"
+        } else {
+            "warning"
+        };
         let m = format!(
-            "{} requests were still in flight {} s after the last send and were cut off",
-            l.cut_off, load.grace_s
+            "{} of {} measured requests ({:.2} %) had no complete answer when the run stopped \
+             waiting for them and were cut off (load.max_cut_off_rate {:.2} %)",
+            l.cut_off,
+            agg.completed() + l.cut_off,
+            share * 100.0,
+            load.max_cut_off_rate * 100.0
         );
-        out.push(Finding::new("cut_off", "warning", None, m));
+        out.push(Finding::new("cut_off", severity, None, m));
     }
-    if l.skipped > 0 {
-        let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-        out.push(Finding::new("skipped", "warning", None, m));
+    match info.in_flight_cap {
+        Some(cap) if l.skipped > 0 => {
+            let m = format!(
+                "{} sends were skipped: {cap} requests were already in flight (the default cap); \
+                 the offered load was not delivered. Set load.concurrency and cap_policy to choose",
+                l.skipped
+            );
+            out.push(Finding::new("in_flight_cap", "error", None, m));
+        }
+        _ if l.skipped > 0 => {
+            let m = format!("{} requests were not sent: every slot was busy", l.skipped);
+            out.push(Finding::new("skipped", "warning", None, m));
+        }
+        _ => {}
+    }
+    if agg.warmup_errors > 0 {
+        let m = format!(
+            "{} of {} warm-up requests failed (left out of the figures and of the verdict)",
+            agg.warmup_errors, l.warmup
+        );
+        out.push(Finding::new("warmup_errors", "warning", None, m));
     }
     out.extend(self_audit(info, l));
     out
+}
+
+/// A run with no successful measured request measured nothing: it cannot pass, whatever else
+/// it says.
+fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Finding> {
+    let ok = agg.completed() - agg.errors();
+    if ok > 0 {
+        return None;
+    }
+    let why = if l.sent == 0 && l.skipped == 0 {
+        "nothing was sent (a rate of 0, max_requests = 0, or a window too short for one send)"
+            .to_owned()
+    } else if l.warmup > 0 && agg.completed() + l.cut_off + l.skipped == 0 {
+        format!(
+            "all {} requests fell in the warm-up (load.warmup_s = {} s covers the whole run)",
+            l.warmup, load.warmup_s
+        )
+    } else if agg.completed() == 0 && l.cut_off > 0 {
+        format!(
+            "all {} measured requests were cut off without a complete answer",
+            l.cut_off
+        )
+    } else if agg.completed() == 0 {
+        format!("all {} measured sends were skipped", l.skipped)
+    } else {
+        format!("all {} measured requests failed", agg.completed())
+    };
+    let m = format!("no request was measured: {why}");
+    Some(Finding::new("nothing_measured", "error", None, m))
 }
 
 fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
@@ -499,6 +566,7 @@ impl Summary {
         match self.verdict {
             "pass" => Exit::Pass,
             "invalid" => Exit::Invalid,
+            "error" => Exit::Unreachable,
             _ => Exit::VerdictFailed,
         }
     }

@@ -64,18 +64,100 @@ impl Summary {
             "self-audit: send lateness p50 {} / p99 {} / max {} ms (bound {} ms); harness CPU {:.2} s, {cpu}\n",
             fmt3(s.p50), fmt3(s.p99), fmt3(s.max), l.max_send_lateness_ms, l.client.cpu_s
         ));
-        for f in self
-            .findings
-            .iter()
-            .filter(|f| f.severity != "info")
-            .take(20)
-        {
-            out.push_str(&format!("{}: {}: {}\n", f.severity, f.kind, f.message));
-        }
+        out.push_str(&self.findings_lines(FINDING_LINES));
         out.push_str(&format!(
             "verdict: {} ({} requests, {} errors, {:.1} s)\n",
             self.verdict, self.requests, self.errors, l.duration_s
         ));
+        out
+    }
+}
+
+/// Finding groups printed at most (kinds that always print are never counted out).
+const FINDING_LINES: usize = 20;
+
+/// Kinds printed whatever else there is: each changes what the run means.
+fn always_printed(kind: &str) -> bool {
+    matches!(
+        kind,
+        "internal_error"
+            | "invalid_measurement"
+            | "nothing_measured"
+            | "interrupted"
+            | "routing"
+            | "parameter_drift"
+            | "in_flight_cap"
+    )
+}
+
+/// Order of importance on the console: what voids the run, then routing, protocol and content.
+fn rank(kind: &str, severity: &str) -> u8 {
+    let base = match kind {
+        "internal_error" => 0,
+        "invalid_measurement" | "nothing_measured" => 1,
+        "interrupted" | "in_flight_cap" => 2,
+        "routing" | "parameter_drift" => 3,
+        "protocol" | "conformance_protocol" => 4,
+        "slo" | "cut_off" => 5,
+        "request_error" => 6,
+        "conformance_content" => 7,
+        _ => 8,
+    };
+    base + if severity == "error" { 0 } else { 10 }
+}
+
+impl Summary {
+    /// The findings, grouped by kind and feature with counts, most important first; past
+    /// `limit` groups, one line says how many more there are and where they are.
+    fn findings_lines(&self, limit: usize) -> String {
+        struct Group<'a> {
+            kind: &'a str,
+            feature: Option<&'a str>,
+            severity: &'a str,
+            first: &'a str,
+            count: usize,
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        for f in self.findings.iter().filter(|f| f.severity != "info") {
+            let feature = f.feature.as_deref();
+            match groups
+                .iter_mut()
+                .find(|g| g.kind == f.kind && g.feature == feature && g.severity == f.severity)
+            {
+                Some(g) => g.count += 1,
+                None => groups.push(Group {
+                    kind: &f.kind,
+                    feature,
+                    severity: f.severity,
+                    first: &f.message,
+                    count: 1,
+                }),
+            }
+        }
+        groups.sort_by_key(|g| rank(g.kind, g.severity)); // stable: first seen first
+        let (mut out, mut shown, mut hidden, mut hidden_groups) = (String::new(), 0, 0, 0);
+        for g in &groups {
+            if shown >= limit && !always_printed(g.kind) {
+                hidden += g.count;
+                hidden_groups += 1;
+                continue;
+            }
+            shown += 1;
+            let feature = g.feature.map_or(String::new(), |f| format!(" [{f}]"));
+            let more = match g.count {
+                1 => String::new(),
+                n => format!(" (and {} more like it)", n - 1),
+            };
+            out.push_str(&format!(
+                "{}: {}{feature}: {}{more}\n",
+                g.severity, g.kind, g.first
+            ));
+        }
+        if hidden > 0 {
+            out.push_str(&format!(
+                "and {hidden} more findings in {hidden_groups} groups: summary.json\n"
+            ));
+        }
         out
     }
 }

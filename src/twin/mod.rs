@@ -94,9 +94,11 @@ impl StackConfig {
                     b.name
                 )));
             }
-            if !(b.ttft_ms >= 0.0 && b.itl_ms >= 0.0 && (0.0..=1.0).contains(&b.variation)) {
+            let timing = |v: f64| v.is_finite() && (0.0..=600_000.0).contains(&v);
+            if !(timing(b.ttft_ms) && timing(b.itl_ms) && (0.0..=1.0).contains(&b.variation)) {
                 return Err(StackError::Invalid(format!(
-                    "backend '{}': ttft_ms and itl_ms must be >= 0 and variation within 0..1",
+                    "backend '{}': ttft_ms and itl_ms must be finite, within 0..600000, and \
+                     variation within 0..1",
                     b.name
                 )));
             }

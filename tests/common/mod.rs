@@ -7,11 +7,11 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-/// `../shared` beside the repository (DUO_SHARED_DIR overrides).
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("DUO_SHARED_DIR")
+/// The copied captures of a real AIGW and DWS, `fixtures/captures` (DUO_CAPTURES_DIR overrides).
+pub fn captures_dir() -> PathBuf {
+    std::env::var_os("DUO_CAPTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures"))
 }
 
 pub fn repo() -> PathBuf {

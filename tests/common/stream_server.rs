@@ -92,8 +92,13 @@ async fn answer(
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(s.script.gap_ms)).await;
             }
+            let finish = if i + 1 == s.script.chunks {
+                "\"length\""
+            } else {
+                "null"
+            };
             let line = format!(
-                "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[{{\"index\":0,\"text\":\" tok{i}\"}}]}}\n\n"
+                "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[{{\"index\":0,\"text\":\" tok{i}\",\"finish_reason\":{finish}}}]}}\n\n"
             );
             if tx.send(Ok(Bytes::from(line))).await.is_err() {
                 return;
