@@ -158,6 +158,86 @@ fn no_secret_canary_reaches_the_corpus_logs_or_reports() {
     );
 }
 
+/// Every placement of a secret the harness has seen in the wild: key-named headers both ways,
+/// JWTs glued to other text (`token=eyJ…`, inside compact JSON of SSE chunks, split across
+/// raw-text chunks), query-string tokens, form-encoded bodies. None reaches the corpus.
+#[test]
+fn secrets_in_every_placement_are_redacted_at_capture() {
+    let jwt = format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ{CANARY}.c2ln{CANARY}x");
+    let (a, b) = jwt.split_at(30);
+    let sse_json = format!("data: {{\"choices\":[{{\"text\":\"{a}");
+    let body_chunks = [
+        sse_json.as_str(),
+        b,
+        "\"}]}\n\n",
+        " password: ",
+        CANARY,
+        "ab\n",
+    ];
+    let mut raw = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\nx-auth-key: {CANARY}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    for c in body_chunks {
+        raw.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+    }
+    raw.push_str("0\r\n\r\n");
+    let upstream = raw_server(raw.into_bytes());
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("c.jsonl");
+    let rec = Recorder::start(&upstream, &out, &[]);
+    let client = reqwest::blocking::Client::new();
+    let form = format!("grant_type=x&client_secret={CANARY}&token={jwt}&scope=api");
+    let r = client
+        .post(format!(
+            "{}/v2/code/completions?private_token=glpat-{CANARY}{CANARY}&page=1",
+            rec.url
+        ))
+        .header("X-Access-Key", CANARY)
+        .header("X-Gitlab-Auth-Key", CANARY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .unwrap();
+    let got = r.bytes().unwrap();
+    assert!(
+        String::from_utf8_lossy(&got).contains(CANARY),
+        "the client gets the answer as is"
+    );
+    let json_body = serde_json::json!({
+        "apiKey": CANARY, "API_KEY": CANARY, "credentials": {"password": CANARY},
+        "current_file": {"content_above_cursor": format!("curl -H 'Authorization: Bearer {CANARY}x'")},
+        "stream": true,
+    });
+    let r = client
+        .post(format!("{}/v2/code/completions", rec.url))
+        .json(&json_body)
+        .send()
+        .unwrap();
+    let _ = r.bytes();
+    let (_, stderr, lines) = rec.stop();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    let corpus = std::fs::read_to_string(&out).unwrap();
+    assert!(!corpus.contains(CANARY), "canary in the corpus: {corpus}");
+    // The form body is redacted before it is encoded: an audit of the corpus sees it clean.
+    let form = lines[0]["request"]["body_b64"].as_str().unwrap();
+    use base64::Engine;
+    let form = base64::engine::general_purpose::STANDARD
+        .decode(form)
+        .unwrap();
+    let form = String::from_utf8(form).unwrap();
+    assert!(
+        !form.contains(CANARY) && form.contains("scope=api"),
+        "{form}"
+    );
+    assert!(!stderr.contains(CANARY), "canary in the logs: {stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the corpus is its owner's only");
+    }
+}
+
 #[test]
 fn upstream_resets_and_client_disconnects_are_recorded_as_such() {
     // An upstream that resets after the first chunk.

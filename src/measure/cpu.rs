@@ -24,7 +24,7 @@ impl CpuTimes {
 }
 
 /// What the harness spent between two readings, over `wall`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ClientCpu {
     /// CPU seconds of the harness itself (the twin's threads excluded when measurable).
     pub cpu_s: f64,

@@ -36,6 +36,9 @@ pub enum ErrorClass {
     Connect,
     /// No complete answer within the request timeout.
     Timeout,
+    /// HTTP 3xx: a redirect, recorded as it is and never followed (a body with a model key is
+    /// not re-sent elsewhere).
+    Http3xx,
     /// HTTP 4xx.
     Http4xx,
     /// HTTP 5xx (and other non-2xx statuses).
@@ -62,6 +65,7 @@ impl ErrorClass {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
+            Self::Http3xx => "http3xx",
             Self::Http4xx => "http4xx",
             Self::Http5xx => "http5xx",
             Self::Framing => "framing",
@@ -192,10 +196,14 @@ impl RequestRecord {
 /// The schema id of result lines.
 pub const RESULT_SCHEMA: &str = "duo-harness/result/v1";
 
-/// Appends records to `results.ndjson`, one flushed line each.
+/// Appends records to `results.ndjson`, one line each in one write. A write that fails (a full
+/// disk) is undone back to the last whole line, so the file never ends in a fragment.
 pub struct ResultsSink {
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::fs::File,
     keep_chunks: bool,
+    /// Bytes written: the last line boundary.
+    written: u64,
+    line: Vec<u8>,
 }
 
 impl ResultsSink {
@@ -203,8 +211,10 @@ impl ResultsSink {
     /// timings stay, the per-chunk detail goes).
     pub fn create(path: &Path, keep_chunks: bool) -> std::io::Result<Self> {
         Ok(Self {
-            file: std::io::BufWriter::new(crate::files::create_private(path)?),
+            file: crate::files::create_private(path)?,
             keep_chunks,
+            written: 0,
+            line: Vec::with_capacity(8192),
         })
     }
 
@@ -212,9 +222,17 @@ impl ResultsSink {
         if !self.keep_chunks {
             r.chunks = Vec::new();
         }
-        serde_json::to_writer(&mut self.file, &r)?;
-        self.file.write_all(b"\n")?;
-        self.file.flush()
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &r)?;
+        self.line.push(b'\n');
+        if let Err(e) = self.file.write_all(&self.line) {
+            use std::io::Seek;
+            let _ = self.file.set_len(self.written);
+            let _ = self.file.seek(std::io::SeekFrom::Start(self.written));
+            return Err(e);
+        }
+        self.written += self.line.len() as u64;
+        Ok(())
     }
 }
 

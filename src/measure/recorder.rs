@@ -75,10 +75,10 @@ impl Recorder {
             apply(rec, last, events.into_iter(), self.success());
         }
         if !self.success() {
-            let class = if (400..500).contains(&self.status) {
-                ErrorClass::Http4xx
-            } else {
-                ErrorClass::Http5xx
+            let class = match self.status {
+                300..=399 => ErrorClass::Http3xx,
+                400..=499 => ErrorClass::Http4xx,
+                _ => ErrorClass::Http5xx,
             };
             let body = String::from_utf8_lossy(&self.error_body);
             return Err((class, format!("HTTP {}: {body}", self.status)));

@@ -165,3 +165,78 @@ impl Summary {
 fn fmt3(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |x| format!("{x:.3}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::measure::aggregate::Aggregate;
+    use crate::plan::LoadSpec;
+
+    fn summary_with(findings: Vec<Finding>) -> Summary {
+        let info = RunInfo {
+            run_id: "r".into(),
+            scenario: "s".into(),
+            target: "t".into(),
+            started_at: "now".into(),
+            duration_s: 1.0,
+            interrupted: false,
+            scheduled: 0,
+            client: ClientCpu::default(),
+            cores: 2,
+            in_flight_cap: None,
+            internal_errors: Vec::new(),
+        };
+        let mut s = summarise(
+            info,
+            &LoadSpec::default(),
+            &Aggregate::default(),
+            &Checks::default(),
+        );
+        s.findings = findings;
+        s
+    }
+
+    /// Many content findings never crowd a routing or parameter finding out, and the console
+    /// says how many more there are and where.
+    #[test]
+    fn findings_are_grouped_and_routing_is_never_crowded_out() {
+        let mut findings: Vec<Finding> = (0..40)
+            .map(|i| {
+                let feature = format!("feature_{}", i % 25);
+                Finding::new(
+                    "conformance_content",
+                    "error",
+                    Some(&feature),
+                    format!("text {i} differs"),
+                )
+            })
+            .collect();
+        findings.push(Finding::new(
+            "parameter_drift",
+            "error",
+            Some("duo_chat"),
+            "temperature 0.1 → 0.9".into(),
+        ));
+        findings.push(Finding::new(
+            "routing",
+            "error",
+            Some("code_completions"),
+            "wrong_model: m2".into(),
+        ));
+        let table = summary_with(findings).table();
+        assert!(
+            table.contains("error: routing [code_completions]: wrong_model"),
+            "{table}"
+        );
+        assert!(
+            table.contains("error: parameter_drift [duo_chat]"),
+            "{table}"
+        );
+        assert!(table.contains("(and 1 more like it)"), "{table}");
+        // 25 content groups: 18 fit beside the two above; the last 7 (one finding each) do not.
+        assert!(
+            table.contains("and 7 more findings in 7 groups: summary.json"),
+            "{table}"
+        );
+    }
+}

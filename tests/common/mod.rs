@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (test tree only).
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod recorder;
 pub mod stream_server;
 pub mod tls;

@@ -40,9 +40,14 @@ impl Recorder {
     }
 
     /// Stops the proxy; returns its exit code and stderr, and the corpus lines.
-    pub fn stop(mut self) -> (i32, String, Vec<Value>) {
+    pub fn stop(self) -> (i32, String, Vec<Value>) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// As [`stop`](Self::stop), with `signal`.
+    pub fn stop_with(mut self, signal: libc::c_int) -> (i32, String, Vec<Value>) {
         // SAFETY: kill sends a signal to the child we spawned.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
         let status = self.child.wait().unwrap();
         let mut err = String::new();
         self.child

@@ -1,0 +1,163 @@
+//! No accepted input crashes or runs away: every number and URL of a scenario or of the command
+//! line is checked when the plan is resolved (exit 2 naming the key, nothing written), and
+//! `corpus validate` accepts exactly what `run` accepts.
+
+mod common;
+
+use std::path::Path;
+
+const CORPUS: &str = "fixtures/corpus/duo-default.jsonl";
+
+fn write_scenario(dir: &Path, body: &str) -> String {
+    let corpus = common::repo().join(CORPUS);
+    let s = dir.join("s.toml");
+    std::fs::write(
+        &s,
+        format!("name = \"inputs\"\ncorpus = {corpus:?}\n{body}"),
+    )
+    .unwrap();
+    s.to_str().unwrap().to_owned()
+}
+
+/// (what is wrong, the scenario after `name` and `corpus`, what the message must name)
+const BAD: &[(&str, &str, &str)] = &[
+    ("rate inf", "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = inf\nduration_s = 1\n", "load.rate"),
+    ("rate nan", "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = nan\nduration_s = 1\n", "load.rate"),
+    ("rate 1e300", "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 1e300\nduration_s = 1\n", "load.rate"),
+    ("negative duration", "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 5\nduration_s = -1\n", "load.duration_s"),
+    ("burstiness 1e-300", "[target]\nurl = \"embedded\"\n[load]\narrival = \"gamma\"\nrate = 5\nduration_s = 1\nburstiness = 1e-300\n", "load.burstiness"),
+    ("grace inf", "[target]\nurl = \"embedded\"\n[load]\ngrace_s = inf\n", "load.grace_s"),
+    ("cut-off share 2", "[target]\nurl = \"embedded\"\n[load]\nmax_cut_off_rate = 2\n", "load.max_cut_off_rate"),
+    ("mix weight nan", "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 5\nduration_s = 1\nmix = { code_completions = nan }\n", "load.mix.code_completions"),
+    ("attainment 1.5", "[target]\nurl = \"embedded\"\n[slo.code_completions]\nttft_ms = 500\nattainment = 1.5\n", "slo.code_completions.attainment"),
+    ("negative SLO bound", "[target]\nurl = \"embedded\"\n[slo.duo_chat]\nttft_ms = -5\n", "slo.duo_chat.ttft_ms"),
+    ("timeout nan", "request_timeout_s = nan\n[target]\nurl = \"embedded\"\n", "request_timeout_s"),
+    ("timeout 1e300", "request_timeout_s = 1e300\n[target]\nurl = \"embedded\"\n", "request_timeout_s"),
+    ("threshold 3", "[target]\nurl = \"embedded\"\n[conformance]\nthreshold = 3.0\n", "conformance.threshold"),
+    ("twin ttft inf", "[target]\nurl = \"embedded\"\n[[stack.backend]]\nname = \"b\"\nmodels = [\"m\"]\nttft_ms = inf\n", "ttft_ms"),
+    ("unclosed IPv6 URL", "[target]\nurl = \"http://[::1\"\n", "target.url"),
+    ("port 99999", "[target]\nurl = \"http://127.0.0.1:99999\"\n", "target.url"),
+    ("URL without host", "[target]\nurl = \"http://\"\n", "target.url"),
+    ("tap URL", "[target]\nurl = \"embedded\"\n[[tap]]\nupstream = \"http://[::1\"\n", "tap.upstream"),
+    ("model endpoint", "[target]\nurl = \"embedded\"\n[models.duo_chat]\nname = \"mistral\"\nendpoint = \"http://:80\"\nidentifier = \"custom_openai/m\"\n", "models.duo_chat.endpoint"),
+    ("unknown routing feature", "[target]\nurl = \"embedded\"\n[routing.features.duo_chatt]\nbackend = \"x\"\n", "duo_chatt"),
+];
+
+#[test]
+fn bad_numbers_urls_and_features_are_usage_errors_before_anything_is_written() {
+    for (what, body, key) in BAD {
+        let d = tempfile::tempdir().unwrap();
+        let s = write_scenario(d.path(), body);
+        let out = d.path().join("run");
+        let (code, stdout, stderr) = common::run_cli(&["run", &s, "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 2, "{what}: {stdout}{stderr}");
+        assert!(stderr.contains(key), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(!out.exists(), "{what}: the run folder was created");
+    }
+}
+
+#[test]
+fn bad_command_line_numbers_and_targets_are_usage_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let s = write_scenario(d.path(), "[target]\nurl = \"embedded\"\n");
+    let out = d.path().join("run");
+    for (args, key) in [
+        (vec!["--rate", "inf", "--duration", "1"], "load.rate"),
+        (
+            vec!["--rate", "5", "--duration", "1e300"],
+            "load.duration_s",
+        ),
+        (vec!["--rate=-3", "--duration", "1"], "load.rate"),
+        (vec!["--target", "http://[::1"], "target.url"),
+        (vec!["--target", "http://localhost:99999"], "target.url"),
+    ] {
+        let mut all = vec!["run", s.as_str(), "--out", out.to_str().unwrap()];
+        all.extend(&args);
+        let (code, stdout, stderr) = common::run_cli(&all);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn a_ca_bundle_without_a_certificate_is_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("empty.pem"), "# no certificate here\n").unwrap();
+    let s = write_scenario(
+        d.path(),
+        "[target]\nurl = \"https://127.0.0.1:1\"\nca_bundle = \"empty.pem\"\n",
+    );
+    let out = d.path().join("run");
+    let (code, _, stderr) = common::run_cli(&["run", &s, "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("empty.pem") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+/// What `corpus validate` accepts, `run` accepts; what it rejects names the line and field.
+#[test]
+fn corpus_validate_rejects_what_run_cannot_send() {
+    let d = tempfile::tempdir().unwrap();
+    let good = r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":"/v2/chat/agent","body":{}}}"#;
+    for (bad, field) in [
+        (
+            r#"{"v":1,"id":"b","feature":"duo_chat","arrival_offset_ms":1e300,"request":{"method":"POST","path":"/x"}}"#,
+            "arrival_offset_ms",
+        ),
+        (
+            r#"{"v":1,"id":"b","feature":"duo_chat","request":{"method":"P OST","path":"/x"}}"#,
+            "request.method",
+        ),
+        (
+            r#"{"v":1,"id":"b","feature":"duo_chat","request":{"method":"POST","path":"/x","headers":{"x-a":"a\u0001b"}}}"#,
+            "request.headers.x-a",
+        ),
+        (
+            r#"{"v":1,"id":"b","feature":"duo_chat","request":{"method":"POST","path":"/x","body_b64":"!!"}}"#,
+            "request.body_b64",
+        ),
+    ] {
+        let p = d.path().join("c.jsonl");
+        std::fs::write(&p, format!("{good}\n{bad}\n")).unwrap();
+        let (code, _, stderr) = common::run_cli(&["corpus", "validate", p.to_str().unwrap()]);
+        assert_eq!(code, 1, "{bad}: {stderr}");
+        assert!(
+            stderr.contains("c.jsonl:2") && stderr.contains(field),
+            "{stderr}"
+        );
+        let s = d.path().join("s.toml");
+        std::fs::write(
+            &s,
+            "name = \"v\"\ncorpus = \"c.jsonl\"\n[target]\nurl = \"embedded\"\n",
+        )
+        .unwrap();
+        let (code, _, stderr) = common::run_cli(&[
+            "run",
+            s.to_str().unwrap(),
+            "--out",
+            d.path().join("run").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "run refuses it too: {stderr}");
+        assert!(
+            stderr.contains("c.jsonl:2") && stderr.contains(field),
+            "{stderr}"
+        );
+    }
+    // A torn last line that ends inside a multi-byte character is reported and skipped.
+    let p = d.path().join("torn.jsonl");
+    let mut bytes = format!("{good}\n{{\"v\":1,\"id\":\"b\",\"x\":\"").into_bytes();
+    bytes.push(0xc3);
+    std::fs::write(&p, bytes).unwrap();
+    let (code, stdout, stderr) = common::run_cli(&["corpus", "validate", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("torn.jsonl:2: torn last line"), "{stderr}");
+    assert!(
+        stdout.contains("1 valid lines, 0 bad, torn last line"),
+        "{stdout}"
+    );
+}
