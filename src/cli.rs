@@ -264,7 +264,8 @@ async fn dispatch(cmd: Command) -> Exit {
         {
             Ok(exit) => exit,
             Err(e) => {
-                eprintln!("error: {e}");
+                // A server's words can reach an error: the harness's own secrets never do.
+                eprintln!("error: {}", crate::redact::known(&e.to_string()));
                 e.exit()
             }
         },

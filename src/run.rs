@@ -161,11 +161,6 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError
     crate::files::write_atomic(path, &text).map_err(write_err(path))
 }
 
-/// Requests in flight at once when the scenario sets no cap: an open loop against a server that
-/// stops answering would otherwise hold one task and one socket per send until memory or
-/// descriptors run out. Past it, sends are skipped and a finding says so.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
-
 /// How long the run drains after a stop signal before cutting off what is still in flight.
 const SIGNAL_DRAIN: Duration = Duration::from_secs(2);
 
@@ -425,7 +420,10 @@ async fn drive_load(
     let cpu_start = CpuTimes::now();
     let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
     let closed = !plan.load.arrival.open_loop();
-    let default_cap = (!closed && plan.load.concurrency.is_none()).then_some(DEFAULT_MAX_IN_FLIGHT);
+    // Without a cap of its own, an open loop against a server that stops answering would hold
+    // a task and a socket per send until memory or descriptors ran out.
+    let default_cap =
+        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
     let concurrency = match plan.load.arrival {
         Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
         _ => plan.load.concurrency.or(default_cap),

@@ -397,3 +397,36 @@ fn running_out_of_descriptors_is_the_clients_failure() {
     );
     assert!(classes.get("connect").is_none(), "{sm}");
 }
+
+/// An open loop against a server that stops answering holds at most `load.max_in_flight`
+/// requests; past it sends are skipped and the run fails: the load was not delivered.
+#[test]
+fn the_in_flight_bound_bites_loudly() {
+    let h = hostile::start("http://127.0.0.1:9");
+    let d = tempfile::tempdir().unwrap();
+    let load = "[load]\narrival = \"constant\"\nrate = 100\nduration_s = 0.2\ngrace_s = 0.2\nmax_in_flight = 5\nmax_send_lateness_ms = 1000\nmax_cut_off_rate = 1\n";
+    let s = scenario(
+        d.path(),
+        &h.url,
+        &[line("b", "blackhole", "/v1/completions")],
+        "request_timeout_s = 30",
+        load,
+    );
+    let out = d.path().join("run");
+    let (code, log) = run(&s, &out);
+    assert_eq!(code, 1, "{log}");
+    let sm = json_file(&out.join("summary.json"));
+    assert_eq!(
+        (
+            sm["load"]["skipped"].as_u64(),
+            sm["load"]["cut_off"].as_u64()
+        ),
+        (Some(15), Some(5)),
+        "{sm}"
+    );
+    assert!(
+        kinds(&sm, "error").contains(&"in_flight_cap".into()),
+        "{sm}"
+    );
+    assert_eq!(h.requests.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

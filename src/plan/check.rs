@@ -57,6 +57,9 @@ pub fn load(l: &LoadSpec) -> Result<(), String> {
     if l.concurrency.is_some_and(|c| !(1..=1_000_000).contains(&c)) {
         return Err("load.concurrency: must be within 1..=1000000".into());
     }
+    if !(1..=1_000_000).contains(&l.max_in_flight) {
+        return Err("load.max_in_flight: must be within 1..=1000000".into());
+    }
     within(
         "load.max_send_lateness_ms",
         l.max_send_lateness_ms,

@@ -43,6 +43,11 @@ pub struct LoadSpec {
     /// What an open-loop send does when every slot is busy.
     #[serde(default)]
     pub cap_policy: CapPolicy,
+    /// Open loop without `concurrency`: the most requests in flight at once (a bound on memory
+    /// and sockets against a server that stops answering). Past it sends are skipped, and the
+    /// run fails with an `in_flight_cap` finding: the offered load was not delivered.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// After the last send, in-flight requests get this long to finish; the rest are cut off
     /// and counted.
     #[serde(default = "default_grace")]
@@ -77,6 +82,9 @@ impl Default for LoadSpec {
 
 fn one() -> f64 {
     1.0
+}
+fn default_max_in_flight() -> usize {
+    10_000
 }
 fn default_grace() -> f64 {
     10.0

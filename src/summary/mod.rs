@@ -467,7 +467,7 @@ fn findings(
     match info.in_flight_cap {
         Some(cap) if l.skipped > 0 => {
             let m = format!(
-                "{} sends were skipped: {cap} requests were already in flight (the default cap); \
+                "{} sends were skipped: {cap} requests were already in flight (load.max_in_flight); \
                  the offered load was not delivered. Set load.concurrency and cap_policy to choose",
                 l.skipped
             );
