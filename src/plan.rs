@@ -97,6 +97,10 @@ pub struct Expect {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TapSpec {
+    /// The name routing expectations and the summary use; default: the backend's name, or the
+    /// upstream URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// A backend of the embedded stack (`twin:<backend>` endpoints go through the tap)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
@@ -106,10 +110,11 @@ pub struct TapSpec {
 }
 
 impl TapSpec {
-    /// The name the summary uses: the backend, or the upstream URL.
+    /// The name the summary and routing use: its own, the backend's, or the upstream URL.
     pub fn name(&self) -> &str {
-        self.backend
+        self.name
             .as_deref()
+            .or(self.backend.as_deref())
             .or(self.upstream.as_deref())
             .unwrap_or_default()
     }

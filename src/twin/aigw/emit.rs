@@ -131,6 +131,15 @@ impl Source {
                     if !std::mem::take(&mut self.final_usage_item) {
                         return None;
                     }
+                    // A live stream ends with LangChain's empty trailing chunk, then the item
+                    // that carries the usage: three empty items in all after the text, as the
+                    // real gateway's v4 and v2-prompt streams show.
+                    if !self.whole {
+                        self.ready.push_back(Ok(Item {
+                            content: String::new(),
+                            usage: None,
+                        }));
+                    }
                     self.ready.push_back(Ok(Item {
                         content: String::new(),
                         usage: self.usage.clone(),
@@ -166,6 +175,15 @@ where
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(produce(Sink(tx)));
     Body::from_stream(ReceiverStream::new(rx))
+}
+
+/// A body that ends at once without the terminating chunk: the connection drops with nothing
+/// sent (what the real gateway does when a stream fails before its first chunk).
+pub fn closed() -> Body {
+    body(|sink| async move {
+        sink.abort(&UpstreamError::Protocol("the stream failed before its first chunk".into()))
+            .await;
+    })
 }
 
 /// Splits text into complete lines for generation line buffering, dropping code-fence lines.
@@ -271,6 +289,20 @@ pub async fn v4_sse(
     }
     if fault == V4Fault::None {
         sink.send(sse("stream_end", "null")).await;
+    }
+}
+
+/// A v4 stream whose model failed at once: `stream_start`, then the connection drops.
+pub async fn start_then_close(start_metadata: Value, sink: Sink) {
+    let start = sse(
+        "stream_start",
+        &pyjson::dumps(&json!({"metadata": start_metadata})),
+    );
+    if sink.send(start).await {
+        // The fallback fails a few ms later (a missing API key); the start is on the wire by then.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        sink.abort(&UpstreamError::Protocol("the fallback model failed".into()))
+            .await;
     }
 }
 

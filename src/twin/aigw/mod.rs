@@ -8,7 +8,9 @@
 
 pub mod auth;
 pub mod emit;
+mod prompts;
 mod routes;
+pub mod registry;
 pub mod selection;
 pub mod upstream;
 mod validate;
@@ -142,6 +144,8 @@ async fn request_headers(req: Request, next: Next) -> Response {
                 .expect("hex is a valid header")
         });
     let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert("server", HeaderValue::from_static("uvicorn"));
     if resp.extensions().get::<Uncaught>().is_none() {
         let h = resp.headers_mut();
         let t = started.elapsed().as_secs_f64().to_string();

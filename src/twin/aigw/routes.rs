@@ -8,7 +8,7 @@
 use super::emit::{self, Source};
 use super::selection::{self, Selection};
 use super::upstream::{self, Call, Completed, Retry, UpstreamError, Usage};
-use super::validate::{component_request, flag, json_object, text, v2_request, CodeInput};
+use super::validate::{component_request, json_object, text, v2_request, CodeInput};
 use super::{
     detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway,
 };
@@ -23,8 +23,8 @@ use axum::Router;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-type Gw = Arc<Gateway>;
-type Res = Result<Response, Response>;
+pub(super) type Gw = Arc<Gateway>;
+pub(super) type Res = Result<Response, Response>;
 
 pub(super) fn router(gw: Gw) -> Router {
     Router::new()
@@ -43,24 +43,29 @@ pub(super) fn router(gw: Gw) -> Router {
         .route("/v4/code/suggestions", post(v4_code))
         .route("/v2/chat/agent", post(chat_agent))
         .route("/v1/chat/{invokable}", post(v1_chat))
-        .route("/v1/prompts/{*prompt_id}", post(prompts_v1))
-        .route("/v2/prompts/{*prompt_id}", post(prompts_v2))
+        .route("/v1/prompts/{*prompt_id}", post(super::prompts::prompts_v1))
+        .route("/v2/prompts/{*prompt_id}", post(super::prompts::prompts_v2))
         .route("/v1/code/user_access_token", post(user_access_token))
+        // FastAPI's answers for an unknown route and a method the route does not take.
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
         .with_state(gw)
 }
 
-fn done(r: Res) -> Response {
+pub(super) fn done(r: Res) -> Response {
     r.unwrap_or_else(|e| e)
 }
 
-fn forbid(what: &str) -> Response {
+pub(super) fn forbid(what: &str) -> Response {
     detail(
         StatusCode::FORBIDDEN,
         &format!("Unauthorized to access {what}"),
     )
 }
 
-fn stream_response(
+pub(super) fn stream_response(
     content_type: &'static str,
     extra: &[(&'static str, &'static str)],
     body: Body,
@@ -74,10 +79,10 @@ fn stream_response(
     r.body(body).expect("static response parts are valid")
 }
 
-const RAW_TEXT: &str = "text/event-stream; charset=utf-8";
+pub(super) const RAW_TEXT: &str = "text/event-stream; charset=utf-8";
 
 impl Gateway {
-    fn caller(&self, headers: &HeaderMap) -> Result<super::auth::Caller, Response> {
+    pub(super) fn caller(&self, headers: &HeaderMap) -> Result<super::auth::Caller, Response> {
         self.auth
             .authenticate(headers)
             .map_err(|m| json_error(StatusCode::UNAUTHORIZED, json!({"error": m})))
@@ -97,14 +102,14 @@ impl Gateway {
         call
     }
 
-    fn retry(&self) -> Retry {
+    pub(super) fn retry(&self) -> Retry {
         Retry {
             time_scale: self.cfg.retry_time_scale,
         }
     }
 
     /// A non-streaming answer (mock mode answers "mock" without calling upstream).
-    async fn whole(
+    pub(super) async fn whole(
         &self,
         call: &Call,
         family: &str,
@@ -130,7 +135,7 @@ impl Gateway {
     }
 
     /// A streaming answer as the prompt layer yields it.
-    async fn source(self: &Arc<Self>, call: Call, family: &str, lag: bool) -> Source {
+    pub(super) async fn source(self: &Arc<Self>, call: Call, family: &str, lag: bool) -> Source {
         if self.cfg.mock_model_responses {
             return Source::whole("mock".into(), None);
         }
@@ -169,7 +174,7 @@ fn code_messages(
     }
 }
 
-fn call_for(
+pub(super) fn call_for(
     sel: &Selection,
     model: &str,
     messages: Vec<Value>,
@@ -231,6 +236,11 @@ async fn code_v2(gw: Gw, headers: HeaderMap, body: Bytes, generation: bool) -> R
             selection::legacy_generation(&input.prefix, &input.lang),
         )
     } else {
+        // A name without a models.yml entry (qwen2p5-coder-7b passes the validator): the
+        // gateway raises `Invalid model identifier`, an uncaught 500 before any upstream call.
+        if !selection::has_model_entry(&sel.family) {
+            return Err(internal_server_error());
+        }
         // Without an identifier LiteLLM cannot pick a provider: an uncaught 500, no upstream call.
         let model = sel.upstream_model().ok_or_else(internal_server_error)?;
         (model, code_messages(&sel, &input, generation, &hex))
@@ -286,7 +296,42 @@ struct Suggestion {
     call: Call,
 }
 
-async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Suggestion, Response> {
+/// What serves a v3/v4 request: the self-hosted model it names, or (a name the gateway does not
+/// know) GitLab's cloud default, which fails offline: a hybrid leak a routing check must catch.
+enum Served {
+    Own(Suggestion),
+    Cloud { stream: bool, generation: bool },
+}
+
+/// The cloud fallback's answer: a stream opens (v4: its `stream_start` names the fallback's
+/// definition) and closes; a call waits out the retry cycle and fails with an uncaught 500.
+async fn cloud_fallback(gw: &Gw, headers: &HeaderMap, v4: bool, stream: bool, generation: bool) -> Res {
+    if !stream {
+        gw.retry().cloud_cycle().await;
+        return Err(internal_server_error());
+    }
+    if !v4 {
+        return Ok(stream_response(RAW_TEXT, &[], emit::closed()));
+    }
+    let name = match generation {
+        true => "Code Generations Agent",
+        false => "Codestral 22B Code Completions",
+    };
+    let start = json!({
+        "model": {"engine": "agent", "name": name},
+        "timestamp": unix_now(), "enabled_feature_flags": feature_flags(headers), "region": "us-central1",
+    });
+    let body = emit::body(move |sink| emit::start_then_close(start, sink));
+    Ok(stream_response(RAW_TEXT, &SSE_HEADERS, body))
+}
+
+const SSE_HEADERS: [(&str, &str); 3] = [
+    ("x-streaming-format", "sse"),
+    ("cache-control", "no-store"),
+    ("x-accel-buffering", "no"),
+];
+
+async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Served, Response> {
     let caller = gw.caller(headers)?;
     let v = Value::Object(json_object(body)?);
     let (input, generation) = component_request(&v)?;
@@ -298,17 +343,21 @@ async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Sugges
     if !permitted {
         return Err(forbid("code suggestions"));
     }
-    let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
+    let sel = Selection::from_metadata(&v).filter(|s| selection::has_model_entry(&s.family));
+    let Some(sel) = sel else {
+        let stream = input.stream;
+        return Ok(Served::Cloud { stream, generation });
+    };
     let model = sel.upstream_model().ok_or_else(internal_server_error)?;
     let hex = security_tag();
     let (messages, params) = code_messages(&sel, &input, generation, &hex);
     let call = call_for(&sel, &model, messages, &params);
-    Ok(Suggestion {
+    Ok(Served::Own(Suggestion {
         input,
         generation,
         sel,
         call,
-    })
+    }))
 }
 
 async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
@@ -322,7 +371,11 @@ async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
     } else {
         c.text
     };
-    let model = json!({"engine": "custom_openai", "name": s.sel.family, "lang": s.input.lang});
+    // Generations name their definition (`engine: agent`); completions echo the request.
+    let model = match s.generation {
+        true => json!({"engine": "agent", "name": selection::code_prompt_name(&s.sel.family, true), "lang": s.input.lang}),
+        false => json!({"engine": s.sel.provider, "name": s.sel.family, "lang": s.input.lang}),
+    };
     Ok(axum::Json(json!({
         "choices": choices(&text),
         "metadata": {"model": model, "timestamp": unix_now(), "enabled_feature_flags": feature_flags(headers), "region": null},
@@ -334,7 +387,12 @@ async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
 async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
     done(
         async {
-            let s = suggestion(&gw, &headers, &body).await?;
+            let s = match suggestion(&gw, &headers, &body).await? {
+                Served::Own(s) => s,
+                Served::Cloud { stream, generation } => {
+                    return cloud_fallback(&gw, &headers, false, stream, generation).await
+                }
+            };
             if !s.input.stream {
                 return suggestion_json(&gw, s, &headers).await;
             }
@@ -352,7 +410,12 @@ async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
 
 async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
     done(async {
-        let s = suggestion(&gw, &headers, &body).await?;
+        let s = match suggestion(&gw, &headers, &body).await? {
+            Served::Own(s) => s,
+            Served::Cloud { stream, generation } => {
+                return cloud_fallback(&gw, &headers, true, stream, generation).await
+            }
+        };
         if !s.input.stream {
             return suggestion_json(&gw, s, &headers).await;
         }
@@ -367,8 +430,7 @@ async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
             (false, true) => emit::V4Fault::EndFirst,
             _ => emit::V4Fault::None,
         };
-        let sse_headers = [("x-streaming-format", "sse"), ("cache-control", "no-store"), ("x-accel-buffering", "no")];
-        Ok(stream_response(RAW_TEXT, &sse_headers, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, fault, sink))))
+        Ok(stream_response(RAW_TEXT, &SSE_HEADERS, emit::body(move |sink| emit::v4_sse(src, start, line_buffered, fault, sink))))
     }
     .await)
 }
@@ -383,7 +445,6 @@ async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Re
             let messages = v
                 .get("messages")
                 .and_then(Value::as_array)
-                .filter(|m| !m.is_empty())
                 .ok_or_else(validation_error)?;
             for m in messages {
                 let role = m
@@ -400,7 +461,10 @@ async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Re
                 }
             }
             if !caller.can("duo_classic_chat", true) {
-                return Err(forbid("duo chat"));
+                return Err(detail(
+                    StatusCode::FORBIDDEN,
+                    "Duo Core no longer authorized to access Duo Classic Chat",
+                ));
             }
             let contexts = messages
                 .iter()
@@ -410,6 +474,10 @@ async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Re
                 if !caller.can(&format!("include_{category}_context"), true) {
                     return Err(forbid(&format!("include_{category}_context")));
                 }
+            }
+            if messages.is_empty() {
+                // The agent indexes the last message: an uncaught exception.
+                return Err(internal_server_error());
             }
             let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
             let model = sel.upstream_model().ok_or_else(internal_server_error)?;
@@ -444,100 +512,6 @@ async fn v1_chat(
     done(gw.caller(&headers).map(|_| internal_server_error()))
 }
 
-async fn prompts_v1(
-    State(gw): State<Gw>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    done(prompts(gw, headers, id, body, false).await)
-}
-
-async fn prompts_v2(
-    State(gw): State<Gw>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    done(prompts(gw, headers, id, body, true).await)
-}
-
-fn version_ok(constraint: &str) -> bool {
-    let c = constraint.trim_start_matches(['^', '~', '=', '>', '<']);
-    !c.is_empty()
-        && c.split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
-}
-
-async fn prompts(gw: Gw, headers: HeaderMap, id: String, body: Bytes, v2: bool) -> Res {
-    let caller = gw.caller(&headers)?;
-    let v = Value::Object(json_object(&body)?);
-    let def = selection::prompt(&id).ok_or_else(|| {
-        let setting = id.split('/').next().unwrap_or("");
-        let msg = format!(
-            "Failed to load prompt definition for '{id}': Invalid feature setting: {setting}"
-        );
-        detail(StatusCode::BAD_REQUEST, &msg)
-    })?;
-    if !text(&v, "prompt_version", 50, false)?.is_none_or(|c| version_ok(&c)) {
-        return Err(detail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid version constraint",
-        ));
-    }
-    let inputs = v
-        .get("inputs")
-        .and_then(Value::as_object)
-        .ok_or_else(validation_error)?;
-    if let Some(missing) = def.inputs.iter().find(|k| !inputs.contains_key(**k)) {
-        return Err(detail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("'{missing}'"),
-        ));
-    }
-    if !caller.can(def.unit_primitive, true) {
-        return Err(forbid(&format!("'{id}'")));
-    }
-    let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
-    let model = sel.upstream_model().ok_or_else(internal_server_error)?;
-    let (messages, params) = selection::prompt_call(def, inputs, &security_tag());
-    let mut call = call_for(&sel, &model, messages, &params);
-    if let Some(base) = gw.cfg.misroute.get(&id) {
-        call.api_base = base.trim_end_matches('/').to_owned(); // fault injection
-    }
-    if flag(&v, "stream")? {
-        let src = gw.source(call, &sel.family, true).await;
-        let body = if v2 {
-            let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
-            emit::body(move |sink| emit::prompts_v2(src, usage_key, sink))
-        } else {
-            emit::body(move |sink| emit::raw_text(src, false, sink))
-        };
-        return Ok(stream_response(RAW_TEXT, &[], body));
-    }
-    let c = match gw.whole(&call, &sel.family, "").await {
-        Ok(c) => c,
-        Err(UpstreamError::Status { status, .. }) => {
-            let reason = StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("Error");
-            return Err(detail(
-                StatusCode::MISDIRECTED_REQUEST,
-                &format!("{status}: {reason}"),
-            ));
-        }
-        Err(_) => return Err(internal_server_error()),
-    };
-    if !v2 {
-        return Ok(axum::Json(json!(c.text)).into_response());
-    }
-    let usage = c.usage.map(
-        |u| json!({u.model: {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}}),
-    );
-    Ok(axum::Json(json!({"content": c.text, "usage": usage})).into_response())
-}
-
 async fn user_access_token(State(gw): State<Gw>, headers: HeaderMap) -> Response {
     done(
         async {
@@ -545,7 +519,10 @@ async fn user_access_token(State(gw): State<Gw>, headers: HeaderMap) -> Response
             if !caller.can("complete_code", false)
                 && !caller.can("ai_gateway_model_provider_proxy", false)
             {
-                return Err(forbid("create user access token").into_response());
+                return Err(detail(
+                    StatusCode::FORBIDDEN,
+                    "Unauthorized to create user access token",
+                ));
             }
             let (token, expires_at) =
                 gw.auth.issue_user_token(&caller, &headers).ok_or_else(|| {

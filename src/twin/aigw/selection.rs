@@ -48,9 +48,17 @@ pub fn generation_name_allowed(name: &str) -> bool {
         && name != "qwen2p5-coder-7b"
 }
 
+/// Whether a model name has a `models.yml` entry (codestral's dated variants included); one
+/// without makes the gateway raise `Invalid model identifier` or fall back to GitLab's default.
+pub fn has_model_entry(name: &str) -> bool {
+    name.starts_with("codestral") || super::registry::registry().family(name).is_some()
+}
+
 /// The self-hosted model a request selected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
+    /// `model_metadata.provider` (`litellm` for the flat `/v2/code/*` fields).
+    pub provider: String,
     pub family: String,
     pub endpoint: Option<String>,
     pub api_key: Option<String>,
@@ -68,6 +76,7 @@ impl Selection {
         }
         let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
         Some(Self {
+            provider: s("provider").unwrap_or_default(),
             family: family.to_owned(),
             endpoint: s("endpoint"),
             api_key: s("api_key"),
@@ -154,91 +163,57 @@ pub fn system_prompt(kind: &str, chars: usize, tag_hex: Option<&str>) -> String 
     s
 }
 
-const MISTRAL_STOP: &[&str] = &["[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]"];
+/// The registry's code-suggestion definition for `family` (`^1.0.0`, as every code call).
+fn code_definition(family: &str, generation: bool) -> super::registry::Resolved {
+    let id = match generation {
+        true => "code_suggestions/generations",
+        false => "code_suggestions/completions",
+    };
+    // A family the registry lacks searches `base` only, which every code prompt has.
+    let base = match family {
+        f if f.starts_with("codestral") => "codestral",
+        f if super::registry::registry().family(f).is_some() => f,
+        _ => "general",
+    };
+    super::registry::registry()
+        .resolve(id, base, None)
+        .and_then(Result::ok)
+        .expect("code prompts have a ^1.0.0 base definition")
+}
 
-/// Code completion (§4.3): messages and parameters for `family`.
+/// Code completion (§4.3): messages for `family`, parameters from its registry definition.
 pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Vec<Value>, Params) {
-    let sys = |chars| {
+    let family = sel.family.as_str();
+    let def = code_definition(family, false);
+    let sys = || {
         msg(
             "system",
-            system_prompt("code completions", chars, Some(hex)),
+            system_prompt("code completions", def.definition.system_chars, Some(hex)),
         )
     };
     let fim_user = || msg("user", format!("<s>[SUFFIX]{suffix}[PREFIX]{prefix}"));
-    let p = |max, temp, stop: &[&'static str]| Params {
-        max_tokens: Some(max),
-        temperature: temp,
-        stop: stop.to_vec(),
-        timeout_s: 60.0,
-        ..Params::default()
-    };
-    match sel.family.as_str() {
-        f if f == "mistral" || f == "mixtral" => {
-            (vec![sys(4725), fim_user()], p(64, Some(0.0), MISTRAL_STOP))
-        }
-        f if f.starts_with("codestral") => {
-            (vec![sys(4813), fim_user()], p(64, Some(0.32), MISTRAL_STOP))
-        }
+    let messages = match family {
         "llama3" => {
             let user = format!("Here is a code completion CONTEXT:\n{prefix}\n|CODE|\n{suffix}\n\nWrite the code for |CODE| only.");
-            (vec![sys(4725), msg("user", user)], p(64, Some(0.0), &[]))
+            vec![sys(), msg("user", user)]
         }
-        "codellama" => (
-            vec![msg("user", format!("<PRE> {prefix} <SUF> {suffix} <MID>"))],
-            p(128, Some(0.95), &["<PRE>", "<SUF>", "<MID>", "<EOT>"]),
-        ),
-        "codegemma" => (
-            vec![msg(
-                "user",
-                format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"),
-            )],
-            p(
-                128,
-                Some(0.95),
-                &[
-                    "<|fim_prefix|>",
-                    "<|fim_suffix|>",
-                    "<|fim_middle|>",
-                    "<|file_separator|>",
-                ],
-            ),
-        ),
-        "deepseekcoder" => (
-            vec![msg(
-                "user",
-                format!("<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"),
-            )],
-            p(128, Some(0.0), &[]),
-        ),
-        "gpt" => (vec![sys(4725), fim_user()], p(64, None, &[])),
-        _ => (vec![sys(4725), fim_user()], p(128, Some(0.0), &[])),
-    }
+        "codellama" => vec![msg("user", format!("<PRE> {prefix} <SUF> {suffix} <MID>"))],
+        "codegemma" => vec![msg(
+            "user",
+            format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"),
+        )],
+        "deepseekcoder" => vec![msg(
+            "user",
+            format!("<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"),
+        )],
+        _ => vec![sys(), fim_user()],
+    };
+    (messages, registry_params(&def))
 }
 
-/// The prompt-definition name the AIGW reports for a code prompt.
+/// The display name the AIGW reports for a code prompt: its registry definition's.
 pub fn code_prompt_name(family: &str, generation: bool) -> String {
-    let model = match family {
-        "mistral" => {
-            if generation {
-                "Mistral 7B"
-            } else {
-                "Mistral 7B Instruct"
-            }
-        }
-        "mixtral" => "Mixtral 8x7B",
-        f if f.starts_with("codestral") => "Codestral",
-        "llama3" => "Llama 3",
-        "gpt" => "GPT",
-        _ => "Base",
-    };
-    format!(
-        "{model} Code {}",
-        if generation {
-            "Generations"
-        } else {
-            "Completions"
-        }
-    )
+    code_definition(family, generation).definition.name.clone()
 }
 
 /// Code generation through the prompt registry (§4.3).
@@ -250,13 +225,7 @@ pub fn generation(
     lang: &str,
     hex: &str,
 ) -> (Vec<Value>, Params) {
-    let (max, temp) = match sel.family.as_str() {
-        "mistral" | "mixtral" => (256, Some(0.95)),
-        "llama3" => (256, Some(0.0)),
-        f if f.starts_with("codestral") => (256, Some(0.3)),
-        "gpt" => (512, Some(1.0)),
-        _ => (256, Some(0.0)),
-    };
+    let def = code_definition(&sel.family, true);
     let instruction = if instruction.is_empty() {
         prefix.trim_end()
     } else {
@@ -265,18 +234,10 @@ pub fn generation(
     let user = format!(
         "## Existing code:\n\n{prefix}\n{suffix}\n\n## Instruction:\n```{lang}\n{instruction}\n```\n\nRespond with code only."
     );
-    let params = Params {
-        max_tokens: Some(max),
-        temperature: temp,
-        timeout_s: 60.0,
-        ..Params::default()
-    };
+    let system = system_prompt("code generations", def.definition.system_chars, Some(hex));
     (
-        vec![
-            msg("system", system_prompt("code generations", 4519, Some(hex))),
-            msg("user", user),
-        ],
-        params,
+        vec![msg("system", system), msg("user", user)],
+        registry_params(&def),
     )
 }
 
@@ -325,157 +286,41 @@ pub fn react_chat(sel: &Selection, question: &str, date: &str) -> (Vec<Value>, P
     (messages, params)
 }
 
-/// One prompt-registry definition of the twin.
-#[derive(Debug)]
-pub struct PromptDef {
-    pub id: &'static str,
-    pub unit_primitive: &'static str,
-    /// Template variables that must be present in `inputs`.
-    pub inputs: &'static [&'static str],
-    pub system_chars: usize,
-    pub max_tokens: u32,
-}
-
-const fn def(
-    id: &'static str,
-    up: &'static str,
-    inputs: &'static [&'static str],
-    max_tokens: u32,
-) -> PromptDef {
-    PromptDef {
-        id,
-        unit_primitive: up,
-        inputs,
-        system_chars: 4013,
-        max_tokens,
+/// The parameters of a resolved registry definition.
+pub fn registry_params(r: &super::registry::Resolved) -> Params {
+    Params {
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        stop: r.stop.clone(),
+        timeout_s: r.timeout_s,
+        ..Params::default()
     }
-}
-
-/// Prompt ids the twin registry serves (those Rails uses for self-hosted, §3.7).
-pub const PROMPTS: &[PromptDef] = &[
-    def(
-        "chat/explain_code",
-        "explain_code",
-        &["selected_text", "input"],
-        2048,
-    ),
-    def(
-        "chat/write_tests",
-        "write_tests",
-        &["selected_text", "input"],
-        2048,
-    ),
-    def(
-        "chat/refactor_code",
-        "refactor_code",
-        &["selected_text", "input"],
-        2048,
-    ),
-    def(
-        "chat/fix_code",
-        "fix_code",
-        &["selected_text", "input"],
-        2048,
-    ),
-    def(
-        "chat/troubleshoot_job",
-        "troubleshoot_job",
-        &["job_log"],
-        2048,
-    ),
-    def(
-        "chat/explain_vulnerability",
-        "explain_vulnerability",
-        &["vulnerability"],
-        2048,
-    ),
-    def(
-        "chat/summarize_comments",
-        "summarize_comments",
-        &["notes"],
-        2048,
-    ),
-    def(
-        "generate_commit_message",
-        "generate_commit_message",
-        &["diff"],
-        1024,
-    ),
-    def(
-        "summarize_new_merge_request",
-        "summarize_new_merge_request",
-        &["diff"],
-        2048,
-    ),
-    def(
-        "review_merge_request",
-        "review_merge_request",
-        &["mr_title", "diff"],
-        4096,
-    ),
-    def(
-        "summarize_review",
-        "summarize_review",
-        &["draft_notes"],
-        2048,
-    ),
-    def(
-        "resolve_vulnerability",
-        "resolve_vulnerability",
-        &["vulnerability", "code"],
-        2048,
-    ),
-    def(
-        "glab_ask_git_command",
-        "glab_ask_git_command",
-        &["prompt"],
-        1024,
-    ),
-    def(
-        "code_suggestions/generations",
-        "generate_code",
-        &["file_name", "content_above_cursor"],
-        256,
-    ),
-];
-
-/// Looks a prompt id up.
-pub fn prompt(id: &str) -> Option<&'static PromptDef> {
-    PROMPTS.iter().find(|p| p.id == id)
 }
 
 /// Messages and parameters for a prompt-registry call. Every declared input is rendered into the
 /// user message in declaration order, then the remaining inputs by name.
 pub fn prompt_call(
-    def: &PromptDef,
+    r: &super::registry::Resolved,
     inputs: &Map<String, Value>,
     hex: &str,
 ) -> (Vec<Value>, Params) {
     let mut user = String::new();
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    for k in def.inputs {
-        user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(&inputs[*k])));
+    let declared = &r.definition.inputs;
+    for k in declared {
+        if let Some(v) = inputs.get(k) {
+            user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(v)));
+        }
     }
-    for (k, v) in inputs
-        .iter()
-        .filter(|(k, _)| !def.inputs.contains(&k.as_str()))
-    {
+    for (k, v) in inputs.iter().filter(|(k, _)| !declared.contains(k)) {
         if !text(v).is_empty() {
             user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(v)));
         }
     }
-    let params = Params {
-        max_tokens: Some(def.max_tokens),
-        temperature: Some(0.0),
-        timeout_s: 60.0,
-        ..Params::default()
-    };
+    let system = system_prompt(&r.prompt.id, r.definition.system_chars, Some(hex));
     (
-        vec![
-            msg("system", system_prompt(def.id, def.system_chars, Some(hex))),
-            msg("user", user),
-        ],
-        params,
+        vec![msg("system", system), msg("user", user)],
+        registry_params(r),
     )
 }
 
@@ -485,6 +330,7 @@ mod tests {
 
     fn sel(family: &str, identifier: &str) -> Selection {
         Selection {
+            provider: "custom_openai".into(),
             family: family.into(),
             endpoint: Some("http://x/v1/".into()),
             api_key: None,

@@ -88,6 +88,14 @@ const SDK_WAITS_S: [f64; 2] = [0.45, 0.9];
 const TENACITY_WAITS_S: [f64; 3] = [3.0, 9.0, 27.0];
 
 impl Retry {
+    /// A GitLab-managed fallback model failing offline: every attempt fails at once, and the
+    /// tenacity waits between them (3, 9, 27 s, scaled) are all the time it takes.
+    pub async fn cloud_cycle(&self) {
+        for w in TENACITY_WAITS_S {
+            self.wait(w).await;
+        }
+    }
+
     async fn wait(&self, seconds: f64) {
         let d = seconds * self.time_scale;
         if d > 0.0 {

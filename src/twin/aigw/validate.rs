@@ -136,6 +136,7 @@ pub(super) fn v2_request(v: &Value, generation: bool) -> Result<(CodeInput, Sele
     input.prompt = text(v, "prompt", 400_000, generation && version == 2)?;
     input.prompt_id = text(v, "prompt_id", 255, false)?;
     let sel = Selection {
+        provider: "litellm".into(),
         family: name,
         endpoint: text(v, "model_endpoint", 255, false)?,
         api_key: text(v, "model_api_key", 2000, false)?,
