@@ -15,7 +15,13 @@ use std::path::Path;
 async fn stack(mode: Mode) -> RunningStack {
     let mut backend = BackendConfig::new(
         "mock",
-        &["mock-model", "mistral", "fail-500", "mistral-7b-instruct", "codestral-22b"],
+        &[
+            "mock-model",
+            "mistral",
+            "fail-500",
+            "mistral-7b-instruct",
+            "codestral-22b",
+        ],
     );
     backend.fail_models = vec!["fail-500".into()];
     backend.ttft_ms = 2.0;
@@ -125,7 +131,9 @@ async fn compare(case: &Case, dir: &Path, aigw: &str) -> Result<(), String> {
         .header("X-Gitlab-Authentication-Type", "oidc")
         .header("X-Gitlab-Realm", "self-managed");
     if let Some(body) = &case.body {
-        req = req.header("content-type", "application/json").body(body.clone());
+        req = req
+            .header("content-type", "application/json")
+            .body(body.clone());
     }
     let captured =
         common::parse_raw(&std::fs::read(dir.join(format!("{name}.response.raw"))).unwrap());
@@ -135,9 +143,15 @@ async fn compare(case: &Case, dir: &Path, aigw: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("{name}: request failed: {e}"))?;
     for h in ["server", "allow"] {
-        let got = resp.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
+        let got = resp
+            .headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_owned());
         if got.as_deref() != captured.header(h) {
-            return Err(format!("{name}: {h} {got:?}, captured {:?}", captured.header(h)));
+            return Err(format!(
+                "{name}: {h} {got:?}, captured {:?}",
+                captured.header(h)
+            ));
         }
     }
     let status = resp.status().as_u16();
@@ -273,7 +287,11 @@ fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), Strin
     )
     .unwrap();
     if want.len() != calls.len() {
-        return Err(format!("{name}: {} upstream calls, captured {}", calls.len(), want.len()));
+        return Err(format!(
+            "{name}: {} upstream calls, captured {}",
+            calls.len(),
+            want.len()
+        ));
     }
     let Some(w) = want.first() else {
         return Ok(());
@@ -310,10 +328,16 @@ async fn twin_aigw_matches_every_capture_of_set_2() {
     let s = stack(Mode::Normal).await;
     let urls = s.urls();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let spec = TapSpec { name: None, backend: Some("mock".into()), upstream: None };
+    let spec = TapSpec {
+        name: None,
+        backend: Some("mock".into()),
+        upstream: None,
+    };
     let client = reqwest::Client::new();
     let base = urls.backends["mock"].url.clone();
-    let tap = duo_harness::taps::start(&spec, 0, &base, client, tx).await.unwrap();
+    let tap = duo_harness::taps::start(&spec, 0, &base, client, tx)
+        .await
+        .unwrap();
     let mut failures = Vec::new();
     for (name, (method, route)) in &routes {
         if name.starts_with("auth_") {
@@ -375,8 +399,12 @@ fn instance_token(scopes: &[&str]) -> String {
         "jti": "0123456789abcdef", "gitlab_realm": "self-managed",
         "gitlab_instance_id": "5d7e3f1a-0000-4000-8000-000000000001", "scopes": scopes,
     });
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
-        .unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
 }
 
 /// The second set's auth captures, in JWT mode: the gateway's own 403 strings, and a user token
@@ -394,9 +422,12 @@ async fn auth_captures_give_the_real_answers() {
         },
         ..AigwConfig::default()
     };
-    let s = twin::start(&StackConfig { aigw, backends: vec![BackendConfig::new("mock", &["mistral-7b-instruct"])] })
-        .await
-        .unwrap();
+    let s = twin::start(&StackConfig {
+        aigw,
+        backends: vec![BackendConfig::new("mock", &["mistral-7b-instruct"])],
+    })
+    .await
+    .unwrap();
     let dir = common::captures_dir().join("aigw-samples-2");
     let client = reqwest::Client::new();
     let send = |route: &str, name: &str, token: &str| {
@@ -406,30 +437,49 @@ async fn auth_captures_give_the_real_answers() {
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {token}"))
             .header("x-gitlab-authentication-type", "oidc")
-            .header("x-gitlab-instance-id", "5d7e3f1a-0000-4000-8000-000000000001")
+            .header(
+                "x-gitlab-instance-id",
+                "5d7e3f1a-0000-4000-8000-000000000001",
+            )
             .header("x-gitlab-realm", "self-managed")
             .header("x-gitlab-global-user-id", "duo-harness")
             .body(body)
             .send()
     };
     let want = |name: &str| {
-        let raw = common::parse_raw(&std::fs::read(dir.join(format!("{name}.response.raw"))).unwrap());
+        let raw =
+            common::parse_raw(&std::fs::read(dir.join(format!("{name}.response.raw"))).unwrap());
         let body: Value = serde_json::from_slice(&raw.body()).unwrap();
         (raw.status, body)
     };
     // Only `duo_chat`: classic chat is refused with the gateway's own words.
     let name = "auth_v2_chat_agent_duo_chat_scope_only";
-    let r = send("/v2/chat/agent", name, &instance_token(&["duo_chat"])).await.unwrap();
+    let r = send("/v2/chat/agent", name, &instance_token(&["duo_chat"]))
+        .await
+        .unwrap();
     let got = (r.status().as_u16(), r.json::<Value>().await.unwrap());
     assert_eq!(got, want(name), "{name}");
     // A user token minted from an instance token, then used to ask for another: refused.
-    let scopes = ["complete_code", "generate_code", "duo_classic_chat", "duo_chat", "explain_code"];
+    let scopes = [
+        "complete_code",
+        "generate_code",
+        "duo_classic_chat",
+        "duo_chat",
+        "explain_code",
+    ];
     let name = "auth_v1_code_user_access_token";
-    let r = send("/v1/code/user_access_token", name, &instance_token(&scopes)).await.unwrap();
+    let r = send("/v1/code/user_access_token", name, &instance_token(&scopes))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), want(name).0);
-    let ujwt = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let ujwt = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let name = "auth_v1_code_user_access_token_with_ujwt";
-    let r = send("/v1/code/user_access_token", name, &ujwt).await.unwrap();
+    let r = send("/v1/code/user_access_token", name, &ujwt)
+        .await
+        .unwrap();
     let got = (r.status().as_u16(), r.json::<Value>().await.unwrap());
     assert_eq!(got, want(name), "{name}");
 }

@@ -172,7 +172,8 @@ fn record_accept_compare_and_review_snapshots() {
 }
 
 /// `scenarios/noise.toml` against the shipped snapshots and measured noise floor (run under `CI`,
-/// so the fixtures are only read): the chat backend's random variation stays within its noise,
+/// so the fixtures are only read): the chat backend's random variation stays within its derived
+/// similarity,
 /// and a real change (another seed on the code backend) fails on exactly the features it changed.
 #[test]
 fn noise_scenario_passes_and_a_real_change_fails_on_exactly_its_features() {
@@ -182,10 +183,8 @@ fn noise_scenario_passes_and_a_real_change_fails_on_exactly_its_features() {
     assert_eq!(code, 0, "{}", sm["findings"]);
     let chat = &sm["features"]["duo_chat"]["conformance"];
     assert_eq!(chat["mismatched"], 0);
-    assert!(
-        chat["fields"]["text"]["noise"].as_f64().unwrap() > 0.5,
-        "{chat}"
-    );
+    // Chat text is always noisy: it is compared by a similarity threshold from the calibration.
+    assert!(chat["derived_similarity"].as_f64().is_some(), "{chat}");
 
     let fixtures = common::repo().join("fixtures");
     let text = std::fs::read_to_string(&shipped)
@@ -214,4 +213,52 @@ fn noise_scenario_passes_and_a_real_change_fails_on_exactly_its_features() {
             .into_iter()
             .collect()
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The shipped noise floor does not switch content checking off: chat text, always noisy, is
+/// compared by a similarity threshold derived from the calibration, so the ordinary variation
+/// of a sampling model passes and one answer that is no longer the same answer is caught.
+#[test]
+fn a_changed_chat_answer_is_caught_and_ordinary_variation_is_not() {
+    let d = tempfile::tempdir().unwrap();
+    let snaps = d.path().join("snaps");
+    copy_dir(&common::repo().join("fixtures/snapshots"), &snaps);
+    let case = snaps.join("duo-default/duo_chat/chat-general-1.json");
+    let mut snap: Value = serde_json::from_str(&std::fs::read_to_string(&case).unwrap()).unwrap();
+    snap["text"] =
+        "Request refused: this assistant cannot answer questions about deployments.".into();
+    std::fs::write(&case, serde_json::to_string_pretty(&snap).unwrap()).unwrap();
+    let fixtures = common::repo().join("fixtures");
+    let text = std::fs::read_to_string(common::repo().join("scenarios/noise.toml"))
+        .unwrap()
+        .replace("\"../fixtures/snapshots\"", &format!("{snaps:?}"))
+        .replace("\"../fixtures", &format!("\"{}", fixtures.display()));
+    let s = d.path().join("noise.toml");
+    std::fs::write(&s, text).unwrap();
+    let (code, sm) = run(s.to_str().unwrap(), &d.path().join("run"), true);
+    assert_eq!(code, 1, "{sm}");
+    let findings = sm["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["kind"], "conformance_content");
+    assert!(findings[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("chat-general-1"));
+    let chat = &sm["features"]["duo_chat"]["conformance"];
+    let threshold = chat["derived_similarity"].as_f64().unwrap();
+    assert!(threshold > 0.0 && threshold < 0.5, "{chat}");
+    assert_eq!(chat["mismatched"], 1);
 }

@@ -12,7 +12,7 @@
 mod noise;
 mod store;
 
-pub use noise::{calibrate, noise_path, Margins, Noise};
+pub use noise::{calibrate, noise_path, Margins, Noise, NOISY_TEXT, SIMILARITY_FACTOR};
 use store::write_pending;
 pub use store::{accepted_path, describe, pending, pending_path, snapshot_path};
 
@@ -301,6 +301,10 @@ pub struct Counts {
     /// field's differences count only when its rate clears the noise by the margins.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldRate>,
+    /// Where exact text is always noisy and the feature has no policy of its own: the
+    /// `similarity` threshold derived from the calibration, which the text is compared by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived_similarity: Option<f64>,
 }
 
 /// Share of compared cases whose field differed: between two baseline answers (`noise`) and
@@ -317,6 +321,16 @@ pub struct Outcome {
     pub features: BTreeMap<String, Counts>,
     /// (feature, tier or `new`, message).
     pub findings: Vec<(String, String, String)>,
+}
+
+/// The similarity threshold a feature's text is compared by when the calibration found its
+/// exact text always noisy and the scenario gave the feature no policy of its own.
+fn derived(spec: &ConformanceSpec, noise: Option<&Noise>, feature: &str) -> Option<f64> {
+    let own = spec.features.get(feature).and_then(|p| p.content).is_some();
+    if own || spec.content != ContentPolicy::Exact {
+        return None;
+    }
+    noise?.derived_threshold(feature)
 }
 
 /// Compares the first answer of every case in `results` with its snapshot. A field's
@@ -368,7 +382,13 @@ pub fn check(
             continue;
         };
         counts.compared += 1;
-        let (content, threshold) = spec.policy(&r.feature);
+        let (content, threshold) = match derived(spec, noise.as_ref(), &r.feature) {
+            Some(t) => {
+                counts.derived_similarity = Some(t);
+                (ContentPolicy::Similarity, t)
+            }
+            None => spec.policy(&r.feature),
+        };
         let diffs = compare(&old, &new, content, threshold);
         compared.push((path, new, diffs));
     }
@@ -382,8 +402,12 @@ pub fn check(
     for ((feature, field), n) in &rates {
         let counts = out.features.get_mut(feature).expect("counted above");
         let candidate = *n as f64 / counts.compared.max(1) as f64;
+        // Under a derived similarity policy the baseline pairs all passed by construction:
+        // the text's noise is zero, so a changed answer counts.
+        let derived_text = *field == "text" && counts.derived_similarity.is_some();
         let noise = noise
             .as_ref()
+            .filter(|_| !derived_text)
             .and_then(|z| z.features.get(feature)?.get(*field).copied())
             .unwrap_or(0.0);
         counts

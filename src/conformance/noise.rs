@@ -16,6 +16,46 @@ pub struct Noise {
     pub features: BTreeMap<String, BTreeMap<String, f64>>,
     /// Feature → cases calibrated.
     pub cases: BTreeMap<String, u64>,
+    /// Feature → the lowest token similarity between two baseline answers of one case: what
+    /// ordinary variation looks like, from which a `similarity` threshold is derived where exact
+    /// text is always noisy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub text_similarity: BTreeMap<String, f64>,
+}
+
+/// At or above this share of differing baseline pairs, exact text comparison sees nothing: a
+/// feature without a policy of its own is compared by similarity instead.
+pub const NOISY_TEXT: f64 = 0.5;
+
+/// The derived threshold is this share of the lowest baseline similarity: two baseline answers
+/// per case are few, and ordinary variation reaches below what they showed (on the twin's chat
+/// prose, pairs of one model ranged 0.24 to 0.88, pairs of two model versions 0.12 to 0.51); an
+/// answer that is no longer the same answer falls under half of it.
+pub const SIMILARITY_FACTOR: f64 = 0.5;
+
+impl Noise {
+    fn noisy(&self, feature: &str) -> bool {
+        self.features
+            .get(feature)
+            .and_then(|f| f.get("text"))
+            .is_some_and(|t| *t >= NOISY_TEXT)
+    }
+
+    /// The similarity threshold derived for a feature whose exact text is always noisy. A corpus
+    /// holds a few cases per feature, too few for one feature's tail: the lowest similarity of
+    /// every noisy feature is pooled.
+    pub fn derived_threshold(&self, feature: &str) -> Option<f64> {
+        if !self.noisy(feature) {
+            return None;
+        }
+        let lowest = self
+            .text_similarity
+            .iter()
+            .filter(|(f, _)| self.noisy(f))
+            .map(|(_, s)| *s)
+            .reduce(f64::min)?;
+        Some((lowest * SIMILARITY_FACTOR).clamp(0.0, 1.0))
+    }
 }
 
 /// Where the noise floor of a corpus lives.
@@ -69,6 +109,7 @@ pub fn calibrate(
     let mut first: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut diffs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut cases: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lowest: BTreeMap<String, f64> = BTreeMap::new();
     for line in std::fs::read_to_string(results)?.lines() {
         let Ok(r) = serde_json::from_str::<RequestRecord>(line) else {
             continue;
@@ -82,6 +123,9 @@ pub fn calibrate(
             continue;
         };
         *cases.entry(r.feature.clone()).or_default() += 1;
+        let sim = super::similarity(&a.text, &snap.text);
+        let low = lowest.entry(r.feature.clone()).or_insert(1.0);
+        *low = low.min(sim);
         let (content, threshold) = spec.policy(&r.feature);
         let per_field = diffs.entry(r.feature.clone()).or_default();
         for f in FIELDS {
@@ -105,5 +149,6 @@ pub fn calibrate(
         schema: "duo-harness/noise/v1".into(),
         features,
         cases,
+        text_similarity: lowest,
     })
 }

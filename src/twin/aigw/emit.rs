@@ -181,8 +181,10 @@ where
 /// sent (what the real gateway does when a stream fails before its first chunk).
 pub fn closed() -> Body {
     body(|sink| async move {
-        sink.abort(&UpstreamError::Protocol("the stream failed before its first chunk".into()))
-            .await;
+        sink.abort(&UpstreamError::Protocol(
+            "the stream failed before its first chunk".into(),
+        ))
+        .await;
     })
 }
 
@@ -348,6 +350,7 @@ const FINAL_ANSWER: &str = "Final Answer:";
 pub async fn chat(mut src: Source, usage_key: Option<String>, sink: Sink) {
     let mut text = String::new();
     let mut emitted: Option<usize> = None;
+    let mut started = false;
     while let Some(item) = src.next().await {
         let item = match item {
             Ok(i) => i,
@@ -371,7 +374,17 @@ pub async fn chat(mut src: Source, usage_key: Option<String>, sink: Sink) {
         if src.whole {
             continue;
         }
-        if let Some(from) = emitted.filter(|from| *from < text.len()) {
+        if let Some(mut from) = emitted.filter(|from| *from < text.len()) {
+            if !started {
+                // The answer's first delta starts at its first word: the space after
+                // `Final Answer:` may arrive in a chunk of its own.
+                from += text[from..].len() - text[from..].trim_start().len();
+                emitted = Some(from);
+                if from == text.len() {
+                    continue;
+                }
+                started = true;
+            }
             let delta = &text[from..];
             if !sink
                 .send(chat_line(

@@ -9,8 +9,8 @@
 pub mod auth;
 pub mod emit;
 mod prompts;
-mod routes;
 pub mod registry;
+mod routes;
 pub mod selection;
 pub mod upstream;
 mod validate;

@@ -172,7 +172,10 @@ fn parse_constraint(c: &str) -> Option<Constraint> {
             release: false,
             pre: String::new(),
         };
-        return Some(Constraint::Range(vec![(">=".into(), v), ("<".into(), upper)]));
+        return Some(Constraint::Range(vec![
+            (">=".into(), v),
+            ("<".into(), upper),
+        ]));
     }
     if c.starts_with(['>', '<', '=', '!']) {
         let mut bounds = Vec::new();
@@ -308,34 +311,159 @@ mod tests {
     fn the_registry_parses_and_resolves_as_prompts_md_says() {
         // (prompt, family) → (version, max_tokens, temperature, stop count) from table (b).
         for (id, family, version, max, temp, stops) in [
-            ("chat/explain_code", "mistral", "1.1.0", Some(2048), Some(0.0), 0),
+            (
+                "chat/explain_code",
+                "mistral",
+                "1.1.0",
+                Some(2048),
+                Some(0.0),
+                0,
+            ),
             ("chat/explain_code", "gpt", "1.1.0", Some(2048), None, 0),
-            ("chat/write_tests", "mixtral", "1.1.0", Some(2048), Some(0.0), 0),
-            ("chat/write_tests", "codestral", "1.1.0", Some(2048), Some(0.3), 0),
-            ("chat/write_tests", "claude_3", "1.2.0", Some(2048), Some(0.1), 0),
-            ("chat/fix_code", "mistral", "1.2.0", Some(2048), Some(0.1), 0),
-            ("chat/explain_vulnerability", "codestral", "1.0.0", Some(2048), Some(0.0), 0),
-            ("chat/explain_vulnerability", "gpt", "1.0.0", Some(2048), None, 0),
-            ("generate_commit_message", "mistral", "1.2.0", Some(4096), Some(0.0), 0),
+            (
+                "chat/write_tests",
+                "mixtral",
+                "1.1.0",
+                Some(2048),
+                Some(0.0),
+                0,
+            ),
+            (
+                "chat/write_tests",
+                "codestral",
+                "1.1.0",
+                Some(2048),
+                Some(0.3),
+                0,
+            ),
+            (
+                "chat/write_tests",
+                "claude_3",
+                "1.2.0",
+                Some(2048),
+                Some(0.1),
+                0,
+            ),
+            (
+                "chat/fix_code",
+                "mistral",
+                "1.2.0",
+                Some(2048),
+                Some(0.1),
+                0,
+            ),
+            (
+                "chat/explain_vulnerability",
+                "codestral",
+                "1.0.0",
+                Some(2048),
+                Some(0.0),
+                0,
+            ),
+            (
+                "chat/explain_vulnerability",
+                "gpt",
+                "1.0.0",
+                Some(2048),
+                None,
+                0,
+            ),
+            (
+                "generate_commit_message",
+                "mistral",
+                "1.2.0",
+                Some(4096),
+                Some(0.0),
+                0,
+            ),
             ("generate_commit_message", "gpt", "1.2.0", None, None, 0),
-            ("summarize_new_merge_request", "qwen", "1.0.0", Some(8192), Some(0.0), 0),
-            ("review_merge_request", "mistral", "1.3.0", Some(8192), Some(0.0), 0),
-            ("resolve_vulnerability", "gemini", "1.0.2", Some(65536), Some(0.1), 0),
-            ("code_suggestions/completions", "codestral", "1.0.0", Some(64), Some(0.32), 5),
-            ("code_suggestions/completions", "claude_3", "1.0.0", Some(128), Some(0.0), 0),
-            ("code_suggestions/generations", "mixtral", "1.0.0", Some(4096), Some(0.0), 0),
-            ("code_suggestions/generations", "claude_3", "1.2.0", Some(2048), Some(0.2), 1),
+            (
+                "summarize_new_merge_request",
+                "qwen",
+                "1.0.0",
+                Some(8192),
+                Some(0.0),
+                0,
+            ),
+            (
+                "review_merge_request",
+                "mistral",
+                "1.3.0",
+                Some(8192),
+                Some(0.0),
+                0,
+            ),
+            (
+                "resolve_vulnerability",
+                "gemini",
+                "1.0.2",
+                Some(65536),
+                Some(0.1),
+                0,
+            ),
+            (
+                "code_suggestions/completions",
+                "codestral",
+                "1.0.0",
+                Some(64),
+                Some(0.32),
+                5,
+            ),
+            (
+                "code_suggestions/completions",
+                "claude_3",
+                "1.0.0",
+                Some(128),
+                Some(0.0),
+                0,
+            ),
+            (
+                "code_suggestions/generations",
+                "mixtral",
+                "1.0.0",
+                Some(4096),
+                Some(0.0),
+                0,
+            ),
+            (
+                "code_suggestions/generations",
+                "claude_3",
+                "1.2.0",
+                Some(2048),
+                Some(0.2),
+                1,
+            ),
         ] {
             let r = get(id, family, None).unwrap();
             assert_eq!(
-                (r.version.as_str(), r.max_tokens, r.temperature, r.stop.len()),
+                (
+                    r.version.as_str(),
+                    r.max_tokens,
+                    r.temperature,
+                    r.stop.len()
+                ),
                 (version, max, temp, stops),
                 "{id} {family}"
             );
         }
-        assert_eq!(get("summarize_review", "mistral", Some("^3.0.0")).unwrap().version, "3.0.0");
-        assert_eq!(get("code_suggestions/generations", "claude_3", Some("^2.0.0")).unwrap().version, "2.0.3");
-        assert_eq!(get("chat/troubleshoot_job", "mistral", Some("1.0.1-alpha")).unwrap().version, "1.0.1-alpha");
+        assert_eq!(
+            get("summarize_review", "mistral", Some("^3.0.0"))
+                .unwrap()
+                .version,
+            "3.0.0"
+        );
+        assert_eq!(
+            get("code_suggestions/generations", "claude_3", Some("^2.0.0"))
+                .unwrap()
+                .version,
+            "2.0.3"
+        );
+        assert_eq!(
+            get("chat/troubleshoot_job", "mistral", Some("1.0.1-alpha"))
+                .unwrap()
+                .version,
+            "1.0.1-alpha"
+        );
     }
 
     #[test]

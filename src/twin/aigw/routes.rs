@@ -299,13 +299,19 @@ struct Suggestion {
 /// What serves a v3/v4 request: the self-hosted model it names, or (a name the gateway does not
 /// know) GitLab's cloud default, which fails offline: a hybrid leak a routing check must catch.
 enum Served {
-    Own(Suggestion),
+    Own(Box<Suggestion>),
     Cloud { stream: bool, generation: bool },
 }
 
 /// The cloud fallback's answer: a stream opens (v4: its `stream_start` names the fallback's
 /// definition) and closes; a call waits out the retry cycle and fails with an uncaught 500.
-async fn cloud_fallback(gw: &Gw, headers: &HeaderMap, v4: bool, stream: bool, generation: bool) -> Res {
+async fn cloud_fallback(
+    gw: &Gw,
+    headers: &HeaderMap,
+    v4: bool,
+    stream: bool,
+    generation: bool,
+) -> Res {
     if !stream {
         gw.retry().cloud_cycle().await;
         return Err(internal_server_error());
@@ -352,12 +358,12 @@ async fn suggestion(gw: &Gw, headers: &HeaderMap, body: &Bytes) -> Result<Served
     let hex = security_tag();
     let (messages, params) = code_messages(&sel, &input, generation, &hex);
     let call = call_for(&sel, &model, messages, &params);
-    Ok(Served::Own(Suggestion {
+    Ok(Served::Own(Box::new(Suggestion {
         input,
         generation,
         sel,
         call,
-    }))
+    })))
 }
 
 async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
@@ -373,7 +379,9 @@ async fn suggestion_json(gw: &Gw, s: Suggestion, headers: &HeaderMap) -> Res {
     };
     // Generations name their definition (`engine: agent`); completions echo the request.
     let model = match s.generation {
-        true => json!({"engine": "agent", "name": selection::code_prompt_name(&s.sel.family, true), "lang": s.input.lang}),
+        true => {
+            json!({"engine": "agent", "name": selection::code_prompt_name(&s.sel.family, true), "lang": s.input.lang})
+        }
         false => json!({"engine": s.sel.provider, "name": s.sel.family, "lang": s.input.lang}),
     };
     Ok(axum::Json(json!({
@@ -388,7 +396,7 @@ async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
     done(
         async {
             let s = match suggestion(&gw, &headers, &body).await? {
-                Served::Own(s) => s,
+                Served::Own(s) => *s,
                 Served::Cloud { stream, generation } => {
                     return cloud_fallback(&gw, &headers, false, stream, generation).await
                 }
@@ -411,7 +419,7 @@ async fn v3_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Respo
 async fn v4_code(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Response {
     done(async {
         let s = match suggestion(&gw, &headers, &body).await? {
-            Served::Own(s) => s,
+            Served::Own(s) => *s,
             Served::Cloud { stream, generation } => {
                 return cloud_fallback(&gw, &headers, true, stream, generation).await
             }
