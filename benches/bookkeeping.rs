@@ -67,11 +67,14 @@ fn per_request(c: &mut Criterion) {
         r#"{"v":1,"id":"b","feature":"code_completions","request":{"method":"POST","path":"/v1/completions","body":{"model":"codestral-22b","prompt":"def f():","max_tokens":32,"stream":true}}}"#,
     )
     .unwrap();
-    let prepared = Prepared::new(it, None, None);
+    let prepared = Prepared::new(it, None, None, None);
     let target = Target {
         client: reqwest::Client::new(),
         base_url: "http://127.0.0.1:1".into(),
-        auth: Vec::new(),
+        auth: duo_harness::drive::Auth::new(
+            &serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:1"})).unwrap(),
+        )
+        .unwrap(),
         timeout: Duration::from_secs(10),
         run_start: Instant::now(),
         correlation: None,

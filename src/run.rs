@@ -83,7 +83,7 @@ fn resolve_models(
             Some(name) => {
                 let urls = urls.ok_or_else(|| {
                     RunError::Config(format!(
-                        "models.{f}: endpoint '{}' needs the embedded target",
+                        "models.{f}: endpoint '{}' needs the twin stack, which did not start",
                         setting.endpoint
                     ))
                 })?;
@@ -130,9 +130,27 @@ fn select(plan: &Plan, all: Vec<Interaction>) -> Result<Vec<Interaction>, RunErr
     Ok(chosen)
 }
 
+/// Says what a `[stack]` section does when the target is external: never ignored silently.
+fn explain_stack(plan: &Plan) {
+    let (Some(url), Some(_)) = (&plan.target_url, &plan.stack) else {
+        return;
+    };
+    if plan.needs_twin() {
+        eprintln!(
+            "note: the target is {url}; the [stack] backends serve the twin:<backend> endpoints \
+             and backend taps, its AIGW settings do not apply"
+        );
+    } else {
+        eprintln!(
+            "warning: the target is {url} and no model setting or tap names a twin backend: the \
+             [stack] section is not used"
+        );
+    }
+}
+
 /// Where requests go: the base URL, and how the summary names it.
 fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), RunError> {
-    let Some(urls) = urls else {
+    let Some(urls) = urls.filter(|_| plan.embedded()) else {
         let url = plan.target_url.clone().unwrap_or_default();
         return Ok((url.clone(), url));
     };
@@ -174,9 +192,10 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let plan = plan::resolve(scenario, overrides, &started)?;
     let interactions = select(&plan, corpus::load(&plan.corpus_path)?)?;
     let client = drive::client(&plan.target)?;
-    let auth = drive::auth_headers(&plan.target)?;
+    let auth = drive::Auth::new(&plan.target)?;
 
-    let stack = match plan.embedded() {
+    explain_stack(&plan);
+    let stack = match plan.needs_twin() {
         true => {
             let cfg = plan.stack.clone().unwrap_or_default();
             Some(twin::IsolatedStack::start(&cfg, twin_threads()).await?)
@@ -195,6 +214,15 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let models = resolve_models(&plan, urls.as_ref(), taps.as_ref(), &features)?;
     let feature_of: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
+    let replay_key = match &plan.target.model_api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            RunError::Config(format!("target.model_api_key_env: {var} is not set"))
+        })?),
+        None => None,
+    };
+    replay_key
+        .iter()
+        .for_each(|k| crate::redact::register_secret(k));
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {
@@ -202,7 +230,12 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
                 .iter()
                 .find(|(f, _)| *f == it.feature)
                 .map(|(_, m)| m);
-            Prepared::new(it, model, plan.target.model.as_deref())
+            Prepared::new(
+                it,
+                model,
+                plan.target.model.as_deref(),
+                replay_key.as_deref(),
+            )
         })
         .collect();
     let feature_refs: Vec<&str> = feature_of.iter().map(String::as_str).collect();
@@ -276,6 +309,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         in_flight_cap: interrupted.default_cap,
         internal_errors: crate::exit::panics(),
+        request_timeout_s: plan.request_timeout_s,
     };
     let taps = tap_agg.is_some().then_some(taps_path.as_path());
     let conformance = match conformance_stage(&plan, &results_path, taps) {

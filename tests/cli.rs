@@ -131,6 +131,16 @@ fn shipped_corpora_and_scenarios_are_valid() {
         }
         duo_harness::corpus::load(&path).unwrap();
     }
+    // real-aigw.toml takes its stack from the environment (tests/external.rs runs it).
+    for (k, v) in [
+        ("DUO_AIGW_URL", "https://aigw.example.test:5052"),
+        ("DUO_CODE_BACKEND_URL", "http://gpu-a.example.test:8000/v1"),
+        ("DUO_CODE_MODEL", "codestral-22b"),
+        ("DUO_CHAT_BACKEND_URL", "http://gpu-b.example.test:8000/v1"),
+        ("DUO_CHAT_MODEL", "mistral-7b-instruct"),
+    ] {
+        std::env::set_var(k, v);
+    }
     for entry in std::fs::read_dir(common::repo().join("scenarios")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {

@@ -107,6 +107,11 @@ fn black_holes_stalls_and_slow_headers_are_timeouts() {
     assert!(z["end_ms"].as_f64().unwrap() >= 1000.0, "{z}");
     // What arrived before the stall is kept.
     assert_eq!(by_id(&rs, "c")["content"], " first");
+    // A timeout this short never sees a real gateway's answer after its retry cycle.
+    assert!(
+        kinds(&sm, "warning").contains(&"retry_cycle".into()),
+        "{sm}"
+    );
 }
 
 /// Every request cut off (the server accepted and never answered, the open loop's grace ran

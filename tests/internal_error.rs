@@ -33,6 +33,7 @@ fn a_panic_in_any_thread_makes_the_run_an_internal_error() {
         cores: 2,
         in_flight_cap: None,
         internal_errors: panics,
+        request_timeout_s: 60.0,
     };
     let s = summarise(
         info,

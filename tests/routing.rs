@@ -258,3 +258,43 @@ fn wrong_model_and_hybrid_leak_come_from_their_faults() {
     .collect();
     assert_eq!(kinds, want);
 }
+
+/// A v4 request naming a model the gateway does not self-host falls back to a GitLab cloud
+/// route (the real gateway: `stream_start`, then the connection drops): under
+/// `fully_self_hosted` that is a hybrid leak, and the dropped stream its own error.
+#[test]
+fn a_model_the_gateway_does_not_self_host_is_a_hybrid_leak() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus =
+        std::fs::read_to_string(common::repo().join("fixtures/corpus/duo-default.jsonl")).unwrap();
+    let v4 = corpus
+        .lines()
+        .find(|l| l.contains("\"cc-python-v4-sse\""))
+        .unwrap();
+    std::fs::write(d.path().join("v4.jsonl"), format!("{v4}\n")).unwrap();
+    let scenario = r#"name = "leak"
+corpus = "v4.jsonl"
+[target]
+url = "embedded"
+[[tap]]
+backend = "vllm-code"
+[models.code_completions]
+name = "qwen2p5-coder-7b"
+endpoint = "twin:vllm-code"
+identifier = "custom_openai/codestral-22b"
+[routing]
+fully_self_hosted = true
+"#;
+    let s = d.path().join("s.toml");
+    std::fs::write(&s, scenario).unwrap();
+    let out = d.path().join("run");
+    let (code, stdout, stderr) =
+        common::run_cli(&["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let sm: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let r = &sm["features"]["code_completions"]["routing"];
+    assert_eq!(r["violations"][0]["kind"], "hybrid_leak", "{r}");
+    assert_eq!(sm["errors_by_class"]["dropped"], 1, "{sm}");
+    assert_eq!(sm["taps"]["vllm-code"]["calls"], 0);
+}

@@ -60,7 +60,70 @@ pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
     b.build().map_err(|e| DriveError::Config(e.to_string()))
 }
 
-/// The headers every request carries for the target's auth mode (tokens are minted once).
+/// How long a minted instance token is valid (its `exp`), and when the harness mints the next.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const RENEW_AFTER: Duration = Duration::from_secs(3000);
+
+/// Headers and when they were made.
+type Minted = (std::sync::Arc<Vec<(String, String)>>, std::time::Instant);
+
+/// The auth headers of every request. A minted token is renewed before it expires, so a run of
+/// any length keeps its auth; a bearer token from the environment is used as it is.
+pub struct Auth {
+    target: Target,
+    renew_after: Option<Duration>,
+    state: std::sync::RwLock<Minted>,
+}
+
+impl Auth {
+    pub fn new(target: &Target) -> Result<Self, DriveError> {
+        let renew = matches!(target.auth, AuthKind::Mint).then_some(RENEW_AFTER);
+        Self::renewing_after(target, renew)
+    }
+
+    /// As [`new`](Self::new), renewing a minted token once it is `renew_after` old.
+    pub fn renewing_after(
+        target: &Target,
+        renew_after: Option<Duration>,
+    ) -> Result<Self, DriveError> {
+        let headers = auth_headers(target)?;
+        Ok(Self {
+            target: target.clone(),
+            renew_after: renew_after.filter(|_| matches!(target.auth, AuthKind::Mint)),
+            state: std::sync::RwLock::new((
+                std::sync::Arc::new(headers),
+                std::time::Instant::now(),
+            )),
+        })
+    }
+
+    /// The headers to send now (a fresh token when the current one is due for renewal).
+    pub fn headers(&self) -> std::sync::Arc<Vec<(String, String)>> {
+        let (current, minted) = {
+            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            (s.0.clone(), s.1)
+        };
+        let Some(after) = self.renew_after.filter(|a| minted.elapsed() >= *a) else {
+            return current;
+        };
+        match auth_headers(&self.target) {
+            Ok(h) => {
+                let h = std::sync::Arc::new(h);
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) =
+                    (h.clone(), std::time::Instant::now());
+                h
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "could not renew the instance token (renewal due after {after:?}): {e}"
+                );
+                current
+            }
+        }
+    }
+}
+
+/// The headers every request carries for the target's auth mode.
 pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError> {
     let token = match target.auth {
         AuthKind::Bypass => return Ok(Vec::new()),
@@ -104,7 +167,7 @@ fn mint(target: &Target) -> Result<String, DriveError> {
     let now = chrono::Utc::now().timestamp();
     let claims = json!({
         "iss": target.issuer, "aud": crate::twin::aigw::auth::AUDIENCE, "sub": target.instance_id,
-        "iat": now, "nbf": now - 5, "exp": now + 3600, "jti": format!("{:032x}", rand::random::<u128>()),
+        "iat": now, "nbf": now - 5, "exp": now + TOKEN_LIFETIME.as_secs() as i64, "jti": format!("{:032x}", rand::random::<u128>()),
         "gitlab_realm": target.realm, "gitlab_instance_id": target.instance_id, "scopes": target.scopes,
     });
     jsonwebtoken::encode(
@@ -175,10 +238,41 @@ const NOT_REPLAYED: &[&str] = &[
     "authorization",
 ];
 
+/// A recorded model selection whose key was redacted at capture gets the key the run was given
+/// (or loses the placeholder): `[REDACTED]` is never sent as a key.
+fn restore_model_key(body: &mut Value, key: Option<&str>) {
+    let redacted = |v: &Value| v.as_str() == Some(crate::redact::REDACTED);
+    let slots: [(&str, Option<&str>); 2] =
+        [("model_api_key", None), ("model_metadata", Some("api_key"))];
+    for (field, inner) in slots {
+        let Some(obj) = (match inner {
+            None => body.as_object_mut(),
+            Some(_) => body.get_mut(field).and_then(Value::as_object_mut),
+        }) else {
+            continue;
+        };
+        let name = inner.unwrap_or(field);
+        if !obj.get(name).is_some_and(redacted) {
+            continue;
+        }
+        match key {
+            Some(k) => obj.insert(name.to_owned(), json!(k)),
+            None => obj.remove(name),
+        };
+    }
+}
+
 impl Prepared {
-    /// Prepares `it` with the feature's model (and, for OpenAI targets, a model override).
-    pub fn new(it: Interaction, model: Option<&ResolvedModel>, openai_model: Option<&str>) -> Self {
+    /// Prepares `it` with the feature's model (and, for OpenAI targets, a model override). A
+    /// recorded model key that was redacted is replaced by `replay_key`, or left out.
+    pub fn new(
+        it: Interaction,
+        model: Option<&ResolvedModel>,
+        openai_model: Option<&str>,
+        replay_key: Option<&str>,
+    ) -> Self {
         let mut body_json = body_for(&it, model);
+        restore_model_key(&mut body_json, replay_key);
         if let (Some(m), true) = (openai_model, is_openai_path(&it.request.path)) {
             body_json["model"] = json!(m);
         }
@@ -216,4 +310,43 @@ impl Prepared {
 /// OpenAI-compatible routes of a model backend (no Duo model selection applies).
 pub fn is_openai_path(path: &str) -> bool {
     path.starts_with("/v1/chat/completions") || path.starts_with("/v1/completions")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_model_key_is_restored_or_left_out_never_sent() {
+        let mut flat = json!({"model_api_key": "[REDACTED]", "model_name": "codestral"});
+        restore_model_key(&mut flat, Some("sk-live"));
+        assert_eq!(flat["model_api_key"], "sk-live");
+        let mut meta = json!({"model_metadata": {"name": "mistral", "api_key": "[REDACTED]"}});
+        restore_model_key(&mut meta, None);
+        assert_eq!(meta, json!({"model_metadata": {"name": "mistral"}}));
+        let mut own = json!({"model_api_key": "sk-recorded-elsewhere"});
+        restore_model_key(&mut own, Some("sk-live"));
+        assert_eq!(own["model_api_key"], "sk-recorded-elsewhere");
+    }
+
+    #[test]
+    fn a_minted_token_is_renewed_when_due() {
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/throwaway-aigw.pem"
+        );
+        let target: Target = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:1", "auth": "mint", "key_file": key,
+        }))
+        .unwrap();
+        let bearer = |a: &Auth| a.headers()[0].1.clone();
+        let stays = Auth::renewing_after(&target, Some(Duration::from_secs(3000))).unwrap();
+        assert_eq!(bearer(&stays), bearer(&stays));
+        let due = Auth::renewing_after(&target, Some(Duration::ZERO)).unwrap();
+        assert_ne!(
+            bearer(&due),
+            bearer(&due),
+            "each call past renewal mints anew"
+        );
+    }
 }

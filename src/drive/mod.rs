@@ -8,7 +8,9 @@
 pub mod client;
 pub mod dispatch;
 
-pub use client::{auth_headers, body_for, client, preflight, DriveError, Prepared, ResolvedModel};
+pub use client::{
+    auth_headers, body_for, client, preflight, Auth, DriveError, Prepared, ResolvedModel,
+};
 
 use crate::measure::recorder::{finish_tokens, Recorder};
 use crate::measure::{Disposition, ErrorClass, RequestError, RequestRecord, RESULT_SCHEMA};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 pub struct Target {
     pub client: reqwest::Client,
     pub base_url: String,
-    pub auth: Vec<(String, String)>,
+    pub auth: Auth,
     pub timeout: Duration,
     /// Instant zero of the schedule; record times are offsets from it.
     pub run_start: Instant,
@@ -166,7 +168,8 @@ async fn exchange(
     let method = reqwest::Method::from_bytes(it.request.method.as_bytes())
         .map_err(|e| (ErrorClass::Connect, e.to_string()))?;
     let mut req = t.client.request(method, &url);
-    for (k, v) in p.headers.iter().chain(&t.auth) {
+    let auth = t.auth.headers();
+    for (k, v) in p.headers.iter().chain(auth.iter()) {
         req = req.header(k, v);
     }
     if let Some(body) = body {

@@ -19,6 +19,9 @@ pub const ERROR_MESSAGES_KEPT: usize = 20;
 pub struct FeatureAgg {
     /// Completed requests (successful or failed), cut-off ones not included.
     pub requests: u64,
+    /// Requests the gateway answered with a 2xx, whatever followed (a stream cut after its
+    /// start was still served by some model: what the routing checks judge).
+    pub answered: u64,
     pub errors: u64,
     pub errors_by_class: BTreeMap<ErrorClass, u64>,
     pub cut_off: u64,
@@ -101,7 +104,10 @@ impl Aggregate {
                 return;
             }
             Disposition::CutOff => f.cut_off += 1,
-            Disposition::Completed => f.requests += 1,
+            Disposition::Completed => {
+                f.requests += 1;
+                f.answered += u64::from(r.status.is_some_and(|s| (200..300).contains(&s)));
+            }
         }
         self.measured_sent += 1;
         self.lateness.record(r.lateness_ms);

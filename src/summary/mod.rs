@@ -57,6 +57,8 @@ pub struct Goodput {
 #[derive(Debug, Clone, Serialize)]
 pub struct FeatureSummary {
     pub requests: u64,
+    /// Requests answered with a 2xx (a stream cut after its start included): what routing judges.
+    pub answered: u64,
     pub errors: u64,
     pub errors_by_class: BTreeMap<ErrorClass, u64>,
     pub cut_off: u64,
@@ -203,7 +205,13 @@ pub struct RunInfo {
     pub in_flight_cap: Option<usize>,
     /// Panics of the harness's own threads and tasks: the run cannot pass (exit 3).
     pub internal_errors: Vec<String>,
+    /// The per-request time limit, seconds.
+    pub request_timeout_s: f64,
 }
+
+/// The real gateway answers a failing upstream only after its retry cycle: 4 attempts with
+/// 3, 9 and 27 s between them (PROTOCOL.md §8.3), about 39 s, plus the attempts themselves.
+const RETRY_CYCLE_S: f64 = 39.0;
 
 fn per_s(n: u64, window_s: f64) -> f64 {
     if window_s > 0.0 {
@@ -217,6 +225,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
     let ok = f.requests - f.errors;
     FeatureSummary {
         requests: f.requests,
+        answered: f.answered,
         errors: f.errors,
         errors_by_class: f.errors_by_class.clone(),
         cut_off: f.cut_off,
@@ -280,12 +289,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
     if routing.is_set() {
         for (k, f) in features.iter_mut() {
             let seen = taps.and_then(|t| t.features.get(k));
-            f.routing = Some(crate::routing::check(
-                routing,
-                k,
-                f.requests - f.errors,
-                seen,
-            ));
+            f.routing = Some(crate::routing::check(routing, k, f.answered, seen));
         }
     }
     for (k, c) in checks
@@ -478,6 +482,24 @@ fn findings(
             out.push(Finding::new("skipped", "warning", None, m));
         }
         _ => {}
+    }
+    let timeouts: u64 = features
+        .values()
+        .map(|f| {
+            f.errors_by_class
+                .get(&ErrorClass::Timeout)
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    if timeouts > 0 && info.request_timeout_s < RETRY_CYCLE_S + 6.0 {
+        let m = format!(
+            "{timeouts} requests timed out after {} s: a real AI Gateway answers a failing upstream \
+             only after its retry cycle (4 attempts, 3 + 9 + 27 s: about {RETRY_CYCLE_S} s), so \
+             with request_timeout_s under about 45 s its answer is never seen",
+            info.request_timeout_s
+        );
+        out.push(Finding::new("retry_cycle", "warning", None, m));
     }
     if agg.warmup_errors > 0 {
         let m = format!(

@@ -185,6 +185,7 @@ mod tests {
             cores: 2,
             in_flight_cap: None,
             internal_errors: Vec::new(),
+            request_timeout_s: 60.0,
         };
         let mut s = summarise(
             info,

@@ -24,6 +24,10 @@ pub struct StackConfig {
     /// (serving `mistral-7b-instruct`).
     #[serde(default = "default_backends", rename = "backend")]
     pub backends: Vec<vllm::BackendConfig>,
+    /// The address every server of the stack listens on and is named by: loopback by default;
+    /// an address of this host where a real AIGW elsewhere must reach the twin backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<std::net::IpAddr>,
 }
 
 impl Default for StackConfig {
@@ -31,6 +35,7 @@ impl Default for StackConfig {
         Self {
             aigw: aigw::AigwConfig::default(),
             backends: default_backends(),
+            host: None,
         }
     }
 }
@@ -126,10 +131,15 @@ impl Drop for RunningServer {
     }
 }
 
-/// Binds 127.0.0.1:`port` and serves `router` on it.
-pub async fn serve_router(router: Router, port: u16) -> std::io::Result<RunningServer> {
+/// Binds `host` (127.0.0.1 when unset):`port` and serves `router` on it.
+pub async fn serve_router(
+    router: Router,
+    host: Option<std::net::IpAddr>,
+    port: u16,
+) -> std::io::Result<RunningServer> {
     use axum::serve::ListenerExt;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let host = host.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
     let addr = listener.local_addr()?;
     // Stream chunks leave as they are written (no Nagle delay behind an unacknowledged one).
     let listener = listener.tap_io(|tcp| {
@@ -242,6 +252,8 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
     cfg.validate()?;
     let mut backends = Vec::new();
     for b in &cfg.backends {
+        let mut b = b.clone();
+        b.host = cfg.host;
         let server = vllm::serve(b.clone())
             .await
             .map_err(|source| StackError::Bind {
@@ -252,6 +264,7 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
         backends.push((b.clone(), server));
     }
     let mut aigw_cfg = cfg.aigw.clone();
+    aigw_cfg.host = cfg.host;
     for target in aigw_cfg.misroute.values_mut() {
         if let Some(name) = target.strip_prefix("twin:") {
             let (_, server) = backends

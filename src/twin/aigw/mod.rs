@@ -29,9 +29,12 @@ use std::time::Instant;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AigwConfig {
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port on the stack's address (127.0.0.1 by default); 0 picks a free one.
     #[serde(default)]
     pub port: u16,
+    /// The address to listen on: set from the stack's `host`.
+    #[serde(skip)]
+    pub host: Option<std::net::IpAddr>,
     #[serde(default)]
     pub auth: auth::AuthConfig,
     /// Re-emit every prompt-registry stream one upstream chunk late (§8.1).
@@ -101,10 +104,10 @@ pub async fn serve(cfg: AigwConfig) -> Result<RunningServer, ServeError> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let port = cfg.port;
+    let (host, port) = (cfg.host, cfg.port);
     let gw = Arc::new(Gateway { cfg, auth, client });
     let router = routes::router(gw).layer(axum::middleware::from_fn(request_headers));
-    Ok(serve_router(router, port).await?)
+    Ok(serve_router(router, host, port).await?)
 }
 
 /// Marks a response as an uncaught exception: uvicorn's bare 500 without the middleware headers.

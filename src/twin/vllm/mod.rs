@@ -32,9 +32,12 @@ pub struct BackendConfig {
     pub name: String,
     /// Model names this backend serves; any other model gets vLLM's 404.
     pub models: Vec<String>,
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port on the stack's address (127.0.0.1 by default); 0 picks a free one.
     #[serde(default)]
     pub port: u16,
+    /// The address to listen on: set from the stack's `host`.
+    #[serde(skip)]
+    pub host: Option<std::net::IpAddr>,
     /// Time to first token, milliseconds.
     #[serde(default = "default_ttft_ms")]
     pub ttft_ms: f64,
@@ -99,7 +102,7 @@ pub async fn serve(cfg: BackendConfig) -> std::io::Result<RunningServer> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .with_state(state);
-    serve_router(router, cfg.port).await
+    serve_router(router, cfg.host, cfg.port).await
 }
 
 async fn models(State(b): State<Arc<Backend>>) -> Response {
