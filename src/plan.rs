@@ -535,7 +535,10 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         request_timeout_s: sc.request_timeout_s,
         output: sc.output.clone(),
         models: sc.models,
-        stack: sc.stack,
+        stack: sc.stack.map(|mut s| {
+            s.resolve_paths(base);
+            s
+        }),
         load,
         slo: sc.slo,
         taps: sc.taps,

@@ -162,3 +162,22 @@ async fn twin_vllm_streams_openai_chunks_with_usage_and_counts_metrics() {
         metrics.contains("vllm:time_to_first_token_seconds_count{engine=\"0\",model_name=\"m\"} 1")
     );
 }
+
+/// Every path of a scenario resolves against the scenario's folder, the `[stack]` keys too,
+/// whatever the working directory.
+#[test]
+fn key_paths_resolve_against_the_scenario_file() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["throwaway-aigw.pem", "throwaway-aigw.pub.pem"] {
+        std::fs::copy(key(f), d.path().join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(jwt_scenario(d.path(), "throwaway-aigw.pem"))
+        .unwrap()
+        .replace(&format!("{:?}", key("throwaway-aigw.pub.pem")), "\"throwaway-aigw.pub.pem\"");
+    assert!(text.contains("public_keys = [\"throwaway-aigw.pub.pem\"]"), "{text}");
+    std::fs::write(d.path().join("s.toml"), text).unwrap();
+    let out = d.path().join("run");
+    // The binary runs in the repository root, not beside the scenario.
+    let (code, log) = run_with_key(d.path().join("s.toml").to_str().unwrap(), &out);
+    assert_eq!(code, 0, "{log}");
+}

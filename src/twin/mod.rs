@@ -75,12 +75,25 @@ impl StackConfig {
             path: p.clone(),
             source,
         })?;
-        let cfg: Self = toml::from_str(&text).map_err(|e| StackError::Parse {
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| StackError::Parse {
             path: p,
             message: e.to_string(),
         })?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Makes every path of the config (auth keys) relative to `base`, the folder of the file
+    /// that names it.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let auth = &mut self.aigw.auth;
+        for k in auth.public_keys.iter_mut() {
+            *k = base.join(&*k);
+        }
+        if let Some(k) = auth.signing_key.as_mut() {
+            *k = base.join(&*k);
+        }
     }
 
     /// Checks what serde cannot: unique backend names, sane timing.
