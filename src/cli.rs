@@ -37,7 +37,7 @@ pub enum Command {
         corpus: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
-        /// Measure the noise floor: replay the corpus twice (one request at a time) against this
+        /// Measure the noise floor: replay the corpus four times (one request at a time) against this
         /// baseline and write how often two answers differ, per feature and field, to the
         /// snapshot folder's noise.json.
         #[arg(long)]

@@ -480,12 +480,13 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
                 "--calibrate needs [conformance] snapshots = \"<folder>\"",
             ));
         }
-        // Two answers per case, one at a time: every case in turn, twice over.
+        // Four answers per case, one at a time (every case in turn, four times over): two
+        // baseline pairs per case, so the noise floor sees more of ordinary variation's tail.
         load = LoadSpec {
             seed: load.seed,
             ..LoadSpec::default()
         };
-        load.calibration_passes = 2;
+        load.calibration_passes = 4;
     }
     check::load(&load).map_err(|m| invalid(path, m))?;
     load.check().map_err(|m| invalid(path, m))?;

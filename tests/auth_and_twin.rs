@@ -173,8 +173,14 @@ fn key_paths_resolve_against_the_scenario_file() {
     }
     let text = std::fs::read_to_string(jwt_scenario(d.path(), "throwaway-aigw.pem"))
         .unwrap()
-        .replace(&format!("{:?}", key("throwaway-aigw.pub.pem")), "\"throwaway-aigw.pub.pem\"");
-    assert!(text.contains("public_keys = [\"throwaway-aigw.pub.pem\"]"), "{text}");
+        .replace(
+            &format!("{:?}", key("throwaway-aigw.pub.pem")),
+            "\"throwaway-aigw.pub.pem\"",
+        );
+    assert!(
+        text.contains("public_keys = [\"throwaway-aigw.pub.pem\"]"),
+        "{text}"
+    );
     std::fs::write(d.path().join("s.toml"), text).unwrap();
     let out = d.path().join("run");
     // The binary runs in the repository root, not beside the scenario.

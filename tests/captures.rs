@@ -485,3 +485,43 @@ async fn auth_captures_give_the_real_answers() {
     let got = (r.status().as_u16(), r.json::<Value>().await.unwrap());
     assert_eq!(got, want(name), "{name}");
 }
+
+/// Every prompt-registry case of the default corpus sends exactly the template variables its
+/// real definition requires (`current_date` is the gateway's own), for every model family the
+/// shipped scenarios use for prompts.
+#[test]
+fn default_corpus_prompt_inputs_are_exactly_the_templates() {
+    let registry = duo_harness::twin::aigw::registry::registry();
+    let corpus =
+        std::fs::read_to_string(common::repo().join("fixtures/corpus/duo-default.jsonl")).unwrap();
+    let mut checked = 0;
+    for line in corpus.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let path = v["request"]["path"].as_str().unwrap();
+        let Some(id) = path.split_once("/prompts/").map(|(_, id)| id) else {
+            continue;
+        };
+        let sent: std::collections::BTreeSet<&str> = v["request"]["body"]["inputs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for family in ["mistral", "codestral", "llama3", "gpt"] {
+            let r = registry
+                .resolve(id, family, Some("^1.0.0"))
+                .unwrap()
+                .unwrap();
+            let want: std::collections::BTreeSet<&str> = r
+                .definition
+                .inputs
+                .iter()
+                .map(String::as_str)
+                .filter(|k| *k != "current_date")
+                .collect();
+            assert_eq!(sent, want, "{} ({id}, {family})", v["id"]);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 26);
+}
