@@ -65,6 +65,18 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
+/// A secret read from the environment variable a scenario names (`key` says where), registered
+/// so that it is scrubbed from everything the harness writes or prints.
+fn secret_from_env(key: &str, var: Option<&str>) -> Result<Option<String>, RunError> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    let value =
+        std::env::var(var).map_err(|_| RunError::Config(format!("{key}: {var} is not set")))?;
+    crate::redact::register_secret(&value);
+    Ok(Some(value))
+}
+
 /// Resolves every feature's model setting (endpoints `twin:<backend>` need the embedded stack).
 fn resolve_models(
     plan: &Plan,
@@ -94,15 +106,8 @@ fn resolve_models(
             }
             None => setting.endpoint.clone(),
         };
-        let api_key = match &setting.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                RunError::Config(format!("models.{f}.api_key_env: {var} is not set"))
-            })?),
-            None => None,
-        };
-        api_key
-            .iter()
-            .for_each(|k| crate::redact::register_secret(k));
+        let key = format!("models.{f}.api_key_env");
+        let api_key = secret_from_env(&key, setting.api_key_env.as_deref())?;
         out.push((
             f.clone(),
             ResolvedModel {
@@ -214,15 +219,10 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let models = resolve_models(&plan, urls.as_ref(), taps.as_ref(), &features)?;
     let feature_of: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
-    let replay_key = match &plan.target.model_api_key_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            RunError::Config(format!("target.model_api_key_env: {var} is not set"))
-        })?),
-        None => None,
-    };
-    replay_key
-        .iter()
-        .for_each(|k| crate::redact::register_secret(k));
+    let replay_key = secret_from_env(
+        "target.model_api_key_env",
+        plan.target.model_api_key_env.as_deref(),
+    )?;
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {

@@ -17,8 +17,8 @@ impl Drop for Stack {
     }
 }
 
-#[test]
-fn the_quickstart_runs_unchanged_against_an_external_gateway() {
+/// Starts `duo-harness stack`; returns it and the URLs it printed.
+fn start_stack() -> (Stack, serde_json::Value) {
     let mut child = Command::new(common::bin())
         .arg("stack")
         .stdout(Stdio::piped())
@@ -29,8 +29,13 @@ fn the_quickstart_runs_unchanged_against_an_external_gateway() {
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _stack = Stack(child);
-    let urls: serde_json::Value = serde_json::from_str(&line).expect("stack prints its URLs");
+    let urls = serde_json::from_str(&line).expect("stack prints its URLs");
+    (Stack(child), urls)
+}
+
+#[test]
+fn the_quickstart_runs_unchanged_against_an_external_gateway() {
+    let (_stack, urls) = start_stack();
     let aigw = urls["aigw"].as_str().unwrap();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
@@ -59,18 +64,7 @@ fn the_quickstart_runs_unchanged_against_an_external_gateway() {
 /// every upstream call to its request, and the routing checks pass.
 #[test]
 fn the_real_aigw_scenario_works_from_the_environment_alone() {
-    let mut child = Command::new(common::bin())
-        .arg("stack")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _stack = Stack(child);
-    let urls: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (_stack, urls) = start_stack();
     let backend = |name: &str| {
         urls["backends"][name]["openai_base"]
             .as_str()
