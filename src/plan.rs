@@ -5,6 +5,7 @@
 //! line and key at fault.
 
 pub mod check;
+mod env;
 mod load;
 
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
@@ -355,49 +356,6 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
     }
 }
 
-/// Replaces every `${NAME}` (or `${NAME:-default}`) with the environment variable's value,
-/// escaped for a TOML string, so one scenario serves every site: the AIGW URL and the backend
-/// URLs come from the environment. An unset variable without a default is an error naming it
-/// and its line. Comment lines are left as they are.
-fn expand_env(text: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(i) = rest.find("${") {
-            let Some(end) = rest[i..].find('}') else {
-                break;
-            };
-            let inner = &rest[i + 2..i + end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid || line.trim_start().starts_with('#') {
-                out.push_str(&rest[..i + end + 1]);
-                rest = &rest[i + end + 1..];
-                continue;
-            }
-            let value = match (std::env::var(name), default) {
-                (Ok(v), _) => v,
-                (Err(_), Some(d)) => d.to_owned(),
-                (Err(_), None) => {
-                    return Err(format!(
-                        "line {}: environment variable {name} is not set",
-                        n + 1
-                    ))
-                }
-            };
-            out.push_str(&rest[..i]);
-            out.push_str(&value.replace('\\', "\\\\").replace('"', "\\\""));
-            rest = &rest[i + end + 1..];
-        }
-        out.push_str(rest);
-    }
-    Ok(out)
-}
-
 /// Reads a scenario, applies overrides and resolves everything that can be resolved up front.
 /// `started` (a UTC timestamp) and the scenario name make the run id.
 pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan, PlanError> {
@@ -405,7 +363,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         path: path.into(),
         source,
     })?;
-    let text = expand_env(&text).map_err(|m| invalid(path, m))?;
+    let text = env::expand(&text).map_err(|m| invalid(path, m))?;
     let sc: Scenario =
         toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -571,20 +529,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 3") && e.contains("speed"), "{e}");
-    }
-
-    #[test]
-    fn environment_variables_are_expanded_and_unset_ones_named() {
-        std::env::set_var("DUO_PLAN_TEST_URL", "http://127.0.0.1:5052");
-        let t = expand_env("url = \"${DUO_PLAN_TEST_URL}\"\n# ${NOT_EXPANDED}\n").unwrap();
-        assert_eq!(t, "url = \"http://127.0.0.1:5052\"\n# ${NOT_EXPANDED}\n");
-        let t = expand_env("k = \"${DUO_PLAN_TEST_UNSET_VAR:-fallback}\"").unwrap();
-        assert_eq!(t, "k = \"fallback\"");
-        let e = expand_env("a = 1\nb = \"${DUO_PLAN_TEST_UNSET_VAR}\"\n").unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("DUO_PLAN_TEST_UNSET_VAR"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! [`Summary`] (verdict `pass`, `fail`, or `invalid` when the harness could not keep its
 //! schedule) and the per-feature table ([`table`]).
 
+mod findings;
 mod table;
 
 use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
-use crate::measure::aggregate::{Aggregate, FeatureAgg, ERROR_MESSAGES_KEPT};
+use crate::measure::aggregate::{Aggregate, FeatureAgg};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
 pub use crate::measure::hist::Percentiles;
@@ -209,10 +210,6 @@ pub struct RunInfo {
     pub request_timeout_s: f64,
 }
 
-/// The real gateway answers a failing upstream only after its retry cycle: 4 attempts with
-/// 3, 9 and 27 s between them (PROTOCOL.md §8.3), about 39 s, plus the attempts themselves.
-const RETRY_CYCLE_S: f64 = 39.0;
-
 fn per_s(n: u64, window_s: f64) -> f64 {
     if window_s > 0.0 {
         n as f64 / window_s
@@ -356,7 +353,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         goodput_rps: good.map(|g| per_s(g, window_s)),
         client: info.client.clone(),
     };
-    let mut findings = findings(&info, load, agg, &features, &load_summary);
+    let mut findings = findings::findings(&info, load, agg, &features, &load_summary);
     for (feature, tier, m) in checks
         .conformance
         .map(|c| &c.findings)
@@ -400,187 +397,6 @@ fn verdict(findings: &[Finding]) -> &'static str {
     } else {
         "pass"
     }
-}
-
-fn findings(
-    info: &RunInfo,
-    load: &LoadSpec,
-    agg: &Aggregate,
-    features: &BTreeMap<String, FeatureSummary>,
-    l: &Load,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let error_rate = agg.errors() as f64 / agg.completed().max(1) as f64;
-    let errors_fail = agg.errors() > 0 && error_rate > load.max_error_rate;
-    for (k, f) in &agg.features {
-        let severity = if errors_fail { "error" } else { "warning" };
-        for (class, m) in &f.error_messages {
-            // A broken framing is the protocol tier's verdict: the stream is not what the
-            // route promises (garbage, a wrong content type, a missing marker or terminator).
-            let kind = match class {
-                ErrorClass::Framing | ErrorClass::Truncated => "protocol",
-                _ => "request_error",
-            };
-            out.push(Finding::new(kind, severity, Some(k), m.clone()));
-        }
-        let more = f.errors.saturating_sub(ERROR_MESSAGES_KEPT as u64);
-        if more > 0 {
-            let m = format!("{more} more failed requests (see results.ndjson)");
-            out.push(Finding::new("request_error", severity, Some(k), m));
-        }
-    }
-    for (k, f) in features {
-        out.extend(slo_finding(k, f));
-        for v in f.routing.iter().flat_map(|r| &r.violations) {
-            let m = format!("{}: {}", v.kind, v.message);
-            out.push(Finding::new("routing", "error", Some(k), m));
-        }
-        if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
-            let m = format!(
-                "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
-                b.retries, b.calls, f.requests
-            );
-            out.push(Finding::new("upstream_retries", "warning", Some(k), m));
-        }
-    }
-    for p in &info.internal_errors {
-        out.push(Finding::new("internal_error", "error", None, p.clone()));
-    }
-    if info.interrupted {
-        let m = "the run was interrupted before its schedule ended".to_owned();
-        out.push(Finding::new("interrupted", "error", None, m));
-    }
-    out.extend(nothing_measured(load, agg, l));
-    if l.cut_off > 0 {
-        let share = l.cut_off as f64 / (agg.completed() + l.cut_off) as f64;
-        let severity = if share > load.max_cut_off_rate {
-            "error"
-        } else {
-            "warning"
-        };
-        let m = format!(
-            "{} of {} measured requests ({:.2} %) had no complete answer when the run stopped \
-             waiting for them and were cut off (load.max_cut_off_rate {:.2} %)",
-            l.cut_off,
-            agg.completed() + l.cut_off,
-            share * 100.0,
-            load.max_cut_off_rate * 100.0
-        );
-        out.push(Finding::new("cut_off", severity, None, m));
-    }
-    match info.in_flight_cap {
-        Some(cap) if l.skipped > 0 => {
-            let m = format!(
-                "{} sends were skipped: {cap} requests were already in flight (load.max_in_flight); \
-                 the offered load was not delivered. Set load.concurrency and cap_policy to choose",
-                l.skipped
-            );
-            out.push(Finding::new("in_flight_cap", "error", None, m));
-        }
-        _ if l.skipped > 0 => {
-            let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-            out.push(Finding::new("skipped", "warning", None, m));
-        }
-        _ => {}
-    }
-    let timeouts: u64 = features
-        .values()
-        .map(|f| {
-            f.errors_by_class
-                .get(&ErrorClass::Timeout)
-                .copied()
-                .unwrap_or(0)
-        })
-        .sum();
-    if timeouts > 0 && info.request_timeout_s < RETRY_CYCLE_S + 6.0 {
-        let m = format!(
-            "{timeouts} requests timed out after {} s: a real AI Gateway answers a failing upstream \
-             only after its retry cycle (4 attempts, 3 + 9 + 27 s: about {RETRY_CYCLE_S} s), so \
-             with request_timeout_s under about 45 s its answer is never seen",
-            info.request_timeout_s
-        );
-        out.push(Finding::new("retry_cycle", "warning", None, m));
-    }
-    if agg.warmup_errors > 0 {
-        let m = format!(
-            "{} of {} warm-up requests failed (left out of the figures and of the verdict)",
-            agg.warmup_errors, l.warmup
-        );
-        out.push(Finding::new("warmup_errors", "warning", None, m));
-    }
-    out.extend(self_audit(info, l));
-    out
-}
-
-/// A run with no successful measured request measured nothing: it cannot pass, whatever else
-/// it says.
-fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Finding> {
-    let ok = agg.completed() - agg.errors();
-    if ok > 0 {
-        return None;
-    }
-    let why = if l.sent == 0 && l.skipped == 0 {
-        "nothing was sent (a rate of 0, max_requests = 0, or a window too short for one send)"
-            .to_owned()
-    } else if l.warmup > 0 && agg.completed() + l.cut_off + l.skipped == 0 {
-        format!(
-            "all {} requests fell in the warm-up (load.warmup_s = {} s covers the whole run)",
-            l.warmup, load.warmup_s
-        )
-    } else if agg.completed() == 0 && l.cut_off > 0 {
-        format!(
-            "all {} measured requests were cut off without a complete answer",
-            l.cut_off
-        )
-    } else if agg.completed() == 0 {
-        format!("all {} measured sends were skipped", l.skipped)
-    } else {
-        format!("all {} measured requests failed", agg.completed())
-    };
-    let m = format!("no request was measured: {why}");
-    Some(Finding::new("nothing_measured", "error", None, m))
-}
-
-fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
-    let (slo, g) = (f.slo.as_ref()?, f.goodput.as_ref()?);
-    let attained = g.attainment?;
-    (attained < slo.attainment).then(|| {
-        let m = format!(
-            "{:.2} % of requests met the SLO ({}), below the {:.2} % required",
-            attained * 100.0,
-            slo.describe(),
-            slo.attainment * 100.0
-        );
-        Finding::new("slo", "error", Some(feature), m)
-    })
-}
-
-/// The harness's own audit: late sends make an open-loop measurement invalid; a saturated
-/// client is said out loud. (A closed loop has no schedule to miss: its next send waits for the
-/// previous answer by design, so its lateness is reported but judges nothing.)
-fn self_audit(info: &RunInfo, l: &Load) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let open = l.mode == "open";
-    if let Some(p99) = l
-        .send_lateness_ms
-        .p99
-        .filter(|p| open && *p > l.max_send_lateness_ms)
-    {
-        let m = format!(
-            "send lateness p99 {p99:.3} ms passed the {:.3} ms bound: the harness could not keep \
-             its schedule, so these figures understate the server's latency",
-            l.max_send_lateness_ms
-        );
-        out.push(Finding::new("invalid_measurement", "error", None, m));
-    }
-    if l.client.cores_busy > 0.9 * info.cores as f64 {
-        let m = format!(
-            "the harness kept {:.2} of its {} cores busy: it may have been the bottleneck",
-            l.client.cores_busy, info.cores
-        );
-        out.push(Finding::new("client_saturated", "warning", None, m));
-    }
-    out
 }
 
 impl Summary {
