@@ -114,6 +114,7 @@ fn resolve_models(
                 setting: setting.clone(),
                 endpoint,
                 api_key,
+                inherited: !plan.models.contains_key(f),
             },
         ));
     }

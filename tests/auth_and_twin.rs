@@ -187,3 +187,21 @@ fn key_paths_resolve_against_the_scenario_file() {
     let (code, log) = run_with_key(d.path().join("s.toml").to_str().unwrap(), &out);
     assert_eq!(code, 0, "{log}");
 }
+
+/// The stack listens on, and names, the address its config gives (another loopback address
+/// here; an address a real gateway elsewhere can reach, in use).
+#[tokio::test]
+async fn the_stack_serves_on_the_host_it_is_given() {
+    let cfg = duo_harness::twin::StackConfig {
+        host: Some("127.0.0.2".parse().unwrap()),
+        ..Default::default()
+    };
+    let s = duo_harness::twin::start(&cfg).await.unwrap();
+    let urls = s.urls();
+    assert!(urls.aigw.starts_with("http://127.0.0.2:"), "{urls:?}");
+    for b in urls.backends.values() {
+        assert!(b.url.starts_with("http://127.0.0.2:"), "{urls:?}");
+        let r = reqwest::get(format!("{}/v1/models", b.url)).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

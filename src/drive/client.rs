@@ -18,6 +18,9 @@ pub struct ResolvedModel {
     pub setting: ModelSetting,
     pub endpoint: String,
     pub api_key: Option<String>,
+    /// The setting is General Chat's, inherited by a chat sub-feature without its own: a
+    /// recorded request that carries a model selection of its own keeps it.
+    pub inherited: bool,
 }
 
 /// Why the driver could not be set up (configuration, exit code 2).
@@ -178,7 +181,9 @@ fn mint(target: &Target) -> Result<String, DriveError> {
     .map_err(|e| DriveError::Config(format!("cannot sign a token with {}: {e}", path.display())))
 }
 
-/// The request body with the feature's model selection injected.
+/// The request body with the feature's model selection injected (a setting the scenario names
+/// for the feature itself replaces a recorded selection; one inherited from General Chat does
+/// not).
 pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     let mut body = it.request.body.clone();
     let (Some(m), Some(obj), false) = (
@@ -188,6 +193,10 @@ pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     ) else {
         return body;
     };
+    let recorded = obj.contains_key("model_metadata") || obj.contains_key("model_name");
+    if m.inherited && recorded {
+        return body; // replayed traffic keeps the selection GitLab sent
+    }
     let s = &m.setting;
     if it.request.path.starts_with("/v2/code/") || it.request.path == "/v2/completions" {
         obj.insert("model_provider".into(), json!("litellm"));
@@ -327,6 +336,29 @@ mod tests {
         let mut own = json!({"model_api_key": "sk-recorded-elsewhere"});
         restore_model_key(&mut own, Some("sk-live"));
         assert_eq!(own["model_api_key"], "sk-recorded-elsewhere");
+    }
+
+    #[test]
+    fn a_recorded_selection_is_kept_unless_the_feature_itself_is_set() {
+        let it: Interaction = serde_json::from_value(json!({
+            "v": 1, "id": "a", "feature": "duo_chat_explain_code",
+            "request": {"method": "POST", "path": "/v1/prompts/chat/explain_code",
+                        "body": {"inputs": {}, "model_metadata": {"name": "llama3", "endpoint": "http://recorded/v1"}}}
+        }))
+        .unwrap();
+        let setting: ModelSetting = serde_json::from_value(json!({
+            "name": "mistral", "endpoint": "http://scenario/v1", "identifier": "custom_openai/m"
+        }))
+        .unwrap();
+        let mut m = ResolvedModel {
+            setting,
+            endpoint: "http://scenario/v1".into(),
+            api_key: None,
+            inherited: true,
+        };
+        assert_eq!(body_for(&it, Some(&m))["model_metadata"]["name"], "llama3");
+        m.inherited = false;
+        assert_eq!(body_for(&it, Some(&m))["model_metadata"]["name"], "mistral");
     }
 
     #[test]
