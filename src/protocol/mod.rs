@@ -311,19 +311,22 @@ impl Decoder {
             out.push(Event::End);
             return;
         }
-        if let Some(message) = in_band_error(data) {
-            out.push(Event::Error(message));
-            return;
-        }
         let parsed = match (self.framing, event) {
             (Framing::V4Sse, Some("stream_start")) => {
                 serde_json::from_str(data).map(|v| out.push(Event::Start(v)))
             }
-            // The scanner of `chunk`: this runs once per token under load.
+            // The scanner of `chunk`: this runs once per token under load. Only a chunk that
+            // carried nothing is looked at again for an in-band error (`{"error": …}`).
             (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => chunk::parse(data)
                 .map(|c| {
-                    self.finished |= c.finished;
-                    chunk_events(c, out)
+                    let empty = c.text.is_none() && c.usage.is_none() && !c.finished;
+                    match empty.then(|| in_band_error(data)).flatten() {
+                        Some(message) => out.push(Event::Error(message)),
+                        None => {
+                            self.finished |= c.finished;
+                            chunk_events(c, out);
+                        }
+                    }
                 }),
             (_, other) => {
                 self.bad(format!("unexpected v4 event {other:?}"));
