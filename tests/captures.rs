@@ -280,6 +280,12 @@ async fn twin_aigw_matches_every_capture() {
     );
 }
 
+/// How many upstream calls the capture `name` shows.
+fn upstream_count(name: &str, dir: &Path) -> usize {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.upstream.json"))).unwrap();
+    serde_json::from_str::<Vec<Value>>(&text).unwrap().len()
+}
+
 /// The upstream calls the twin made for one case, against `NAME.upstream.json`: how many, and
 /// for the first one its path, model and every sampling parameter.
 fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), String> {
@@ -358,13 +364,25 @@ async fn twin_aigw_matches_every_capture_of_set_2() {
             lenient_lead: false,
         };
         let result = compare(&case, &dir, &urls.aigw).await;
-        // The tap hands a call over once its answer has ended: give the last one a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The tap hands a call over once its answer has ended: wait (bounded) for as many as
+        // the capture shows, then a moment more for any extra one.
+        let expected = upstream_count(name, &dir);
         let mut calls = Vec::new();
-        while let Ok((_, _, c)) = rx.try_recv() {
-            let body: Value = serde_json::from_slice(&c.request_body).unwrap_or(Value::Null);
-            let path = c.path.split('?').next().unwrap_or_default().to_owned();
-            calls.push(serde_json::json!({"path": path, "body": body}));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut settle = 0;
+        while tokio::time::Instant::now() < deadline && settle < 3 {
+            match rx.try_recv() {
+                Ok((_, _, c)) => {
+                    let body: Value =
+                        serde_json::from_slice(&c.request_body).unwrap_or(Value::Null);
+                    let path = c.path.split('?').next().unwrap_or_default().to_owned();
+                    calls.push(serde_json::json!({"path": path, "body": body}));
+                }
+                Err(_) => {
+                    settle += usize::from(calls.len() >= expected);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
         }
         if let Err(e) = result.and_then(|()| compare_upstream(name, &dir, &calls)) {
             failures.push(e);
