@@ -387,9 +387,24 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
     }
 }
 
+/// Findings whose truth depends on the timing figures the self-audit can find degraded.
+fn timing_dependent(kind: &str) -> bool {
+    matches!(kind, "slo" | "invalid_measurement")
+}
+
+/// The verdict: an internal error voids the run; a failure that does not depend on timing
+/// (errors, protocol, routing, conformance, nothing measured) fails it whatever the self-audit
+/// says; otherwise an invalid measurement makes it `invalid`, and a missed SLO fails it.
 fn verdict(findings: &[Finding]) -> &'static str {
+    let error = |f: &&Finding| f.severity == "error";
     if findings.iter().any(|f| f.kind == "internal_error") {
         "error"
+    } else if findings
+        .iter()
+        .filter(error)
+        .any(|f| !timing_dependent(&f.kind))
+    {
+        "fail"
     } else if findings.iter().any(|f| f.kind == "invalid_measurement") {
         "invalid"
     } else if findings.iter().any(|f| f.severity == "error") {
@@ -433,4 +448,35 @@ pub fn histograms(agg: &Aggregate) -> serde_json::Value {
         "send_lateness": enc(&agg.lateness),
         "features": features,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(kind: &str) -> Finding {
+        Finding::new(kind, "error", None, String::new())
+    }
+
+    /// An invalid measurement never hides a failure that does not depend on timing.
+    #[test]
+    fn an_invalid_measurement_never_hides_a_timing_free_failure() {
+        assert_eq!(verdict(&[f("invalid_measurement"), f("slo")]), "invalid");
+        for kind in [
+            "request_error",
+            "protocol",
+            "routing",
+            "conformance_content",
+            "nothing_measured",
+        ] {
+            assert_eq!(
+                verdict(&[f("invalid_measurement"), f(kind)]),
+                "fail",
+                "{kind}"
+            );
+        }
+        assert_eq!(verdict(&[f("internal_error"), f("routing")]), "error");
+        assert_eq!(verdict(&[f("slo")]), "fail");
+        assert_eq!(verdict(&[]), "pass");
+    }
 }
