@@ -107,6 +107,11 @@ fn black_holes_stalls_and_slow_headers_are_timeouts() {
     assert!(z["end_ms"].as_f64().unwrap() >= 1000.0, "{z}");
     // What arrived before the stall is kept.
     assert_eq!(by_id(&rs, "c")["content"], " first");
+    // The console says from how many requests the latency figures come.
+    assert!(
+        log.contains("note: code_completions: TTFT from 2 of 6 requests (4 failed, 0 cut off)"),
+        "{log}"
+    );
     // A timeout this short never sees a real gateway's answer after its retry cycle.
     assert!(
         kinds(&sm, "warning").contains(&"retry_cycle".into()),

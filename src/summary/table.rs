@@ -42,6 +42,7 @@ impl Summary {
                 f.output_tokens
             ));
         }
+        out.push_str(&self.coverage_lines());
         let l = &self.load;
         let rate = |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{r:.1}"));
         out.push_str(&format!(
@@ -69,6 +70,26 @@ impl Summary {
             "verdict: {} ({} requests, {} errors, {:.1} s)\n",
             self.verdict, self.requests, self.errors, l.duration_s
         ));
+        out
+    }
+}
+
+impl Summary {
+    /// One line per feature whose latency figures cover fewer requests than were measured:
+    /// failures and cut-offs remove requests, and a reader must see from how many a p99 comes.
+    fn coverage_lines(&self) -> String {
+        let mut out = String::new();
+        for (k, f) in &self.features {
+            let measured = f.requests + f.cut_off;
+            let covered = f.latency_ms.ttft.n;
+            if measured == 0 || covered >= measured {
+                continue;
+            }
+            out.push_str(&format!(
+                "note: {k}: TTFT from {covered} of {measured} requests ({} failed, {} cut off)\n",
+                f.errors, f.cut_off
+            ));
+        }
         out
     }
 }
