@@ -3,7 +3,6 @@
 
 use duo_harness::exit::{self, Exit};
 use duo_harness::measure::aggregate::Aggregate;
-use duo_harness::measure::cpu::ClientCpu;
 use duo_harness::plan::LoadSpec;
 use duo_harness::summary::{summarise, Checks, RunInfo};
 
@@ -22,18 +21,10 @@ fn a_panic_in_any_thread_makes_the_run_an_internal_error() {
         "{panics:?}"
     );
     let info = RunInfo {
-        run_id: "r".into(),
-        scenario: "s".into(),
-        target: "t".into(),
-        started_at: "now".into(),
-        duration_s: 1.0,
-        interrupted: false,
-        scheduled: 0,
-        client: ClientCpu::default(),
         cores: 2,
-        in_flight_cap: None,
-        internal_errors: panics,
         request_timeout_s: 60.0,
+        internal_errors: panics,
+        ..RunInfo::default()
     };
     let s = summarise(
         info,

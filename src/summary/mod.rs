@@ -191,6 +191,7 @@ pub struct Summary {
 }
 
 /// Who the run was, and what it measured about itself.
+#[derive(Default)]
 pub struct RunInfo {
     pub run_id: String,
     pub scenario: String,

@@ -195,18 +195,9 @@ mod tests {
 
     fn summary_with(findings: Vec<Finding>) -> Summary {
         let info = RunInfo {
-            run_id: "r".into(),
-            scenario: "s".into(),
-            target: "t".into(),
-            started_at: "now".into(),
-            duration_s: 1.0,
-            interrupted: false,
-            scheduled: 0,
-            client: ClientCpu::default(),
             cores: 2,
-            in_flight_cap: None,
-            internal_errors: Vec::new(),
             request_timeout_s: 60.0,
+            ..RunInfo::default()
         };
         let mut s = summarise(
             info,
