@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 /// A `duo-harness stack` process, killed when dropped.
@@ -25,11 +24,7 @@ fn start_stack() -> (Stack, serde_json::Value) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let urls = serde_json::from_str(&line).expect("stack prints its URLs");
+    let urls = common::first_json_line(&mut child);
     (Stack(child), urls)
 }
 
@@ -91,11 +86,7 @@ fn the_real_aigw_scenario_works_from_the_environment_alone() {
         .env("DUO_SNAPSHOTS_DIR", d.path().join("snaps"))
         .output()
         .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let log = common::printed(&o);
     assert_eq!(o.status.code(), Some(0), "{log}");
     let sm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();

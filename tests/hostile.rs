@@ -263,11 +263,7 @@ fn an_echoed_token_never_leaves_the_harness() {
         .env_remove("CI")
         .output()
         .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let printed = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{printed}");
     let results = std::fs::read_to_string(out.join("results.ndjson")).unwrap();
     assert!(
@@ -391,11 +387,7 @@ fn running_out_of_descriptors_is_the_clients_failure() {
         .env_remove("CI")
         .output()
         .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let log = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{log}");
     let sm = json_file(&out.join("summary.json"));
     let classes = sm["errors_by_class"].as_object().unwrap();

@@ -133,11 +133,7 @@ fn scrub(rec: &mut RequestRecord) {
     if let Some(e) = &mut rec.error {
         crate::redact::known_in_place(&mut e.message);
     }
-    for v in rec.headers.values_mut() {
-        if let serde_json::Value::String(s) = v {
-            crate::redact::known_in_place(s);
-        }
-    }
+    // Response headers were redacted as they arrived (`redact::headers`, known secrets included).
 }
 
 /// The body to send: the prepared one, or with taps a copy carrying this send's nonce (which is

@@ -23,6 +23,26 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_duo-harness"))
 }
 
+/// The first line a spawned child prints on stdout, as JSON (`record` and `stack` announce
+/// their addresses that way).
+pub fn first_json_line(child: &mut std::process::Child) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"))
+}
+
+/// Everything a finished process printed, stdout then stderr.
+pub fn printed(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs the real binary in the repository root; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(bin())

@@ -3,7 +3,7 @@
 
 use super::bin;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -26,11 +26,7 @@ impl Recorder {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let info: Value = serde_json::from_str(&first).expect("record prints its address");
+        let info = super::first_json_line(&mut child);
         let url = info["listen"].as_str().unwrap().to_owned();
         Self {
             child,

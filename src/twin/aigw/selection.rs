@@ -172,7 +172,7 @@ fn code_definition(family: &str, generation: bool) -> super::registry::Resolved 
     // A family the registry lacks searches `base` only, which every code prompt has.
     let base = match family {
         f if f.starts_with("codestral") => "codestral",
-        f if super::registry::registry().family(f).is_some() => f,
+        f if has_model_entry(f) => f,
         _ => "general",
     };
     super::registry::registry()
