@@ -78,6 +78,7 @@ fn per_request(c: &mut Criterion) {
         timeout: Duration::from_secs(10),
         run_start: Instant::now(),
         correlation: None,
+        tokenizers: Default::default(),
     };
     let body = sse_chunks();
     let mut agg = Aggregate::new(Default::default());
@@ -99,7 +100,7 @@ fn per_request(c: &mut Criterion) {
                 r.chunk(&mut rec, 20.0 + 5.0 * i as f64, ch);
             }
             r.finish(&mut rec, 200.0).unwrap();
-            finish_tokens(&mut rec);
+            finish_tokens(&mut rec, None);
             agg.add(&rec);
             line.clear();
             serde_json::to_writer(&mut line, &rec).unwrap();

@@ -7,6 +7,7 @@
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod conformance;

@@ -55,6 +55,10 @@ pub struct Scenario {
     /// Snapshots and content policy.
     #[serde(default)]
     pub conformance: crate::conformance::ConformanceSpec,
+    /// The servers' tokenizers (`tokenizer.json`, relative to this file), per feature or
+    /// `default`: they count output tokens when an answer carries no `usage`.
+    #[serde(default)]
+    pub tokenizers: BTreeMap<String, PathBuf>,
 }
 
 /// The scenario's routing expectations.
@@ -317,6 +321,8 @@ pub struct Plan {
     pub routing: Routing,
     /// Snapshot folder resolved against the scenario's folder.
     pub conformance: crate::conformance::ConformanceSpec,
+    /// Tokenizer files per feature (or `default`), resolved against the scenario's folder.
+    pub tokenizers: BTreeMap<String, PathBuf>,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -396,11 +402,14 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         .chain(sc.models.keys())
         .chain(sc.slo.keys())
         .chain(sc.routing.features.keys())
+        .chain(sc.tokenizers.keys().filter(|k| *k != "default"))
     {
         if crate::features::lookup(f).is_none() {
             return Err(invalid(
                 path,
-                format!("unknown Duo feature '{f}' (in 'features', 'models', 'slo' or 'routing')"),
+                format!(
+                    "unknown Duo feature '{f}' (in 'features', 'models', 'slo', 'routing' or 'tokenizers')"
+                ),
             ));
         }
     }
@@ -503,6 +512,11 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         taps: sc.taps,
         routing: sc.routing,
         conformance,
+        tokenizers: sc
+            .tokenizers
+            .iter()
+            .map(|(k, p)| (k.clone(), base.join(p)))
+            .collect(),
         embedded_backend,
         run_id,
         run_dir,

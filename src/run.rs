@@ -11,7 +11,9 @@ use crate::exit::Exit;
 use crate::live::{self, LiveStats, LiveView};
 use crate::measure::aggregate::Aggregate;
 use crate::measure::cpu::{ClientCpu, CpuTimes};
-use crate::measure::{self, ResultsSink};
+use crate::measure::hist::Metric;
+use crate::measure::tokenizer::Tokenizers;
+use crate::measure::{self, probe, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
 use crate::schedule::{self, Arrival};
 use crate::summary::{self, RunInfo};
@@ -197,6 +199,8 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
     let plan = plan::resolve(scenario, overrides, &started)?;
     let interactions = select(&plan, corpus::load(&plan.corpus_path)?)?;
+    let tokenizers = Tokenizers::load(&plan.tokenizers)
+        .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
     let client = drive::client(&plan.target)?;
     let auth = drive::Auth::new(&plan.target)?;
 
@@ -265,6 +269,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
         run_start: Instant::now() + LEAD,
         correlation: taps.as_ref().map(|t| (t.salt, t.correlator.clone())),
+        tokenizers,
     });
     let taps_path = plan.run_dir.join("taps.ndjson");
     let tap_collector = taps.map(|t| {
@@ -311,6 +316,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         in_flight_cap: interrupted.default_cap,
         internal_errors: crate::exit::panics(),
         request_timeout_s: plan.request_timeout_s,
+        receive_delay: interrupted.receive_delay,
     };
     let taps = tap_agg.is_some().then_some(taps_path.as_path());
     let conformance = match conformance_stage(&plan, &results_path, taps) {
@@ -392,6 +398,8 @@ struct Ended {
     cpu: ClientCpu,
     /// The default in-flight cap applied (the scenario set none).
     default_cap: Option<usize>,
+    /// The harness's receive-side delay, probed while the run went.
+    receive_delay: Metric,
 }
 
 /// SIGINT and SIGTERM (CI runners and Kubernetes send the latter), one message per signal.
@@ -453,6 +461,15 @@ async fn drive_load(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(false);
     let cpu_start = CpuTimes::now();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // Without its probe the run still measures; the audit then has no receive-side bound.
+    let probe = match probe::start(workers).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: the receive-delay probe could not start: {e}");
+            None
+        }
+    };
     let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
     let closed = !plan.load.arrival.open_loop();
     // Without a cap of its own, an open loop against a server that stops answering would hold
@@ -517,12 +534,17 @@ async fn drive_load(
         None => scheduled.await.ok(), // the pacer stops promptly once told to
     };
     drop(view);
+    let receive_delay = match probe {
+        Some(p) => p.finish().await,
+        None => Metric::default(),
+    };
     let wall = target.run_start.elapsed();
-    let cpu = ClientCpu::between(cpu_start, CpuTimes::now(), wall, agg.sent);
+    let cpu = ClientCpu::between(&cpu_start, &CpuTimes::now(), wall, agg.sent);
     let ended = Ended {
         flag: signalled > 0,
         cpu,
         default_cap,
+        receive_delay,
     };
     let count = count.unwrap_or(agg.sent);
     Ok((agg, written, count, ended))

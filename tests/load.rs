@@ -274,9 +274,10 @@ fn skip_policy_counts_what_it_did_not_send() {
 
 #[test]
 fn late_sends_make_the_run_invalid_with_exit_4() {
-    // No machine starts a task within a nanosecond of its instant: the audit must trip.
-    let load =
-        "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\nmax_send_lateness_ms = 0.000001";
+    // No machine starts a task within a nanosecond of its instant, and no late send is
+    // tolerated: the audit must trip.
+    let load = "arrival = \"constant\"\nrate = 100\nduration_s = 0.1\n\
+                max_send_lateness_ms = 0.000001\nmax_late_share = 0";
     let r = run_against(script(1, 1, 1), load, "", &[]);
     assert_eq!(r.code, 4, "{}", r.log);
     let sm = r.summary();

@@ -67,9 +67,7 @@ fn pending(dir: &Path) -> usize {
 }
 
 fn kinds(sm: &Value) -> Vec<String> {
-    sm["findings"]
-        .as_array()
-        .unwrap()
+    common::judged_findings(sm)
         .iter()
         .map(|f| f["kind"].as_str().unwrap().to_owned())
         .collect()
@@ -108,7 +106,7 @@ fn record_accept_compare_and_review_snapshots() {
     let reordered = scenario(d.path(), "\n[stack.aigw]\nreorder_v4_events = true\n");
     let (code, sm) = run(&reordered, &d.path().join("r2b"), true);
     assert_eq!(code, 1);
-    for f in sm["findings"].as_array().unwrap() {
+    for f in common::judged_findings(&sm) {
         assert_eq!(f["kind"], "conformance_protocol", "{f}");
         let m = f["message"].as_str().unwrap();
         assert!(
@@ -198,19 +196,18 @@ fn noise_scenario_passes_and_a_real_change_fails_on_exactly_its_features() {
     std::fs::write(&changed, text).unwrap();
     let (code, sm) = run(changed.to_str().unwrap(), &d.path().join("changed"), true);
     assert_eq!(code, 1);
-    let flagged: std::collections::BTreeSet<&str> = sm["findings"]
-        .as_array()
-        .unwrap()
+    let flagged: std::collections::BTreeSet<String> = common::judged_findings(&sm)
         .iter()
         .map(|f| {
             assert_eq!(f["kind"], "conformance_content", "{f}");
-            f["feature"].as_str().unwrap()
+            f["feature"].as_str().unwrap().to_owned()
         })
         .collect();
     assert_eq!(
         flagged,
         ["code_completions", "code_generations"]
             .into_iter()
+            .map(str::to_owned)
             .collect()
     );
 }
@@ -250,7 +247,7 @@ fn a_changed_chat_answer_is_caught_and_ordinary_variation_is_not() {
     std::fs::write(&s, text).unwrap();
     let (code, sm) = run(s.to_str().unwrap(), &d.path().join("run"), true);
     assert_eq!(code, 1, "{sm}");
-    let findings = sm["findings"].as_array().unwrap();
+    let findings = common::judged_findings(&sm);
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0]["kind"], "conformance_content");
     assert!(findings[0]["message"]

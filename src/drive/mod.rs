@@ -30,6 +30,8 @@ pub struct Target {
     pub run_start: Instant,
     /// With taps: the nonce salt and the map the tap collector reads.
     pub correlation: Option<(u64, std::sync::Arc<crate::taps::Correlator>)>,
+    /// The servers' tokenizers, for answers without `usage`.
+    pub tokenizers: crate::measure::tokenizer::Tokenizers,
 }
 
 /// When one request was meant to go, and when its task got to it.
@@ -81,6 +83,8 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         usage: None,
         output_tokens: None,
         tokens_estimated: false,
+        token_source: None,
+        content_events: 0,
         multi_token_chunks: false,
         error: None,
     }
@@ -117,7 +121,7 @@ pub async fn send(
         .error
         .take()
         .or(error.map(|(class, message)| RequestError { class, message }));
-    finish_tokens(&mut rec);
+    finish_tokens(&mut rec, t.tokenizers.for_feature(&p.interaction.feature));
     scrub(&mut rec);
     rec
 }

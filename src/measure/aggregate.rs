@@ -7,7 +7,7 @@
 //! `summary.json` and `histograms.json`.
 
 use super::hist::Metric;
-use super::{Disposition, ErrorClass, RequestRecord};
+use super::{Disposition, ErrorClass, RequestRecord, TokenSource};
 use crate::plan::Slo;
 use std::collections::BTreeMap;
 
@@ -40,6 +40,17 @@ pub struct FeatureAgg {
     pub multi_token_chunks: u64,
     /// Successful requests that met every bound of the feature's SLO.
     pub slo_met: u64,
+    /// Successful requests that missed the SLO: the smallest receive-side delay of the harness
+    /// that would explain the miss (their own send lateness already taken off). What the
+    /// self-audit needs to tell whether its own delay could have decided the SLO verdict.
+    pub slo_miss_correction: Metric,
+    /// Requests that met an SLO with a TPOT bound: their span's headroom under it, ms
+    /// ((bound − TPOT) × (tokens − 1)); a harness delay beyond it could hide a miss.
+    pub slo_tpot_headroom: Metric,
+    /// The fewest output tokens of a request with a TPOT figure (bounds TPOT's error).
+    pub min_tpot_tokens: Option<u64>,
+    /// Successful requests by where their output token count came from.
+    pub token_sources: BTreeMap<TokenSource, u64>,
     /// The first request errors: class and message (`id (METHOD path): class: message`).
     pub error_messages: Vec<(ErrorClass, String)>,
 }
@@ -59,16 +70,94 @@ pub struct Aggregate {
     pub last_sent_ms: Option<f64>,
     pub last_end_ms: Option<f64>,
     pub measured_sent: u64,
+    /// When measured sends were meant to go, and when they went.
+    pub sends: SendWindows,
     slos: BTreeMap<String, Slo>,
 }
 
-fn meets(slo: &Slo, r: &RequestRecord) -> bool {
+/// The delivered arrival process beside the intended one, per second of the run.
+#[derive(Debug, Clone, Default)]
+pub struct SendWindows {
+    /// Second of the run → (sends meant for it, sends whose task started in it).
+    pub windows: BTreeMap<u64, (u64, u64)>,
+    /// First and last intended instant of a measured send, ms after the run start.
+    pub first_intended_ms: Option<f64>,
+    pub last_intended_ms: Option<f64>,
+    pub count: u64,
+}
+
+impl SendWindows {
+    /// Counts a measured send in the second it was meant for and the second its task started.
+    fn add(&mut self, r: &RequestRecord) {
+        let second = |ms: f64| (ms.max(0.0) / 1000.0) as u64;
+        let started = r.intended_ms + r.lateness_ms.max(0.0);
+        self.windows.entry(second(r.intended_ms)).or_default().0 += 1;
+        self.windows.entry(second(started)).or_default().1 += 1;
+        let (a, b) = (&mut self.first_intended_ms, &mut self.last_intended_ms);
+        *a = Some(a.map_or(r.intended_ms, |t| t.min(r.intended_ms)));
+        *b = Some(b.map_or(r.intended_ms, |t| t.max(r.intended_ms)));
+        self.count += 1;
+    }
+
+    /// The schedule's own rate over the measured sends: (sends − 1) over the span from the
+    /// first to the last intended instant (what the achieved rate is held against).
+    pub fn intended_rps(&self) -> Option<f64> {
+        let (a, b) = (self.first_intended_ms?, self.last_intended_ms?);
+        (self.count >= 2 && b > a).then(|| (self.count - 1) as f64 / ((b - a) / 1000.0))
+    }
+
+    /// The schedule's mean gap between measured sends, ms.
+    pub fn mean_gap_ms(&self) -> Option<f64> {
+        self.intended_rps().map(|r| 1000.0 / r)
+    }
+}
+
+/// How a successful request stands against its SLO.
+enum SloStanding {
+    Met {
+        /// Headroom of the span under the TPOT bound, when there is one.
+        tpot_headroom_ms: Option<f64>,
+    },
+    /// Missed: the harness receive-side delay that would explain the miss (`None`: none would).
+    Missed { correction_ms: Option<f64> },
+}
+
+/// Judges one successful request against its SLO (TTFT and E2E from the intended send).
+///
+/// A miss is explained by the harness when taking off the request's own send lateness and a
+/// receive-side delay `d` makes it meet: TTFT and E2E shrink by up to `d`, the TPOT span
+/// ((E2E − TTFT)) moves by up to `d` either way. The smallest such `d` is the correction.
+fn standing(slo: &Slo, r: &RequestRecord) -> SloStanding {
     let late_by = r.sent_ms - r.intended_ms;
-    let within =
-        |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
-    within(slo.ttft_ms, r.ttft_from_intended_ms())
-        && within(slo.tpot_ms, r.tpot_ms())
-        && within(slo.e2e_ms, r.e2e_ms().map(|e| e + late_by))
+    let (ttft, e2e, tpot) = (
+        r.ttft_from_intended_ms(),
+        r.e2e_ms().map(|e| e + late_by),
+        r.tpot_ms(),
+    );
+    let within = |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
+    let span_tokens = r.output_tokens.filter(|n| *n > 1).map(|n| (n - 1) as f64);
+    if within(slo.ttft_ms, ttft) && within(slo.tpot_ms, tpot) && within(slo.e2e_ms, e2e) {
+        let tpot_headroom_ms = slo.tpot_ms.zip(tpot).zip(span_tokens).map(|((b, t), n)| (b - t) * n);
+        return SloStanding::Met { tpot_headroom_ms };
+    }
+    // Each bound's excess once the request's own send lateness is taken off; `None` when the
+    // figure is missing (no content: no harness delay explains that).
+    let excess = |bound: Option<f64>, v: Option<f64>, scale: f64, own: f64| match bound {
+        None => Some(0.0),
+        Some(b) => v.map(|v| ((v - own - b) * scale).max(0.0)),
+    };
+    let own = r.lateness_ms.max(0.0);
+    let correction_ms = [
+        excess(slo.ttft_ms, ttft, 1.0, own),
+        excess(slo.e2e_ms, e2e, 1.0, own),
+        match slo.tpot_ms {
+            None => Some(0.0),
+            Some(_) => span_tokens.and_then(|n| excess(slo.tpot_ms, tpot, n, 0.0)),
+        },
+    ]
+    .into_iter()
+    .try_fold(0.0f64, |acc, e| e.map(|e| acc.max(e)));
+    SloStanding::Missed { correction_ms }
 }
 
 impl Aggregate {
@@ -111,6 +200,7 @@ impl Aggregate {
         }
         self.measured_sent += 1;
         self.lateness.record(r.lateness_ms);
+        self.sends.add(r);
         f.queue_wait.record(r.queue_wait_ms);
         self.first_sent_ms = Some(self.first_sent_ms.map_or(r.sent_ms, |t| t.min(r.sent_ms)));
         self.last_sent_ms = Some(self.last_sent_ms.map_or(r.sent_ms, |t| t.max(r.sent_ms)));
@@ -145,8 +235,28 @@ impl Aggregate {
             .for_each(|g| f.itl.record(g));
         f.output_tokens += r.output_tokens.unwrap_or(0);
         f.tokens_estimated += u64::from(r.tokens_estimated);
+        if let Some(src) = r.token_source {
+            *f.token_sources.entry(src).or_default() += 1;
+        }
         f.multi_token_chunks += u64::from(r.multi_token_chunks);
-        f.slo_met += u64::from(slo.is_none_or(|s| meets(&s, r)));
+        if r.tpot_ms().is_some() {
+            let n = r.output_tokens.unwrap_or(0);
+            f.min_tpot_tokens = Some(f.min_tpot_tokens.map_or(n, |m| m.min(n)));
+        }
+        match slo.map(|s| standing(&s, r)) {
+            None => f.slo_met += 1,
+            Some(SloStanding::Met { tpot_headroom_ms }) => {
+                f.slo_met += 1;
+                if let Some(h) = tpot_headroom_ms {
+                    f.slo_tpot_headroom.record(h);
+                }
+            }
+            Some(SloStanding::Missed { correction_ms }) => {
+                if let Some(c) = correction_ms {
+                    f.slo_miss_correction.record(c);
+                }
+            }
+        }
     }
 
     /// Completed requests over all features (what `requests` totals; cut-off ones excluded).

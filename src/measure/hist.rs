@@ -122,6 +122,25 @@ impl Metric {
         }
     }
 
+    /// How many samples are at most `ms` (exact while the samples are kept, else within the
+    /// histogram's 0.1 %).
+    pub fn count_at_most(&self, ms: f64) -> u64 {
+        if !self.overflowed {
+            return self.exact.iter().filter(|v| **v <= ms).count() as u64;
+        }
+        let us = (ms.max(0.0) * 1000.0).round() as u64;
+        self.hist
+            .iter_recorded()
+            .filter(|v| self.hist.lowest_equivalent(v.value_iterated_to()) <= us)
+            .map(|v| v.count_at_value())
+            .sum()
+    }
+
+    /// How many samples are above `ms`.
+    pub fn count_above(&self, ms: f64) -> u64 {
+        self.len() - self.count_at_most(ms)
+    }
+
     /// The 99th percentile, cheaply (for the live view).
     pub fn p99_ms(&self) -> Option<f64> {
         (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(0.99) as f64 / 1000.0)
@@ -176,6 +195,9 @@ mod tests {
     fn percentiles_interpolate_linearly() {
         let p = Percentiles::of(vec![4.0, 1.0, 3.0, 2.0]);
         assert_eq!(p.p50, Some(2.5));
+        let mut m = Metric::default();
+        [4.0, 1.0, 3.0, 2.0].into_iter().for_each(|v| m.record(v));
+        assert_eq!((m.count_at_most(2.0), m.count_above(2.5)), (2, 2));
         assert_eq!(p.p90, Some(3.7));
         assert_eq!(p.max, Some(4.0));
         assert_eq!(p.mean, Some(2.5));
@@ -192,6 +214,9 @@ mod tests {
         let p = m.percentiles();
         assert!(!p.exact);
         assert_eq!(p.n, (EXACT_CAP + 5000) as u64);
+        // A tenth of the values lie at or below 20.99 ms; counted from the histogram too.
+        let below = m.count_at_most(20.995) as f64 / p.n as f64;
+        assert!((below - 0.1).abs() < 0.002, "{below}");
         assert!((p.p50.unwrap() - 25.0).abs() < 0.03, "{p:?}");
         assert!((p.max.unwrap() - 29.99).abs() < 0.03, "{p:?}");
     }

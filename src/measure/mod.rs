@@ -10,7 +10,9 @@
 pub mod aggregate;
 pub mod cpu;
 pub mod hist;
+pub mod probe;
 pub mod recorder;
+pub mod tokenizer;
 
 use crate::protocol::{Framing, Usage};
 use serde::{Deserialize, Serialize};
@@ -75,6 +77,29 @@ impl ErrorClass {
             Self::Oversize => "oversize",
             Self::ClientResources => "client_resources",
         }
+    }
+}
+
+/// Where a request's output token count came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's own `usage` figures.
+    Usage,
+    /// The content re-encoded with the tokenizer the scenario names (the server's).
+    Tokenizer,
+    /// No usage, no tokenizer, an event-per-delta stream: one token per content event
+    /// (estimated; exact for servers that stream one token per event, as llama.cpp does).
+    Chunks,
+    /// No usage, no tokenizer, no event boundaries: the twin's documented text rule
+    /// (estimated, the roughest).
+    TextRule,
+}
+
+impl TokenSource {
+    /// Counted by the server or its tokenizer, not estimated.
+    pub fn exact(self) -> bool {
+        matches!(self, Self::Usage | Self::Tokenizer)
     }
 }
 
@@ -147,10 +172,18 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_shape: Option<Value>,
     pub usage: Option<Usage>,
-    /// Output tokens: from `usage`, else estimated.
+    /// Output tokens: from `usage`, else counted as `token_source` says.
     pub output_tokens: Option<u64>,
+    /// The count is an estimate (`token_source` is `chunks` or `text_rule`).
     pub tokens_estimated: bool,
-    /// Whether any content chunk held more than one token (by the twin's token rule).
+    /// Where `output_tokens` came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_source: Option<TokenSource>,
+    /// Content-bearing events decoded (SSE events, NDJSON lines; reads for raw text).
+    #[serde(default)]
+    pub content_events: u64,
+    /// Some content event was observed to hold more than one token: usage counted more tokens
+    /// than there were events, or the tokenizer found several in one. Never set by a guess.
     pub multi_token_chunks: bool,
     pub error: Option<RequestError>,
 }

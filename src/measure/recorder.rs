@@ -5,7 +5,7 @@
 //! In: the framing, the status, and body chunks with their arrival times. Out: the filled record,
 //! or the error class that failed it. No I/O, so its cost per chunk is benchmarked alone.
 
-use super::{Chunk, ErrorClass, RequestError, RequestRecord};
+use super::{Chunk, ErrorClass, RequestError, RequestRecord, TokenSource};
 use crate::protocol::{Breach, Decoder, Event, Framing};
 use crate::twin::vllm::tokens;
 
@@ -117,7 +117,7 @@ fn apply(rec: &mut RequestRecord, t: f64, events: impl Iterator<Item = Event>, s
                 if success {
                     rec.first_content_ms.get_or_insert(t);
                     rec.last_content_ms = Some(t);
-                    rec.multi_token_chunks |= tokens::several(&text);
+                    rec.content_events += 1;
                 }
                 rec.content.push_str(&text);
                 match rec.chunks.last_mut() {
@@ -141,17 +141,57 @@ fn apply(rec: &mut RequestRecord, t: f64, events: impl Iterator<Item = Event>, s
     }
 }
 
-/// Output tokens of a successful answer: from `usage`, else counted by the twin's documented
-/// token rule and flagged as estimated.
-pub fn finish_tokens(rec: &mut RequestRecord) {
+/// Counts tokens of content pieces with the server's own tokenizer.
+pub trait TokenCounter: Send + Sync {
+    fn count(&self, text: &str) -> Option<u64>;
+}
+
+/// Output tokens of a successful answer, and where the count came from: the server's `usage`;
+/// else the server's tokenizer where the scenario names one; else one token per content event
+/// where the framing delimits events (SSE, NDJSON); else the twin's text rule. `multi_token_chunks`
+/// is set only when observed: usage counted more tokens than there were events, or the
+/// tokenizer found several in one chunk.
+pub fn finish_tokens(rec: &mut RequestRecord, tokenizer: Option<&dyn TokenCounter>) {
     if !rec.status.is_some_and(|s| (200..300).contains(&s)) {
         return;
     }
-    match &rec.usage {
-        Some(u) => rec.output_tokens = Some(u.output_tokens),
-        None => {
-            rec.output_tokens = Some(tokens::count(&rec.content) as u64);
-            rec.tokens_estimated = true;
+    let events = rec.content_events;
+    let (count, source) = match (&rec.usage, tokenizer) {
+        (Some(u), _) => {
+            // One spare token: servers may count the end-of-sequence token, which carries no text.
+            rec.multi_token_chunks = u.output_tokens > events + 1;
+            (u.output_tokens, TokenSource::Usage)
         }
+        (None, Some(t)) => match tokenized(rec, t) {
+            Some((n, several)) => {
+                rec.multi_token_chunks = several;
+                (n, TokenSource::Tokenizer)
+            }
+            None => untokenized(rec),
+        },
+        (None, None) => untokenized(rec),
+    };
+    rec.output_tokens = Some(count);
+    rec.token_source = Some(source);
+    rec.tokens_estimated = !source.exact();
+}
+
+/// The count by the tokenizer: the whole content, and whether one chunk held several tokens.
+fn tokenized(rec: &RequestRecord, t: &dyn TokenCounter) -> Option<(u64, bool)> {
+    let total = t.count(&rec.content)?;
+    let mut several = false;
+    for c in rec.chunks.iter().filter(|c| !c.content.is_empty()) {
+        several |= t.count(&c.content)? > 1;
+    }
+    Some((total, several))
+}
+
+/// The estimate when neither the server nor a tokenizer counts.
+fn untokenized(rec: &RequestRecord) -> (u64, TokenSource) {
+    let delimited = rec.framing.is_some_and(|f| f.delimits_events());
+    if delimited && rec.content_events > 0 {
+        (rec.content_events, TokenSource::Chunks)
+    } else {
+        (tokens::count(&rec.content) as u64, TokenSource::TextRule)
     }
 }

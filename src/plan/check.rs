@@ -60,13 +60,14 @@ pub fn load(l: &LoadSpec) -> Result<(), String> {
     if !(1..=1_000_000).contains(&l.max_in_flight) {
         return Err("load.max_in_flight: must be within 1..=1000000".into());
     }
-    within(
+    opt(
         "load.max_send_lateness_ms",
         l.max_send_lateness_ms,
         0.0,
         60_000.0,
         true,
     )?;
+    within("load.max_late_share", l.max_late_share, 0.0, 1.0, false)?;
     within("load.max_error_rate", l.max_error_rate, 0.0, 1.0, false)?;
     within("load.max_cut_off_rate", l.max_cut_off_rate, 0.0, 1.0, false)?;
     for (f, w) in &l.mix {

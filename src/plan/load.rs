@@ -56,9 +56,16 @@ pub struct LoadSpec {
     /// written into the plan either way, so any run can be repeated exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// Self-audit: a run whose p99 send lateness passes this is invalid (exit code 4).
-    #[serde(default = "default_lateness")]
-    pub max_send_lateness_ms: f64,
+    /// Self-audit: a send is late when it starts later than this after its intended instant.
+    /// Unset: 1 ms, or half the schedule's mean gap when that is longer (a send that late
+    /// arrives closer to the next one than the schedule meant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_send_lateness_ms: Option<f64>,
+    /// Self-audit: an open loop kept its schedule unless, with 95 % confidence, more than this
+    /// share of its sends was late (one preempted send never trips it). Not kept: the run is
+    /// invalid (exit code 4).
+    #[serde(default = "default_late_share")]
+    pub max_late_share: f64,
     /// Share of failed requests tolerated before the verdict fails (default 0: any error fails).
     #[serde(default)]
     pub max_error_rate: f64,
@@ -89,8 +96,8 @@ fn default_max_in_flight() -> usize {
 fn default_grace() -> f64 {
     10.0
 }
-fn default_lateness() -> f64 {
-    1.0
+fn default_late_share() -> f64 {
+    0.05
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
@@ -242,7 +249,8 @@ impl LoadSpec {
         if self.concurrency == Some(0) {
             return Err("load.concurrency must be at least 1".into());
         }
-        if !(self.warmup_s >= 0.0 && self.grace_s >= 0.0 && positive(self.max_send_lateness_ms)) {
+        let lateness_ok = self.max_send_lateness_ms.is_none_or(positive);
+        if !(self.warmup_s >= 0.0 && self.grace_s >= 0.0 && lateness_ok) {
             return Err("load.warmup_s and grace_s must be >= 0, max_send_lateness_ms > 0".into());
         }
         if !(0.0..=1.0).contains(&self.max_error_rate) {
@@ -278,6 +286,13 @@ impl LoadSpec {
     }
 
     /// The planned mean send rate, when the schedule sets one.
+    /// A send later than this is late: the scenario's bound, else 1 ms or half the schedule's
+    /// mean gap (`mean_gap_ms`), whichever is longer.
+    pub fn late_threshold_ms(&self, mean_gap_ms: Option<f64>) -> f64 {
+        self.max_send_lateness_ms
+            .unwrap_or_else(|| mean_gap_ms.map_or(1.0, |g| (g / 2.0).max(1.0)))
+    }
+
     pub fn target_rps(&self) -> Option<f64> {
         self.profile().map(|p| p.mean_rate())
     }

@@ -34,6 +34,15 @@ pub enum Framing {
 }
 
 impl Framing {
+    /// The stream delimits its deltas (SSE events, NDJSON lines), so a content event is one
+    /// model delta; raw text and whole-body framings do not.
+    pub fn delimits_events(self) -> bool {
+        matches!(
+            self,
+            Self::OpenAiSse | Self::V4Sse | Self::ChatNdjson | Self::PromptsNdjson
+        )
+    }
+
     /// Chooses the framing from the request path and the response content type.
     pub fn detect(path: &str, content_type: &str) -> Self {
         let ct = content_type.to_ascii_lowercase();

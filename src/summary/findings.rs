@@ -118,7 +118,7 @@ pub(super) fn findings(
         );
         out.push(Finding::new("warmup_errors", "warning", None, m));
     }
-    out.extend(self_audit(info, l));
+    out.extend(super::audit_findings::findings(l, features));
     out
 }
 
@@ -165,30 +165,3 @@ fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
     })
 }
 
-/// The harness's own audit: late sends make an open-loop measurement invalid; a saturated
-/// client is said out loud. (A closed loop has no schedule to miss: its next send waits for the
-/// previous answer by design, so its lateness is reported but judges nothing.)
-fn self_audit(info: &RunInfo, l: &Load) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let open = l.mode == "open";
-    if let Some(p99) = l
-        .send_lateness_ms
-        .p99
-        .filter(|p| open && *p > l.max_send_lateness_ms)
-    {
-        let m = format!(
-            "send lateness p99 {p99:.3} ms passed the {:.3} ms bound: the harness could not keep \
-             its schedule, so these figures understate the server's latency",
-            l.max_send_lateness_ms
-        );
-        out.push(Finding::new("invalid_measurement", "error", None, m));
-    }
-    if l.client.cores_busy > 0.9 * info.cores as f64 {
-        let m = format!(
-            "the harness kept {:.2} of its {} cores busy: it may have been the bottleneck",
-            l.client.cores_busy, info.cores
-        );
-        out.push(Finding::new("client_saturated", "warning", None, m));
-    }
-    out
-}

@@ -5,16 +5,18 @@
 //! [`Summary`] (verdict `pass`, `fail`, or `invalid` when the harness could not keep its
 //! schedule) and the per-feature table ([`table`]).
 
+mod audit_findings;
 mod findings;
 mod table;
 
+use crate::audit::{ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
 use crate::measure::aggregate::{Aggregate, FeatureAgg};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
 pub use crate::measure::hist::Percentiles;
-use crate::measure::ErrorClass;
+use crate::measure::{ErrorClass, TokenSource};
 use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
@@ -67,13 +69,26 @@ pub struct FeatureSummary {
     pub warmup: u64,
     pub latency_ms: Latency,
     pub output_tokens: u64,
-    /// Requests whose output token count was estimated (no `usage` in the answer).
+    /// Requests whose output token count was estimated (no `usage`, no tokenizer).
     pub tokens_estimated: u64,
-    /// Requests where some chunk held more than one token.
+    /// Successful requests by where their token count came from (`usage`, `tokenizer`,
+    /// `chunks`: one per content event, `text_rule`: the twin's rule).
+    pub token_sources: BTreeMap<TokenSource, u64>,
+    /// Requests where some chunk was observed to hold more than one token.
     pub multi_token_chunks: u64,
     pub throughput: Throughput,
     pub slo: Option<Slo>,
     pub goodput: Option<Goodput>,
+    /// The self-audit's trust in each figure (`ttft`, `ttft_from_intended`, `itl`, `tpot`,
+    /// `e2e`, `output_tokens`, `output_tokens_per_s`, `goodput`).
+    pub trust: BTreeMap<&'static str, Trust>,
+    /// With an SLO: the attainment range the harness's own error allows, and whether the
+    /// verdict holds across it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo_audit: Option<SloAudit>,
+    /// Transport batching seen: (ITL p50 at the client, TPOT p50), ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<(f64, f64)>,
     /// With taps: the same requests seen from the model backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendSummary>,
@@ -162,10 +177,15 @@ pub struct Load {
     pub skipped: u64,
     /// Task start minus intended send (the harness's own delay), measured requests.
     pub send_lateness_ms: Percentiles,
+    /// A send later than this counted as late (`load.max_send_lateness_ms`, or derived).
     pub max_send_lateness_ms: f64,
     pub throughput: Throughput,
     pub goodput_rps: Option<f64>,
     pub client: ClientCpu,
+    /// The open loop's delivered arrival process against the intended one (`None`: closed).
+    pub schedule: Option<ScheduleAudit>,
+    /// The harness's receive-side delay and the bound it puts on every figure.
+    pub receive: ReceiveAudit,
 }
 
 /// The whole `summary.json`.
@@ -209,6 +229,8 @@ pub struct RunInfo {
     pub internal_errors: Vec<String>,
     /// The per-request time limit, seconds.
     pub request_timeout_s: f64,
+    /// The harness's receive-side delay, probed during the run.
+    pub receive_delay: Metric,
 }
 
 fn per_s(n: u64, window_s: f64) -> f64 {
@@ -239,6 +261,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         },
         output_tokens: f.output_tokens,
         tokens_estimated: f.tokens_estimated,
+        token_sources: f.token_sources.clone(),
         multi_token_chunks: f.multi_token_chunks,
         throughput: Throughput {
             requests_per_s: per_s(ok, window_s),
@@ -250,6 +273,9 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
             attainment: (f.requests > 0).then(|| f.slo_met as f64 / f.requests as f64),
             rps: per_s(f.slo_met, window_s),
         }),
+        trust: BTreeMap::new(),
+        slo_audit: None,
+        burst: None,
         backend: None,
         routing: None,
         conformance: None,
@@ -274,10 +300,17 @@ fn backend_summary(b: &BackendAgg, client: &Latency) -> BackendSummary {
 pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Checks) -> Summary {
     let (taps, routing) = (checks.taps, &checks.routing);
     let window_s = agg.window_s();
+    let mut audit = crate::audit::audit(load, agg, &info.receive_delay);
     let mut features: BTreeMap<String, FeatureSummary> = agg
         .features
         .iter()
-        .map(|(k, f)| (k.clone(), feature_summary(f, agg.slo(k), window_s)))
+        .map(|(k, f)| {
+            let mut s = feature_summary(f, agg.slo(k), window_s);
+            if let Some(a) = audit.features.remove(k) {
+                (s.trust, s.slo_audit, s.burst) = (a.trust, a.slo, a.burst);
+            }
+            (k.clone(), s)
+        })
         .collect();
     for (k, b) in taps.map(|t| &t.features).into_iter().flatten() {
         if let Some(f) = features.get_mut(k) {
@@ -346,13 +379,15 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         cut_off: agg.cut_off(),
         skipped: agg.skipped(),
         send_lateness_ms: lateness,
-        max_send_lateness_ms: load.max_send_lateness_ms,
+        max_send_lateness_ms: load.late_threshold_ms(agg.sends.mean_gap_ms()),
         throughput: Throughput {
             requests_per_s: per_s(ok, window_s),
             output_tokens_per_s: per_s(tokens, window_s),
         },
         goodput_rps: good.map(|g| per_s(g, window_s)),
         client: info.client.clone(),
+        schedule: audit.schedule,
+        receive: audit.receive,
     };
     let mut findings = findings::findings(&info, load, agg, &features, &load_summary);
     for (feature, tier, m) in checks

@@ -22,6 +22,7 @@ impl Summary {
             "goodput",
             "out tok"
         );
+        let mut marked = false;
         for (k, f) in &self.features {
             let l = &f.latency_ms;
             let good = f
@@ -29,18 +30,35 @@ impl Summary {
                 .as_ref()
                 .and_then(|g| g.attainment)
                 .map_or("-".to_owned(), |a| format!("{:.1}%", a * 100.0));
+            let mark = |figure: &str, text: String| {
+                let t = f.trust.get(figure);
+                let degraded = t.is_some_and(|t| !t.is_ok());
+                let estimated = t.is_some_and(|t| t.estimated);
+                format!(
+                    "{text}{}{}",
+                    if estimated { "~" } else { "" },
+                    if degraded { "!" } else { "" }
+                )
+            };
+            let row = [
+                mark("ttft", ms(l.ttft.p50)),
+                mark("ttft", ms(l.ttft.p99)),
+                mark("tpot", ms(l.tpot.p50)),
+                mark("e2e", ms(l.e2e.p99)),
+                mark("goodput", good),
+                mark("output_tokens", f.output_tokens.to_string()),
+            ];
+            marked |= row.iter().any(|c| c.ends_with('~') || c.ends_with('!'));
             out.push_str(&format!(
                 "{:<32} {:>6} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-                k,
-                f.requests,
-                f.errors,
-                ms(l.ttft.p50),
-                ms(l.ttft.p99),
-                ms(l.tpot.p50),
-                ms(l.e2e.p99),
-                good,
-                f.output_tokens
+                k, f.requests, f.errors, row[0], row[1], row[2], row[3], row[4], row[5]
             ));
+        }
+        if marked {
+            out.push_str(
+                "marks: ~ estimated from token counts without usage; ! degraded: the harness's own \
+                 error can pass 5 % of it (findings say by how much)\n",
+            );
         }
         out.push_str(&self.coverage_lines());
         let l = &self.load;
@@ -56,15 +74,7 @@ impl Summary {
             l.skipped,
             l.warmup
         ));
-        let s = &l.send_lateness_ms;
-        let cpu = l
-            .client
-            .cpu_us_per_request
-            .map_or("-".to_owned(), |c| format!("{c:.0} µs/request"));
-        out.push_str(&format!(
-            "self-audit: send lateness p50 {} / p99 {} / max {} ms (bound {} ms); harness CPU {:.2} s, {cpu}\n",
-            fmt3(s.p50), fmt3(s.p99), fmt3(s.max), l.max_send_lateness_ms, l.client.cpu_s
-        ));
+        out.push_str(&self.audit_lines());
         out.push_str(&self.findings_lines(FINDING_LINES));
         out.push_str(&format!(
             "verdict: {} ({} requests, {} errors, {:.1} s)\n",
@@ -75,6 +85,70 @@ impl Summary {
 }
 
 impl Summary {
+    /// The self-audit: the schedule against the intended one, then the receive side and CPU.
+    fn audit_lines(&self) -> String {
+        let l = &self.load;
+        let s = &l.send_lateness_ms;
+        let lateness = format!(
+            "lateness p50/p99/max {}/{}/{} ms",
+            fmt3(s.p50),
+            fmt3(s.p99),
+            fmt3(s.max)
+        );
+        let schedule = match &l.schedule {
+            None => format!("closed loop (no schedule to keep); {lateness}"),
+            Some(a) => {
+                let windows = a.windows.as_ref().map_or(String::new(), |w| {
+                    format!(
+                        "; per second {:.0}–{:.0} intended, {:.0}–{:.0} delivered",
+                        w.intended_min, w.intended_max, w.delivered_min, w.delivered_max
+                    )
+                });
+                format!(
+                    "schedule {}: {:.2} % of {} sends later than {:.3} ms (95 % interval \
+                     {:.2}–{:.2} %, tolerance {:.2} %){windows}; {lateness}",
+                    if a.kept { "kept" } else { "NOT kept" },
+                    a.late_share * 100.0,
+                    a.sends,
+                    a.late_threshold_ms,
+                    a.late_share_ci95[0] * 100.0,
+                    a.late_share_ci95[1] * 100.0,
+                    a.max_late_share * 100.0
+                )
+            }
+        };
+        let r = &l.receive.delay_ms;
+        let c = &l.client;
+        let thread = c.busiest_thread.as_ref().map_or(String::new(), |t| {
+            format!("; busiest harness thread {} {:.0} %", t.name, t.busy * 100.0)
+        });
+        let cores: Vec<String> = c
+            .cores
+            .iter()
+            .map(|k| {
+                let steal = match k.steal {
+                    x if x >= 0.001 => format!(" (steal {:.1} %)", x * 100.0),
+                    _ => String::new(),
+                };
+                format!("{} {:.0} %{steal}", k.cpu, k.busy * 100.0)
+            })
+            .collect();
+        let cores = match cores.is_empty() {
+            true => String::new(),
+            false => format!("; cores busy {}", cores.join(", ")),
+        };
+        let cpu = c
+            .cpu_us_per_request
+            .map_or("-".to_owned(), |v| format!("{v:.0} µs/request"));
+        format!(
+            "self-audit: {schedule}\nself-audit: receive delay p50/p99 {}/{} ms ({} probes){thread}{cores}; harness CPU {:.2} s, {cpu}\n",
+            fmt3(r.p50),
+            fmt3(r.p99),
+            r.n,
+            c.cpu_s
+        )
+    }
+
     /// One line per feature whose latency figures cover fewer requests than were measured:
     /// failures and cut-offs remove requests, and a reader must see from how many a p99 comes.
     fn coverage_lines(&self) -> String {

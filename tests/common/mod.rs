@@ -207,3 +207,17 @@ pub fn assert_schema(name: &str, doc: &serde_json::Value) {
         .collect();
     assert!(errors.is_empty(), "{name}: {errors:?}");
 }
+
+/// The findings a test can expect exactly: notes (`info`) and what the self-audit says about
+/// this host's own timing and load (it varies from machine to machine) left out.
+#[allow(dead_code)]
+pub fn judged_findings(summary: &serde_json::Value) -> Vec<serde_json::Value> {
+    summary["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .iter()
+        .filter(|f| f["severity"] != "info")
+        .filter(|f| !matches!(f["kind"].as_str(), Some("degraded_figures" | "client_saturated")))
+        .cloned()
+        .collect()
+}

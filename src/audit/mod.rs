@@ -1,0 +1,277 @@
+//! The self-audit: how far the harness's own disturbances can have moved each figure, and
+//! whether a figure the scenario judges can be trusted.
+//!
+//! In: the [`Aggregate`] (send windows, lateness, per-feature distributions, SLO corrections),
+//! the receive-delay probe's distribution, and the load settings. Out: an [`Audit`]: the
+//! schedule's fidelity ([`schedule`]), the receive-side bound, a [`Trust`] per figure, the SLO
+//! judgements the harness's own delay could have decided, and the findings that say so.
+//!
+//! Each disturbance is judged by what it can distort:
+//! - **send lateness** moves the offered load and TTFT from the intended send, never TTFT from
+//!   the send: judged on the delivered arrival process ([`schedule`]);
+//! - **receive-side delay** (a chunk read after it arrived) makes TTFT and E2E read late by at
+//!   most the delay, moves an ITL gap either way by at most the delay, a TPOT by at most the delay
+//!   over (tokens − 1): judged against each figure's median;
+//! - **transport batching** (chunks arriving in bursts) makes the gaps at the client say nothing
+//!   about the server's token timing: ITL p50 far below TPOT p50.
+
+pub mod schedule;
+
+use crate::measure::aggregate::{Aggregate, FeatureAgg};
+use crate::measure::hist::{Metric, Percentiles};
+use crate::plan::{LoadSpec, Slo};
+pub use schedule::ScheduleAudit;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A figure is `ok` while the bound on the harness's error stays under this share of its median.
+pub const FIGURE_TOLERANCE: f64 = 0.05;
+/// ITL p50 under this share of TPOT p50: the client sees bursts, not token timing.
+pub const BURST_RATIO: f64 = 0.25;
+/// Fewest gaps and TPOT samples before transport batching is judged.
+const BURST_MIN_SAMPLES: u64 = 20;
+
+/// How far a figure can be trusted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Trust {
+    /// `ok`, or `degraded`: the harness's own error can pass [`FIGURE_TOLERANCE`] of it, or it
+    /// does not measure what it names (bursts).
+    pub status: &'static str,
+    /// Why (`receive_delay`, `send_lateness`, `schedule`, `transport_batching`); empty when ok.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<&'static str>,
+    /// The most the harness's own disturbance can have moved the figure, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_ms: Option<f64>,
+    /// Which way: `over` (the figure can only read high), `either`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
+    /// Computed from estimated token counts (no usage, no tokenizer).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+impl Trust {
+    fn ok() -> Self {
+        Self {
+            status: "ok",
+            reasons: Vec::new(),
+            bound_ms: None,
+            direction: None,
+            estimated: false,
+        }
+    }
+
+    /// A figure whose error is at most `bound` (ms) in `direction`, against its median.
+    fn bounded(bound: f64, direction: &'static str, median: Option<f64>) -> Self {
+        let mut t = Self::ok();
+        t.bound_ms = Some(round3(bound));
+        t.direction = Some(direction);
+        // A median of 0 (everything in one chunk) is no timing to distort.
+        if median.is_some_and(|m| m > 0.0 && bound > FIGURE_TOLERANCE * m) {
+            t.degrade("receive_delay");
+        }
+        t
+    }
+
+    fn degrade(&mut self, reason: &'static str) {
+        self.status = "degraded";
+        if !self.reasons.contains(&reason) {
+            self.reasons.push(reason);
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The harness's receive-side delay over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveAudit {
+    /// Probe delays: from a datagram's send to its read by a task of the runtime, ms.
+    pub delay_ms: Percentiles,
+    /// The bound applied to every figure: the probes' p99 (a single stall cannot set it).
+    pub bound_ms: f64,
+}
+
+/// How an SLO judgement stands against the harness's own error.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SloAudit {
+    /// Share that met the SLO as measured.
+    pub measured: f64,
+    /// Lowest and highest share the harness's own error allows.
+    pub range: [f64; 2],
+    pub required: f64,
+    /// Both ends of `range` give the same verdict.
+    pub decided: bool,
+}
+
+/// One feature's trust in each of its figures, and its SLO judgement's standing.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureAudit {
+    pub trust: BTreeMap<&'static str, Trust>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloAudit>,
+    /// ITL p50 at the client against the server's time per token, when bursts were seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<(f64, f64)>,
+}
+
+/// The whole self-audit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audit {
+    /// `None` for a closed loop: its sends wait for answers by design, there is no schedule.
+    pub schedule: Option<ScheduleAudit>,
+    pub receive: ReceiveAudit,
+    pub features: BTreeMap<String, FeatureAudit>,
+}
+
+/// Audits a run.
+pub fn audit(load: &LoadSpec, agg: &Aggregate, probe: &Metric) -> Audit {
+    let schedule = load
+        .arrival
+        .open_loop()
+        .then(|| schedule::audit(load, agg));
+    let delay = probe.percentiles();
+    let receive = ReceiveAudit {
+        bound_ms: delay.p99.unwrap_or(0.0),
+        delay_ms: delay,
+    };
+    let kept = schedule.as_ref().is_none_or(|s| s.kept);
+    let lateness_p99 = agg.lateness.percentiles().p99.unwrap_or(0.0);
+    let features = agg
+        .features
+        .iter()
+        .map(|(k, f)| {
+            let slo = agg.slo(k);
+            let a = feature_audit(f, slo, receive.bound_ms, lateness_p99, kept);
+            (k.clone(), a)
+        })
+        .collect();
+    Audit {
+        schedule,
+        receive,
+        features,
+    }
+}
+
+fn feature_audit(
+    f: &FeatureAgg,
+    slo: Option<&Slo>,
+    bound: f64,
+    lateness_p99: f64,
+    kept: bool,
+) -> FeatureAudit {
+    let (ttft, e2e, itl, tpot) = (
+        f.ttft.percentiles(),
+        f.e2e.percentiles(),
+        f.itl.percentiles(),
+        f.tpot.percentiles(),
+    );
+    let mut trust = BTreeMap::new();
+    trust.insert("ttft", Trust::bounded(bound, "over", ttft.p50));
+    trust.insert("e2e", Trust::bounded(bound, "over", e2e.p50));
+    // TTFT from the intended send carries the send lateness on top of the receive delay.
+    let from_intended = f.ttft_from_intended.percentiles();
+    let mut t = Trust::bounded(bound, "over", from_intended.p50);
+    let late = Trust::bounded(bound + lateness_p99, "over", from_intended.p50);
+    t.bound_ms = late.bound_ms;
+    if !late.is_ok() && t.is_ok() {
+        t.degrade("send_lateness");
+    }
+    if !kept {
+        t.degrade("schedule");
+    }
+    trust.insert("ttft_from_intended", t);
+    let mut t = Trust::bounded(bound, "either", itl.p50);
+    let burst = bursts(&itl, &tpot);
+    if burst.is_some() {
+        t.degrade("transport_batching");
+    }
+    trust.insert("itl", t);
+    let tpot_bound = f.min_tpot_tokens.filter(|n| *n > 1).map(|n| bound / (n - 1) as f64);
+    let mut t = match tpot_bound {
+        Some(b) => Trust::bounded(b, "either", tpot.p50),
+        None => Trust::ok(),
+    };
+    let estimated = f.tokens_estimated > 0;
+    t.estimated = estimated;
+    trust.insert("tpot", t);
+    for k in ["output_tokens", "output_tokens_per_s"] {
+        let mut t = Trust::ok();
+        t.estimated = estimated;
+        trust.insert(k, t);
+    }
+    let slo = slo.map(|s| slo_audit(f, s, bound));
+    let mut goodput = Trust::ok();
+    if slo.as_ref().is_some_and(|s| !s.decided) {
+        goodput.degrade("receive_delay");
+    }
+    if !kept {
+        goodput.degrade("schedule");
+    }
+    if slo.is_some() {
+        trust.insert("goodput", goodput);
+    }
+    FeatureAudit { trust, slo, burst }
+}
+
+/// `(ITL p50, TPOT p50)` when the gaps at the client are far below the server's time per token.
+fn bursts(itl: &Percentiles, tpot: &Percentiles) -> Option<(f64, f64)> {
+    if itl.n < BURST_MIN_SAMPLES || tpot.n < BURST_MIN_SAMPLES {
+        return None;
+    }
+    let (i, t) = (itl.p50?, tpot.p50?);
+    (t > 0.0 && i < BURST_RATIO * t).then_some((i, t))
+}
+
+/// The SLO share met as measured, and the range the harness's own error allows: with its
+/// receive delay (≤ `bound`) and each request's send lateness taken off, misses the correction
+/// explains become hits; a delay beyond a hit's TPOT headroom could hide a miss.
+fn slo_audit(f: &FeatureAgg, slo: &Slo, bound: f64) -> SloAudit {
+    let n = f.requests.max(1) as f64;
+    let explained = f.slo_miss_correction.count_at_most(bound);
+    let hidden = f.slo_tpot_headroom.count_at_most(bound);
+    let (low, high) = (
+        f.slo_met.saturating_sub(hidden) as f64 / n,
+        (f.slo_met + explained) as f64 / n,
+    );
+    let required = slo.attainment;
+    SloAudit {
+        measured: f.slo_met as f64 / n,
+        range: [low, high],
+        required,
+        decided: (low >= required) == (high >= required),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_degrades_a_figure_only_past_the_tolerance() {
+        assert!(Trust::bounded(0.2, "over", Some(20.0)).is_ok());
+        let t = Trust::bounded(0.4, "either", Some(5.0));
+        assert_eq!((t.status, t.reasons.clone()), ("degraded", vec!["receive_delay"]));
+        assert!(Trust::bounded(1.0, "over", None).is_ok());
+    }
+
+    fn pct(n: u64, p50: f64) -> Percentiles {
+        let mut p = Percentiles::of(vec![p50]);
+        p.n = n;
+        p
+    }
+
+    #[test]
+    fn bursts_need_samples_and_gaps_far_below_the_token_time() {
+        assert_eq!(bursts(&pct(100, 0.01), &pct(50, 5.0)), Some((0.01, 5.0)));
+        assert_eq!(bursts(&pct(100, 4.9), &pct(50, 5.0)), None);
+        assert_eq!(bursts(&pct(5, 0.01), &pct(50, 5.0)), None);
+    }
+}

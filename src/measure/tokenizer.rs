@@ -1,0 +1,54 @@
+//! The servers' own tokenizers, for answers that carry no `usage`: a scenario names a
+//! `tokenizer.json` per feature (or one `default`), read once before the run.
+//!
+//! In: the plan's tokenizer paths. Out: a [`TokenCounter`] per feature for
+//! [`super::recorder::finish_tokens`].
+
+use super::recorder::TokenCounter;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+impl TokenCounter for tokenizers::Tokenizer {
+    fn count(&self, text: &str) -> Option<u64> {
+        // Special tokens (BOS) are not part of the generated text.
+        self.encode(text, false).ok().map(|e| e.len() as u64)
+    }
+}
+
+/// Tokenizers by feature, with an optional default.
+#[derive(Clone, Default)]
+pub struct Tokenizers {
+    by_feature: BTreeMap<String, Arc<dyn TokenCounter>>,
+}
+
+impl Tokenizers {
+    /// Reads every file (each path once); the error names the file and what is wrong with it.
+    pub fn load(paths: &BTreeMap<String, PathBuf>) -> Result<Self, String> {
+        let mut read: BTreeMap<&Path, Arc<dyn TokenCounter>> = BTreeMap::new();
+        let mut by_feature = BTreeMap::new();
+        for (feature, path) in paths {
+            let counter = match read.get(path.as_path()) {
+                Some(c) => c.clone(),
+                None => {
+                    let t = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+                        format!("tokenizers.{feature}: {}: {e}", path.display())
+                    })?;
+                    let c: Arc<dyn TokenCounter> = Arc::new(t);
+                    read.insert(path, c.clone());
+                    c
+                }
+            };
+            by_feature.insert(feature.clone(), counter);
+        }
+        Ok(Self { by_feature })
+    }
+
+    /// The tokenizer that counts `feature`'s answers: its own, else the default.
+    pub fn for_feature(&self, feature: &str) -> Option<&dyn TokenCounter> {
+        self.by_feature
+            .get(feature)
+            .or_else(|| self.by_feature.get("default"))
+            .map(|c| c.as_ref())
+    }
+}
