@@ -66,7 +66,10 @@ pub fn wilson(k: u64, n: u64) -> [f64; 2] {
     let centre = p + z2 / (2.0 * n);
     let spread = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
     let d = 1.0 + z2 / n;
-    [((centre - spread) / d).max(0.0), ((centre + spread) / d).min(1.0)]
+    [
+        ((centre - spread) / d).max(0.0),
+        ((centre + spread) / d).min(1.0),
+    ]
 }
 
 pub fn audit(load: &LoadSpec, agg: &Aggregate) -> ScheduleAudit {
@@ -133,7 +136,10 @@ mod tests {
     fn wilson_matches_published_values() {
         // 2 of 150: p = 1.33 %, interval 0.37 % to 4.73 % (Wilson, 95 %).
         let [lo, hi] = wilson(2, 150);
-        assert!((lo - 0.00366).abs() < 2e-4 && (hi - 0.0473).abs() < 2e-4, "{lo} {hi}");
+        assert!(
+            (lo - 0.00366).abs() < 2e-4 && (hi - 0.0473).abs() < 2e-4,
+            "{lo} {hi}"
+        );
         assert_eq!(wilson(0, 0), [0.0, 1.0]);
         let [lo, _] = wilson(0, 1000);
         assert_eq!(lo, 0.0);

@@ -85,6 +85,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         tokens_estimated: false,
         token_source: None,
         content_events: 0,
+        multi_event_reads: 0,
         multi_token_chunks: false,
         error: None,
     }

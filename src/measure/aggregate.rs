@@ -51,6 +51,9 @@ pub struct FeatureAgg {
     pub min_tpot_tokens: Option<u64>,
     /// Successful requests by where their output token count came from.
     pub token_sources: BTreeMap<TokenSource, u64>,
+    /// Reads that carried content, and those that carried more than one content event.
+    pub content_reads: u64,
+    pub multi_event_reads: u64,
     /// The first request errors: class and message (`id (METHOD path): class: message`).
     pub error_messages: Vec<(ErrorClass, String)>,
 }
@@ -112,6 +115,12 @@ impl SendWindows {
     }
 }
 
+/// Waits on the runtime that can delay a request's TTFT or E2E: its connection (the request
+/// goes out late, and the server starts late) and the read of the chunk itself (writing to a
+/// fresh socket does not wait, and a late read of the head moves no chunk's arrival). A gap
+/// between two chunks carries one delay, either way.
+pub const RUNTIME_WAITS: f64 = 2.0;
+
 /// How a successful request stands against its SLO.
 enum SloStanding {
     Met {
@@ -125,8 +134,9 @@ enum SloStanding {
 /// Judges one successful request against its SLO (TTFT and E2E from the intended send).
 ///
 /// A miss is explained by the harness when taking off the request's own send lateness and a
-/// receive-side delay `d` makes it meet: TTFT and E2E shrink by up to `d`, the TPOT span
-/// ((E2E − TTFT)) moves by up to `d` either way. The smallest such `d` is the correction.
+/// receive-side delay `d` per wait makes it meet: TTFT and E2E shrink by up to
+/// [`RUNTIME_WAITS`] × `d`, the TPOT span (E2E − TTFT) moves by up to `d` either way. The
+/// smallest such `d` is the correction.
 fn standing(slo: &Slo, r: &RequestRecord) -> SloStanding {
     let late_by = r.sent_ms - r.intended_ms;
     let (ttft, e2e, tpot) = (
@@ -134,10 +144,15 @@ fn standing(slo: &Slo, r: &RequestRecord) -> SloStanding {
         r.e2e_ms().map(|e| e + late_by),
         r.tpot_ms(),
     );
-    let within = |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
+    let within =
+        |bound: Option<f64>, v: Option<f64>| bound.is_none_or(|b| v.is_some_and(|v| v <= b));
     let span_tokens = r.output_tokens.filter(|n| *n > 1).map(|n| (n - 1) as f64);
     if within(slo.ttft_ms, ttft) && within(slo.tpot_ms, tpot) && within(slo.e2e_ms, e2e) {
-        let tpot_headroom_ms = slo.tpot_ms.zip(tpot).zip(span_tokens).map(|((b, t), n)| (b - t) * n);
+        let tpot_headroom_ms = slo
+            .tpot_ms
+            .zip(tpot)
+            .zip(span_tokens)
+            .map(|((b, t), n)| (b - t) * n);
         return SloStanding::Met { tpot_headroom_ms };
     }
     // Each bound's excess once the request's own send lateness is taken off; `None` when the
@@ -148,8 +163,8 @@ fn standing(slo: &Slo, r: &RequestRecord) -> SloStanding {
     };
     let own = r.lateness_ms.max(0.0);
     let correction_ms = [
-        excess(slo.ttft_ms, ttft, 1.0, own),
-        excess(slo.e2e_ms, e2e, 1.0, own),
+        excess(slo.ttft_ms, ttft, 1.0 / RUNTIME_WAITS, own),
+        excess(slo.e2e_ms, e2e, 1.0 / RUNTIME_WAITS, own),
         match slo.tpot_ms {
             None => Some(0.0),
             Some(_) => span_tokens.and_then(|n| excess(slo.tpot_ms, tpot, n, 0.0)),
@@ -235,6 +250,8 @@ impl Aggregate {
             .for_each(|g| f.itl.record(g));
         f.output_tokens += r.output_tokens.unwrap_or(0);
         f.tokens_estimated += u64::from(r.tokens_estimated);
+        f.content_reads += r.chunks.iter().filter(|c| !c.content.is_empty()).count() as u64;
+        f.multi_event_reads += r.multi_event_reads;
         if let Some(src) = r.token_source {
             *f.token_sources.entry(src).or_default() += 1;
         }

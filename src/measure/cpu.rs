@@ -13,12 +13,15 @@ pub struct CpuTimes {
     pub process_s: f64,
     /// Threads of the embedded twin; `None` when they cannot be measured apart.
     pub twin_s: Option<f64>,
-    /// Each of the harness's own threads (twin threads apart): id → (name, CPU seconds).
-    pub threads: BTreeMap<u64, (String, f64)>,
+    /// Each of the harness's own threads (twin threads apart).
+    pub threads: ThreadSeconds,
     /// Each core this process may run on: (busy, steal, total) clock ticks from `/proc/stat`.
     pub cores: BTreeMap<usize, CoreTicks>,
     pub at: Option<Instant>,
 }
+
+/// CPU seconds per thread: id → (name, seconds).
+pub type ThreadSeconds = BTreeMap<u64, (String, f64)>;
 
 /// One core's counters from `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -30,7 +33,8 @@ pub struct CoreTicks {
 
 impl CpuTimes {
     pub fn now() -> Self {
-        let (twin_s, threads) = thread_times().map_or((None, BTreeMap::new()), |(t, h)| (Some(t), h));
+        let (twin_s, threads) =
+            thread_times().map_or((None, BTreeMap::new()), |(t, h)| (Some(t), h));
         Self {
             process_s: process_cpu_s(),
             twin_s,
@@ -169,7 +173,11 @@ fn allowed_cpus() -> Option<Vec<usize>> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return None;
         }
-        Some((0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect())
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|c| libc::CPU_ISSET(*c, &set))
+                .collect(),
+        )
     }
     #[cfg(not(target_os = "linux"))]
     None
@@ -187,7 +195,7 @@ fn process_cpu_s() -> f64 {
 
 /// CPU seconds of the twin's threads (named `twin-*`) together, and of every other thread by
 /// id; `None` off Linux.
-fn thread_times() -> Option<(f64, BTreeMap<u64, (String, f64)>)> {
+fn thread_times() -> Option<(f64, ThreadSeconds)> {
     if !cfg!(target_os = "linux") {
         return None;
     }
@@ -232,7 +240,17 @@ mod tests {
         let odd = "9 (tokio) x) S 1 2 3 4 5 6 7 8 9 10 1 1";
         assert_eq!(thread_ticks(odd), Some(("tokio) x", 2)));
         let core = parse_core_line("cpu1 100 0 50 800 20 5 5 20 0 0").unwrap();
-        assert_eq!(core, (1, CoreTicks { busy: 160, steal: 20, total: 1000 }));
+        assert_eq!(
+            core,
+            (
+                1,
+                CoreTicks {
+                    busy: 160,
+                    steal: 20,
+                    total: 1000
+                }
+            )
+        );
         assert_eq!(parse_core_line("cpu 1 2 3 4 5 6 7 8"), None);
     }
 
@@ -247,7 +265,10 @@ mod tests {
         let c = ClientCpu::between(&start, &CpuTimes::now(), t.elapsed(), 10);
         assert!(c.cpu_s > 0.0, "{c:?}");
         if cfg!(target_os = "linux") {
-            let b = c.busiest_thread.as_ref().expect("threads are read on Linux");
+            let b = c
+                .busiest_thread
+                .as_ref()
+                .expect("threads are read on Linux");
             assert!(b.busy > 0.3, "{c:?}");
             assert!(!c.cores.is_empty(), "{c:?}");
         }

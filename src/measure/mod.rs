@@ -182,6 +182,10 @@ pub struct RequestRecord {
     /// Content-bearing events decoded (SSE events, NDJSON lines; reads for raw text).
     #[serde(default)]
     pub content_events: u64,
+    /// Reads that carried more than one content event: events batched on the way (or read
+    /// late), so the gap between reads is not the time between tokens.
+    #[serde(default)]
+    pub multi_event_reads: u64,
     /// Some content event was observed to hold more than one token: usage counted more tokens
     /// than there were events, or the tokenizer found several in one. Never set by a guess.
     pub multi_token_chunks: bool,

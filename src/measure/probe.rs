@@ -3,10 +3,12 @@
 //! A response chunk is timed when the task reading it runs, not when it reached the socket:
 //! between the two lie the runtime's wake-up path (the I/O driver noticing readiness, the task
 //! waiting for a free worker) and any time the OS kept the worker off a core. This probe walks
-//! that same path: a thread of its own sends a loopback datagram stamped with its send instant
-//! every [`PERIOD`] to each of one receiving task per runtime worker; each task notes how long
-//! after the stamp it read it. The distribution bounds how late any chunk of the run can have
-//! been read, so how far TTFT, ITL and E2E can be off.
+//! that same path: a thread of its own sends a loopback datagram to each of one receiving task
+//! per runtime worker on a fixed schedule, one every [`PERIOD`], stamped with its *intended*
+//! instant; each task notes how long after the stamp it read it. Stamping the schedule, not the
+//! send, keeps a stall of the whole process (a paused VM, a stopped process) in the figures:
+//! the sender stalls too, and sends what it owes late. The distribution bounds how late any
+//! chunk of the run can have been read, so how far TTFT, ITL and E2E can be off.
 //!
 //! In: the runtime (the tasks run on the harness's own). Out: a [`Metric`] of delays in ms.
 //! Traffic stays on 127.0.0.1.
@@ -21,6 +23,8 @@ use tokio::sync::watch;
 
 /// How often each receiving task is probed.
 pub const PERIOD: Duration = Duration::from_millis(4);
+/// Ticks a stalled sender still sends once it runs again (a second's worth).
+const MAX_OWED: u32 = 250;
 
 /// A running probe; [`Probe::finish`] stops it and returns what it measured.
 pub struct Probe {
@@ -47,12 +51,21 @@ pub async fn start(receivers: usize) -> std::io::Result<Probe> {
     let sender = std::thread::Builder::new()
         .name("audit-probe".into())
         .spawn(move || {
+            let _ = crate::clock::precise_thread();
+            let mut tick = epoch;
             while !stop.load(Ordering::Relaxed) {
+                tick += PERIOD;
+                crate::clock::sleep_until(tick);
+                // After a stall, the ticks owed go at once, each with its own instant; past
+                // MAX_OWED the oldest are dropped (the stall still shows in the rest).
+                let now = Instant::now();
+                if now.saturating_duration_since(tick) > PERIOD * MAX_OWED {
+                    tick = now - PERIOD * MAX_OWED;
+                }
+                let stamp = tick.duration_since(epoch).as_nanos() as u64;
                 for t in &targets {
-                    let stamp = epoch.elapsed().as_nanos() as u64;
                     let _ = out.send_to(&stamp.to_le_bytes(), t);
                 }
-                std::thread::sleep(PERIOD);
             }
         })?;
     Ok(Probe {

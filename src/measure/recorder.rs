@@ -53,6 +53,10 @@ impl Recorder {
                 .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         self.decoder.push_into(bytes, &mut self.events);
+        let content = |e: &&Event| matches!(e, Event::Content(t) if !t.is_empty());
+        if self.success() && self.events.iter().filter(content).count() > 1 {
+            rec.multi_event_reads += 1;
+        }
         rec.chunks.push(Chunk {
             t_ms,
             bytes: bytes.len(),

@@ -31,9 +31,8 @@ impl Tokenizers {
             let counter = match read.get(path.as_path()) {
                 Some(c) => c.clone(),
                 None => {
-                    let t = tokenizers::Tokenizer::from_file(path).map_err(|e| {
-                        format!("tokenizers.{feature}: {}: {e}", path.display())
-                    })?;
+                    let t = tokenizers::Tokenizer::from_file(path)
+                        .map_err(|e| format!("tokenizers.{feature}: {}: {e}", path.display()))?;
                     let c: Arc<dyn TokenCounter> = Arc::new(t);
                     read.insert(path, c.clone());
                     c

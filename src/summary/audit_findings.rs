@@ -4,6 +4,7 @@
 //! figures are affected, by at most how much, and which way.
 
 use super::{FeatureSummary, Finding, Load};
+use crate::audit::schedule::WINDOW_TOLERANCE;
 use crate::audit::{ScheduleAudit, Trust, FIGURE_TOLERANCE};
 use crate::measure::TokenSource;
 use std::collections::BTreeMap;
@@ -30,20 +31,25 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
             let m = format!(
                 "the SLO verdict lies within the harness's own error: {:.2} % of requests met it \
                  as measured, between {:.2} % and {:.2} % once the harness's receive delay \
-                 (≤ {bound:.3} ms, p99 of {probes} probes) and each request's own send lateness \
-                 are allowed for; {:.2} % is required",
+                 (p99 {bound:.3} ms per wait, worst {:.3} ms, over {probes} probes) and each \
+                 request's own send lateness are allowed for; {:.2} % is required",
                 a.measured * 100.0,
                 a.range[0] * 100.0,
                 a.range[1] * 100.0,
+                l.receive.worst_ms,
                 a.required * 100.0
             );
             out.push(Finding::new("invalid_measurement", "error", Some(k), m));
         }
-        if let Some((itl, tpot)) = f.burst {
+        if let Some(b) = &f.burst {
             let m = format!(
-                "chunks arrive in bursts: ITL p50 {itl:.3} ms at the client against {tpot:.3} ms \
-                 per token (TPOT p50), so the ITL figures show transport batching, not the \
-                 server's token timing"
+                "chunks arrive in bursts: ITL p50 {:.3} ms between reads at the client against \
+                 {:.3} ms per token (TPOT p50), and {} of reads carried several events at once, \
+                 so the ITL figures show transport batching, not the server's token timing \
+                 (TTFT, TPOT and E2E are not affected)",
+                b.itl_p50_ms,
+                b.tpot_p50_ms,
+                pct(b.multi_event_reads)
             );
             out.push(Finding::new("burst_distorted", "warning", Some(k), m));
         }
@@ -87,9 +93,9 @@ fn degraded(
     }
     let more = listed.len().saturating_sub(DEGRADED_LISTED);
     let mut m = format!(
-        "the harness's own delay (receive p99 {bound:.3} ms over {probes} probes; send \
-         lateness for TTFT from the intended send) can move these figures by more than {:.0} % \
-         of their median: {}",
+        "the harness's own delay (receive p99 {bound:.3} ms per wait over {probes} probes, up \
+         to two waits per figure: connection and read; send lateness for TTFT from the intended send) \
+         can move these figures by more than {:.0} % of their median: {}",
         FIGURE_TOLERANCE * 100.0,
         listed[..listed.len().min(DEGRADED_LISTED)].join("; ")
     );
@@ -118,7 +124,10 @@ fn schedule_message(s: &ScheduleAudit) -> String {
         pct(s.max_late_share),
     );
     let w = s.windows.as_ref();
-    if let Some(e) = w.and_then(|w| w.worst_error) {
+    if let Some(e) = w
+        .and_then(|w| w.worst_error)
+        .filter(|e| *e > WINDOW_TOLERANCE)
+    {
         m.push_str(&format!(
             "; the worst second delivered {} off its intended count",
             pct(e)
@@ -148,7 +157,11 @@ fn describe(figure: &str, t: &Trust) -> String {
 }
 
 fn tokens_message(f: &FeatureSummary) -> Option<String> {
-    let chunks = f.token_sources.get(&TokenSource::Chunks).copied().unwrap_or(0);
+    let chunks = f
+        .token_sources
+        .get(&TokenSource::Chunks)
+        .copied()
+        .unwrap_or(0);
     let rule = f
         .token_sources
         .get(&TokenSource::TextRule)

@@ -164,4 +164,3 @@ fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
         Finding::new("slo", "error", Some(feature), m)
     })
 }
-

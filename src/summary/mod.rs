@@ -9,7 +9,7 @@ mod audit_findings;
 mod findings;
 mod table;
 
-use crate::audit::{ReceiveAudit, ScheduleAudit, SloAudit, Trust};
+use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
 use crate::measure::aggregate::{Aggregate, FeatureAgg};
@@ -86,9 +86,9 @@ pub struct FeatureSummary {
     /// verdict holds across it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slo_audit: Option<SloAudit>,
-    /// Transport batching seen: (ITL p50 at the client, TPOT p50), ms.
+    /// Transport batching seen: the client's gaps are not the server's token timing.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub burst: Option<(f64, f64)>,
+    pub burst: Option<Burst>,
     /// With taps: the same requests seen from the model backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendSummary>,

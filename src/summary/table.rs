@@ -120,7 +120,11 @@ impl Summary {
         let r = &l.receive.delay_ms;
         let c = &l.client;
         let thread = c.busiest_thread.as_ref().map_or(String::new(), |t| {
-            format!("; busiest harness thread {} {:.0} %", t.name, t.busy * 100.0)
+            format!(
+                "; busiest harness thread {} {:.0} %",
+                t.name,
+                t.busy * 100.0
+            )
         });
         let cores: Vec<String> = c
             .cores

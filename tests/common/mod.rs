@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod paced;
 pub mod recorder;
 pub mod stream_server;
 pub mod tls;
@@ -217,7 +218,12 @@ pub fn judged_findings(summary: &serde_json::Value) -> Vec<serde_json::Value> {
         .expect("findings is an array")
         .iter()
         .filter(|f| f["severity"] != "info")
-        .filter(|f| !matches!(f["kind"].as_str(), Some("degraded_figures" | "client_saturated")))
+        .filter(|f| {
+            !matches!(
+                f["kind"].as_str(),
+                Some("degraded_figures" | "client_saturated")
+            )
+        })
         .cloned()
         .collect()
 }
