@@ -51,3 +51,41 @@ impl Tokenizers {
             .map(|c| c.as_ref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words() -> BTreeMap<String, PathBuf> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer-words.json");
+        BTreeMap::from([("default".to_owned(), p)])
+    }
+
+    /// A word-level tokenizer (the test fixture): one token per word or run of punctuation.
+    #[test]
+    fn a_tokenizer_file_counts_and_falls_back_to_the_default() {
+        let t = Tokenizers::load(&words()).unwrap();
+        let c = t.for_feature("code_completions").unwrap();
+        assert_eq!(c.count(" def total(x): return x"), Some(7));
+        assert_eq!(c.count(""), Some(0));
+    }
+
+    #[test]
+    fn a_missing_or_broken_file_is_named() {
+        let mut paths = words();
+        paths.insert(
+            "duo_chat".into(),
+            PathBuf::from("/nonexistent/tokenizer.json"),
+        );
+        let e = Tokenizers::load(&paths).err().unwrap();
+        assert!(
+            e.contains("tokenizers.duo_chat") && e.contains("/nonexistent"),
+            "{e}"
+        );
+        let bad = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let e = Tokenizers::load(&BTreeMap::from([("default".into(), bad)]))
+            .err()
+            .unwrap();
+        assert!(e.contains("Cargo.toml"), "{e}");
+    }
+}

@@ -22,6 +22,9 @@ pub struct Pace {
     pub tokens: usize,
     pub burst: usize,
     pub usage: bool,
+    /// Words per event (a server streaming several tokens per event, as with speculative
+    /// decoding); `usage` counts them all.
+    pub words: usize,
     pub cpu: Option<usize>,
 }
 
@@ -33,6 +36,7 @@ impl Default for Pace {
             tokens: 32,
             burst: 1,
             usage: true,
+            words: 1,
             cpu: None,
         }
     }
@@ -101,7 +105,11 @@ fn read_request(s: &mut TcpStream) -> Option<bool> {
     }
 }
 
-fn event(i: usize, last: bool, usage: bool, tokens: usize) -> String {
+fn event(i: usize, last: bool, pace: &Pace) -> String {
+    let (usage, tokens) = (pace.usage, pace.tokens * pace.words.max(1));
+    let text: String = (0..pace.words.max(1))
+        .map(|w| format!(" t{i}w{w}"))
+        .collect();
     let finish = if last { "\"length\"" } else { "null" };
     let usage = if last && usage {
         format!(
@@ -112,7 +120,7 @@ fn event(i: usize, last: bool, usage: bool, tokens: usize) -> String {
         String::new()
     };
     format!(
-        "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"text\":\" t{i}\",\"finish_reason\":{finish}}}]{usage}}}\n\n"
+        "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":{finish}}}]{usage}}}\n\n"
     )
 }
 
@@ -158,7 +166,7 @@ fn serve(mut s: TcpStream, pace: Pace, truth: &Truth) {
     for i in 0..pace.tokens {
         let due = start + pace.ttft + pace.gap * i as u32;
         let last = i + 1 == pace.tokens;
-        pending.push_str(&event(i, last, pace.usage, pace.tokens));
+        pending.push_str(&event(i, last, &pace));
         if (i + 1) % burst != 0 && !last {
             continue;
         }
