@@ -3,7 +3,8 @@
 //! The data flow (see `DESIGN.md`) is one module per stage:
 //! [`corpus`] (recorded interactions, JSONL) → [`plan`] (scenario + overrides, resolved once) →
 //! [`drive`] (HTTP replay over real sockets) → [`protocol`] (framing decoders) → [`measure`]
-//! (per-request records, `results.ndjson`) → [`summary`] (aggregation, verdict, `summary.json`).
+//! (per-request records, `results.ndjson`) → [`audit`] (the harness's own disturbance: what it
+//! can have moved, per figure) → [`summary`] (aggregation, verdict, `summary.json`).
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
 

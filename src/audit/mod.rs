@@ -168,7 +168,7 @@ pub fn audit(load: &LoadSpec, agg: &Aggregate, probe: &Metric) -> Audit {
         .iter()
         .map(|(k, f)| {
             let slo = agg.slo(k);
-            let a = feature_audit(f, slo, &receive, lateness_p99, kept);
+            let a = feature_audit(f, slo, &receive, probe, lateness_p99, kept);
             (k.clone(), a)
         })
         .collect();
@@ -183,6 +183,7 @@ fn feature_audit(
     f: &FeatureAgg,
     slo: Option<&Slo>,
     receive: &ReceiveAudit,
+    probe: &Metric,
     lateness_p99: f64,
     kept: bool,
 ) -> FeatureAudit {
@@ -231,7 +232,7 @@ fn feature_audit(
         t.estimated = estimated;
         trust.insert(k, t);
     }
-    let slo = slo.map(|s| slo_audit(f, s, receive));
+    let slo = slo.map(|s| slo_audit(f, s, receive, probe));
     let mut goodput = Trust::ok();
     if slo.as_ref().is_some_and(|s| !s.decided) {
         goodput.degrade("receive_delay");
@@ -261,21 +262,25 @@ fn bursts(itl: &Percentiles, tpot: &Percentiles, multi: u64, reads: u64) -> Opti
     })
 }
 
-/// The SLO share met as measured, and the range the harness's own error allows. Misses that
-/// the p99 delay per wait (with each request's own send lateness taken off) explains become
-/// hits; so do, beyond them, as many as the probes' share of waits past the p99 can account
-/// for (a rare long stall hits a few requests, not all of them), up to the worst delay seen.
-/// Hits whose TPOT headroom such delays could use up become misses, alike.
-fn slo_audit(f: &FeatureAgg, slo: &Slo, receive: &ReceiveAudit) -> SloAudit {
+/// The SLO share met as measured, and the range the harness's own error allows.
+///
+/// Upwards (a miss the harness may have caused), generously: misses the p99 delay per wait
+/// explains (each request's own send lateness taken off), and beyond them as many as the
+/// probes' share of waits past the p99 can account for, up to the worst delay seen. A miss is
+/// likelier than most requests to be one that was delayed, so no chance is discounted there.
+///
+/// Downwards (a hit a delay may have made: a first chunk read late shortens the TPOT span), by
+/// chance: a hit with headroom `h` flips only if its first read waited longer than `h`, which
+/// the probes say happens with probability P(delay > h); the expected count, plus three standard
+/// deviations and one, is what may have flipped.
+fn slo_audit(f: &FeatureAgg, slo: &Slo, receive: &ReceiveAudit, probe: &Metric) -> SloAudit {
     let n = f.requests.max(1) as f64;
     let (p99, worst) = (receive.bound_ms, receive.worst_ms);
-    // Requests whose waits may have gone past the p99: the probes' share past it, per wait.
     let tail = (receive.tail_share * RUNTIME_WAITS * n).ceil() as u64;
-    let within = |m: &Metric| {
-        let (near, far) = (m.count_at_most(p99), m.count_at_most(worst));
-        near + (far - near).min(tail)
-    };
-    let (explained, hidden) = (within(&f.slo_miss_correction), within(&f.slo_tpot_headroom));
+    let m = &f.slo_miss_correction;
+    let (near, far) = (m.count_at_most(p99), m.count_at_most(worst));
+    let explained = near + (far - near).min(tail);
+    let hidden = likely_flips(&f.slo_tpot_headroom, probe);
     let (low, high) = (
         f.slo_met.saturating_sub(hidden) as f64 / n,
         (f.slo_met + explained) as f64 / n,
@@ -287,6 +292,33 @@ fn slo_audit(f: &FeatureAgg, slo: &Slo, receive: &ReceiveAudit) -> SloAudit {
         required,
         decided: (low >= required) == (high >= required),
     }
+}
+
+/// How many of the `margins` (ms) a delay drawn from the probes' distribution could pass:
+/// E + 3√E + 1 for E = Σ P(delay > margin), at most all of them.
+fn likely_flips(margins: &Metric, probe: &Metric) -> u64 {
+    if margins.is_empty() {
+        return 0;
+    }
+    let mut delays: Vec<(f64, u64)> = probe.values();
+    delays.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: u64 = delays.iter().map(|d| d.1).sum();
+    // Probes above each delay value, from the top: a running sum.
+    let mut above = vec![0u64; delays.len() + 1];
+    for i in (0..delays.len()).rev() {
+        above[i] = above[i + 1] + delays[i].1;
+    }
+    let p_above = |h: f64| {
+        let i = delays.partition_point(|d| d.0 <= h);
+        above[i] as f64 / total.max(1) as f64
+    };
+    let expected: f64 = margins
+        .values()
+        .iter()
+        .map(|(h, c)| *c as f64 * p_above(*h))
+        .sum();
+    let bound = (expected + 3.0 * expected.sqrt() + 1.0).ceil() as u64;
+    bound.min(margins.len())
 }
 
 #[cfg(test)]
@@ -308,6 +340,23 @@ mod tests {
         let mut p = Percentiles::of(vec![p50]);
         p.n = n;
         p
+    }
+
+    /// A rare long stall cannot make every hit with less headroom suspect: only as many as the
+    /// probes say such a delay reaches.
+    #[test]
+    fn hits_flip_by_chance_not_by_the_worst_probe() {
+        let mut probe = Metric::default();
+        (0..9990).for_each(|_| probe.record(0.05));
+        (0..10).for_each(|_| probe.record(50.0)); // 0.1 % of waits stalled 50 ms
+        let mut margins = Metric::default();
+        (0..10_000).for_each(|_| margins.record(31.0));
+        // E = 10,000 × 0.001 = 10; 10 + 3·√10 + 1 = 20.5 → 21.
+        assert_eq!(likely_flips(&margins, &probe), 21);
+        let mut wide = Metric::default();
+        (0..100).for_each(|_| wide.record(60.0));
+        assert_eq!(likely_flips(&wide, &probe), 1);
+        assert_eq!(likely_flips(&Metric::default(), &probe), 0);
     }
 
     #[test]

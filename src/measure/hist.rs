@@ -136,6 +136,17 @@ impl Metric {
             .sum()
     }
 
+    /// The samples as (value ms, count): exact while kept, else the histogram's buckets.
+    pub fn values(&self) -> Vec<(f64, u64)> {
+        if !self.overflowed {
+            return self.exact.iter().map(|v| (*v, 1)).collect();
+        }
+        self.hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.count_at_value()))
+            .collect()
+    }
+
     /// How many samples are above `ms`.
     pub fn count_above(&self, ms: f64) -> u64 {
         self.len() - self.count_at_most(ms)

@@ -5,7 +5,8 @@
 //! decoded events, end, error). Out: one [`RequestRecord`] per request, appended to
 //! `results.ndjson` and flushed as soon as the request ends, so an interrupted run loses nothing
 //! already measured. [`hist`] holds the mergeable per-metric distributions, [`aggregate`] folds
-//! records into them as they arrive, [`cpu`] is the harness's own CPU meter.
+//! records into them as they arrive, [`cpu`] is the harness's own CPU meter (per thread and per
+//! core), [`probe`] its receive-side delay, [`tokenizer`] the servers' tokenizers.
 
 pub mod aggregate;
 pub mod cpu;

@@ -1,9 +1,10 @@
 //! Aggregation to verdict: from the run's [`Aggregate`] to `summary.json`
 //! (`schemas/summary-v1.schema.json`), `histograms.json`, the findings and the exit code.
 //!
-//! In: the aggregate, the plan's load and SLO settings, the harness's own CPU. Out: a
-//! [`Summary`] (verdict `pass`, `fail`, or `invalid` when the harness could not keep its
-//! schedule) and the per-feature table ([`table`]).
+//! In: the aggregate, the plan's load and SLO settings, the harness's own CPU and receive
+//! delay, judged by the self-audit ([`crate::audit`]). Out: a [`Summary`] (verdict `pass`,
+//! `fail`, or `invalid` when a figure the scenario judges is degraded beyond what the judgement
+//! tolerates) and the per-feature table ([`table`]).
 
 mod audit_findings;
 mod findings;
