@@ -9,8 +9,9 @@ use crate::audit::{ScheduleAudit, Trust, FIGURE_TOLERANCE};
 use crate::measure::TokenSource;
 use std::collections::BTreeMap;
 
-/// A harness thread or a core busier than this over the run is said out loud.
-const SATURATED: f64 = 0.9;
+/// A harness thread or a core busier than this over the run is said out loud (a core 88 % busy
+/// already makes threads on it wait for their turn).
+const SATURATED: f64 = 0.85;
 /// A virtual machine's stolen time above this share of a core is noted.
 const STEAL: f64 = 0.02;
 
@@ -56,6 +57,12 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
         if let Some(m) = tokens_message(f) {
             out.push(Finding::new("tokens_estimated", "info", Some(k), m));
         }
+    }
+    if probes == 0 && features.values().any(|f| f.latency_ms.ttft.n > 0) {
+        let m = "the receive-delay probe did not run (see stderr): the latency figures carry no \
+                 bound on the harness's own delay"
+            .to_owned();
+        out.push(Finding::new("unaudited", "warning", None, m));
     }
     out.extend(degraded(features, bound, probes));
     out.extend(saturation(l));
@@ -186,8 +193,15 @@ fn tokens_message(f: &FeatureSummary) -> Option<String> {
     ))
 }
 
+/// Shortest run whose thread and core shares are judged: the kernel counts CPU time in 10 ms
+/// ticks, so a shorter run's shares are mostly rounding.
+const SATURATION_MIN_S: f64 = 1.0;
+
 fn saturation(l: &Load) -> Vec<Finding> {
     let mut out = Vec::new();
+    if l.duration_s < SATURATION_MIN_S {
+        return out;
+    }
     let c = &l.client;
     if let Some(t) = c.busiest_thread.as_ref().filter(|t| t.busy >= SATURATED) {
         let m = format!(
