@@ -108,18 +108,9 @@ fn host_disturbed(s: &Value) -> bool {
     host_steal(s) >= 0.02
 }
 
-/// The cores this test may use (Linux), so the harness and the server can be kept apart.
+/// The cores this test may use, so the harness and the server can be kept apart.
 fn cores() -> Vec<usize> {
-    // SAFETY: sched_getaffinity fills the zeroed set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect()
-    }
+    duo_harness::measure::cpu::allowed_cpus().unwrap_or_default()
 }
 
 /// The harness's TTFT p50 against the server's own record (which starts when the server has
@@ -132,13 +123,7 @@ fn ttft_error(s: &Value, truth: &paced::Truth) -> f64 {
 /// The stream as the harness timed it against the server's record: first content minus
 /// response head, per request (the server writes its head as it reads the request), p50.
 fn stream_error(out: &Path, truth: &paced::Truth) -> f64 {
-    let text = std::fs::read_to_string(out.join("results.ndjson")).unwrap();
-    let client: Vec<f64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|r| f(&r["first_content_ms"]) - f(&r["headers_ms"]))
-        .collect();
-    median(client) - median(truth.ttft_ms.lock().unwrap().clone())
+    median_stream(out) - median(truth.ttft_ms.lock().unwrap().clone())
 }
 
 /// The median time from response head to first content, ms.
@@ -402,15 +387,7 @@ fn a_stalled_harness_loses_its_schedule_and_says_by_how_much() {
     let schedule = &sm["load"]["schedule"];
     assert_eq!(schedule["kept"], false, "{}", o.log);
     assert!(f(&schedule["late_share_ci95"][0]) > 0.05, "{schedule}");
-    let message = sm["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["kind"] == "invalid_measurement")
-        .unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = common::finding_message(sm, "invalid_measurement");
     assert!(message.contains("from the send are not moved"), "{message}");
     assert!(message.contains("bunched"), "{message}");
     let bound = f(&sm["load"]["receive"]["bound_ms"]);

@@ -176,13 +176,8 @@ fn upstream_parameter_drift_against_the_snapshot_is_caught() {
         "{}",
         sm["findings"]
     );
-    let drift = sm["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["kind"] == "parameter_drift")
-        .unwrap();
-    assert!(drift["message"].as_str().unwrap().contains("0.99"));
+    let drift = common::finding_message(&sm, "parameter_drift");
+    assert!(drift.contains("0.99"), "{drift}");
 }
 
 /// A feature setting pointing at the wrong backend (an operator's slip in GitLab's settings):

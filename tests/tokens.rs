@@ -79,16 +79,8 @@ fn without_usage_tokens_are_one_per_event_and_marked_estimated_everywhere() {
         "tokens marked estimated: {line}"
     );
     assert!(console.contains("~ estimated"), "{console}");
-    let note = sm["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["kind"] == "tokens_estimated")
-        .unwrap();
-    assert!(note["message"]
-        .as_str()
-        .unwrap()
-        .contains("one token per content event"));
+    let note = common::finding_message(&sm, "tokens_estimated");
+    assert!(note.contains("one token per content event"), "{note}");
 }
 
 #[test]

@@ -165,7 +165,7 @@ fn parse_core_line(line: &str) -> Option<(usize, CoreTicks)> {
 }
 
 /// The cores this process may run on (`None` where that cannot be read).
-fn allowed_cpus() -> Option<Vec<usize>> {
+pub fn allowed_cpus() -> Option<Vec<usize>> {
     #[cfg(target_os = "linux")]
     // SAFETY: sched_getaffinity fills the zeroed set we own; CPU_ISSET reads it.
     unsafe {

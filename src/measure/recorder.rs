@@ -53,17 +53,14 @@ impl Recorder {
                 .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         self.decoder.push_into(bytes, &mut self.events);
-        let content = |e: &&Event| matches!(e, Event::Content(t) if !t.is_empty());
-        if self.success() && self.events.iter().filter(content).count() > 1 {
-            rec.multi_event_reads += 1;
-        }
         rec.chunks.push(Chunk {
             t_ms,
             bytes: bytes.len(),
             content: String::new(),
         });
-        let success = self.success();
+        let (success, before) = (self.success(), rec.content_events);
         apply(rec, t_ms, self.events.drain(..), success);
+        rec.multi_event_reads += u64::from(rec.content_events - before > 1);
     }
 
     /// The body ended `t_ms` after the send: whole-body events, then the verdict on the body.

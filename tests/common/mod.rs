@@ -227,3 +227,16 @@ pub fn judged_findings(summary: &serde_json::Value) -> Vec<serde_json::Value> {
         .cloned()
         .collect()
 }
+
+/// The message of the first finding of `kind` (panics, naming the findings, if there is none).
+#[allow(dead_code)]
+pub fn finding_message(summary: &serde_json::Value, kind: &str) -> String {
+    summary["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .iter()
+        .find(|f| f["kind"] == kind)
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_else(|| panic!("no {kind} finding in {}", summary["findings"]))
+        .to_owned()
+}
