@@ -303,6 +303,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         }
         None => None,
     };
+    let probe = interrupted.receive_delay;
     let info = RunInfo {
         run_id: plan.run_id.clone(),
         scenario: plan.scenario_name.clone(),
@@ -316,7 +317,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         in_flight_cap: interrupted.default_cap,
         internal_errors: crate::exit::panics(),
         request_timeout_s: plan.request_timeout_s,
-        receive_delay: interrupted.receive_delay,
+        receive_delay: probe.clone(),
     };
     let taps = tap_agg.is_some().then_some(taps_path.as_path());
     let conformance = match conformance_stage(&plan, &results_path, taps) {
@@ -336,7 +337,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     print!("{}", summary.table());
     let documents = [
         ("summary.json", serde_json::to_value(&summary)),
-        ("histograms.json", Ok(summary::histograms(&agg))),
+        ("histograms.json", Ok(summary::histograms(&agg, &probe))),
     ];
     for (name, doc) in documents {
         let path = plan.run_dir.join(name);

@@ -145,6 +145,14 @@ fn known_twin_timing_is_reported_as_configured() {
     .unwrap();
     assert_eq!(ttft.len(), 50);
     assert!((ttft.percentiles().p50.unwrap() - f(&lat["ttft"]["p50"])).abs() < 0.5);
+    // The self-audit's probes travel too, so a re-rendered audit has what this one had.
+    let probes =
+        duo_harness::measure::hist::Metric::decode(h["receive_delay"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        probes.len(),
+        sm["load"]["receive"]["delay_ms"]["n"].as_u64().unwrap()
+    );
+    assert!(probes.len() > 0);
 }
 
 /// The server answers one request at a time, 100 ms each: sends must still follow the

@@ -462,9 +462,11 @@ impl Summary {
     }
 }
 
-/// `histograms.json`: every (feature, metric) HDR histogram, V2-deflate, base64, in microseconds.
+/// `histograms.json`: every (feature, metric) HDR histogram, V2-deflate, base64, in microseconds,
+/// with the run's send lateness and the self-audit's receive-delay probes (what a re-rendered
+/// audit needs).
 /// Mergeable across runs or load-generator pods ([`Metric::decode`], [`Metric::merge`]).
-pub fn histograms(agg: &Aggregate) -> serde_json::Value {
+pub fn histograms(agg: &Aggregate, receive_delay: &Metric) -> serde_json::Value {
     let enc = |m: &Metric| serde_json::Value::String(m.encode());
     let features: serde_json::Map<String, serde_json::Value> = agg
         .features
@@ -483,6 +485,7 @@ pub fn histograms(agg: &Aggregate) -> serde_json::Value {
         "unit": "us",
         "encoding": "hdrhistogram-v2-deflate-base64",
         "send_lateness": enc(&agg.lateness),
+        "receive_delay": enc(receive_delay),
         "features": features,
     })
 }
