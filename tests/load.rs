@@ -152,7 +152,7 @@ fn known_twin_timing_is_reported_as_configured() {
         probes.len(),
         sm["load"]["receive"]["delay_ms"]["n"].as_u64().unwrap()
     );
-    assert!(probes.len() > 0);
+    assert!(!probes.is_empty());
 }
 
 /// The server answers one request at a time, 100 ms each: sends must still follow the
