@@ -29,4 +29,5 @@ pub mod run;
 pub mod schedule;
 pub mod summary;
 pub mod taps;
+pub mod tokens;
 pub mod twin;

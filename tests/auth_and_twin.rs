@@ -138,7 +138,7 @@ async fn twin_vllm_streams_openai_chunks_with_usage_and_counts_metrics() {
         .unwrap();
     assert_eq!(
         usage.output_tokens as usize,
-        duo_harness::twin::vllm::tokens::count(&text)
+        duo_harness::tokens::count(&text)
     );
     let wrong = reqwest::Client::new()
         .post(format!("{}/v1/completions", server.url()))

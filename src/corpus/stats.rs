@@ -4,7 +4,7 @@
 
 use super::Interaction;
 use crate::summary::Percentiles;
-use crate::twin::vllm::tokens;
+use crate::tokens;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

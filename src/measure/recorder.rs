@@ -7,7 +7,7 @@
 
 use super::{Chunk, ErrorClass, RequestError, RequestRecord, TokenSource};
 use crate::protocol::{Breach, Decoder, Event, Framing};
-use crate::twin::vllm::tokens;
+use crate::tokens;
 
 /// How much of an error body is kept in the error message.
 const MAX_ERROR_BODY: usize = 512;

@@ -12,8 +12,8 @@ use super::validate::{component_request, json_object, text, v2_request, CodeInpu
 use super::{
     detail, feature_flags, internal_server_error, security_tag, unix_now, validation_error, Gateway,
 };
+use crate::tokens;
 use crate::twin::json_error;
-use crate::twin::vllm::tokens;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

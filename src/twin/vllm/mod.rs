@@ -2,15 +2,15 @@
 //!
 //! In: `POST /v1/chat/completions` and `/v1/completions` (streaming SSE with `data: [DONE]`, or
 //! JSON), `GET /v1/models`, `GET /health`, `GET /metrics`. Out: deterministic text
-//! ([`textgen`]), token counts from the documented [`tokens`] rule, and timing from a fixed
+//! ([`textgen`]), token counts from the documented [`crate::tokens`] rule, and timing from a fixed
 //! TTFT plus a fixed gap per token. Each backend serves its own model names, so which backend a
 //! request reached is observable; a model listed in `fail_models` always answers HTTP 500.
 
 pub mod metrics;
 pub mod textgen;
-pub mod tokens;
 
 use super::{json_error, serve_router, RunningServer};
+use crate::tokens;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};

@@ -7,7 +7,7 @@
 //! everything else gets prose. `variation` (0..1) is the share of words drawn from an unseeded
 //! generator, for tests that need answers to differ between runs.
 
-use super::tokens;
+use crate::tokens;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

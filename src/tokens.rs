@@ -1,5 +1,7 @@
-//! The twin's tokenizer. It is not any real model's tokenizer; it is simple, documented and
-//! consistent, so that every count the twin reports can be recomputed from the text:
+//! The harness's text rule for tokens, shared by the twin (whose every count it defines) and by
+//! the measurement of real backends that send no usage and whose framing does not delimit
+//! their deltas (the roughest estimate, marked as such). It is not any real model's tokenizer;
+//! it is simple, documented and consistent, so every count can be recomputed from the text:
 //!
 //! * a token is optional leading whitespace followed by up to [`MAX_WORD`] word characters
 //!   (alphanumeric or `_`), or optional leading whitespace followed by one other character;
