@@ -21,6 +21,7 @@ pub mod schedule;
 use crate::measure::aggregate::{Aggregate, FeatureAgg, RUNTIME_WAITS};
 use crate::measure::hist::{Metric, Percentiles};
 use crate::plan::{LoadSpec, Slo};
+use crate::stats::round3;
 pub use schedule::ScheduleAudit;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -87,10 +88,6 @@ impl Trust {
     pub fn is_ok(&self) -> bool {
         self.status == "ok"
     }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// The harness's receive-side delay over the run.

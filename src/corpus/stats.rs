@@ -3,7 +3,7 @@
 //! from the recorded usage or content); and the arrival rate over time.
 
 use super::Interaction;
-use crate::summary::Percentiles;
+use crate::stats::Percentiles;
 use crate::tokens;
 use serde::Serialize;
 use serde_json::Value;

@@ -4,67 +4,26 @@
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 /// Samples kept exactly per metric; past this, percentiles come from the histogram.
 pub const EXACT_CAP: usize = 20_000;
 
-/// Percentiles of one metric, milliseconds; `None` fields when there was no sample.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub n: u64,
-    pub mean: Option<f64>,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    pub max: Option<f64>,
-    /// `true`: exact order statistics with linear interpolation (NumPy's default, as vLLM bench
-    /// reports); `false`: from the HDR histogram (within 0.1 %).
-    pub exact: bool,
-}
+use crate::stats::round3;
+pub use crate::stats::{percentile, Percentiles};
 
-/// Linear-interpolation percentile of sorted samples (`q` in 0..=1).
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    let pos = q.clamp(0.0, 1.0) * last as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
-impl Percentiles {
-    /// Exact percentiles of `samples` (ms).
-    pub fn of(mut samples: Vec<f64>) -> Self {
-        samples.sort_by(f64::total_cmp);
-        let n = samples.len();
-        let mean = (n > 0).then(|| samples.iter().sum::<f64>() / n as f64);
-        Self {
-            n: n as u64,
-            mean: mean.map(round3),
-            p50: percentile(&samples, 0.5).map(round3),
-            p90: percentile(&samples, 0.9).map(round3),
-            p99: percentile(&samples, 0.99).map(round3),
-            max: samples.last().copied().map(round3),
-            exact: true,
-        }
-    }
-
-    fn of_histogram(h: &Histogram<u64>) -> Self {
-        let ms = |us: u64| round3(us as f64 / 1000.0);
-        let some = !h.is_empty();
-        let at = |q: f64| some.then(|| ms(h.value_at_quantile(q)));
-        Self {
-            n: h.len(),
-            mean: some.then(|| round3(h.mean() / 1000.0)),
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: some.then(|| ms(h.max())),
-            exact: false,
-        }
+/// Percentiles from the HDR histogram (within 0.1 %).
+fn of_histogram(h: &Histogram<u64>) -> Percentiles {
+    let ms = |us: u64| round3(us as f64 / 1000.0);
+    let some = !h.is_empty();
+    let at = |q: f64| some.then(|| ms(h.value_at_quantile(q)));
+    Percentiles {
+        n: h.len(),
+        mean: some.then(|| round3(h.mean() / 1000.0)),
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: some.then(|| ms(h.max())),
+        exact: false,
     }
 }
 
@@ -116,7 +75,7 @@ impl Metric {
 
     pub fn percentiles(&self) -> Percentiles {
         if self.overflowed {
-            Percentiles::of_histogram(&self.hist)
+            of_histogram(&self.hist)
         } else {
             Percentiles::of(self.exact.clone())
         }
