@@ -7,8 +7,10 @@
 pub mod check;
 mod env;
 mod load;
+mod rate;
 
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
+pub use rate::{Arrival, RateProfile, Segment};
 
 use crate::twin::StackConfig;
 use serde::{Deserialize, Serialize};

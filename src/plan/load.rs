@@ -1,7 +1,7 @@
 //! The scenario's `[load]` and `[slo.<feature>]` sections, their command-line overrides and
 //! their checks.
 
-use crate::schedule::{Arrival, RateProfile};
+use super::rate::{Arrival, RateProfile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
