@@ -385,21 +385,6 @@ async fn stack(config: Option<PathBuf>) -> Exit {
     let line = serde_json::to_string(&running.urls()).expect("urls serialise");
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-    wait_for_stop().await;
+    crate::signals::wait_for_stop().await;
     Exit::Pass
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -27,6 +27,7 @@ pub mod redact;
 pub mod routing;
 pub mod run;
 pub mod schedule;
+pub mod signals;
 pub mod stats;
 pub mod summary;
 pub mod taps;

@@ -403,39 +403,6 @@ struct Ended {
     receive_delay: Metric,
 }
 
-/// SIGINT and SIGTERM (CI runners and Kubernetes send the latter), one message per signal.
-fn stop_signals() -> mpsc::UnboundedReceiver<()> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-                if tx.send(()).is_err() {
-                    return;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if tx.send(()).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
 /// scheduled, how it ended).
 ///
@@ -451,7 +418,7 @@ async fn drive_load(
     sink: ResultsSink,
 ) -> Result<(Aggregate, std::io::Result<()>, u64, Ended), RunError> {
     let live = Arc::new(LiveStats::default());
-    let mut signals = stop_signals();
+    let mut signals = crate::signals::stop_signals();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut collector = tokio::spawn(measure::collect(
         rx,

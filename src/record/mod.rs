@@ -273,7 +273,7 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
     // A stop signal closes the listener and lets open exchanges end for STOP_DRAIN; then, or
     // at a second signal, `record` stops with what it has, even if a stream is stalled.
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let mut signal = Box::pin(crate::cli::wait_for_stop());
+    let mut signal = Box::pin(crate::signals::wait_for_stop());
     loop {
         let cap = tokio::select! {
             cap = rx.recv() => cap,
@@ -283,7 +283,7 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
                 }
                 let _ = stop_tx.send(true);
                 deadline = Some(Box::pin(tokio::time::sleep(STOP_DRAIN)));
-                signal = Box::pin(crate::cli::wait_for_stop());
+                signal = Box::pin(crate::signals::wait_for_stop());
                 continue;
             }
             () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => break,
