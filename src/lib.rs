@@ -17,6 +17,7 @@ pub mod drive;
 pub mod exit;
 pub mod features;
 pub mod files;
+pub mod http;
 pub mod live;
 pub mod measure;
 pub mod plan;

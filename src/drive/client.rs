@@ -32,35 +32,11 @@ pub enum DriveError {
 
 /// Builds the HTTP client for a target (custom CA bundle, certificate checks on unless turned off).
 pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        // Under open-loop load every in-flight request holds a connection; keeping them all
-        // idle-pooled avoids reconnecting (and measuring TCP setup) on the next send.
-        .pool_max_idle_per_host(usize::MAX)
-        // A 3xx is recorded as it is: a body with a model key never follows a redirect to
-        // another origin.
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true);
-    if let Some(path) = &target.ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| {
-            DriveError::Config(format!("cannot read ca_bundle {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| DriveError::Config(format!("ca_bundle {}: {e}", path.display())))?;
-        if certs.is_empty() {
-            return Err(DriveError::Config(format!(
-                "ca_bundle {}: no PEM certificate in it",
-                path.display()
-            )));
-        }
-        for cert in certs {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    if target.danger_accept_invalid_certs {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    b.build().map_err(|e| DriveError::Config(e.to_string()))
+    crate::http::client(
+        target.ca_bundle.as_deref(),
+        target.danger_accept_invalid_certs,
+    )
+    .map_err(DriveError::Config)
 }
 
 /// How long a minted instance token is valid (its `exp`), and when the harness mints the next.
@@ -221,7 +197,7 @@ pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<(), S
     let url = format!("{base_url}/monitoring/healthz");
     match tokio::time::timeout(Duration::from_secs(10), client.get(&url).send()).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(super::error_chain(&e)),
+        Ok(Err(e)) => Err(crate::http::error_chain(&e)),
         Err(_) => Err("no answer within 10 s".into()),
     }
 }

@@ -12,6 +12,7 @@ pub use client::{
     auth_headers, body_for, client, preflight, Auth, DriveError, Prepared, ResolvedModel,
 };
 
+use crate::http::error_chain;
 use crate::measure::recorder::{finish_tokens, Recorder};
 use crate::measure::{Disposition, ErrorClass, RequestError, RequestRecord, RESULT_SCHEMA};
 use crate::protocol::Framing;
@@ -252,15 +253,4 @@ fn send_error_class(e: &reqwest::Error) -> ErrorClass {
         return ErrorClass::ClientResources;
     }
     ErrorClass::Connect
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -206,12 +206,7 @@ pub fn find_nonce(text: &str) -> Option<String> {
 }
 
 fn client(opts: &RecordOptions) -> Result<reqwest::Client, RecordError> {
-    let target: crate::plan::Target = serde_json::from_value(json!({
-        "url": opts.upstream, "ca_bundle": opts.ca_bundle,
-    }))
-    .map_err(|e| RecordError::Config(e.to_string()))?;
-    // No overall timeout: streams last as long as the upstream makes them.
-    crate::drive::client(&target).map_err(|e| RecordError::Config(e.to_string()))
+    crate::http::client(opts.ca_bundle.as_deref(), false).map_err(RecordError::Config)
 }
 
 /// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.

@@ -162,7 +162,7 @@ pub async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let resp = match up.body(cap.request_body.clone()).send().await {
         Ok(r) => r,
         Err(e) => {
-            let msg = format!("upstream {}: {}", p.upstream, crate::drive::error_chain(&e));
+            let msg = format!("upstream {}: {}", p.upstream, crate::http::error_chain(&e));
             return fail(&p, cap, StatusCode::BAD_GATEWAY, msg);
         }
     };
@@ -237,7 +237,7 @@ impl Stream for Tee {
                 Poll::Ready(Some(Ok(bytes)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let msg = crate::drive::error_chain(&e);
+                let msg = crate::http::error_chain(&e);
                 if let Some(c) = self.capture.as_mut() {
                     c.truncated = true;
                     c.error = Some(format!("upstream stream broke: {msg}"));
