@@ -5,10 +5,12 @@
 //! line and key at fault.
 
 pub mod check;
+mod conformance;
 mod env;
 mod load;
 mod rate;
 
+pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};
 
@@ -56,7 +58,7 @@ pub struct Scenario {
     pub routing: Routing,
     /// Snapshots and content policy.
     #[serde(default)]
-    pub conformance: crate::conformance::ConformanceSpec,
+    pub conformance: ConformanceSpec,
     /// The servers' tokenizers (`tokenizer.json`, relative to this file), per feature or
     /// `default`: they count output tokens when an answer carries no `usage`.
     #[serde(default)]
@@ -322,7 +324,7 @@ pub struct Plan {
     pub taps: Vec<TapSpec>,
     pub routing: Routing,
     /// Snapshot folder resolved against the scenario's folder.
-    pub conformance: crate::conformance::ConformanceSpec,
+    pub conformance: ConformanceSpec,
     /// Tokenizer files per feature (or `default`), resolved against the scenario's folder.
     pub tokenizers: BTreeMap<String, PathBuf>,
     /// `<UTC start>-<scenario name>`.

@@ -12,7 +12,8 @@
 mod noise;
 mod store;
 
-pub use noise::{calibrate, noise_path, Margins, Noise, NOISY_TEXT, SIMILARITY_FACTOR};
+pub use crate::plan::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
+pub use noise::{calibrate, noise_path, Noise, NOISY_TEXT, SIMILARITY_FACTOR};
 use store::write_pending;
 pub use store::{accepted_path, describe, pending, pending_path, snapshot_path};
 
@@ -22,40 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// The scenario's `[conformance]` section.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ConformanceSpec {
-    /// Snapshot folder, relative to the scenario file; unset: no conformance check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshots: Option<PathBuf>,
-    /// Content policy for features without their own.
-    #[serde(default)]
-    pub content: ContentPolicy,
-    /// Token-similarity threshold of `similarity` (0..1).
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
-    #[serde(default)]
-    pub features: BTreeMap<String, FeaturePolicy>,
-    /// How far above the measured noise a difference rate must be to count.
-    #[serde(default)]
-    pub margins: Margins,
-    /// Volatile fields of the snapshot, masked before comparing and writing: selectors in the
-    /// redaction grammar (`.text`, `.upstream.params.seed`, `.**.temperature`). Runs of 16+ hex
-    /// digits in the text (request ids, the security tag) are always masked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub masks: Vec<String>,
-}
-
 impl ConformanceSpec {
-    /// The masks as redaction rules; the message names the bad selector.
-    pub fn mask_rules(&self) -> Result<Vec<crate::redact::Rule>, String> {
-        self.masks
-            .iter()
-            .map(|m| format!("{m}=mask").parse())
-            .collect()
-    }
-
     /// `s` with the masks applied.
     fn masked(&self, s: Snapshot) -> Snapshot {
         let Ok(rules) = self.mask_rules() else {
@@ -68,33 +36,6 @@ impl ConformanceSpec {
         crate::redact::apply_rules(&rules, &mut v);
         serde_json::from_value(v).unwrap_or(s)
     }
-}
-
-fn default_threshold() -> f64 {
-    0.8
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentPolicy {
-    /// The text must be equal.
-    #[default]
-    Exact,
-    /// Equal after collapsing whitespace.
-    Normalized,
-    /// Token-set similarity (Jaccard) at or above the threshold.
-    Similarity,
-    /// The text is not compared (protocol only).
-    Ignore,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FeaturePolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<ContentPolicy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
 }
 
 /// The normalised, reviewable form of one answer.
@@ -278,17 +219,6 @@ pub const FIELDS: [&str; 7] = [
     "text",
     "upstream",
 ];
-
-impl ConformanceSpec {
-    /// The content policy and threshold of `feature`.
-    pub fn policy(&self, feature: &str) -> (ContentPolicy, f64) {
-        let p = self.features.get(feature);
-        (
-            p.and_then(|p| p.content).unwrap_or(self.content),
-            p.and_then(|p| p.threshold).unwrap_or(self.threshold),
-        )
-    }
-}
 
 /// One feature's conformance counts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

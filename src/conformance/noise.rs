@@ -64,41 +64,6 @@ pub fn noise_path(dir: &Path, corpus: &str) -> PathBuf {
     dir.join(corpus).join("noise.json")
 }
 
-/// Margins a candidate difference rate must clear above the noise (Diffy's defaults).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Margins {
-    /// Relative: the candidate rate must pass noise × (1 + relative)...
-    #[serde(default = "default_relative")]
-    pub relative: f64,
-    /// ...and noise + absolute.
-    #[serde(default = "default_absolute")]
-    pub absolute: f64,
-}
-
-impl Default for Margins {
-    fn default() -> Self {
-        Self {
-            relative: default_relative(),
-            absolute: default_absolute(),
-        }
-    }
-}
-
-fn default_relative() -> f64 {
-    0.20
-}
-fn default_absolute() -> f64 {
-    0.0003
-}
-
-impl Margins {
-    /// Whether a `candidate` difference rate stands out of the `noise` rate.
-    pub fn exceeds(&self, candidate: f64, noise: f64) -> bool {
-        candidate > noise * (1.0 + self.relative) && candidate > noise + self.absolute
-    }
-}
-
 /// Calibrates from a run that answered every case twice (`run --calibrate`): the share of
 /// cases per feature and field whose two answers differ under the feature's policy.
 pub fn calibrate(
