@@ -6,6 +6,10 @@
 //! (per-request records, `results.ndjson`) → [`audit`] (the harness's own disturbance: what it
 //! can have moved, per figure) → [`summary`] (aggregation, verdict, `summary.json`).
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
+//! Shared by the stages, depending on none of them: [`stats`] (percentiles), [`tokens`] (the
+//! text rule), [`http`] (the client and error texts), [`signals`], [`clock`], [`files`],
+//! [`redact`], [`features`]. A stage depends only on stages before it and on these:
+//! `tests/layout.rs` holds the module graph free of cycles.
 //! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
 
 pub mod audit;
