@@ -17,7 +17,7 @@ use crate::plan::LoadSpec;
 use serde::Serialize;
 
 /// A second of the run whose delivered count is off the intended one by more than this share
-/// (with at least [`WINDOW_MIN_SENDS`] meant for it) was not kept.
+/// (with at least `WINDOW_MIN_SENDS` meant for it) was not kept.
 pub const WINDOW_TOLERANCE: f64 = 0.10;
 const WINDOW_MIN_SENDS: u64 = 20;
 /// The normal quantile of a two-sided 95 % interval.

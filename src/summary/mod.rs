@@ -4,7 +4,7 @@
 //! In: the aggregate, the plan's load and SLO settings, the harness's own CPU and receive
 //! delay, judged by the self-audit ([`crate::audit`]). Out: a [`Summary`] (verdict `pass`,
 //! `fail`, or `invalid` when a figure the scenario judges is degraded beyond what the judgement
-//! tolerates) and the per-feature table ([`table`]).
+//! tolerates) and the per-feature table (`table`).
 
 mod audit_findings;
 mod findings;
