@@ -128,10 +128,9 @@ fn stream_error(out: &Path, truth: &paced::Truth) -> f64 {
 
 /// The median time from response head to first content, ms.
 fn median_stream(out: &Path) -> f64 {
-    let text = std::fs::read_to_string(out.join("results.ndjson")).unwrap();
     median(
-        text.lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        common::results(out)
+            .iter()
             .map(|r| f(&r["first_content_ms"]) - f(&r["headers_ms"]))
             .collect(),
     )

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{json_file, results};
+
 use common::hostile;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -33,18 +35,6 @@ fn scenario(dir: &Path, url: &str, lines: &[String], head: &str, extra: &str) ->
 fn run(s: &str, out: &Path) -> (i32, String) {
     let (code, stdout, stderr) = common::run_cli(&["run", s, "--out", out.to_str().unwrap()]);
     (code, format!("{stdout}\n{stderr}"))
-}
-
-fn json_file(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn results(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("results.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn by_id<'a>(rs: &'a [Value], id: &str) -> &'a Value {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::json_file;
+
 use common::recorder::Recorder;
 use common::{hostile, stream_server};
 use serde_json::Value;
@@ -21,10 +23,6 @@ fn scenario(dir: &Path, url: &str, load: &str) -> String {
     )
     .unwrap();
     s.to_str().unwrap().to_owned()
-}
-
-fn json_file(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn signal(child: &std::process::Child, sig: libc::c_int) {

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{json_file as json, results};
+
 use common::stream_server::{self, Script};
 use common::{repo, run_cli};
 use serde_json::Value;
@@ -76,18 +78,6 @@ fn script(first_ms: u64, gap_ms: u64, chunks: usize) -> Script {
         chunks,
         serial: false,
     }
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn results(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("results.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn f(v: &Value) -> f64 {

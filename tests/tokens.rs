@@ -29,10 +29,7 @@ fn run(pace: Pace, extra: &str) -> (i32, String, Value, Vec<Value>) {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{e}: {log}"));
     let summary: Value = serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
     common::assert_schema("summary-v1.schema.json", &summary);
-    let results = read(&out.join("results.ndjson"))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let results = common::results(&out);
     (code, stdout, summary, results)
 }
 

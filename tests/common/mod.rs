@@ -240,3 +240,20 @@ pub fn finding_message(summary: &serde_json::Value, kind: &str) -> String {
         .unwrap_or_else(|| panic!("no {kind} finding in {}", summary["findings"]))
         .to_owned()
 }
+
+/// A JSON file, parsed.
+#[allow(dead_code)]
+pub fn json_file(p: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A run folder's `results.ndjson`, one value per line.
+#[allow(dead_code)]
+pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("results.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
