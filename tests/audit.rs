@@ -116,14 +116,18 @@ fn cores() -> Vec<usize> {
 /// The harness's TTFT p50 against the server's own record (which starts when the server has
 /// read the request: the connection and the upload are not in it).
 fn ttft_error(s: &Value, truth: &paced::Truth) -> f64 {
-    let server = median(truth.ttft_ms.lock().unwrap().clone());
-    f(&s["features"]["code_completions"]["latency_ms"]["ttft"]["p50"]) - server
+    f(&s["features"]["code_completions"]["latency_ms"]["ttft"]["p50"]) - server_ttft(truth)
+}
+
+/// The server's own time to first token, p50.
+fn server_ttft(truth: &paced::Truth) -> f64 {
+    median(truth.ttft_ms.lock().unwrap().clone())
 }
 
 /// The stream as the harness timed it against the server's record: first content minus
 /// response head, per request (the server writes its head as it reads the request), p50.
 fn stream_error(out: &Path, truth: &paced::Truth) -> f64 {
-    median_stream(out) - median(truth.ttft_ms.lock().unwrap().clone())
+    median_stream(out) - server_ttft(truth)
 }
 
 /// The median time from response head to first content, ms.

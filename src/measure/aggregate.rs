@@ -68,11 +68,11 @@ pub struct Aggregate {
     pub sent: u64,
     /// Warm-up requests that failed (left out of the verdict, reported as a warning).
     pub warmup_errors: u64,
-    /// Measured (non-warm-up) sends: first and last send, last end, ms after the run start.
+    /// Measured (non-warm-up) sends (counted in `sends`): first and last send, last end, ms after
+    /// the run start.
     pub first_sent_ms: Option<f64>,
     pub last_sent_ms: Option<f64>,
     pub last_end_ms: Option<f64>,
-    pub measured_sent: u64,
     /// When measured sends were meant to go, and when they went.
     pub sends: SendWindows,
     slos: BTreeMap<String, Slo>,
@@ -105,8 +105,7 @@ impl SendWindows {
     /// The schedule's own rate over the measured sends: (sends − 1) over the span from the
     /// first to the last intended instant (what the achieved rate is held against).
     pub fn intended_rps(&self) -> Option<f64> {
-        let (a, b) = (self.first_intended_ms?, self.last_intended_ms?);
-        (self.count >= 2 && b > a).then(|| (self.count - 1) as f64 / ((b - a) / 1000.0))
+        rate(self.count, self.first_intended_ms?, self.last_intended_ms?)
     }
 
     /// The schedule's mean gap between measured sends, ms.
@@ -120,6 +119,11 @@ impl SendWindows {
 /// fresh socket does not wait, and a late read of the head moves no chunk's arrival). A gap
 /// between two chunks carries one delay, either way.
 pub const RUNTIME_WAITS: f64 = 2.0;
+
+/// The rate of `n` sends from the first at `first_ms` to the last at `last_ms`: (n − 1) / span.
+fn rate(n: u64, first_ms: f64, last_ms: f64) -> Option<f64> {
+    (n >= 2 && last_ms > first_ms).then(|| (n - 1) as f64 / ((last_ms - first_ms) / 1000.0))
+}
 
 /// How a successful request stands against its SLO.
 enum SloStanding {
@@ -213,7 +217,6 @@ impl Aggregate {
                 f.answered += u64::from(r.status.is_some_and(|s| (200..300).contains(&s)));
             }
         }
-        self.measured_sent += 1;
         self.lateness.record(r.lateness_ms);
         self.sends.add(r);
         f.queue_wait.record(r.queue_wait_ms);
@@ -303,9 +306,7 @@ impl Aggregate {
 
     /// The achieved send rate: (sends − 1) over the span from first to last send.
     pub fn achieved_rps(&self) -> Option<f64> {
-        let (a, b) = (self.first_sent_ms?, self.last_sent_ms?);
-        (self.measured_sent >= 2 && b > a)
-            .then(|| (self.measured_sent - 1) as f64 / ((b - a) / 1000.0))
+        rate(self.sends.count, self.first_sent_ms?, self.last_sent_ms?)
     }
 }
 

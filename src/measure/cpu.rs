@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// CPU seconds used so far.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,7 +17,6 @@ pub struct CpuTimes {
     pub threads: ThreadSeconds,
     /// Each core this process may run on: (busy, steal, total) clock ticks from `/proc/stat`.
     pub cores: BTreeMap<usize, CoreTicks>,
-    pub at: Option<Instant>,
 }
 
 /// CPU seconds per thread: id → (name, seconds).
@@ -40,7 +39,6 @@ impl CpuTimes {
             twin_s,
             threads,
             cores: core_ticks(),
-            at: Some(Instant::now()),
         }
     }
 }
