@@ -81,11 +81,66 @@ pub enum Command {
         #[command(subcommand)]
         action: CorpusAction,
     },
+    /// Judge run folders again without sending a request: rebuild summary.json from
+    /// results.ndjson (after a kill too), merge several folders of one plan, and write the
+    /// HTML, JUnit and Markdown reports.
+    Report {
+        /// Run folders (several: merged into --out).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Folder to write (default: the one run folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// HTML report (default: <out>/report.html).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// JUnit XML (default: <out>/junit.xml).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Markdown for a merge-request comment (default: <out>/report.md).
+        #[arg(long)]
+        md: Option<PathBuf>,
+        /// Where the HTML report will be found (the Markdown's link), e.g.
+        /// "$CI_JOB_URL/artifacts/file/reports/run/report.html".
+        #[arg(long)]
+        html_link: Option<String>,
+    },
+    /// Compare a run with a baseline run: per feature and metric the change with a confidence
+    /// interval; exit 1 on a regression.
+    Compare {
+        baseline: PathBuf,
+        current: PathBuf,
+        /// Threshold over the scenario's [gate]: METRIC=10%,20ms or FEATURE.METRIC=... (repeatable).
+        #[arg(long = "threshold", value_parser = crate::plan::parse_threshold)]
+        thresholds: Vec<(Option<String>, String, crate::plan::Threshold)>,
+        /// Where to write comparison.json (default: CURRENT/comparison.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Manage the baseline run the gate compares with.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
     /// Serve the embedded twin stack on loopback until stopped; prints its URLs as one JSON line.
     Stack {
         /// Stack config (TOML); default: the built-in two-backend stack.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineAction {
+    /// Store a passing run folder as the baseline (`[gate] baseline` names where).
+    Save {
+        run: PathBuf,
+        /// Baseline folder to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// Store a run that did not pass.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -306,6 +361,37 @@ async fn dispatch(cmd: Command) -> Exit {
             }
         }
         Command::Corpus { action } => corpus(action),
+        Command::Report {
+            dirs,
+            out,
+            html,
+            junit,
+            md,
+            html_link,
+        } => crate::commands::report_command(crate::commands::ReportArgs {
+            dirs,
+            out,
+            outputs: crate::report::Outputs {
+                html,
+                junit,
+                md,
+                html_link,
+            },
+        }),
+        Command::Compare {
+            baseline,
+            current,
+            thresholds,
+            out,
+        } => crate::commands::compare_command(crate::commands::CompareArgs {
+            baseline,
+            current,
+            thresholds,
+            out,
+        }),
+        Command::Baseline {
+            action: BaselineAction::Save { run, to, force },
+        } => crate::commands::baseline_save(&run, &to, force),
         Command::Snapshots { action } => snapshots(action),
     }
 }

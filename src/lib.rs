@@ -15,6 +15,8 @@
 pub mod audit;
 pub mod cli;
 pub mod clock;
+pub mod commands;
+pub mod compare;
 pub mod conformance;
 pub mod corpus;
 pub mod drive;
@@ -29,6 +31,8 @@ pub mod protocol;
 pub mod pyjson;
 pub mod record;
 pub mod redact;
+pub mod report;
+pub mod results;
 pub mod routing;
 pub mod run;
 pub mod schedule;

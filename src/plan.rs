@@ -10,7 +10,9 @@ mod env;
 mod load;
 mod rate;
 
+mod gate;
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
+pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};
 
@@ -63,6 +65,9 @@ pub struct Scenario {
     /// `default`: they count output tokens when an answer carries no `usage`.
     #[serde(default)]
     pub tokenizers: BTreeMap<String, PathBuf>,
+    /// The regression gate: baseline run and thresholds.
+    #[serde(default)]
+    pub gate: GateSpec,
 }
 
 /// The scenario's routing expectations.
@@ -327,6 +332,8 @@ pub struct Plan {
     pub conformance: ConformanceSpec,
     /// Tokenizer files per feature (or `default`), resolved against the scenario's folder.
     pub tokenizers: BTreeMap<String, PathBuf>,
+    /// The regression gate, its baseline resolved against the scenario's folder.
+    pub gate: GateSpec,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -442,6 +449,17 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ));
         }
     }
+    let mut gate = sc.gate.clone();
+    gate.check().map_err(|m| invalid(path, m))?;
+    for f in gate.features.keys() {
+        if crate::features::lookup(f).is_none() {
+            return Err(invalid(
+                path,
+                format!("gate.features: unknown Duo feature '{f}'"),
+            ));
+        }
+    }
+    gate.baseline = gate.baseline.map(|b| base.join(b));
     let mut load = sc.load.clone();
     load.apply(&overrides.load);
     if overrides.calibrate {
@@ -521,6 +539,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             .iter()
             .map(|(k, p)| (k.clone(), base.join(p)))
             .collect(),
+        gate,
         embedded_backend,
         run_id,
         run_dir,

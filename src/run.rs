@@ -15,8 +15,9 @@ use crate::measure::hist::Metric;
 use crate::measure::tokenizer::Tokenizers;
 use crate::measure::{self, probe, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
+use crate::report::{self, Stage, StageStatus};
 use crate::schedule::{self, Arrival};
-use crate::summary::{self, RunInfo};
+use crate::summary::{self, Finding, RunInfo, Severity};
 use crate::taps::{self, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use std::path::{Path, PathBuf};
@@ -252,12 +253,14 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
 
-    drive::preflight(&client, &base_url)
+    let health = drive::preflight(&client, &base_url)
         .await
         .map_err(|reason| RunError::Unreachable {
             url: base_url.clone(),
             reason,
         })?;
+    let mut preflight = vec![health_stage(&base_url, health)];
+    preflight.extend(models_stage(&client, &plan, urls.as_ref(), &models).await);
 
     let results_path = plan.run_dir.join("results.ndjson");
     let sink =
@@ -333,14 +336,31 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
-    let summary = summary::summarise(info, &plan.load, &agg, &checks);
+    let mut summary = summary::summarise(info, &plan.load, &agg, &checks);
+    for stage in &preflight {
+        if let StageStatus::Failed(m) = &stage.status {
+            let m = format!("{}: {m}", stage.name);
+            let finding = Finding::new("preflight", Severity::Error, None, m);
+            summary.findings.push(finding);
+        }
+    }
+    let judged = crate::commands::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
+    let summary = judged.summary;
     print!("{}", summary.table());
+    if let Some(c) = &judged.comparison {
+        print!("{}", crate::compare::table(c));
+    }
     let documents = [
         ("summary.json", serde_json::to_value(&summary)),
         ("histograms.json", Ok(summary::histograms(&agg, &probe))),
+        ("preflight.json", serde_json::to_value(&preflight)),
+        ("comparison.json", serde_json::to_value(&judged.comparison)),
     ];
     for (name, doc) in documents {
         let path = plan.run_dir.join(name);
+        if name == "comparison.json" && judged.comparison.is_none() {
+            continue;
+        }
         let written = doc
             .map_err(|e| RunError::Internal(e.to_string()))
             .and_then(|d| write_json(&path, &d));
@@ -348,6 +368,17 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
             unwritten.push((path, e.to_string()));
         }
     }
+    let view = report::Report {
+        summary: &summary,
+        agg: &agg,
+        plan: &plan_json,
+        comparison: judged.comparison.as_ref(),
+        stages: &judged.stages,
+    };
+    unwritten.extend(report::write(
+        &view,
+        &report::Outputs::in_dir(&plan.run_dir),
+    ));
     println!("run folder: {}", plan.run_dir.display());
     if !unwritten.is_empty() {
         for (path, e) in &unwritten {
@@ -356,6 +387,84 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         return Ok(Exit::Unreachable);
     }
     Ok(summary.exit())
+}
+
+/// The gateway's health check as a stage: 2xx passes, 5xx fails, anything else (a target that
+/// is not an AIGW, such as a bare backend) is noted and skipped.
+fn health_stage(base_url: &str, status: u16) -> Stage {
+    let detail = format!("GET {base_url}/monitoring/healthz answered {status}");
+    let status = match status {
+        200..=299 => StageStatus::Passed,
+        500..=599 => StageStatus::Failed(detail.clone()),
+        _ => StageStatus::Skipped(format!("{detail}: not an AI Gateway health endpoint")),
+    };
+    Stage {
+        name: "health".into(),
+        status,
+        detail,
+    }
+}
+
+/// Each backend the model settings name lists the model they name (`GET <endpoint>/models`).
+/// Asked of the backend itself, never through a tap (the call is no request of the run's).
+async fn models_stage(
+    client: &reqwest::Client,
+    plan: &Plan,
+    urls: Option<&StackUrls>,
+    models: &[(String, ResolvedModel)],
+) -> Option<Stage> {
+    if models.is_empty() {
+        return None;
+    }
+    let (mut missing, mut unlisted, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, String>> =
+        Default::default();
+    for (feature, m) in models.iter().filter(|(f, _)| plan.models.contains_key(f)) {
+        let base = match m.setting.endpoint.strip_prefix("twin:") {
+            Some(name) => match urls.and_then(|u| u.backends.get(name)) {
+                Some(b) => b.openai_base.clone(),
+                None => continue,
+            },
+            None => m.setting.endpoint.clone(),
+        };
+        if !lists.contains_key(&base) {
+            let listed = drive::list_models(client, &base, m.api_key.as_deref()).await;
+            lists.insert(base.clone(), listed);
+        }
+        let id = m
+            .setting
+            .identifier
+            .split_once('/')
+            .map_or(m.setting.identifier.as_str(), |(_, id)| id);
+        match &lists[&base] {
+            Ok(ids) if ids.iter().any(|i| i == id) => {
+                seen.push(format!("{feature}: {id} at {base}"))
+            }
+            Ok(ids) => missing.push(format!(
+                "{feature}: {base}/models lists {ids:?}, not '{id}' (models.{feature}.identifier)"
+            )),
+            Err(e) => unlisted.push(format!("{feature}: {e}")),
+        }
+    }
+    let detail = seen
+        .iter()
+        .chain(&unlisted)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let status = match (missing.is_empty(), unlisted.is_empty()) {
+        (false, _) => StageStatus::Failed(missing.join("; ")),
+        (true, false) if seen.is_empty() => StageStatus::Skipped(format!(
+            "no backend listed its models: {}",
+            unlisted.join("; ")
+        )),
+        _ => StageStatus::Passed,
+    };
+    Some(Stage {
+        name: "models".into(),
+        status,
+        detail,
+    })
 }
 
 /// The conformance stage over the finished results: with `--calibrate`, measure and write the

@@ -270,33 +270,66 @@ pub async fn collect(
     while let Some((index, started, cap)) = calls.recv().await {
         let mut line = crate::record::tap_line(&cap, &[]);
         let tap = names.get(index).cloned().unwrap_or_default();
-        let counts = agg.calls.entry(tap.clone()).or_default();
-        counts.0 += 1;
-        line["tap"] = Value::String(tap.clone());
+        line["tap"] = Value::String(tap);
+        line["arrival_ms"] =
+            serde_json::json!(ms_between(run_start, started) + cap.arrival_offset_ms);
         let found = line["nonce"].as_str().and_then(|n| correlator.attribute(n));
-        let Some((feature, sent_ms, retry)) = found else {
-            counts.1 += 1;
-            write(&mut writer, &line);
-            continue;
-        };
-        line["feature"] = Value::String(feature.clone());
-        let f = agg.features.entry(feature).or_default();
-        f.calls += 1;
-        let model = line["model"].as_str().unwrap_or_default().to_owned();
-        *f.observed.entry((tap, model)).or_default() += 1;
-        f.retries += u64::from(retry);
-        let arrival_ms = ms_between(run_start, started) + cap.arrival_offset_ms;
-        f.upstream_wait.record(arrival_ms - sent_ms);
-        if let Some(t) = line["first_content_ms"].as_f64() {
-            f.ttft.record(t);
+        if let Some((feature, sent_ms, retry)) = found {
+            line["feature"] = Value::String(feature);
+            line["sent_ms"] = serde_json::json!(sent_ms);
+            line["retry"] = Value::Bool(retry);
         }
-        if let Some(t) = cap.end_ms {
-            f.e2e.record(t);
-        }
+        agg.fold(&line);
         write(&mut writer, &line);
     }
     let written = writer.map(|_| ());
     (agg, written)
+}
+
+impl TapAgg {
+    /// Folds one line of `taps.ndjson` in: counted for its tap, and, when a request was found
+    /// for it (`feature`, `sent_ms`, `retry`), for that request's feature.
+    pub fn fold(&mut self, line: &Value) {
+        let tap = line["tap"].as_str().unwrap_or_default().to_owned();
+        let counts = self.calls.entry(tap.clone()).or_default();
+        counts.0 += 1;
+        let (Some(feature), Some(sent_ms)) = (line["feature"].as_str(), line["sent_ms"].as_f64())
+        else {
+            counts.1 += 1;
+            return;
+        };
+        let f = self.features.entry(feature.to_owned()).or_default();
+        f.calls += 1;
+        let model = line["model"].as_str().unwrap_or_default().to_owned();
+        *f.observed.entry((tap, model)).or_default() += 1;
+        f.retries += u64::from(line["retry"].as_bool().unwrap_or(false));
+        if let Some(arrival_ms) = line["arrival_ms"].as_f64() {
+            f.upstream_wait.record(arrival_ms - sent_ms);
+        }
+        if let Some(t) = line["first_content_ms"].as_f64() {
+            f.ttft.record(t);
+        }
+        if let Some(t) = line["end_ms"].as_f64() {
+            f.e2e.record(t);
+        }
+    }
+
+    /// Rebuilds what the taps saw from a run folder's `taps.ndjson` (`report`): the same
+    /// figures the run computed as the calls came. Unreadable lines are skipped and counted.
+    pub fn read(path: &std::path::Path, names: &[String]) -> std::io::Result<(Self, usize)> {
+        let mut agg = TapAgg::default();
+        for n in names {
+            agg.calls.entry(n.clone()).or_default();
+        }
+        let mut bad = 0;
+        for line in std::fs::read_to_string(path)?.lines() {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v.is_object() => agg.fold(&v),
+                _ => bad += 1,
+            }
+        }
+        Ok((agg, bad))
+    }
 }
 
 fn write(writer: &mut std::io::Result<CorpusWriter>, line: &Value) {

@@ -32,7 +32,7 @@ fn a_panic_in_any_thread_makes_the_run_an_internal_error() {
         &Aggregate::default(),
         &Checks::default(),
     );
-    assert_eq!(s.verdict, "error");
+    assert_eq!(s.verdict, duo_harness::summary::Verdict::Error);
     assert_eq!(s.exit(), Exit::Unreachable);
     assert!(
         s.table()

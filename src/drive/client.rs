@@ -193,13 +193,45 @@ pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
 }
 
 /// Checks that something answers HTTP at `base_url` (any status counts).
-pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<(), String> {
+pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<u16, String> {
     let url = format!("{base_url}/monitoring/healthz");
     match tokio::time::timeout(Duration::from_secs(10), client.get(&url).send()).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(r)) => Ok(r.status().as_u16()),
         Ok(Err(e)) => Err(crate::http::error_chain(&e)),
         Err(_) => Err("no answer within 10 s".into()),
     }
+}
+
+/// `GET {base}/models` (OpenAI's list): the model ids a backend serves.
+pub async fn list_models(
+    client: &reqwest::Client,
+    base: &str,
+    api_key: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let url = format!("{}/models", base.trim_end_matches('/'));
+    let mut req = client.get(&url);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let r = req.send().await.map_err(|e| crate::http::error_chain(&e))?;
+        let status = r.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        r.json::<Value>()
+            .await
+            .map_err(|e| format!("GET {url}: not a JSON model list: {e}"))
+    })
+    .await
+    .map_err(|_| format!("GET {url}: no answer within 10 s"))??;
+    let ids = answer["data"]
+        .as_array()
+        .ok_or_else(|| format!("GET {url}: no `data` list in the answer"))?;
+    Ok(ids
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// One interaction ready to send: its body serialised once, its headers filtered.

@@ -9,7 +9,8 @@ pub mod client;
 pub mod dispatch;
 
 pub use client::{
-    auth_headers, body_for, client, preflight, Auth, DriveError, Prepared, ResolvedModel,
+    auth_headers, body_for, client, list_models, preflight, Auth, DriveError, Prepared,
+    ResolvedModel,
 };
 
 use crate::http::error_chain;

@@ -56,6 +56,18 @@ pub struct FeatureAgg {
     pub multi_event_reads: u64,
     /// The first request errors: class and message (`id (METHOD path): class: message`).
     pub error_messages: Vec<(ErrorClass, String)>,
+    /// Per corpus case (interaction id): what its measured sends came to (the JUnit cases).
+    pub cases: BTreeMap<String, CaseTally>,
+}
+
+/// One corpus case's measured sends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseTally {
+    pub requests: u64,
+    pub errors: u64,
+    pub cut_off: u64,
+    /// The first error: `class: message`.
+    pub first_error: Option<String>,
 }
 
 /// The whole run's figures.
@@ -75,6 +87,8 @@ pub struct Aggregate {
     pub last_end_ms: Option<f64>,
     /// When measured sends were meant to go, and when they went.
     pub sends: SendWindows,
+    /// The run second by second (what the report draws over time).
+    pub timeline: super::timeline::Timeline,
     slos: BTreeMap<String, Slo>,
 }
 
@@ -133,6 +147,11 @@ enum SloStanding {
     },
     /// Missed: the harness receive-side delay that would explain the miss (`None`: none would).
     Missed { correction_ms: Option<f64> },
+}
+
+/// Whether a request counts toward goodput: it succeeded and met every bound of the SLO.
+pub fn meets(slo: &Slo, r: &RequestRecord) -> bool {
+    r.ok() && matches!(standing(slo, r), SloStanding::Met { .. })
 }
 
 /// Judges one successful request against its SLO (TTFT and E2E from the intended send).
@@ -217,8 +236,17 @@ impl Aggregate {
                 f.answered += u64::from(r.status.is_some_and(|s| (200..300).contains(&s)));
             }
         }
+        let case = f.cases.entry(r.id.clone()).or_default();
+        case.requests += 1;
+        case.cut_off += u64::from(r.disposition == Disposition::CutOff);
+        if let (true, Some(e)) = (r.failed(), &r.error) {
+            case.errors += 1;
+            case.first_error
+                .get_or_insert_with(|| format!("{}: {}", e.class.name(), e.message));
+        }
         self.lateness.record(r.lateness_ms);
         self.sends.add(r);
+        self.timeline.add(r);
         f.queue_wait.record(r.queue_wait_ms);
         self.first_sent_ms = Some(self.first_sent_ms.map_or(r.sent_ms, |t| t.min(r.sent_ms)));
         self.last_sent_ms = Some(self.last_sent_ms.map_or(r.sent_ms, |t| t.max(r.sent_ms)));

@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod hist;
 pub mod probe;
 pub mod recorder;
+pub mod timeline;
 pub mod tokenizer;
 
 use crate::protocol::{Framing, Usage};

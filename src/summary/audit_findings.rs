@@ -3,7 +3,7 @@
 //! a saturated thread or core, and token counts that are estimates. Each message says which
 //! figures are affected, by at most how much, and which way.
 
-use super::{FeatureSummary, Finding, Load};
+use super::{FeatureSummary, Finding, Load, Severity};
 use crate::audit::schedule::WINDOW_TOLERANCE;
 use crate::audit::{ScheduleAudit, Trust, FIGURE_TOLERANCE};
 use crate::measure::TokenSource;
@@ -20,7 +20,7 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
     if let Some(s) = l.schedule.as_ref().filter(|s| !s.kept) {
         out.push(Finding::new(
             "invalid_measurement",
-            "error",
+            Severity::Error,
             None,
             schedule_message(s),
         ));
@@ -40,7 +40,12 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
                 l.receive.worst_ms,
                 a.required * 100.0
             );
-            out.push(Finding::new("invalid_measurement", "error", Some(k), m));
+            out.push(Finding::new(
+                "invalid_measurement",
+                Severity::Error,
+                Some(k),
+                m,
+            ));
         }
         if let Some(b) = &f.burst {
             let m = format!(
@@ -52,17 +57,22 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
                 b.tpot_p50_ms,
                 pct(b.multi_event_reads)
             );
-            out.push(Finding::new("burst_distorted", "warning", Some(k), m));
+            out.push(Finding::new(
+                "burst_distorted",
+                Severity::Warning,
+                Some(k),
+                m,
+            ));
         }
         if let Some(m) = tokens_message(f) {
-            out.push(Finding::new("tokens_estimated", "info", Some(k), m));
+            out.push(Finding::new("tokens_estimated", Severity::Info, Some(k), m));
         }
     }
     if probes == 0 && features.values().any(|f| f.latency_ms.ttft.n > 0) {
         let m = "the receive-delay probe did not run (see stderr): the latency figures carry no \
                  bound on the harness's own delay"
             .to_owned();
-        out.push(Finding::new("unaudited", "warning", None, m));
+        out.push(Finding::new("unaudited", Severity::Warning, None, m));
     }
     out.extend(degraded(features, bound, probes));
     out.extend(saturation(l));
@@ -111,7 +121,7 @@ fn degraded(
             "; and {more} more features (summary.json: features.*.trust)"
         ));
     }
-    Some(Finding::new("degraded_figures", "warning", None, m))
+    Some(Finding::new("degraded_figures", Severity::Warning, None, m))
 }
 
 fn pct(v: f64) -> String {
@@ -211,7 +221,7 @@ fn saturation(l: &Load) -> Vec<Finding> {
             pct(t.busy),
             l.receive.bound_ms
         );
-        out.push(Finding::new("client_saturated", "warning", None, m));
+        out.push(Finding::new("client_saturated", Severity::Warning, None, m));
     }
     for core in &c.cores {
         if core.busy >= SATURATED {
@@ -221,7 +231,7 @@ fn saturation(l: &Load) -> Vec<Finding> {
                 core.cpu,
                 pct(core.busy)
             );
-            out.push(Finding::new("client_saturated", "warning", None, m));
+            out.push(Finding::new("client_saturated", Severity::Warning, None, m));
         }
         if core.steal >= STEAL {
             let m = format!(
@@ -231,7 +241,7 @@ fn saturation(l: &Load) -> Vec<Finding> {
                 core.cpu,
                 pct(core.steal)
             );
-            out.push(Finding::new("host_steal", "info", None, m));
+            out.push(Finding::new("host_steal", Severity::Info, None, m));
         }
     }
     out

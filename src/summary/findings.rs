@@ -2,7 +2,7 @@
 //! (protocol ones apart), SLOs, routing, retries, interruption, nothing measured, cut-offs, the
 //! in-flight bound, warm-up errors, the gateway's retry cycle, and the harness's self-audit.
 
-use super::{FeatureSummary, Finding, Load, RunInfo};
+use super::{FeatureSummary, Finding, Load, RunInfo, Severity};
 use crate::measure::aggregate::{Aggregate, ERROR_MESSAGES_KEPT};
 use crate::measure::ErrorClass;
 use crate::plan::LoadSpec;
@@ -23,7 +23,11 @@ pub(super) fn findings(
     let error_rate = agg.errors() as f64 / agg.completed().max(1) as f64;
     let errors_fail = agg.errors() > 0 && error_rate > load.max_error_rate;
     for (k, f) in &agg.features {
-        let severity = if errors_fail { "error" } else { "warning" };
+        let severity = if errors_fail {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
         for (class, m) in &f.error_messages {
             // A broken framing is the protocol tier's verdict: the stream is not what the
             // route promises (garbage, a wrong content type, a missing marker or terminator).
@@ -43,30 +47,40 @@ pub(super) fn findings(
         out.extend(slo_finding(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
             let m = format!("{}: {}", v.kind, v.message);
-            out.push(Finding::new("routing", "error", Some(k), m));
+            out.push(Finding::new("routing", Severity::Error, Some(k), m));
         }
         if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
             let m = format!(
                 "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
                 b.retries, b.calls, f.requests
             );
-            out.push(Finding::new("upstream_retries", "warning", Some(k), m));
+            out.push(Finding::new(
+                "upstream_retries",
+                Severity::Warning,
+                Some(k),
+                m,
+            ));
         }
     }
     for p in &info.internal_errors {
-        out.push(Finding::new("internal_error", "error", None, p.clone()));
+        out.push(Finding::new(
+            "internal_error",
+            Severity::Error,
+            None,
+            p.clone(),
+        ));
     }
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();
-        out.push(Finding::new("interrupted", "error", None, m));
+        out.push(Finding::new("interrupted", Severity::Error, None, m));
     }
     out.extend(nothing_measured(load, agg, l));
     if l.cut_off > 0 {
         let share = l.cut_off as f64 / (agg.completed() + l.cut_off) as f64;
         let severity = if share > load.max_cut_off_rate {
-            "error"
+            Severity::Error
         } else {
-            "warning"
+            Severity::Warning
         };
         let m = format!(
             "{} of {} measured requests ({:.2} %) had no complete answer when the run stopped \
@@ -85,11 +99,11 @@ pub(super) fn findings(
                  the offered load was not delivered. Set load.concurrency and cap_policy to choose",
                 l.skipped
             );
-            out.push(Finding::new("in_flight_cap", "error", None, m));
+            out.push(Finding::new("in_flight_cap", Severity::Error, None, m));
         }
         _ if l.skipped > 0 => {
             let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-            out.push(Finding::new("skipped", "warning", None, m));
+            out.push(Finding::new("skipped", Severity::Warning, None, m));
         }
         _ => {}
     }
@@ -109,14 +123,14 @@ pub(super) fn findings(
              with request_timeout_s under about 45 s its answer is never seen",
             info.request_timeout_s
         );
-        out.push(Finding::new("retry_cycle", "warning", None, m));
+        out.push(Finding::new("retry_cycle", Severity::Warning, None, m));
     }
     if agg.warmup_errors > 0 {
         let m = format!(
             "{} of {} warm-up requests failed (left out of the figures and of the verdict)",
             agg.warmup_errors, l.warmup
         );
-        out.push(Finding::new("warmup_errors", "warning", None, m));
+        out.push(Finding::new("warmup_errors", Severity::Warning, None, m));
     }
     out.extend(super::audit_findings::findings(l, features));
     out
@@ -148,7 +162,7 @@ fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Findin
         format!("all {} measured requests failed", agg.completed())
     };
     let m = format!("no request was measured: {why}");
-    Some(Finding::new("nothing_measured", "error", None, m))
+    Some(Finding::new("nothing_measured", Severity::Error, None, m))
 }
 
 fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
@@ -161,6 +175,6 @@ fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
             slo.describe(),
             slo.attainment * 100.0
         );
-        Finding::new("slo", "error", Some(feature), m)
+        Finding::new("slo", Severity::Error, Some(feature), m)
     })
 }

@@ -22,7 +22,7 @@ use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
 use crate::taps::{BackendAgg, TapAgg};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,17 +136,77 @@ pub struct TapSummary {
     pub unattributed: u64,
 }
 
+/// How much a finding weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fails the verdict.
+    Error,
+    /// Reported; the verdict stands.
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Info => "info",
+        }
+    }
+}
+
+/// The run's one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    /// Conformance, routing, an SLO, errors or a regression.
+    Fail,
+    /// The harness could not measure what the scenario judges (its own schedule or delay).
+    Invalid,
+    /// The harness itself failed (a panic): nothing it says can be trusted.
+    Error,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Invalid => "invalid",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn exit(self) -> Exit {
+        match self {
+            Self::Pass => Exit::Pass,
+            Self::Invalid => Exit::Invalid,
+            Self::Error => Exit::Unreachable,
+            Self::Fail => Exit::VerdictFailed,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub kind: String,
     /// `error` findings fail the verdict; `warning` and `info` do not.
-    pub severity: &'static str,
+    pub severity: Severity,
     pub feature: Option<String>,
     pub message: String,
 }
 
 impl Finding {
-    fn new(kind: &str, severity: &'static str, feature: Option<&str>, message: String) -> Self {
+    pub fn new(kind: &str, severity: Severity, feature: Option<&str>, message: String) -> Self {
         Self {
             kind: kind.into(),
             severity,
@@ -193,7 +253,7 @@ pub struct Load {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub schema: &'static str,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub run_id: String,
     pub scenario: String,
     pub target: String,
@@ -398,10 +458,10 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         .flatten()
     {
         let (kind, severity) = match tier.as_str() {
-            "new" => ("snapshot_new", "warning"),
-            "protocol" => ("conformance_protocol", "error"),
-            "routing" => ("parameter_drift", "error"),
-            _ => ("conformance_content", "error"),
+            "new" => ("snapshot_new", Severity::Warning),
+            "protocol" => ("conformance_protocol", Severity::Error),
+            "routing" => ("parameter_drift", Severity::Error),
+            _ => ("conformance_content", Severity::Error),
         };
         findings.push(Finding::new(kind, severity, Some(feature), m.clone()));
     }
@@ -426,39 +486,34 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
 
 /// Findings whose truth depends on the timing figures the self-audit can find degraded.
 fn timing_dependent(kind: &str) -> bool {
-    matches!(kind, "slo" | "invalid_measurement")
+    matches!(kind, "slo" | "invalid_measurement" | "regression")
 }
 
 /// The verdict: an internal error voids the run; a failure that does not depend on timing
 /// (errors, protocol, routing, conformance, nothing measured) fails it whatever the self-audit
 /// says; otherwise an invalid measurement makes it `invalid`, and a missed SLO fails it.
-fn verdict(findings: &[Finding]) -> &'static str {
-    let error = |f: &&Finding| f.severity == "error";
+pub fn verdict(findings: &[Finding]) -> Verdict {
+    let error = |f: &&Finding| f.severity == Severity::Error;
     if findings.iter().any(|f| f.kind == "internal_error") {
-        "error"
+        Verdict::Error
     } else if findings
         .iter()
         .filter(error)
         .any(|f| !timing_dependent(&f.kind))
     {
-        "fail"
+        Verdict::Fail
     } else if findings.iter().any(|f| f.kind == "invalid_measurement") {
-        "invalid"
-    } else if findings.iter().any(|f| f.severity == "error") {
-        "fail"
+        Verdict::Invalid
+    } else if findings.iter().any(|f| f.severity == Severity::Error) {
+        Verdict::Fail
     } else {
-        "pass"
+        Verdict::Pass
     }
 }
 
 impl Summary {
     pub fn exit(&self) -> Exit {
-        match self.verdict {
-            "pass" => Exit::Pass,
-            "invalid" => Exit::Invalid,
-            "error" => Exit::Unreachable,
-            _ => Exit::VerdictFailed,
-        }
+        self.verdict.exit()
     }
 }
 
@@ -495,13 +550,16 @@ mod tests {
     use super::*;
 
     fn f(kind: &str) -> Finding {
-        Finding::new(kind, "error", None, String::new())
+        Finding::new(kind, Severity::Error, None, String::new())
     }
 
     /// An invalid measurement never hides a failure that does not depend on timing.
     #[test]
     fn an_invalid_measurement_never_hides_a_timing_free_failure() {
-        assert_eq!(verdict(&[f("invalid_measurement"), f("slo")]), "invalid");
+        assert_eq!(
+            verdict(&[f("invalid_measurement"), f("slo")]),
+            Verdict::Invalid
+        );
         for kind in [
             "request_error",
             "protocol",
@@ -511,12 +569,15 @@ mod tests {
         ] {
             assert_eq!(
                 verdict(&[f("invalid_measurement"), f(kind)]),
-                "fail",
+                Verdict::Fail,
                 "{kind}"
             );
         }
-        assert_eq!(verdict(&[f("internal_error"), f("routing")]), "error");
-        assert_eq!(verdict(&[f("slo")]), "fail");
-        assert_eq!(verdict(&[]), "pass");
+        assert_eq!(
+            verdict(&[f("internal_error"), f("routing")]),
+            Verdict::Error
+        );
+        assert_eq!(verdict(&[f("slo")]), Verdict::Fail);
+        assert_eq!(verdict(&[]), Verdict::Pass);
     }
 }

@@ -1,7 +1,7 @@
 //! The text table printed at the end of a run: one line per feature, then the load and the
 //! harness's self-audit.
 
-use super::Summary;
+use super::{Severity, Summary};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |x| format!("{x:.1}"))
@@ -190,7 +190,7 @@ fn always_printed(kind: &str) -> bool {
 }
 
 /// Order of importance on the console: what voids the run, then routing, protocol and content.
-fn rank(kind: &str, severity: &str) -> u8 {
+fn rank(kind: &str, severity: Severity) -> u8 {
     let base = match kind {
         "internal_error" => 0,
         "invalid_measurement" | "nothing_measured" => 1,
@@ -202,7 +202,7 @@ fn rank(kind: &str, severity: &str) -> u8 {
         "conformance_content" => 7,
         _ => 8,
     };
-    base + if severity == "error" { 0 } else { 10 }
+    base + if severity == Severity::Error { 0 } else { 10 }
 }
 
 impl Summary {
@@ -212,12 +212,16 @@ impl Summary {
         struct Group<'a> {
             kind: &'a str,
             feature: Option<&'a str>,
-            severity: &'a str,
+            severity: Severity,
             first: &'a str,
             count: usize,
         }
         let mut groups: Vec<Group> = Vec::new();
-        for f in self.findings.iter().filter(|f| f.severity != "info") {
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info)
+        {
             let feature = f.feature.as_deref();
             match groups
                 .iter_mut()
@@ -249,7 +253,9 @@ impl Summary {
             };
             out.push_str(&format!(
                 "{}: {}{feature}: {}{more}\n",
-                g.severity, g.kind, g.first
+                g.severity.name(),
+                g.kind,
+                g.first
             ));
         }
         if hidden > 0 {
@@ -296,7 +302,7 @@ mod tests {
                 let feature = format!("feature_{}", i % 25);
                 Finding::new(
                     "conformance_content",
-                    "error",
+                    Severity::Error,
                     Some(&feature),
                     format!("text {i} differs"),
                 )
@@ -304,13 +310,13 @@ mod tests {
             .collect();
         findings.push(Finding::new(
             "parameter_drift",
-            "error",
+            Severity::Error,
             Some("duo_chat"),
             "temperature 0.1 → 0.9".into(),
         ));
         findings.push(Finding::new(
             "routing",
-            "error",
+            Severity::Error,
             Some("code_completions"),
             "wrong_model: m2".into(),
         ));

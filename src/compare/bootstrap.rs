@@ -1,0 +1,100 @@
+//! The percentile bootstrap over requests: how far a statistic's change between two runs can be
+//! trusted. Each resample draws as many requests, with replacement, from each run as it has; the
+//! interval is the central share of the resampled changes. Seeded: the same two runs always give
+//! the same interval.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Resamples per interval: the interval's ends move by well under 1 % of its width between
+/// seeds at this count.
+pub const RESAMPLES: usize = 1000;
+
+/// What is measured of a sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    /// The q-quantile (nearest rank).
+    Quantile(f64),
+    /// The mean (a share, for 0/1 samples).
+    Mean,
+}
+
+impl Statistic {
+    /// The statistic of `v` (reordered in place).
+    pub fn of(self, v: &mut [f64]) -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        match self {
+            Self::Mean => Some(v.iter().sum::<f64>() / v.len() as f64),
+            Self::Quantile(q) => {
+                let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+                let (_, x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
+                Some(*x)
+            }
+        }
+    }
+}
+
+/// The change `stat(current) − stat(baseline)` and its `confidence` interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub baseline: f64,
+    pub current: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Bootstraps the change of `stat` from `baseline` to `current`; `None` when either is empty.
+pub fn change(
+    stat: Statistic,
+    baseline: &[f64],
+    current: &[f64],
+    confidence: f64,
+    seed: u64,
+) -> Option<Change> {
+    let b0 = stat.of(&mut baseline.to_vec())?;
+    let c0 = stat.of(&mut current.to_vec())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut bs, mut cs) = (vec![0.0; baseline.len()], vec![0.0; current.len()]);
+    let mut diffs: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let mut draw = |from: &[f64], into: &mut [f64]| {
+                for slot in into.iter_mut() {
+                    *slot = from[rng.random_range(0..from.len())];
+                }
+            };
+            draw(baseline, &mut bs);
+            draw(current, &mut cs);
+            stat.of(&mut cs).unwrap_or(0.0) - stat.of(&mut bs).unwrap_or(0.0)
+        })
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
+    Some(Change {
+        baseline: b0,
+        current: c0,
+        low: at(tail),
+        high: at(1.0 - tail),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shift_is_inside_its_interval_and_no_shift_straddles_zero() {
+        let base: Vec<f64> = (0..400).map(|i| 100.0 + (i % 50) as f64).collect();
+        let same = change(Statistic::Quantile(0.5), &base, &base, 0.95, 1).unwrap();
+        assert!(same.low <= 0.0 && same.high >= 0.0, "{same:?}");
+        let slower: Vec<f64> = base.iter().map(|v| v + 30.0).collect();
+        let c = change(Statistic::Quantile(0.5), &base, &slower, 0.95, 1).unwrap();
+        assert!(c.low > 20.0 && c.high < 40.0, "{c:?}");
+        assert_eq!(c.current - c.baseline, 30.0);
+        let errs = [0.0, 0.0, 1.0, 0.0];
+        assert_eq!(Statistic::Mean.of(&mut errs.to_vec()), Some(0.25));
+        assert!(change(Statistic::Mean, &[], &errs, 0.95, 1).is_none());
+    }
+}

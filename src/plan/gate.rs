@@ -1,0 +1,198 @@
+//! The scenario's `[gate]` section: the baseline run a run is compared with, and the thresholds
+//! per metric (and per feature) past which a change is a regression.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The metrics the gate judges, per feature.
+pub const GATE_METRICS: &[&str] = &[
+    "ttft_p50",
+    "ttft_p99",
+    "tpot_p50",
+    "tpot_p99",
+    "e2e_p99",
+    "error_rate",
+    "goodput",
+];
+
+/// How far a metric may move before the change counts. A latency regresses when it grows by
+/// more than `relative` of the baseline *and* more than `absolute` (ms); `error_rate` and
+/// `goodput` are shares, and their `absolute` is in percentage points / 100.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute: Option<f64>,
+}
+
+impl Threshold {
+    /// The built-in threshold of a metric: latency +10 % and +20 ms (TPOT +10 % and +2 ms),
+    /// error rate +1 point, goodput −5 points.
+    pub fn default_for(metric: &str) -> Self {
+        let (relative, absolute) = match metric {
+            "tpot_p50" | "tpot_p99" => (Some(0.10), Some(2.0)),
+            "error_rate" => (None, Some(0.01)),
+            "goodput" => (None, Some(0.05)),
+            _ => (Some(0.10), Some(20.0)),
+        };
+        Self { relative, absolute }
+    }
+
+    /// This threshold, with the fields it leaves unset taken from `under`.
+    pub fn over(self, under: Threshold) -> Self {
+        Self {
+            relative: self.relative.or(under.relative),
+            absolute: self.absolute.or(under.absolute),
+        }
+    }
+
+    /// The change a value may take before it counts, in the metric's own unit: the larger of
+    /// the relative and the absolute part (both must be passed).
+    pub fn allowance(&self, baseline: f64) -> f64 {
+        let rel = self.relative.map_or(0.0, |r| r * baseline.abs());
+        rel.max(self.absolute.unwrap_or(0.0))
+    }
+}
+
+/// `[gate]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// The baseline run folder (relative to the scenario file), compared with after each run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<PathBuf>,
+    /// Thresholds per metric, for every feature.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, Threshold>,
+    /// Thresholds per feature and metric, over `thresholds`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, BTreeMap<String, Threshold>>,
+    /// Confidence of the intervals (default 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+}
+
+impl GateSpec {
+    /// The threshold of one feature's metric: the feature's own, over the scenario's, over the
+    /// built-in one.
+    pub fn threshold(&self, feature: &str, metric: &str) -> Threshold {
+        let own = self.features.get(feature).and_then(|m| m.get(metric));
+        let all = self.thresholds.get(metric);
+        own.copied()
+            .unwrap_or_default()
+            .over(all.copied().unwrap_or_default())
+            .over(Threshold::default_for(metric))
+    }
+
+    pub fn confidence(&self) -> f64 {
+        self.confidence.unwrap_or(0.95)
+    }
+
+    /// Every metric name known and every number finite and in range.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(c) = self.confidence {
+            if !(c > 0.5 && c < 1.0) {
+                return Err(format!("gate.confidence: {c} is not between 0.5 and 1"));
+            }
+        }
+        let own = self.features.iter().flat_map(|(f, m)| {
+            m.iter()
+                .map(move |(k, t)| (format!("gate.features.{f}.{k}"), k, t))
+        });
+        let all = self
+            .thresholds
+            .iter()
+            .map(|(k, t)| (format!("gate.thresholds.{k}"), k, t));
+        for (at, metric, t) in all.chain(own) {
+            if !GATE_METRICS.contains(&metric.as_str()) {
+                return Err(format!(
+                    "{at}: unknown metric '{metric}' (one of {})",
+                    GATE_METRICS.join(", ")
+                ));
+            }
+            for (name, v) in [("relative", t.relative), ("absolute", t.absolute)] {
+                if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(format!("{at}.{name}: {v} must be a finite number ≥ 0"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A threshold from the command line: `METRIC=10%`, `METRIC=20ms`, `METRIC=10%,20ms`, or
+/// `FEATURE.METRIC=…`; shares (`error_rate`, `goodput`) take `2%` as two points.
+pub fn parse_threshold(text: &str) -> Result<(Option<String>, String, Threshold), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--threshold '{text}': expected METRIC=VALUE"))?;
+    let (feature, metric) = match key.rsplit_once('.') {
+        Some((f, m)) => (Some(f.to_owned()), m.to_owned()),
+        None => (None, key.to_owned()),
+    };
+    if !GATE_METRICS.contains(&metric.as_str()) {
+        return Err(format!(
+            "--threshold '{text}': unknown metric '{metric}' (one of {})",
+            GATE_METRICS.join(", ")
+        ));
+    }
+    let share = matches!(metric.as_str(), "error_rate" | "goodput");
+    let mut t = Threshold::default();
+    for part in value.split(',').map(str::trim) {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("--threshold '{text}': '{part}' is not a number ≥ 0"))
+        };
+        if let Some(p) = part.strip_suffix('%') {
+            match share {
+                true => t.absolute = Some(number(p)? / 100.0),
+                false => t.relative = Some(number(p)? / 100.0),
+            }
+        } else if let Some(ms) = part.strip_suffix("ms").filter(|_| !share) {
+            t.absolute = Some(number(ms)?);
+        } else {
+            return Err(format!(
+                "--threshold '{text}': '{part}' needs a unit ({})",
+                if share { "%" } else { "% or ms" }
+            ));
+        }
+    }
+    Ok((feature, metric, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_parse_and_layer() {
+        let (f, m, t) = parse_threshold("code_suggestions.ttft_p99=15%,30ms").unwrap();
+        assert_eq!(f.as_deref(), Some("code_suggestions"));
+        assert_eq!(m, "ttft_p99");
+        assert_eq!(t.relative, Some(0.15));
+        assert_eq!(t.absolute, Some(30.0));
+        assert!(parse_threshold("ttft_p98=10%").is_err());
+        assert!(parse_threshold("ttft_p99=-1ms").is_err());
+        assert!(parse_threshold("error_rate=2ms").is_err());
+        let (_, _, t) = parse_threshold("error_rate=2%").unwrap();
+        assert_eq!(t.absolute, Some(0.02));
+        let mut g = GateSpec::default();
+        g.thresholds.insert(
+            "ttft_p99".into(),
+            Threshold {
+                relative: Some(0.2),
+                absolute: None,
+            },
+        );
+        let t = g.threshold("duo_chat", "ttft_p99");
+        assert_eq!((t.relative, t.absolute), (Some(0.2), Some(20.0)));
+        assert_eq!(t.allowance(500.0), 100.0);
+        assert_eq!(t.allowance(50.0), 20.0);
+    }
+}

@@ -1,0 +1,145 @@
+//! `report.md`, sized for a merge-request comment: the verdict, a line per feature, what moved
+//! against the baseline, the findings that matter (capped), and a link line to the HTML report.
+
+use super::{Report, StageStatus};
+use crate::compare::Outcome;
+use crate::summary::{Severity, Verdict};
+use std::fmt::Write;
+
+/// Findings listed before "and N more".
+const FINDINGS_SHOWN: usize = 15;
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn badge(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "✅ **pass**",
+        Verdict::Fail => "❌ **fail**",
+        Verdict::Invalid => "⚠️ **invalid measurement**",
+        Verdict::Error => "💥 **harness error**",
+    }
+}
+
+/// One line, safe inside a table cell or a list item.
+fn cell(s: &str) -> String {
+    let one = s.lines().next().unwrap_or_default().replace('|', "\\|");
+    match one.chars().count() > 160 {
+        true => format!("{}…", one.chars().take(160).collect::<String>()),
+        false => one,
+    }
+}
+
+pub fn render(r: &Report, html_link: Option<&str>) -> String {
+    let s = r.summary;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### duo-harness: {} · {}\n\n{} requests, {} errors, scenario `{}`, target `{}`\n",
+        s.scenario,
+        badge(s.verdict),
+        s.requests,
+        s.errors,
+        s.scenario,
+        s.target
+    );
+    let stages: Vec<String> = r
+        .stages
+        .iter()
+        .map(|st| match &st.status {
+            StageStatus::Passed => format!("✅ {}", st.name),
+            StageStatus::Failed(m) => format!("❌ {} ({})", st.name, cell(m)),
+            StageStatus::Skipped(m) => format!("⏭️ {} ({})", st.name, cell(m)),
+        })
+        .collect();
+    if !stages.is_empty() {
+        let _ = writeln!(out, "Stages: {}\n", stages.join(" · "));
+    }
+    out += "| feature | requests | errors | TTFT p50 / p99 ms | TPOT p50 ms | E2E p99 ms | SLO attainment |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|\n";
+    for (name, f) in &s.features {
+        let l = &f.latency_ms;
+        let attained = f
+            .goodput
+            .as_ref()
+            .and_then(|g| g.attainment)
+            .map_or("–".into(), |a| format!("{:.1} %", a * 100.0));
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} / {} | {} | {} | {attained} |",
+            f.requests,
+            f.errors,
+            num(l.ttft.p50),
+            num(l.ttft.p99),
+            num(l.tpot.p50),
+            num(l.e2e.p99)
+        );
+    }
+    if let Some(c) = r.comparison {
+        let moved: Vec<_> = c
+            .checks
+            .iter()
+            .filter(|ch| ch.outcome != Outcome::NoRegression)
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n**Against the baseline** ({} checks: {} regression(s), {} inconclusive)\n",
+            c.checks.len(),
+            c.regressions,
+            c.inconclusive
+        );
+        if !moved.is_empty() {
+            out += "| feature | metric | baseline | current | worse by [interval] | allowed | outcome |\n";
+            out += "|---|---|---:|---:|---:|---:|---|\n";
+            for ch in moved {
+                let interval = ch
+                    .interval
+                    .map_or("–".into(), |[lo, hi]| format!("[{lo:.1}, {hi:.1}]"));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} {interval} | {:.1} | {} |",
+                    ch.feature,
+                    ch.metric,
+                    num(ch.baseline),
+                    num(ch.current),
+                    num(ch.worse_by),
+                    ch.allowed,
+                    ch.outcome.name()
+                );
+            }
+        }
+    }
+    let shown: Vec<_> = s
+        .findings
+        .iter()
+        .filter(|f| f.severity != Severity::Info)
+        .collect();
+    if !shown.is_empty() {
+        out += "\n**Findings**\n\n";
+        for f in shown.iter().take(FINDINGS_SHOWN) {
+            let feature = f
+                .feature
+                .as_deref()
+                .map_or(String::new(), |x| format!(" [{x}]"));
+            let _ = writeln!(
+                out,
+                "- {} `{}`{feature}: {}",
+                f.severity.name(),
+                f.kind,
+                cell(&f.message)
+            );
+        }
+        if shown.len() > FINDINGS_SHOWN {
+            let _ = writeln!(
+                out,
+                "- and {} more: see the HTML report",
+                shown.len() - FINDINGS_SHOWN
+            );
+        }
+    }
+    if let Some(link) = html_link {
+        let _ = writeln!(out, "\n📊 [Full report (HTML)]({link})");
+    }
+    out
+}

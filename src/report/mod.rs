@@ -1,0 +1,217 @@
+//! The report stage, last in the flow: what people and pipelines read.
+//!
+//! In: the verdict stage's [`Summary`], the run's [`Aggregate`] (distributions and the
+//! second-by-second timeline), the resolved plan, and, when the run was compared with a
+//! baseline, the gate's [`Comparison`]. Out: `report.html` (one offline file, [`html`]),
+//! `junit.xml` ([`junit`]) and `report.md` ([`markdown`]).
+//!
+//! [`rebuild`] makes the same inputs from a run folder without sending a request (the `report`
+//! command): the records of `results.ndjson` folded again, taps and snapshots judged again, the
+//! run's own CPU and receive delay taken from what it wrote.
+
+pub mod html;
+pub mod junit;
+pub mod markdown;
+
+use crate::compare::Comparison;
+use crate::measure::aggregate::Aggregate;
+use crate::measure::cpu::ClientCpu;
+use crate::measure::hist::Metric;
+use crate::results::RunFolder;
+use crate::summary::{self, Checks, RunInfo, Summary};
+use crate::taps::TapAgg;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Everything a report shows.
+pub struct Report<'a> {
+    pub summary: &'a Summary,
+    pub agg: &'a Aggregate,
+    /// `plan.json` as written (`{"plan": …, "resolved": …}`).
+    pub plan: &'a Value,
+    pub comparison: Option<&'a Comparison>,
+    /// The run's stages as checks of their own (pre-upgrade: health, models, gate…).
+    pub stages: &'a [Stage],
+}
+
+/// One stage of a run, judged.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub status: StageStatus,
+    /// What it saw.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", content = "message", rename_all = "lowercase")]
+pub enum StageStatus {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// Where the report files go (`None`: not written).
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub html: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    pub md: Option<PathBuf>,
+    /// Where the HTML report will be found, for the Markdown's link line (default: its file
+    /// name, next to the Markdown).
+    pub html_link: Option<String>,
+}
+
+impl Outputs {
+    /// All three, in `dir`, under their default names.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            html: Some(dir.join("report.html")),
+            junit: Some(dir.join("junit.xml")),
+            md: Some(dir.join("report.md")),
+            html_link: None,
+        }
+    }
+}
+
+/// Writes the report files; returns the ones that could not be written, with why.
+pub fn write(report: &Report, out: &Outputs) -> Vec<(PathBuf, String)> {
+    let link = out.html_link.clone().or_else(|| {
+        let html = out.html.as_ref()?;
+        Some(html.file_name()?.to_string_lossy().into_owned())
+    });
+    let documents = [
+        (&out.html, html::render(report)),
+        (&out.junit, junit::render(report)),
+        (&out.md, Ok(markdown::render(report, link.as_deref()))),
+    ];
+    let mut failed = Vec::new();
+    for (path, text) in documents {
+        let Some(path) = path else { continue };
+        let written = text.and_then(|t| {
+            crate::files::write_atomic(path, crate::redact::text(&t).as_bytes())
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            failed.push((path.clone(), e));
+        }
+    }
+    failed
+}
+
+/// A run folder judged again: the summary, the aggregate it came from, and the receive delay.
+pub struct Rebuilt {
+    pub summary: Summary,
+    pub agg: Aggregate,
+    pub receive_delay: Metric,
+}
+
+/// The run's figures about itself, from the summaries its folders wrote. A folder without one
+/// (a killed run) counts as interrupted and leaves the CPU unaudited.
+fn run_info(merged: &RunFolder, sources: &[RunFolder]) -> RunInfo {
+    let at = |f: &RunFolder, p: &str| f.summary_at(p).cloned();
+    let all_wrote = sources.iter().all(|f| f.summary.is_some());
+    let last_end_s = merged
+        .records
+        .iter()
+        .map(|r| (r.sent_ms + r.end_ms) / 1000.0)
+        .fold(0.0, f64::max);
+    let scheduled: Option<u64> = sources
+        .iter()
+        .map(|f| at(f, "/load/scheduled")?.as_u64())
+        .sum();
+    // The busiest client of the folders speaks for the merge: it is the one that could have
+    // distorted what it measured.
+    let client: Option<ClientCpu> = sources
+        .iter()
+        .filter_map(|f| serde_json::from_value(at(f, "/load/client")?).ok())
+        .max_by(|a: &ClientCpu, b: &ClientCpu| a.cores_busy.total_cmp(&b.cores_busy));
+    let internal_errors = sources
+        .iter()
+        .filter_map(|f| f.summary.as_ref())
+        .flat_map(|s| s["findings"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["kind"] == "internal_error")
+        .filter_map(|f| f["message"].as_str().map(str::to_owned))
+        .collect();
+    let first = &sources[0];
+    let load = &merged.plan.load;
+    RunInfo {
+        run_id: merged.plan.run_id.clone(),
+        scenario: merged.plan.scenario_name.clone(),
+        target: at(first, "/target")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .or_else(|| merged.plan.target_url.clone())
+            .unwrap_or_else(|| "embedded".into()),
+        started_at: at(first, "/started_at")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .or_else(|| merged.records.first().map(|r| r.sent_at.clone()))
+            .unwrap_or_default(),
+        duration_s: if sources.len() == 1 && all_wrote {
+            at(first, "/load/duration_s")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(last_end_s)
+        } else {
+            last_end_s
+        },
+        interrupted: !all_wrote
+            || sources
+                .iter()
+                .any(|f| at(f, "/interrupted") == Some(Value::Bool(true))),
+        scheduled: scheduled
+            .filter(|_| all_wrote)
+            .unwrap_or(merged.records.len() as u64),
+        client: client.clone().unwrap_or_default(),
+        cores: client.as_ref().map_or(0, |c| c.cores.len()),
+        in_flight_cap: (load.arrival.open_loop() && load.concurrency.is_none())
+            .then_some(load.max_in_flight),
+        internal_errors,
+        request_timeout_s: merged.plan_json["plan"]["request_timeout_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        receive_delay: merged.histogram("/receive_delay").unwrap_or_default(),
+    }
+}
+
+/// Judges a run folder again from its files. `results` is the folder's `results.ndjson` (for a
+/// merge, the merged one), which the snapshot check reads; `taps` likewise.
+pub fn rebuild(
+    merged: &RunFolder,
+    sources: &[RunFolder],
+    results: &Path,
+    taps: Option<&Path>,
+) -> Result<Rebuilt, String> {
+    let plan = &merged.plan;
+    let agg = merged.aggregate();
+    let names: Vec<String> = plan.taps.iter().map(|t| t.name().to_owned()).collect();
+    let tap_agg = match taps {
+        Some(p) if !plan.taps.is_empty() => Some(
+            TapAgg::read(p, &names)
+                .map(|(agg, _)| agg)
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        _ => None,
+    };
+    let conformance = match &plan.conformance.snapshots {
+        Some(dir) if dir.is_dir() => {
+            let corpus = plan.corpus_path.file_stem().unwrap_or_default();
+            let corpus = corpus.to_string_lossy();
+            let outcome =
+                crate::conformance::check(&plan.conformance, dir, &corpus, results, taps, false);
+            Some(outcome.map_err(|e| format!("{}: {e}", dir.display()))?)
+        }
+        _ => None,
+    };
+    let info = run_info(merged, sources);
+    let receive_delay = info.receive_delay.clone();
+    let checks = Checks {
+        taps: tap_agg.as_ref(),
+        routing: plan.routing.clone(),
+        conformance: conformance.as_ref(),
+    };
+    let summary = summary::summarise(info, &plan.load, &agg, &checks);
+    Ok(Rebuilt {
+        summary,
+        agg,
+        receive_delay,
+    })
+}

@@ -1,0 +1,281 @@
+//! The results stage read back: a run folder (`plan.json`, `results.ndjson`, `taps.ndjson`,
+//! `histograms.json`, and `summary.json` when the run lived to write it) as the back half needs
+//! it, for `report` (re-render, rebuild after a kill, merge) and `compare`.
+//!
+//! In: one or more run folders. Out: a [`RunFolder`] each: the plan as recorded, every whole
+//! result line (a torn last line, what a kill leaves, is reported and skipped), and what the run
+//! measured about itself. Several folders of one plan [`merge`] into one: their records on one
+//! clock (each folder's wall-clock start), their self-measurements combined.
+
+use crate::measure::aggregate::Aggregate;
+use crate::measure::hist::Metric;
+use crate::measure::RequestRecord;
+use crate::plan::{ConformanceSpec, GateSpec, LoadSpec, Routing, Slo, TapSpec};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Why a run folder could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a run folder's file: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// The parts of `plan.json` the back half judges by.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordedPlan {
+    pub scenario_name: String,
+    pub corpus_path: PathBuf,
+    #[serde(default)]
+    pub target_url: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    pub load: LoadSpec,
+    #[serde(default)]
+    pub slo: BTreeMap<String, Slo>,
+    #[serde(default)]
+    pub taps: Vec<TapSpec>,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub conformance: ConformanceSpec,
+    #[serde(default)]
+    pub gate: GateSpec,
+    pub run_id: String,
+}
+
+/// A line of `results.ndjson` that could not be read.
+#[derive(Debug, Clone)]
+pub struct BadLine {
+    pub line: usize,
+    pub message: String,
+    /// The file's last line, without its newline: what a kill mid-write leaves.
+    pub torn: bool,
+}
+
+/// One run folder, read.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    pub plan: RecordedPlan,
+    /// `plan.json` whole (the report shows the resolved plan).
+    pub plan_json: Value,
+    pub records: Vec<RequestRecord>,
+    pub bad_lines: Vec<BadLine>,
+    /// `summary.json`, when the run wrote one.
+    pub summary: Option<Value>,
+    /// `histograms.json`, when the run wrote one.
+    pub histograms: Option<Value>,
+    /// The folder's run start on the wall clock, ms since the epoch (from its first record).
+    pub start_epoch_ms: Option<f64>,
+}
+
+fn read(path: &Path) -> Result<String, ResultsError> {
+    std::fs::read_to_string(path).map_err(|source| ResultsError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+fn json(path: &Path) -> Result<Option<Value>, ResultsError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    serde_json::from_str(&read(path)?)
+        .map(Some)
+        .map_err(|e| ResultsError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })
+}
+
+/// Every whole line of a results file, and the lines that could not be read.
+pub fn read_lines(text: &str) -> (Vec<RequestRecord>, Vec<BadLine>) {
+    let (mut records, mut bad) = (Vec::new(), Vec::new());
+    let last = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<RequestRecord>(line) {
+            Ok(r) => records.push(r),
+            Err(e) => bad.push(BadLine {
+                line: i + 1,
+                message: e.to_string(),
+                torn: i + 1 == last && !text.ends_with('\n'),
+            }),
+        }
+    }
+    (records, bad)
+}
+
+impl RunFolder {
+    pub fn open(dir: &Path) -> Result<Self, ResultsError> {
+        let plan_path = dir.join("plan.json");
+        let plan_json = json(&plan_path)?.ok_or_else(|| ResultsError::Invalid {
+            path: plan_path.clone(),
+            message: "missing: is this a run folder?".into(),
+        })?;
+        let plan: RecordedPlan =
+            serde_json::from_value(plan_json["plan"].clone()).map_err(|e| {
+                ResultsError::Invalid {
+                    path: plan_path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);
+        let start_epoch_ms = records.iter().find_map(|r| {
+            let at = chrono::DateTime::parse_from_rfc3339(&r.sent_at).ok()?;
+            Some(at.timestamp_micros() as f64 / 1000.0 - r.sent_ms)
+        });
+        Ok(Self {
+            dir: dir.into(),
+            plan,
+            plan_json,
+            records,
+            bad_lines,
+            summary: json(&dir.join("summary.json"))?,
+            histograms: json(&dir.join("histograms.json"))?,
+            start_epoch_ms,
+        })
+    }
+
+    /// The run's own figures about itself, from its summary (`None`: it wrote none).
+    pub fn summary_at(&self, pointer: &str) -> Option<&Value> {
+        self.summary.as_ref()?.pointer(pointer)
+    }
+
+    /// A histogram of `histograms.json` by JSON pointer (`/receive_delay`,
+    /// `/features/code_suggestions/itl`).
+    pub fn histogram(&self, pointer: &str) -> Option<Metric> {
+        let text = self.histograms.as_ref()?.pointer(pointer)?.as_str()?;
+        Metric::decode(text).ok()
+    }
+
+    /// Whether every measured successful record kept its chunks (ITL can be rebuilt from them).
+    pub fn has_chunks(&self) -> bool {
+        self.records
+            .iter()
+            .filter(|r| r.ok() && !r.warmup)
+            .all(|r| r.chunks.len() as u64 >= r.content_events.min(1))
+    }
+
+    /// Folds the records into an aggregate. Without chunks in `results.ndjson`
+    /// (`output.chunks = false`), ITL comes from `histograms.json`.
+    pub fn aggregate(&self) -> Aggregate {
+        let mut agg = Aggregate::new(self.plan.slo.clone());
+        self.records.iter().for_each(|r| agg.add(r));
+        if !self.has_chunks() {
+            for (k, f) in agg.features.iter_mut() {
+                if let Some(m) = self.histogram(&format!("/features/{k}/itl")) {
+                    f.itl = m;
+                }
+            }
+        }
+        agg
+    }
+}
+
+/// The load as two folders of one plan must share it (the seed may differ between pods).
+fn plan_key(p: &RecordedPlan) -> Value {
+    let mut load = serde_json::to_value(&p.load).unwrap_or_default();
+    if let Some(l) = load.as_object_mut() {
+        l.remove("seed");
+    }
+    serde_json::json!([p.scenario_name, p.corpus_path, p.features, load, p.slo])
+}
+
+/// Merges several folders of one plan into one: records on the earliest folder's clock, ids and
+/// sequence numbers kept, self-measurements (receive delay, CPU) combined. Refuses folders of
+/// different plans, naming what differs.
+pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
+    let Some(first) = folders.first() else {
+        return Err(ResultsError::Mismatch("no run folder given".into()));
+    };
+    let key = plan_key(&first.plan);
+    for f in &folders[1..] {
+        if plan_key(&f.plan) != key {
+            return Err(ResultsError::Mismatch(format!(
+                "{} and {} are runs of different plans (scenario, corpus, features, load or \
+                 SLOs differ): only runs of one plan merge",
+                first.dir.display(),
+                f.dir.display()
+            )));
+        }
+    }
+    if folders.len() == 1 {
+        return Ok(folders.remove(0));
+    }
+    let epoch = folders
+        .iter()
+        .filter_map(|f| f.start_epoch_ms)
+        .fold(f64::INFINITY, f64::min);
+    let mut merged = folders[0].clone();
+    merged.records.clear();
+    merged.bad_lines.clear();
+    for f in &folders {
+        let shift = f.start_epoch_ms.map_or(0.0, |s| s - epoch);
+        merged
+            .records
+            .extend(f.records.iter().cloned().map(|mut r| {
+                r.sent_ms += shift;
+                r.intended_ms += shift;
+                r
+            }));
+        merged.bad_lines.extend(f.bad_lines.iter().cloned());
+    }
+    merged
+        .records
+        .sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+    merged.start_epoch_ms = epoch.is_finite().then_some(epoch);
+    merged.histograms = merged_histograms(&folders);
+    merged.summary = None;
+    merged.plan.run_id = folders
+        .iter()
+        .map(|f| f.plan.run_id.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    Ok(merged)
+}
+
+/// The folders' histograms added (what a merged ITL and receive delay come from); `None` unless
+/// every folder has them.
+fn merged_histograms(folders: &[RunFolder]) -> Option<Value> {
+    let mut out = folders.first()?.histograms.clone()?;
+    let add = |pointer: &str, out: &mut Value| {
+        let all: Option<Vec<Metric>> = folders.iter().map(|f| f.histogram(pointer)).collect();
+        if let (Some(all), Some(slot)) = (all, out.pointer_mut(pointer)) {
+            let mut m = Metric::default();
+            all.iter().for_each(|h| m.merge(h));
+            *slot = Value::String(m.encode());
+        }
+    };
+    add("/receive_delay", &mut out);
+    add("/send_lateness", &mut out);
+    let features: Vec<String> = out["features"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    for k in features {
+        for m in [
+            "ttft",
+            "ttft_from_intended",
+            "itl",
+            "tpot",
+            "e2e",
+            "queue_wait",
+        ] {
+            add(&format!("/features/{k}/{m}"), &mut out);
+        }
+    }
+    Some(out)
+}
