@@ -55,6 +55,20 @@ impl Outcome {
     }
 }
 
+/// What an outcome rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The change's confidence interval against the threshold.
+    Interval,
+    /// Too few samples in a run to judge the metric.
+    TooFewSamples,
+    /// The self-audit marked the figure degraded.
+    Degraded,
+    /// A conformance or routing finding the baseline did not have.
+    NewFinding,
+}
+
 /// One feature's metric, compared.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -62,6 +76,7 @@ pub struct Check {
     /// A gate metric (`ttft_p99`…), or `conformance` / `routing` for a new finding.
     pub metric: String,
     pub outcome: Outcome,
+    pub basis: Basis,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +213,7 @@ fn judge(
         feature: feature.into(),
         metric: metric.into(),
         outcome: Outcome::Inconclusive,
+        basis: Basis::TooFewSamples,
         baseline: None,
         current: None,
         worse_by: None,
@@ -215,6 +231,7 @@ fn judge(
             c.len(),
             def.min_samples
         );
+        check.more_requests = Some((def.min_samples - b.len().min(c.len())) as u64);
         return Some(check);
     }
     let ch = bootstrap::change(
@@ -242,7 +259,9 @@ fn judge(
         .filter(|(_, f)| !def.trust.is_empty() && degraded(f, feature, def.trust))
         .map(|(n, _)| n)
         .collect();
+    check.basis = Basis::Interval;
     if !runs_degraded.is_empty() {
+        check.basis = Basis::Degraded;
         check.reason = format!(
             "the self-audit marks {} degraded in the {} run: neither a regression nor an \
              improvement can be read from it",
@@ -309,6 +328,7 @@ fn new_findings(base: &RunFolder, cur: &RunFolder) -> Vec<Check> {
                 feature: f["feature"].as_str().unwrap_or("(run)").into(),
                 metric: (*metric).into(),
                 outcome: Outcome::Regression,
+                basis: Basis::NewFinding,
                 baseline: None,
                 current: None,
                 worse_by: None,
@@ -432,7 +452,7 @@ pub fn table(c: &Comparison) -> String {
         });
     let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     for checks in by_feature.values() {
-        for ch in checks {
+        for ch in checks.iter().filter(|ch| ch.basis != Basis::TooFewSamples) {
             let interval = ch
                 .interval
                 .map_or("-".into(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));

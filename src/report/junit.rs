@@ -170,7 +170,10 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
             Outcome::NoRegression => passed(&name, ch.reason.clone()),
         });
     }
+    // Request errors fail their corpus cases, gate regressions their gate cases.
     let judged = [
+        "request_error",
+        "regression",
         "slo",
         "routing",
         "parameter_drift",

@@ -209,10 +209,16 @@ const SATURATION_MIN_S: f64 = 1.0;
 
 fn saturation(l: &Load) -> Vec<Finding> {
     let mut out = Vec::new();
+    let c = &l.client;
+    if *c == crate::measure::cpu::ClientCpu::default() && l.sent > 0 {
+        let m = "the harness's own CPU use is unknown (a summary rebuilt from results.ndjson \
+                 of a run that wrote none): whether it was saturated cannot be judged"
+            .to_owned();
+        out.push(Finding::new("unaudited", Severity::Warning, None, m));
+    }
     if l.duration_s < SATURATION_MIN_S {
         return out;
     }
-    let c = &l.client;
     if let Some(t) = c.busiest_thread.as_ref().filter(|t| t.busy >= SATURATED) {
         let m = format!(
             "the harness thread '{}' was busy {} of the run: what it serves waits (the \

@@ -257,3 +257,9 @@ pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Whole lines in a results file so far (0 before it exists).
+#[allow(dead_code)]
+pub fn results_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.matches('\n').count())
+}
