@@ -23,7 +23,11 @@ fn gate_run(dir: &Path, env: &[(&str, &str)]) {
         .current_dir(common::repo())
         .output()
         .unwrap();
-    assert!(dir.join("summary.json").is_file(), "{}", common::printed(&out));
+    assert!(
+        dir.join("summary.json").is_file(),
+        "{}",
+        common::printed(&out)
+    );
 }
 
 fn regressions(comparison: &serde_json::Value) -> Vec<(String, String)> {
@@ -32,17 +36,29 @@ fn regressions(comparison: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .filter(|c| c["outcome"] == "regression")
-        .map(|c| (c["feature"].as_str().unwrap().to_owned(), c["metric"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["feature"].as_str().unwrap().to_owned(),
+                c["metric"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, slow) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("slow"));
+    let (a, b, slow) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("slow"),
+    );
     gate_run(&a, &[]);
     gate_run(&b, &[]);
-    gate_run(&slow, &[("GATE_CHAT_TTFT_MS", "500"), ("GATE_CHAT_ITL_MS", "20")]);
+    gate_run(
+        &slow,
+        &[("GATE_CHAT_TTFT_MS", "500"), ("GATE_CHAT_ITL_MS", "20")],
+    );
     let arg = |p: &Path| p.to_str().unwrap().to_owned();
 
     let (code, stdout, stderr) = run_cli(&["compare", &arg(&a), &arg(&b)]);
@@ -58,18 +74,41 @@ fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
     let slowed = json_file(&out);
     assert_schema("comparison-v1.schema.json", &slowed);
     let r = regressions(&slowed);
-    assert!(!r.is_empty() && r.iter().all(|(f, _)| f == "duo_chat"), "{r:?}\n{stdout}");
-    assert!(stdout.contains("regression"), "the table says what moved: {stdout}");
+    assert!(
+        !r.is_empty() && r.iter().all(|(f, _)| f == "duo_chat"),
+        "{r:?}\n{stdout}"
+    );
+    assert!(
+        stdout.contains("regression"),
+        "the table says what moved: {stdout}"
+    );
 
     // A threshold from the command line: allowing +200 % and 2 s on everything, nothing regresses.
     let (code, stdout, _) = run_cli(&[
-        "compare", &arg(&a), &arg(&slow), "--out", &arg(&out),
-        "--threshold", "ttft_p50=200%,2000ms", "--threshold", "ttft_p99=200%,2000ms",
-        "--threshold", "tpot_p50=200%,50ms", "--threshold", "tpot_p99=200%,50ms",
-        "--threshold", "e2e_p99=200%,5000ms",
+        "compare",
+        &arg(&a),
+        &arg(&slow),
+        "--out",
+        &arg(&out),
+        "--threshold",
+        "ttft_p50=200%,2000ms",
+        "--threshold",
+        "ttft_p99=200%,2000ms",
+        "--threshold",
+        "tpot_p50=200%,50ms",
+        "--threshold",
+        "tpot_p99=200%,50ms",
+        "--threshold",
+        "e2e_p99=200%,5000ms",
     ]);
     assert_ne!(code, 1, "{stdout}");
-    let (code, _, stderr) = run_cli(&["compare", &arg(&a), &arg(&slow), "--threshold", "ttft_p95=10%"]);
+    let (code, _, stderr) = run_cli(&[
+        "compare",
+        &arg(&a),
+        &arg(&slow),
+        "--threshold",
+        "ttft_p95=10%",
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("unknown metric 'ttft_p95'"), "{stderr}");
 
@@ -79,19 +118,39 @@ fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
     let summary = cur.summary.as_mut().unwrap();
     summary["features"]["duo_chat"]["trust"]["ttft"]["status"] = "degraded".into();
     let c = compare(&base, &cur, &GateSpec::default()).unwrap();
-    for ch in c.checks.iter().filter(|c| c.feature == "duo_chat" && c.metric.starts_with("ttft")) {
+    for ch in c
+        .checks
+        .iter()
+        .filter(|c| c.feature == "duo_chat" && c.metric.starts_with("ttft"))
+    {
         assert_eq!(ch.outcome, Outcome::Inconclusive, "{ch:?}");
         // The p99 may have too few samples before the audit's mark is even read.
-        assert!(matches!(ch.basis, Basis::Degraded | Basis::TooFewSamples), "{ch:?}");
+        assert!(
+            matches!(ch.basis, Basis::Degraded | Basis::TooFewSamples),
+            "{ch:?}"
+        );
     }
-    let p50 = c.checks.iter().find(|c| c.feature == "duo_chat" && c.metric == "ttft_p50").unwrap();
+    let p50 = c
+        .checks
+        .iter()
+        .find(|c| c.feature == "duo_chat" && c.metric == "ttft_p50")
+        .unwrap();
     assert_eq!(p50.basis, Basis::Degraded, "{p50:?}");
 
     // Runs of different plans are refused, with the reason.
     let (code, _, stderr) = run_cli(&["compare", &arg(&a), "fixtures/does-not-exist"]);
     assert_eq!(code, 2, "{stderr}");
     let other = tmp.path().join("other");
-    let (_, stdout, stderr) = run_cli(&["run", "scenarios/gate.toml", "--duration", "2", "--rate", "10", "--out", &arg(&other)]);
+    let (_, stdout, stderr) = run_cli(&[
+        "run",
+        "scenarios/gate.toml",
+        "--duration",
+        "2",
+        "--rate",
+        "10",
+        "--out",
+        &arg(&other),
+    ]);
     assert!(other.join("summary.json").is_file(), "{stdout}{stderr}");
     let (code, _, stderr) = run_cli(&["compare", &arg(&a), &arg(&other)]);
     assert_eq!(code, 2, "{stderr}");
