@@ -117,6 +117,22 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a scenario from a GitLab instance's Duo Self-Hosted configuration (GraphQL
+    /// aiSelfHostedModels and aiFeatureSettings; an administrator token).
+    Init {
+        /// The instance's base URL.
+        #[arg(long)]
+        gitlab: String,
+        /// Environment variable holding the token (never written anywhere).
+        #[arg(long)]
+        token_env: String,
+        /// Scenario file to write.
+        #[arg(long, default_value = "scenarios/site.toml")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage the baseline run the gate compares with.
     Baseline {
         #[command(subcommand)]
@@ -389,6 +405,21 @@ async fn dispatch(cmd: Command) -> Exit {
             thresholds,
             out,
         }),
+        Command::Init {
+            gitlab,
+            token_env,
+            out,
+            force,
+        } => match crate::init::init(&gitlab, &token_env, &out, force).await {
+            Ok(()) => Exit::Pass,
+            Err(e) => {
+                eprintln!("error: {}", crate::redact::known(&e.to_string()));
+                match e {
+                    crate::init::InitError::Unreachable { .. } => Exit::Unreachable,
+                    _ => Exit::Usage,
+                }
+            }
+        },
         Command::Baseline {
             action: BaselineAction::Save { run, to, force },
         } => crate::commands::baseline_save(&run, &to, force),

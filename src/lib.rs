@@ -24,6 +24,7 @@ pub mod exit;
 pub mod features;
 pub mod files;
 pub mod http;
+pub mod init;
 pub mod live;
 pub mod measure;
 pub mod plan;
