@@ -110,7 +110,7 @@ pub enum Command {
     Compare {
         baseline: PathBuf,
         current: PathBuf,
-        /// Threshold over the scenario's [gate]: METRIC=10%,20ms or FEATURE.METRIC=... (repeatable).
+        /// Threshold over the scenario's gate section: METRIC=10%,20ms or FEATURE.METRIC=... (repeatable).
         #[arg(long = "threshold", value_parser = crate::plan::parse_threshold)]
         thresholds: Vec<(Option<String>, String, crate::plan::Threshold)>,
         /// Where to write comparison.json (default: CURRENT/comparison.json).
@@ -162,7 +162,7 @@ pub enum BaselineAction {
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotAction {
-    /// Show each pending snapshot's difference and ask: [a]ccept, [r]eject, [s]kip.
+    /// Show each pending snapshot's difference and ask: a(ccept), r(eject), s(kip).
     Review(SnapshotArgs),
     /// Accept every pending snapshot (that matches the filter).
     Accept(SnapshotArgs),

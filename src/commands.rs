@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::plan::{GateSpec, Threshold};
 use crate::report::{self, Outputs, Report, Stage, StageStatus};
 use crate::results::{self, RunFolder};
-use crate::summary::{self, Finding, Severity, Summary};
+use crate::verdict::{self, Finding, Severity, Summary};
 use std::path::{Path, PathBuf};
 
 /// A run's summary with the gate folded in, and its stages.
@@ -113,9 +113,17 @@ fn derived_stages(s: &Summary, preflight: Vec<Stage>) -> Vec<Stage> {
     out
 }
 
-/// Folds the gate into the summary (a latency regression is an error finding) and lists the
-/// stages.
+/// Folds the preflight stages and the gate into the summary (a failed stage, a latency
+/// regression: error findings) and lists the stages.
 pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<Stage>) -> Judged {
+    for stage in &preflight {
+        if let StageStatus::Failed(m) = &stage.status {
+            let m = format!("{}: {m}", stage.name);
+            summary
+                .findings
+                .push(Finding::new("preflight", Severity::Error, None, m));
+        }
+    }
     let (comparison, gate_stage) = gate_stage(dir, &summary, gate);
     for ch in comparison.iter().flat_map(|c| &c.checks) {
         // New conformance and routing findings already fail the run as themselves.
@@ -141,7 +149,7 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
             ));
         }
     }
-    summary.verdict = summary::verdict(&summary.findings);
+    summary.verdict = verdict::verdict(&summary.findings);
     let mut stages = derived_stages(&summary, preflight);
     stages.push(gate_stage);
     Judged {
@@ -269,7 +277,7 @@ fn report_inner(args: ReportArgs) -> Result<Exit, (Exit, String)> {
         "summary.json",
         write_json(&out.join("summary.json"), &judged.summary),
     );
-    let histograms = summary::histograms(&rebuilt.agg, &rebuilt.receive_delay);
+    let histograms = verdict::histograms(&rebuilt.agg, &rebuilt.receive_delay);
     save(
         "histograms.json",
         write_json(&out.join("histograms.json"), &histograms),

@@ -1,16 +1,21 @@
 //! duo-harness: conformance, routing and latency measurement for GitLab Duo Self-Hosted.
 //!
 //! The data flow (see `DESIGN.md`) is one module per stage:
-//! [`corpus`] (recorded interactions, JSONL) → [`plan`] (scenario + overrides, resolved once) →
-//! [`drive`] (HTTP replay over real sockets) → [`protocol`] (framing decoders) → [`measure`]
-//! (per-request records, `results.ndjson`) → [`audit`] (the harness's own disturbance: what it
-//! can have moved, per figure) → [`summary`] (aggregation, verdict, `summary.json`).
+//! [`init`] (a scenario from a GitLab instance's settings) → [`corpus`] (recorded interactions,
+//! JSONL) → [`plan`] (scenario + overrides, resolved once) → [`drive`] (HTTP replay over real
+//! sockets) → [`protocol`] (framing decoders) → [`measure`] (per-request records,
+//! `results.ndjson`) → [`audit`] (the harness's own disturbance: what it can have moved, per
+//! figure); then the back half: [`results`] (run folders read back, merged) → [`compare`] (a run
+//! against its baseline, with bootstrap intervals: `comparison.json`) → [`verdict`] (findings and
+//! the one verdict: `summary.json`) → [`report`] (console, `report.html`, `junit.xml`,
+//! `report.md`). Checks beside the flow: [`conformance`] (snapshots), [`routing`], [`taps`].
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! Shared by the stages, depending on none of them: [`stats`] (percentiles), [`tokens`] (the
 //! text rule), [`http`] (the client and error texts), [`signals`], [`clock`], [`files`],
 //! [`redact`], [`features`]. A stage depends only on stages before it and on these:
-//! `tests/layout.rs` holds the module graph free of cycles.
-//! [`run`] wires the stages together for the `run` command; [`cli`] is the command line.
+//! `tests/layout.rs` holds the module graph free of cycles and the back half in its order.
+//! [`run`] wires the stages together for the `run` command, [`commands`] for `report`,
+//! `compare` and `baseline`; [`cli`] is the command line.
 
 pub mod audit;
 pub mod cli;
@@ -29,7 +34,6 @@ pub mod live;
 pub mod measure;
 pub mod plan;
 pub mod protocol;
-pub mod pyjson;
 pub mod record;
 pub mod redact;
 pub mod report;
@@ -39,7 +43,7 @@ pub mod run;
 pub mod schedule;
 pub mod signals;
 pub mod stats;
-pub mod summary;
 pub mod taps;
 pub mod tokens;
 pub mod twin;
+pub mod verdict;

@@ -17,9 +17,9 @@ use crate::measure::{self, probe, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
 use crate::report::{self, Stage, StageStatus};
 use crate::schedule::{self, Arrival};
-use crate::summary::{self, Finding, RunInfo, Severity};
 use crate::taps::{self, Taps};
 use crate::twin::{self, StackError, StackUrls};
+use crate::verdict::{self, RunInfo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,19 +331,12 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         }
         Err(e) => return Err(e),
     };
-    let checks = summary::Checks {
+    let checks = verdict::Checks {
         taps: tap_agg.as_ref(),
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
-    let mut summary = summary::summarise(info, &plan.load, &agg, &checks);
-    for stage in &preflight {
-        if let StageStatus::Failed(m) = &stage.status {
-            let m = format!("{}: {m}", stage.name);
-            let finding = Finding::new("preflight", Severity::Error, None, m);
-            summary.findings.push(finding);
-        }
-    }
+    let summary = verdict::summarise(info, &plan.load, &agg, &checks);
     let judged = crate::commands::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
     let summary = judged.summary;
     print!("{}", summary.table());
@@ -352,7 +345,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     }
     let documents = [
         ("summary.json", serde_json::to_value(&summary)),
-        ("histograms.json", Ok(summary::histograms(&agg, &probe))),
+        ("histograms.json", Ok(verdict::histograms(&agg, &probe))),
         ("preflight.json", serde_json::to_value(&preflight)),
         ("comparison.json", serde_json::to_value(&judged.comparison)),
     ];

@@ -4,7 +4,7 @@
 use duo_harness::exit::{self, Exit};
 use duo_harness::measure::aggregate::Aggregate;
 use duo_harness::plan::LoadSpec;
-use duo_harness::summary::{summarise, Checks, RunInfo};
+use duo_harness::verdict::{summarise, Checks, RunInfo};
 
 #[test]
 fn a_panic_in_any_thread_makes_the_run_an_internal_error() {
@@ -32,7 +32,7 @@ fn a_panic_in_any_thread_makes_the_run_an_internal_error() {
         &Aggregate::default(),
         &Checks::default(),
     );
-    assert_eq!(s.verdict, duo_harness::summary::Verdict::Error);
+    assert_eq!(s.verdict, duo_harness::verdict::Verdict::Error);
     assert_eq!(s.exit(), Exit::Unreachable);
     assert!(
         s.table()

@@ -91,7 +91,7 @@ fn the_modules_have_no_dependency_cycle() {
     let g = graph();
     assert!(g.len() > 10, "read the modules: {g:?}");
     assert!(
-        g["summary"].contains("audit"),
+        g["verdict"].contains("audit"),
         "the reader sees uses: {g:?}"
     );
     let mut done = BTreeSet::new();
@@ -105,14 +105,36 @@ fn the_modules_have_no_dependency_cycle() {
 #[test]
 fn the_cycle_finder_finds_a_planted_cycle() {
     let mut g = graph();
-    g.get_mut("plan").unwrap().insert("summary".into());
+    g.get_mut("plan").unwrap().insert("verdict".into());
     let mut done = BTreeSet::new();
     let found = g
         .keys()
         .find_map(|m| cycle_from(&g, &mut vec![m.clone()], &mut done));
-    let c = found.expect("plan → summary → plan is a cycle");
+    let c = found.expect("plan → verdict → plan is a cycle");
     assert!(
-        c.contains(&"plan".to_owned()) && c.contains(&"summary".to_owned()),
+        c.contains(&"plan".to_owned()) && c.contains(&"verdict".to_owned()),
         "{c:?}"
     );
+}
+
+/// The back half in the order of its data flow: results → compare → verdict → report. No stage
+/// reaches a later one (`commands` and `run` wire them together).
+#[test]
+fn the_back_half_depends_only_backwards() {
+    let g = graph();
+    let order = ["results", "compare", "verdict", "report"];
+    for (i, stage) in order.iter().enumerate() {
+        for later in &order[i + 1..] {
+            assert!(
+                !g[*stage].contains(*later),
+                "{stage} depends on the later stage {later}: {:?}",
+                g[*stage]
+            );
+        }
+    }
+    for stage in order {
+        for wiring in ["commands", "run", "cli"] {
+            assert!(!g[stage].contains(wiring), "{stage} depends on {wiring}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use duo_harness::measure::aggregate::Aggregate;
 use duo_harness::measure::RequestRecord;
 use duo_harness::plan::{LoadSpec, Slo, Threshold};
 use duo_harness::report::{junit, markdown, Report, Stage, StageStatus};
-use duo_harness::summary::{summarise, Checks, RunInfo};
+use duo_harness::verdict::{summarise, Checks, RunInfo};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -37,7 +37,7 @@ fn record(feature: &str, i: usize, ttft: f64, itl: f64, tokens: u64, error: bool
     .unwrap()
 }
 
-fn fixture() -> (duo_harness::summary::Summary, Aggregate) {
+fn fixture() -> (duo_harness::verdict::Summary, Aggregate) {
     let mut slo = BTreeMap::new();
     slo.insert(
         "duo_chat".to_owned(),

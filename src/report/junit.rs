@@ -5,7 +5,7 @@
 
 use super::{Report, StageStatus};
 use crate::compare::Outcome;
-use crate::summary::{Finding, Severity};
+use crate::verdict::{Finding, Severity};
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 fn passed(name: &str, out: impl Into<String>) -> TestCase {

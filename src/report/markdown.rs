@@ -3,7 +3,7 @@
 
 use super::{Report, StageStatus};
 use crate::compare::Outcome;
-use crate::summary::{Severity, Verdict};
+use crate::verdict::{Severity, Verdict};
 use std::fmt::Write;
 
 /// Findings listed before "and N more".

@@ -9,6 +9,7 @@
 //! command): the records of `results.ndjson` folded again, taps and snapshots judged again, the
 //! run's own CPU and receive delay taken from what it wrote.
 
+pub mod console;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -18,8 +19,8 @@ use crate::measure::aggregate::Aggregate;
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
 use crate::results::RunFolder;
-use crate::summary::{self, Checks, RunInfo, Summary};
 use crate::taps::TapAgg;
+use crate::verdict::{self, Checks, RunInfo, Summary};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -208,7 +209,7 @@ pub fn rebuild(
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
-    let summary = summary::summarise(info, &plan.load, &agg, &checks);
+    let summary = verdict::summarise(info, &plan.load, &agg, &checks);
     Ok(Rebuilt {
         summary,
         agg,

@@ -3,6 +3,7 @@
 //! their URLs ([`StackUrls`], printed as one JSON line by `duo-harness stack`).
 
 pub mod aigw;
+pub mod pyjson;
 pub mod vllm;
 
 use axum::http::StatusCode;

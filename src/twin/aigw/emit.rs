@@ -7,7 +7,7 @@
 //! produced (each `send` becomes one HTTP/1.1 chunk).
 
 use super::upstream::{Item, UpstreamError, Usage};
-use crate::pyjson;
+use crate::twin::pyjson;
 use axum::body::{Body, Bytes};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;

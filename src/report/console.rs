@@ -1,7 +1,7 @@
-//! The text table printed at the end of a run: one line per feature, then the load and the
+//! The console report: the text table printed at the end of a run: one line per feature, then the load and the
 //! harness's self-audit.
 
-use super::{Severity, Summary};
+use crate::verdict::{Severity, Summary};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |x| format!("{x:.1}"))
@@ -273,9 +273,9 @@ fn fmt3(v: Option<f64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::*;
     use crate::measure::aggregate::Aggregate;
     use crate::plan::LoadSpec;
+    use crate::verdict::*;
 
     fn summary_with(findings: Vec<Finding>) -> Summary {
         let info = RunInfo {

@@ -8,7 +8,6 @@
 
 mod audit_findings;
 mod findings;
-mod table;
 
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
