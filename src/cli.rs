@@ -26,7 +26,7 @@ pub enum Command {
     Run {
         /// Scenario file (TOML).
         scenario: PathBuf,
-        /// Run folder to write (default: <output.dir>/<run id>).
+        /// Run folder to write (default: OUTPUT_DIR/RUN_ID).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Target AIGW base URL, or `embedded` (overrides target.url).
@@ -91,13 +91,13 @@ pub enum Command {
         /// Folder to write (default: the one run folder).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// HTML report (default: <out>/report.html).
+        /// HTML report (default: OUT/report.html).
         #[arg(long)]
         html: Option<PathBuf>,
-        /// JUnit XML (default: <out>/junit.xml).
+        /// JUnit XML (default: OUT/junit.xml).
         #[arg(long)]
         junit: Option<PathBuf>,
-        /// Markdown for a merge-request comment (default: <out>/report.md).
+        /// Markdown for a merge-request comment (default: OUT/report.md).
         #[arg(long)]
         md: Option<PathBuf>,
         /// Where the HTML report will be found (the Markdown's link), e.g.

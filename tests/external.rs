@@ -4,33 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-/// A `duo-harness stack` process, killed when dropped.
-struct Stack(std::process::Child);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `duo-harness stack`; returns it and the URLs it printed.
-fn start_stack() -> (Stack, serde_json::Value) {
-    let mut child = Command::new(common::bin())
-        .arg("stack")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let urls = common::first_json_line(&mut child);
-    (Stack(child), urls)
-}
+use std::process::Command;
 
 #[test]
 fn the_quickstart_runs_unchanged_against_an_external_gateway() {
-    let (_stack, urls) = start_stack();
+    let (_stack, urls) = common::start_stack();
     let aigw = urls["aigw"].as_str().unwrap();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
@@ -59,7 +37,7 @@ fn the_quickstart_runs_unchanged_against_an_external_gateway() {
 /// every upstream call to its request, and the routing checks pass.
 #[test]
 fn the_real_aigw_scenario_works_from_the_environment_alone() {
-    let (_stack, urls) = start_stack();
+    let (_stack, urls) = common::start_stack();
     let backend = |name: &str| {
         urls["backends"][name]["openai_base"]
             .as_str()

@@ -7,16 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-struct Stack(std::process::Child);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 /// Runs the pre-upgrade scenario into `out`; returns its exit code and output.
 fn preupgrade(urls: &serde_json::Value, dir: &Path, out: &Path, chat_model: &str) -> (i32, String) {
@@ -78,14 +69,7 @@ fn status_of(stages: &[(String, &'static str)], name: &str) -> &'static str {
 
 #[test]
 fn the_preupgrade_run_judges_every_stage_and_gates_on_the_stored_baseline() {
-    let mut child = Command::new(common::bin())
-        .arg("stack")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let urls = common::first_json_line(&mut child);
-    let _stack = Stack(child);
+    let (_stack, urls) = common::start_stack();
     let d = tempfile::tempdir().unwrap();
 
     let first = d.path().join("first");

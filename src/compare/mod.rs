@@ -432,7 +432,8 @@ pub fn compare(
     })
 }
 
-/// The console table: every check that is not a plain "no regression", then the counts.
+/// The console table: a row per judged check, the reason of each regression and inconclusive
+/// one, one line for the checks with too few samples, then the counts.
 pub fn table(c: &Comparison) -> String {
     let mut out = format!(
         "compare: {} against baseline {}\n{:<24} {:<12} {:>10} {:>10} {:>22} {:>9}  outcome\n",
@@ -469,17 +470,25 @@ pub fn table(c: &Comparison) -> String {
             );
         }
     }
-    for ch in c
+    let explained =
+        |ch: &&Check| ch.outcome != Outcome::NoRegression && ch.basis != Basis::TooFewSamples;
+    for ch in c.checks.iter().filter(explained) {
+        let (what, f, m) = (ch.outcome.name(), &ch.feature, &ch.metric);
+        out += &format!("  {what} {f} {m}: {}\n", ch.reason);
+    }
+    let few: Vec<&Check> = c
         .checks
         .iter()
-        .filter(|c| c.outcome != Outcome::NoRegression)
-    {
+        .filter(|ch| ch.basis == Basis::TooFewSamples)
+        .collect();
+    if !few.is_empty() {
+        let features: BTreeSet<&str> = few.iter().map(|ch| ch.feature.as_str()).collect();
+        let features: Vec<&str> = features.into_iter().collect();
         out += &format!(
-            "  {} {} {}: {}\n",
-            ch.outcome.name(),
-            ch.feature,
-            ch.metric,
-            ch.reason
+            "  inconclusive: {} checks had too few samples (a median or a rate needs 10 requests \
+             per run, a p99 100): {}\n",
+            few.len(),
+            features.join(", ")
         );
     }
     out += &format!(

@@ -3,7 +3,7 @@
 //! In: [`Prepared`] interactions, the target, and when each request was meant to go. Out: one
 //! [`RequestRecord`] per request with the intended and actual send, headers, every chunk's
 //! arrival, the decoded content, usage, and the error class or cut-off if it did not complete.
-//! [`client`] sets requests up; [`dispatch`] decides when each one goes.
+//! [`client`](mod@client) sets requests up; [`dispatch`] decides when each one goes.
 
 pub mod client;
 pub mod dispatch;

@@ -263,3 +263,27 @@ pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn results_lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.matches('\n').count())
 }
+
+/// A `duo-harness stack` process (the twin AIGW and backends standing in for a site's own),
+/// killed when dropped.
+pub struct Stack(pub std::process::Child);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `duo-harness stack`; returns it and the URLs it printed.
+#[allow(dead_code)]
+pub fn start_stack() -> (Stack, serde_json::Value) {
+    let mut child = std::process::Command::new(bin())
+        .arg("stack")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let urls = first_json_line(&mut child);
+    (Stack(child), urls)
+}
