@@ -15,11 +15,14 @@ use crate::measure::hist::Metric;
 use crate::measure::tokenizer::Tokenizers;
 use crate::measure::{self, probe, ResultsSink};
 use crate::plan::{self, Overrides, Plan, PlanError};
-use crate::report::{self, Stage, StageStatus};
+use crate::report;
+
+mod preflight;
 use crate::schedule::{self, Arrival};
 use crate::taps::{self, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
+use preflight::{health_stage, models_stage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -380,84 +383,6 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         return Ok(Exit::Unreachable);
     }
     Ok(summary.exit())
-}
-
-/// The gateway's health check as a stage: 2xx passes, 5xx fails, anything else (a target that
-/// is not an AIGW, such as a bare backend) is noted and skipped.
-fn health_stage(base_url: &str, status: u16) -> Stage {
-    let detail = format!("GET {base_url}/monitoring/healthz answered {status}");
-    let status = match status {
-        200..=299 => StageStatus::Passed,
-        500..=599 => StageStatus::Failed(detail.clone()),
-        _ => StageStatus::Skipped(format!("{detail}: not an AI Gateway health endpoint")),
-    };
-    Stage {
-        name: "health".into(),
-        status,
-        detail,
-    }
-}
-
-/// Each backend the model settings name lists the model they name (`GET <endpoint>/models`).
-/// Asked of the backend itself, never through a tap (the call is no request of the run's).
-async fn models_stage(
-    client: &reqwest::Client,
-    plan: &Plan,
-    urls: Option<&StackUrls>,
-    models: &[(String, ResolvedModel)],
-) -> Option<Stage> {
-    if models.is_empty() {
-        return None;
-    }
-    let (mut missing, mut unlisted, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, String>> =
-        Default::default();
-    for (feature, m) in models.iter().filter(|(f, _)| plan.models.contains_key(f)) {
-        let base = match m.setting.endpoint.strip_prefix("twin:") {
-            Some(name) => match urls.and_then(|u| u.backends.get(name)) {
-                Some(b) => b.openai_base.clone(),
-                None => continue,
-            },
-            None => m.setting.endpoint.clone(),
-        };
-        if !lists.contains_key(&base) {
-            let listed = drive::list_models(client, &base, m.api_key.as_deref()).await;
-            lists.insert(base.clone(), listed);
-        }
-        let id = m
-            .setting
-            .identifier
-            .split_once('/')
-            .map_or(m.setting.identifier.as_str(), |(_, id)| id);
-        match &lists[&base] {
-            Ok(ids) if ids.iter().any(|i| i == id) => {
-                seen.push(format!("{feature}: {id} at {base}"))
-            }
-            Ok(ids) => missing.push(format!(
-                "{feature}: {base}/models lists {ids:?}, not '{id}' (models.{feature}.identifier)"
-            )),
-            Err(e) => unlisted.push(format!("{feature}: {e}")),
-        }
-    }
-    let detail = seen
-        .iter()
-        .chain(&unlisted)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    let status = match (missing.is_empty(), unlisted.is_empty()) {
-        (false, _) => StageStatus::Failed(missing.join("; ")),
-        (true, false) if seen.is_empty() => StageStatus::Skipped(format!(
-            "no backend listed its models: {}",
-            unlisted.join("; ")
-        )),
-        _ => StageStatus::Passed,
-    };
-    Some(Stage {
-        name: "models".into(),
-        status,
-        detail,
-    })
 }
 
 /// The conformance stage over the finished results: with `--calibrate`, measure and write the

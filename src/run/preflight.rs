@@ -1,0 +1,85 @@
+//! The run's stages before its load: the gateway's health and the backends' model lists, each
+//! judged as a [`Stage`] (`preflight.json`, and a case in every report).
+
+use crate::drive::{self, ResolvedModel};
+use crate::plan::Plan;
+use crate::report::{Stage, StageStatus};
+use crate::twin::StackUrls;
+
+/// The gateway's health check as a stage: 2xx passes, 5xx fails, anything else (a target that
+/// is not an AIGW, such as a bare backend) is noted and skipped.
+pub(super) fn health_stage(base_url: &str, status: u16) -> Stage {
+    let detail = format!("GET {base_url}/monitoring/healthz answered {status}");
+    let status = match status {
+        200..=299 => StageStatus::Passed,
+        500..=599 => StageStatus::Failed(detail.clone()),
+        _ => StageStatus::Skipped(format!("{detail}: not an AI Gateway health endpoint")),
+    };
+    Stage {
+        name: "health".into(),
+        status,
+        detail,
+    }
+}
+
+/// Each backend the model settings name lists the model they name (`GET <endpoint>/models`).
+/// Asked of the backend itself, never through a tap (the call is no request of the run's).
+pub(super) async fn models_stage(
+    client: &reqwest::Client,
+    plan: &Plan,
+    urls: Option<&StackUrls>,
+    models: &[(String, ResolvedModel)],
+) -> Option<Stage> {
+    if models.is_empty() {
+        return None;
+    }
+    let (mut missing, mut unlisted, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, String>> =
+        Default::default();
+    for (feature, m) in models.iter().filter(|(f, _)| plan.models.contains_key(f)) {
+        let base = match m.setting.endpoint.strip_prefix("twin:") {
+            Some(name) => match urls.and_then(|u| u.backends.get(name)) {
+                Some(b) => b.openai_base.clone(),
+                None => continue,
+            },
+            None => m.setting.endpoint.clone(),
+        };
+        if !lists.contains_key(&base) {
+            let listed = drive::list_models(client, &base, m.api_key.as_deref()).await;
+            lists.insert(base.clone(), listed);
+        }
+        let id = m
+            .setting
+            .identifier
+            .split_once('/')
+            .map_or(m.setting.identifier.as_str(), |(_, id)| id);
+        match &lists[&base] {
+            Ok(ids) if ids.iter().any(|i| i == id) => {
+                seen.push(format!("{feature}: {id} at {base}"))
+            }
+            Ok(ids) => missing.push(format!(
+                "{feature}: {base}/models lists {ids:?}, not '{id}' (models.{feature}.identifier)"
+            )),
+            Err(e) => unlisted.push(format!("{feature}: {e}")),
+        }
+    }
+    let detail = seen
+        .iter()
+        .chain(&unlisted)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let status = match (missing.is_empty(), unlisted.is_empty()) {
+        (false, _) => StageStatus::Failed(missing.join("; ")),
+        (true, false) if seen.is_empty() => StageStatus::Skipped(format!(
+            "no backend listed its models: {}",
+            unlisted.join("; ")
+        )),
+        _ => StageStatus::Passed,
+    };
+    Some(Stage {
+        name: "models".into(),
+        status,
+        detail,
+    })
+}
