@@ -1,32 +1,33 @@
-//! The `run` command: plan → corpus → (embedded stack) → preflight → schedule → dispatch →
-//! collect (`results.ndjson`, flushed per request) → `summary.json` and `histograms.json` →
-//! table and exit code. After the last send, in-flight requests drain for `load.grace_s`; what is
-//! still running then is cut off and counted. Ctrl-C stops sending, cuts off what is in flight,
-//! and still writes the summary of what was measured.
+//! The `run` command, a composition of the stages: `setup` (plan → corpus → embedded stack,
+//! taps → prepared requests and their schedule) → `plan.json` → the preflight stages (health,
+//! models: `preflight.rs`) → `measure` (the sending phase, `load.rs`: dispatch, collect into
+//! `results.ndjson` and `taps.ndjson`, the harness's own CPU and receive delay) →
+//! `judge_and_write` (conformance → verdict with the gate → `summary.json`, `histograms.json`,
+//! `comparison.json` → the reports). After the last send, in-flight requests drain for
+//! `load.grace_s`; what is still running then is cut off and counted. Ctrl-C stops sending, cuts
+//! off what is in flight, and still writes the summary of what was measured.
 
 use crate::conformance;
 use crate::corpus::{self, CorpusError, Interaction};
-use crate::drive::{self, dispatch, DriveError, Prepared, ResolvedModel};
+use crate::drive::{self, DriveError, Prepared, ResolvedModel};
 use crate::exit::Exit;
-use crate::live::{self, LiveStats, LiveView};
 use crate::measure::aggregate::Aggregate;
-use crate::measure::cpu::{ClientCpu, CpuTimes};
-use crate::measure::hist::Metric;
 use crate::measure::tokenizer::Tokenizers;
-use crate::measure::{self, probe, ResultsSink};
+use crate::measure::ResultsSink;
 use crate::plan::{self, Overrides, Plan, PlanError};
-use crate::report;
+use crate::report::{self, Stage};
 
+mod load;
 mod preflight;
-use crate::schedule::{self, Arrival};
-use crate::taps::{self, Taps};
+use crate::schedule;
+use crate::taps::{self, TapAgg, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
+use load::drive_load;
 use preflight::{health_stage, models_stage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -191,24 +192,34 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError
     crate::files::write_atomic(path, &text).map_err(write_err(path))
 }
 
-/// How long the run drains after a stop signal before cutting off what is still in flight.
-const SIGNAL_DRAIN: Duration = Duration::from_secs(2);
-
 /// The schedule's instant zero lies this far after setup, so the pacer starts on time.
 const LEAD: Duration = Duration::from_millis(20);
 
-/// Runs a scenario; returns the exit code of the verdict.
-pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError> {
-    let started_at = chrono::Utc::now();
-    let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let plan = plan::resolve(scenario, overrides, &started)?;
-    let interactions = select(&plan, corpus::load(&plan.corpus_path)?)?;
+/// Everything a run needs before it sends: the stack, the target, what to send and when.
+struct Setup {
+    /// The embedded stack, kept alive for the whole run.
+    _stack: Option<twin::IsolatedStack>,
+    urls: Option<StackUrls>,
+    base_url: String,
+    /// How the summary names the target.
+    target_name: String,
+    client: reqwest::Client,
+    auth: drive::Auth,
+    tokenizers: Tokenizers,
+    taps: Option<Taps>,
+    models: Vec<(String, ResolvedModel)>,
+    prepared: Vec<Prepared>,
+    schedule: schedule::Schedule,
+}
+
+/// Plan → corpus → (embedded stack, taps) → prepared requests and their schedule.
+async fn setup(plan: &Plan) -> Result<Setup, RunError> {
+    let interactions = select(plan, corpus::load(&plan.corpus_path)?)?;
     let tokenizers = Tokenizers::load(&plan.tokenizers)
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
     let client = drive::client(&plan.target)?;
     let auth = drive::Auth::new(&plan.target)?;
-
-    explain_stack(&plan);
+    explain_stack(plan);
     let stack = match plan.needs_twin() {
         true => {
             let cfg = plan.stack.clone().unwrap_or_default();
@@ -217,7 +228,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         false => None,
     };
     let urls = stack.as_ref().map(|s| s.urls());
-    let (base_url, target_name) = base_url(&plan, urls.as_ref())?;
+    let (base_url, target_name) = base_url(plan, urls.as_ref())?;
     let mut features: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
     features.sort();
     features.dedup();
@@ -225,9 +236,11 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon)
         .await
         .map_err(RunError::Config)?;
-    let models = resolve_models(&plan, urls.as_ref(), taps.as_ref(), &features)?;
-    let feature_of: Vec<String> = interactions.iter().map(|i| i.feature.clone()).collect();
+    let models = resolve_models(plan, urls.as_ref(), taps.as_ref(), &features)?;
+    let feature_of: Vec<&str> = interactions.iter().map(|i| i.feature.as_str()).collect();
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
+    let schedule = schedule::build(&plan.load, &feature_of, &offsets)
+        .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
     let replay_key = secret_from_env(
         "target.model_api_key_env",
         plan.target.model_api_key_env.as_deref(),
@@ -239,43 +252,52 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
                 .iter()
                 .find(|(f, _)| *f == it.feature)
                 .map(|(_, m)| m);
-            Prepared::new(
-                it,
-                model,
-                plan.target.model.as_deref(),
-                replay_key.as_deref(),
-            )
+            let default_model = plan.target.model.as_deref();
+            Prepared::new(it, model, default_model, replay_key.as_deref())
         })
         .collect();
-    let feature_refs: Vec<&str> = feature_of.iter().map(String::as_str).collect();
-    let schedule = schedule::build(&plan.load, &feature_refs, &offsets)
-        .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
+    Ok(Setup {
+        _stack: stack,
+        urls,
+        base_url,
+        target_name,
+        client,
+        auth,
+        tokenizers,
+        taps,
+        models,
+        prepared,
+        schedule,
+    })
+}
 
-    crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
-    let plan_json =
-        serde_json::json!({"plan": plan, "resolved": {"target_url": base_url, "stack": urls}});
-    write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
+/// What the sending phase measured, and which of its files could not be written.
+struct Measured {
+    agg: Aggregate,
+    taps: Option<TapAgg>,
+    info: RunInfo,
+    unwritten: Vec<(PathBuf, String)>,
+}
 
-    let health = drive::preflight(&client, &base_url)
-        .await
-        .map_err(|reason| RunError::Unreachable {
-            url: base_url.clone(),
-            reason,
-        })?;
-    let mut preflight = vec![health_stage(&base_url, health)];
-    preflight.extend(models_stage(&client, &plan, urls.as_ref(), &models).await);
-
+/// Sends the load and collects: the results stage (`results.ndjson`), the taps stage
+/// (`taps.ndjson`), and what the harness measured about itself.
+async fn measure(
+    plan: &Plan,
+    setup: Setup,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Measured, RunError> {
     let results_path = plan.run_dir.join("results.ndjson");
     let sink =
         ResultsSink::create(&results_path, plan.output.chunks).map_err(write_err(&results_path))?;
+    let taps = setup.taps;
     let target = Arc::new(drive::Target {
-        client,
-        base_url,
-        auth,
+        client: setup.client,
+        base_url: setup.base_url,
+        auth: setup.auth,
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
         run_start: Instant::now() + LEAD,
         correlation: taps.as_ref().map(|t| (t.salt, t.correlator.clone())),
-        tokenizers,
+        tokenizers: setup.tokenizers,
     });
     let taps_path = plan.run_dir.join("taps.ndjson");
     let tap_collector = taps.map(|t| {
@@ -289,12 +311,13 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         );
         (t.running, tokio::spawn(fut))
     });
-    let outcome = drive_load(&plan, target.clone(), Arc::new(prepared), schedule, sink).await?;
-    let (agg, written, scheduled, interrupted) = outcome;
+    let prepared = Arc::new(setup.prepared);
+    let (agg, written, scheduled, ended) =
+        drive_load(plan, target.clone(), prepared, setup.schedule, sink).await?;
     // What could not be written is named at the end; the verdict is still computed and printed.
     let mut unwritten: Vec<(PathBuf, String)> = Vec::new();
     if let Err(e) = written {
-        unwritten.push((results_path.clone(), e.to_string()));
+        unwritten.push((results_path, e.to_string()));
     }
     let tap_agg = match tap_collector {
         Some((running, task)) => {
@@ -303,30 +326,53 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
                 .await
                 .map_err(|e| RunError::Internal(format!("the tap collector failed: {e}")))?;
             if let Err(e) = tap_written {
-                unwritten.push((taps_path.clone(), e.to_string()));
+                unwritten.push((taps_path, e.to_string()));
             }
             Some(tap_agg)
         }
         None => None,
     };
-    let probe = interrupted.receive_delay;
     let info = RunInfo {
         run_id: plan.run_id.clone(),
         scenario: plan.scenario_name.clone(),
-        target: target_name,
+        target: setup.target_name,
         started_at: started_at.to_rfc3339(),
         duration_s: target.run_start.elapsed().as_secs_f64(),
-        interrupted: interrupted.flag,
+        interrupted: ended.flag,
         scheduled,
-        client: interrupted.cpu,
+        client: ended.cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        in_flight_cap: interrupted.default_cap,
+        in_flight_cap: ended.default_cap,
         internal_errors: crate::exit::panics(),
         request_timeout_s: plan.request_timeout_s,
-        receive_delay: probe.clone(),
+        receive_delay: ended.receive_delay,
     };
+    Ok(Measured {
+        agg,
+        taps: tap_agg,
+        info,
+        unwritten,
+    })
+}
+
+/// Conformance → verdict (with the preflight stages and the gate) → the run folder's
+/// documents and reports. Returns the exit code.
+fn judge_and_write(
+    plan: &Plan,
+    plan_json: &serde_json::Value,
+    measured: Measured,
+    preflight: Vec<Stage>,
+) -> Result<Exit, RunError> {
+    let Measured {
+        agg,
+        taps: tap_agg,
+        info,
+        mut unwritten,
+    } = measured;
+    let taps_path = plan.run_dir.join("taps.ndjson");
     let taps = tap_agg.is_some().then_some(taps_path.as_path());
-    let conformance = match conformance_stage(&plan, &results_path, taps) {
+    let results_path = plan.run_dir.join("results.ndjson");
+    let conformance = match conformance_stage(plan, &results_path, taps) {
         Ok(c) => c,
         Err(RunError::Write { path, source }) => {
             unwritten.push((path, source.to_string()));
@@ -339,6 +385,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
+    let probe = info.receive_delay.clone();
     let summary = verdict::summarise(info, &plan.load, &agg, &checks);
     let judged = crate::commands::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
     let summary = judged.summary;
@@ -350,13 +397,13 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         ("summary.json", serde_json::to_value(&summary)),
         ("histograms.json", Ok(verdict::histograms(&agg, &probe))),
         ("preflight.json", serde_json::to_value(&preflight)),
-        ("comparison.json", serde_json::to_value(&judged.comparison)),
     ];
-    for (name, doc) in documents {
+    let comparison = judged
+        .comparison
+        .as_ref()
+        .map(|c| ("comparison.json", serde_json::to_value(c)));
+    for (name, doc) in documents.into_iter().chain(comparison) {
         let path = plan.run_dir.join(name);
-        if name == "comparison.json" && judged.comparison.is_none() {
-            continue;
-        }
         let written = doc
             .map_err(|e| RunError::Internal(e.to_string()))
             .and_then(|d| write_json(&path, &d));
@@ -367,14 +414,12 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let view = report::Report {
         summary: &summary,
         agg: &agg,
-        plan: &plan_json,
+        plan: plan_json,
         comparison: judged.comparison.as_ref(),
         stages: &judged.stages,
     };
-    unwritten.extend(report::write(
-        &view,
-        &report::Outputs::in_dir(&plan.run_dir),
-    ));
+    let outputs = report::Outputs::in_dir(&plan.run_dir);
+    unwritten.extend(report::write(&view, &outputs));
     println!("run folder: {}", plan.run_dir.display());
     if !unwritten.is_empty() {
         for (path, e) in &unwritten {
@@ -383,6 +428,29 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         return Ok(Exit::Unreachable);
     }
     Ok(summary.exit())
+}
+
+/// Runs a scenario; returns the exit code of the verdict.
+pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError> {
+    let started_at = chrono::Utc::now();
+    let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+    let plan = plan::resolve(scenario, overrides, &started)?;
+    let setup = setup(&plan).await?;
+    crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
+    let resolved = serde_json::json!({"target_url": setup.base_url, "stack": setup.urls});
+    let plan_json = serde_json::json!({"plan": plan, "resolved": resolved});
+    write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
+    let health = drive::preflight(&setup.client, &setup.base_url)
+        .await
+        .map_err(|reason| RunError::Unreachable {
+            url: setup.base_url.clone(),
+            reason,
+        })?;
+    let mut preflight = vec![health_stage(&setup.base_url, health)];
+    let models = models_stage(&setup.client, &plan, setup.urls.as_ref(), &setup.models);
+    preflight.extend(models.await);
+    let measured = measure(&plan, setup, started_at).await?;
+    judge_and_write(&plan, &plan_json, measured, preflight)
 }
 
 /// The conformance stage over the finished results: with `--calibrate`, measure and write the
@@ -418,129 +486,4 @@ fn conformance_stage(
 /// Threads for an embedded twin: half the machine, at least one.
 fn twin_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
-}
-
-/// How the sending phase ended.
-struct Ended {
-    flag: bool,
-    cpu: ClientCpu,
-    /// The default in-flight cap applied (the scenario set none).
-    default_cap: Option<usize>,
-    /// The harness's receive-side delay, probed while the run went.
-    receive_delay: Metric,
-}
-
-/// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
-/// scheduled, how it ended).
-///
-/// Draining: after the last send, an open loop gives requests in flight `grace_s`; a closed loop
-/// gives them their full request timeout (a sequential run's last request is timed like any
-/// other). A stop signal stops sending and drains briefly; a second signal, or one during the
-/// drain, cuts everything off at once. Cut-off requests are recorded with what had arrived.
-async fn drive_load(
-    plan: &Plan,
-    target: Arc<drive::Target>,
-    prepared: Arc<Vec<Prepared>>,
-    schedule: schedule::Schedule,
-    sink: ResultsSink,
-) -> Result<(Aggregate, std::io::Result<()>, u64, Ended), RunError> {
-    let live = Arc::new(LiveStats::default());
-    let mut signals = crate::signals::stop_signals();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut collector = tokio::spawn(measure::collect(
-        rx,
-        sink,
-        Aggregate::new(plan.slo.clone()),
-        live.clone(),
-    ));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (cut_tx, cut_rx) = watch::channel(false);
-    let cpu_start = CpuTimes::now();
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    // Without its probe the run still measures; the audit then has no receive-side bound.
-    let probe = match probe::start(workers).await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            eprintln!("warning: the receive-delay probe could not start: {e}");
-            None
-        }
-    };
-    let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
-    let closed = !plan.load.arrival.open_loop();
-    // Without a cap of its own, an open loop against a server that stops answering would hold
-    // a task and a socket per send until memory or descriptors ran out.
-    let default_cap =
-        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
-    let concurrency = match plan.load.arrival {
-        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
-        _ => plan.load.concurrency.or(default_cap),
-    };
-    let opts = dispatch::Options {
-        window: plan.load.send_window_s().map(Duration::from_secs_f64),
-        warmup: Duration::from_secs_f64(plan.load.warmup_s),
-        concurrency,
-        policy: match default_cap {
-            Some(_) => crate::plan::CapPolicy::Skip,
-            None => plan.load.cap_policy,
-        },
-    };
-    let mut scheduled = dispatch::start(
-        target.clone(),
-        prepared,
-        schedule,
-        opts,
-        tx,
-        stop_rx,
-        cut_rx,
-        live,
-    );
-    let mut signalled = 0;
-    let mut count = None;
-    tokio::select! {
-        n = &mut scheduled => count = Some(n.ok()),
-        _ = signals.recv() => signalled += 1,
-    };
-    let drain = match signalled {
-        0 if closed => target.timeout + Duration::from_secs(1),
-        0 => Duration::from_secs_f64(plan.load.grace_s),
-        _ => {
-            let _ = stop_tx.send(true);
-            SIGNAL_DRAIN.min(Duration::from_secs_f64(plan.load.grace_s))
-        }
-    };
-    let mut collected = None;
-    tokio::select! {
-        c = &mut collector => collected = Some(c),
-        _ = tokio::time::sleep(drain) => {}
-        _ = signals.recv() => signalled += 1,
-    }
-    if collected.is_none() {
-        let _ = stop_tx.send(true);
-        let _ = cut_tx.send(true);
-    }
-    let collected = match collected {
-        Some(c) => c,
-        None => collector.await,
-    };
-    let (agg, written) =
-        collected.map_err(|e| RunError::Internal(format!("the results collector failed: {e}")))?;
-    let count = match count {
-        Some(n) => n,
-        None => scheduled.await.ok(), // the pacer stops promptly once told to
-    };
-    drop(view);
-    let receive_delay = match probe {
-        Some(p) => p.finish().await,
-        None => Metric::default(),
-    };
-    let wall = target.run_start.elapsed();
-    let cpu = ClientCpu::between(&cpu_start, &CpuTimes::now(), wall, agg.sent);
-    let ended = Ended {
-        flag: signalled > 0,
-        cpu,
-        default_cap,
-        receive_delay,
-    };
-    let count = count.unwrap_or(agg.sent);
-    Ok((agg, written, count, ended))
 }

@@ -1,0 +1,144 @@
+//! The sending phase: the pacer dispatches the schedule, the collector folds each record into
+//! the aggregate and `results.ndjson`, the probe and CPU readings measure the harness itself;
+//! then the drain, the cut-off, and what a stop signal changes.
+
+use super::RunError;
+use crate::drive::{self, dispatch, Prepared};
+use crate::live::{self, LiveStats, LiveView};
+use crate::measure::aggregate::Aggregate;
+use crate::measure::cpu::{ClientCpu, CpuTimes};
+use crate::measure::hist::Metric;
+use crate::measure::{self, probe, ResultsSink};
+use crate::plan::Plan;
+use crate::schedule::{self, Arrival};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How long the run drains after a stop signal before cutting off what is still in flight.
+const SIGNAL_DRAIN: Duration = Duration::from_secs(2);
+
+/// How the sending phase ended.
+pub(super) struct Ended {
+    pub(super) flag: bool,
+    pub(super) cpu: ClientCpu,
+    /// The default in-flight cap applied (the scenario set none).
+    pub(super) default_cap: Option<usize>,
+    /// The harness's receive-side delay, probed while the run went.
+    pub(super) receive_delay: Metric,
+}
+
+/// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
+/// scheduled, how it ended).
+///
+/// Draining: after the last send, an open loop gives requests in flight `grace_s`; a closed loop
+/// gives them their full request timeout (a sequential run's last request is timed like any
+/// other). A stop signal stops sending and drains briefly; a second signal, or one during the
+/// drain, cuts everything off at once. Cut-off requests are recorded with what had arrived.
+pub(super) async fn drive_load(
+    plan: &Plan,
+    target: Arc<drive::Target>,
+    prepared: Arc<Vec<Prepared>>,
+    schedule: schedule::Schedule,
+    sink: ResultsSink,
+) -> Result<(Aggregate, std::io::Result<()>, u64, Ended), RunError> {
+    let live = Arc::new(LiveStats::default());
+    let mut signals = crate::signals::stop_signals();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut collector = tokio::spawn(measure::collect(
+        rx,
+        sink,
+        Aggregate::new(plan.slo.clone()),
+        live.clone(),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let cpu_start = CpuTimes::now();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // Without its probe the run still measures; the audit then has no receive-side bound.
+    let probe = match probe::start(workers).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: the receive-delay probe could not start: {e}");
+            None
+        }
+    };
+    let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
+    let closed = !plan.load.arrival.open_loop();
+    // Without a cap of its own, an open loop against a server that stops answering would hold
+    // a task and a socket per send until memory or descriptors ran out.
+    let default_cap =
+        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
+    let concurrency = match plan.load.arrival {
+        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
+        _ => plan.load.concurrency.or(default_cap),
+    };
+    let opts = dispatch::Options {
+        window: plan.load.send_window_s().map(Duration::from_secs_f64),
+        warmup: Duration::from_secs_f64(plan.load.warmup_s),
+        concurrency,
+        policy: match default_cap {
+            Some(_) => crate::plan::CapPolicy::Skip,
+            None => plan.load.cap_policy,
+        },
+    };
+    let mut scheduled = dispatch::start(
+        target.clone(),
+        prepared,
+        schedule,
+        opts,
+        tx,
+        stop_rx,
+        cut_rx,
+        live,
+    );
+    let mut signalled = 0;
+    let mut count = None;
+    tokio::select! {
+        n = &mut scheduled => count = Some(n.ok()),
+        _ = signals.recv() => signalled += 1,
+    };
+    let drain = match signalled {
+        0 if closed => target.timeout + Duration::from_secs(1),
+        0 => Duration::from_secs_f64(plan.load.grace_s),
+        _ => {
+            let _ = stop_tx.send(true);
+            SIGNAL_DRAIN.min(Duration::from_secs_f64(plan.load.grace_s))
+        }
+    };
+    let mut collected = None;
+    tokio::select! {
+        c = &mut collector => collected = Some(c),
+        _ = tokio::time::sleep(drain) => {}
+        _ = signals.recv() => signalled += 1,
+    }
+    if collected.is_none() {
+        let _ = stop_tx.send(true);
+        let _ = cut_tx.send(true);
+    }
+    let collected = match collected {
+        Some(c) => c,
+        None => collector.await,
+    };
+    let (agg, written) =
+        collected.map_err(|e| RunError::Internal(format!("the results collector failed: {e}")))?;
+    let count = match count {
+        Some(n) => n,
+        None => scheduled.await.ok(), // the pacer stops promptly once told to
+    };
+    drop(view);
+    let receive_delay = match probe {
+        Some(p) => p.finish().await,
+        None => Metric::default(),
+    };
+    let wall = target.run_start.elapsed();
+    let cpu = ClientCpu::between(&cpu_start, &CpuTimes::now(), wall, agg.sent);
+    let ended = Ended {
+        flag: signalled > 0,
+        cpu,
+        default_cap,
+        receive_delay,
+    };
+    let count = count.unwrap_or(agg.sent);
+    Ok((agg, written, count, ended))
+}
