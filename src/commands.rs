@@ -249,6 +249,16 @@ fn report_inner(args: ReportArgs) -> Result<Exit, (Exit, String)> {
             ))
         }
     };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if sources.len() > 1 && sources.iter().any(|f| same(&f.dir, &out)) {
+        return Err(usage(format!(
+            "--out {} is one of the run folders: a merge goes into a folder of its own",
+            out.display()
+        )));
+    }
     let merged = results::merge(sources.clone()).map_err(|e| usage(e.to_string()))?;
     if sources.len() > 1 || out != sources[0].dir {
         write_merged(&merged, &sources, &out).map_err(|e| (Exit::Unreachable, e))?;
@@ -409,6 +419,12 @@ pub fn baseline_save(run: &Path, to: &Path, force: bool) -> Exit {
             verdict.unwrap_or("none (no summary.json)")
         );
         return Exit::Usage;
+    }
+    if let (Ok(a), Ok(b)) = (run.canonicalize(), to.canonicalize()) {
+        if a == b {
+            eprintln!("error: --to {} is the run folder itself", to.display());
+            return Exit::Usage;
+        }
     }
     if let Err(e) = crate::files::create_dir_private(to) {
         eprintln!("error: {}: {e}", to.display());

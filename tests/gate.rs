@@ -136,6 +136,16 @@ fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
         .find(|c| c.feature == "duo_chat" && c.metric == "ttft_p50")
         .unwrap();
     assert_eq!(p50.basis, Basis::Degraded, "{p50:?}");
+    // A run without a self-audit (killed before its summary) is not judged on latency either.
+    cur.summary = None;
+    let c = compare(&base, &cur, &GateSpec::default()).unwrap();
+    let p50 = c
+        .checks
+        .iter()
+        .find(|c| c.feature == "duo_chat" && c.metric == "ttft_p50")
+        .unwrap();
+    assert_eq!(p50.outcome, Outcome::Inconclusive, "{p50:?}");
+    assert!(p50.reason.contains("no summary.json"), "{p50:?}");
 
     // Runs of different plans are refused, with the reason.
     let (code, _, stderr) = run_cli(&["compare", &arg(&a), "fixtures/does-not-exist"]);

@@ -114,6 +114,26 @@ fn two_runs_of_one_plan_merge_into_the_union_of_their_requests() {
         common::results(&merged).len(),
         common::results(&a).len() + common::results(&b).len()
     );
+    // A merge never overwrites one of its own sources, nor a baseline its run.
+    let (code, _, stderr) = run_cli(&[
+        "report",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is one of the run folders"), "{stderr}");
+    let (code, _, stderr) = run_cli(&[
+        "baseline",
+        "save",
+        a.to_str().unwrap(),
+        "--to",
+        a.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!common::results(&a).is_empty(), "the run is whole");
     // Runs of another plan do not merge.
     let other = tmp.path().join("other");
     let (_, stdout, stderr) = run_cli(&[

@@ -63,7 +63,7 @@ pub enum Basis {
     Interval,
     /// Too few samples in a run to judge the metric.
     TooFewSamples,
-    /// The self-audit marked the figure degraded.
+    /// The self-audit marked the figure degraded (or the run has no self-audit).
     Degraded,
     /// A conformance or routing finding the baseline did not have.
     NewFinding,
@@ -259,8 +259,21 @@ fn judge(
         .filter(|(_, f)| !def.trust.is_empty() && degraded(f, feature, def.trust))
         .map(|(n, _)| n)
         .collect();
+    let unaudited: Vec<&str> = [("baseline", base), ("current", cur)]
+        .into_iter()
+        .filter(|(_, f)| !def.trust.is_empty() && f.summary.is_none())
+        .map(|(n, _)| n)
+        .collect();
     check.basis = Basis::Interval;
-    if !runs_degraded.is_empty() {
+    if !unaudited.is_empty() {
+        check.basis = Basis::Degraded;
+        check.reason = format!(
+            "the {} run has no summary.json (killed?), so no self-audit says how far its {} can \
+             be trusted: `duo-harness report` on it first",
+            unaudited.join(" and "),
+            def.trust
+        );
+    } else if !runs_degraded.is_empty() {
         check.basis = Basis::Degraded;
         check.reason = format!(
             "the self-audit marks {} degraded in the {} run: neither a regression nor an \
