@@ -165,6 +165,10 @@ pub fn stack_numbers(stack: &crate::twin::StackConfig) -> Result<(), String> {
         if b.default_max_tokens > 1_000_000 {
             return Err(key("default_max_tokens: must be <= 1000000"));
         }
+        if let Some(e) = &b.engine {
+            e.cost()
+                .map_err(|m| format!("stack.backend.{}.{m}", b.name))?;
+        }
     }
     Ok(())
 }

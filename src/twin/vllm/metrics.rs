@@ -84,6 +84,39 @@ impl ModelSeries {
 /// Selects one histogram of a model's series.
 type PickHistogram = fn(&ModelSeries) -> &Histogram;
 
+/// NVIDIA DCGM exporter names for the simulated GPU (`gpu="0"`): utilisation (%), DRAM
+/// activity (0..1), framebuffer in use (MiB), power (W, 70 idle to 700 busy).
+fn render_dcgm(out: &mut String, e: &super::engine::Snapshot) {
+    let series = [
+        (
+            "DCGM_FI_DEV_GPU_UTIL",
+            "GPU utilization (in %).",
+            e.gpu_util * 100.0,
+        ),
+        (
+            "DCGM_FI_PROF_DRAM_ACTIVE",
+            "Ratio of cycles the device memory interface is active.",
+            e.dram_active,
+        ),
+        (
+            "DCGM_FI_DEV_FB_USED",
+            "Framebuffer memory used (in MiB).",
+            e.fb_used_bytes / 1048576.0,
+        ),
+        (
+            "DCGM_FI_DEV_POWER_USAGE",
+            "Power draw (in W).",
+            70.0 + 630.0 * e.gpu_util,
+        ),
+    ];
+    for (name, help, v) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{gpu=\"0\",modelName=\"twin\"}} {v}"
+        );
+    }
+}
+
 /// What one finished request contributes.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -152,7 +185,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub fn render(&self, engine: Option<&super::engine::Snapshot>) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -167,8 +200,24 @@ impl Metrics {
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
         );
+        // With a simulated engine, the engine's own state (on the backend's first model: one
+        // engine serves the backend) replaces the count of requests in flight.
+        let first = self.models.keys().next().cloned();
+        let engine_or = |l: &str, own: f64, pick: fn(&super::engine::Snapshot) -> f64| match engine
+        {
+            Some(e)
+                if first
+                    .as_ref()
+                    .is_some_and(|m| l.ends_with(&format!("\"{m}\""))) =>
+            {
+                pick(e)
+            }
+            Some(_) => 0.0,
+            None => own,
+        };
         each(&mut out, &|o, l, s| {
-            let _ = writeln!(o, "vllm:num_requests_running{{{l}}} {}", s.running);
+            let v = engine_or(l, s.running as f64, |e| e.running as f64);
+            let _ = writeln!(o, "vllm:num_requests_running{{{l}}} {v}");
         });
         gauge(
             &mut out,
@@ -176,7 +225,8 @@ impl Metrics {
             "Number of requests waiting to be processed.",
         );
         each(&mut out, &|o, l, _| {
-            let _ = writeln!(o, "vllm:num_requests_waiting{{{l}}} 0");
+            let v = engine_or(l, 0.0, |e| e.waiting as f64);
+            let _ = writeln!(o, "vllm:num_requests_waiting{{{l}}} {v}");
         });
         gauge(
             &mut out,
@@ -185,12 +235,17 @@ impl Metrics {
         );
         let cap = self.kv_capacity_tokens as f64;
         each(&mut out, &|o, l, s| {
-            let _ = writeln!(
-                o,
-                "vllm:kv_cache_usage_perc{{{l}}} {}",
-                s.kv_tokens.max(0) as f64 / cap
-            );
+            let v = engine_or(l, s.kv_tokens.max(0) as f64 / cap, |e| e.kv_usage);
+            let _ = writeln!(o, "vllm:kv_cache_usage_perc{{{l}}} {v}");
         });
+        if let Some(e) = engine {
+            let _ = writeln!(out, "# HELP vllm:num_preemptions_total Cumulative number of preemptions from the engine.\n# TYPE vllm:num_preemptions_total counter");
+            each(&mut out, &|o, l, _| {
+                let v = engine_or(l, 0.0, |e| e.preemptions as f64);
+                let _ = writeln!(o, "vllm:num_preemptions_total{{{l}}} {v}");
+            });
+            render_dcgm(&mut out, e);
+        }
         let _ = writeln!(out, "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n# TYPE vllm:prompt_tokens_total counter");
         each(&mut out, &|o, l, s| {
             let _ = writeln!(o, "vllm:prompt_tokens_total{{{l}}} {}", s.prompt_tokens);
@@ -261,7 +316,7 @@ mod tests {
                 e2e_s: 0.04,
             },
         );
-        let t = m.render();
+        let t = m.render(None);
         assert!(t.contains("vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 1"));
         assert!(t.contains("vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m1\"} 0.1"));
         assert!(t.contains("vllm:prompt_tokens_total{engine=\"0\",model_name=\"m1\"} 10"));
@@ -274,7 +329,7 @@ mod tests {
         );
         m.left("m1", 100);
         assert!(m
-            .render()
+            .render(None)
             .contains("vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 0"));
     }
 }

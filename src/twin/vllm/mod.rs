@@ -3,9 +3,11 @@
 //! In: `POST /v1/chat/completions` and `/v1/completions` (streaming SSE with `data: [DONE]`, or
 //! JSON), `GET /v1/models`, `GET /health`, `GET /metrics`. Out: deterministic text
 //! ([`textgen`]), token counts from the documented [`crate::tokens`] rule, and timing from a fixed
-//! TTFT plus a fixed gap per token. Each backend serves its own model names, so which backend a
+//! TTFT plus a fixed gap per token, or, with `[engine]`, from a simulated GPU engine
+//! ([`engine`]: roofline step times, continuous batching, a KV-cache budget). Each backend serves its own model names, so which backend a
 //! request reached is observable; a model listed in `fail_models` always answers HTTP 500.
 
+pub mod engine;
 pub mod metrics;
 pub mod textgen;
 
@@ -59,6 +61,10 @@ pub struct BackendConfig {
     /// `max_tokens` when a request sets none.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: usize,
+    /// A simulated GPU serving engine (roofline timing, continuous batching, KV budget): timing
+    /// then comes from it, not from `ttft_ms` and `itl_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<engine::EngineConfig>,
 }
 
 fn default_ttft_ms() -> f64 {
@@ -87,13 +93,22 @@ impl BackendConfig {
 struct Backend {
     cfg: BackendConfig,
     metrics: Mutex<metrics::Metrics>,
+    engine: Option<engine::Engine>,
 }
 
 /// Starts a backend on 127.0.0.1.
 pub async fn serve(cfg: BackendConfig) -> std::io::Result<RunningServer> {
+    let engine = match &cfg.engine {
+        Some(e) => {
+            let cost = e.cost().map_err(std::io::Error::other)?;
+            Some(engine::Engine::start(cost))
+        }
+        None => None,
+    };
     let state = Arc::new(Backend {
         metrics: Mutex::new(metrics::Metrics::new(&cfg.models, cfg.kv_capacity_tokens)),
         cfg: cfg.clone(),
+        engine,
     });
     let router = Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
@@ -116,7 +131,12 @@ async fn models(State(b): State<Arc<Backend>>) -> Response {
 }
 
 async fn render_metrics(State(b): State<Arc<Backend>>) -> Response {
-    let text = b.metrics.lock().expect("metrics lock").render();
+    let snapshot = b.engine.as_ref().map(engine::Engine::snapshot);
+    let text = b
+        .metrics
+        .lock()
+        .expect("metrics lock")
+        .render(snapshot.as_ref());
     (
         [(
             header::CONTENT_TYPE,
@@ -339,6 +359,12 @@ impl Drop for InFlight {
 }
 
 impl Job {
+    /// With a simulated engine: the request queued there, its tokens' instants to come.
+    fn engine_tokens(&self) -> Option<mpsc::UnboundedReceiver<Instant>> {
+        let e = self.backend.engine.as_ref()?;
+        Some(e.generate(self.p.prompt_tokens, self.gen.tokens.len()))
+    }
+
     fn token_due(&self, i: usize) -> Instant {
         let c = &self.backend.cfg;
         self.arrived + Duration::from_secs_f64((c.ttft_ms + c.itl_ms * i as f64) / 1000.0)
@@ -385,12 +411,22 @@ impl Job {
             self.p.prompt_tokens + self.gen.tokens.len(),
         );
         let n = self.gen.tokens.len();
-        crate::clock::Timer::global()
-            .sleep_until(self.token_due(n.saturating_sub(1)))
-            .await;
-        let now = Instant::now();
-        let times: Vec<Instant> = (0..n).map(|i| self.token_due(i)).collect();
-        self.record(times.first().copied().unwrap_or(now), &times);
+        let times: Vec<Instant> = match self.engine_tokens() {
+            Some(mut rx) => {
+                let mut times = Vec::with_capacity(n);
+                while let Some(t) = rx.recv().await {
+                    times.push(t);
+                }
+                times
+            }
+            None => {
+                crate::clock::Timer::global()
+                    .sleep_until(self.token_due(n.saturating_sub(1)))
+                    .await;
+                (0..n).map(|i| self.token_due(i)).collect()
+            }
+        };
+        self.record(times.first().copied().unwrap_or_else(Instant::now), &times);
         let (text, fr) = (self.gen.text(), self.gen.finish_reason);
         let choice = if self.api == Api::Chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": fr})
@@ -456,10 +492,19 @@ impl Job {
             let head = self.head(&self.id());
             let n = self.gen.tokens.len();
             let mut times = Vec::with_capacity(n);
+            let mut engine = self.engine_tokens();
             for (i, tok) in self.gen.tokens.iter().enumerate() {
-                crate::clock::Timer::global()
-                    .sleep_until(self.token_due(i))
-                    .await;
+                match engine.as_mut() {
+                    Some(rx) => match rx.recv().await {
+                        Some(_) => {}
+                        None => return, // the engine is gone
+                    },
+                    None => {
+                        crate::clock::Timer::global()
+                            .sleep_until(self.token_due(i))
+                            .await
+                    }
+                }
                 times.push(Instant::now());
                 let finish = (i + 1 == n).then_some(self.gen.finish_reason);
                 if i == 0
@@ -506,6 +551,7 @@ mod tests {
         let backend = Arc::new(Backend {
             metrics: Mutex::new(metrics::Metrics::new(&cfg.models, 1)),
             cfg,
+            engine: None,
         });
         let p = Parsed {
             model: "m\"x".into(),
