@@ -133,6 +133,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Find the highest total rate at which every feature meets its SLO (the scenario's
+    /// [capacity] search): probes, the knee, the SLO that breaks first, active developers.
+    Capacity {
+        scenario: PathBuf,
+        /// Folder for the probes' run folders and capacity.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Manage the baseline run the gate compares with.
     Baseline {
         #[command(subcommand)]
@@ -420,6 +428,7 @@ async fn dispatch(cmd: Command) -> Exit {
                 }
             }
         },
+        Command::Capacity { scenario, out } => crate::capacity::command(&scenario, out).await,
         Command::Baseline {
             action: BaselineAction::Save { run, to, force },
         } => crate::commands::baseline_save(&run, &to, force),

@@ -18,6 +18,7 @@
 //! `compare` and `baseline`; [`cli`] is the command line.
 
 pub mod audit;
+pub mod capacity;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -10,7 +10,9 @@ mod env;
 mod load;
 mod rate;
 
+mod capacity;
 mod gate;
+pub use capacity::CapacitySpec;
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
@@ -68,6 +70,9 @@ pub struct Scenario {
     /// The regression gate: baseline run and thresholds.
     #[serde(default)]
     pub gate: GateSpec,
+    /// How `capacity` searches for the highest compliant rate.
+    #[serde(default)]
+    pub capacity: CapacitySpec,
 }
 
 /// The scenario's routing expectations.
@@ -334,6 +339,7 @@ pub struct Plan {
     pub tokenizers: BTreeMap<String, PathBuf>,
     /// The regression gate, its baseline resolved against the scenario's folder.
     pub gate: GateSpec,
+    pub capacity: CapacitySpec,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -449,6 +455,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ));
         }
     }
+    sc.capacity.check().map_err(|m| invalid(path, m))?;
     let mut gate = sc.gate.clone();
     gate.check().map_err(|m| invalid(path, m))?;
     for f in gate.features.keys() {
@@ -540,6 +547,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             .map(|(k, p)| (k.clone(), base.join(p)))
             .collect(),
         gate,
+        capacity: sc.capacity,
         embedded_backend,
         run_id,
         run_dir,

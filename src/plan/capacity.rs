@@ -1,0 +1,82 @@
+//! The scenario's `[capacity]` section: how `duo-harness capacity` searches for the highest
+//! rate at which every feature meets its SLO.
+
+use serde::{Deserialize, Serialize};
+
+/// `[capacity]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySpec {
+    /// The first probe's total rate, requests/s.
+    #[serde(default = "one")]
+    pub start_rps: f64,
+    /// No probe goes above this rate.
+    #[serde(default = "max_rps")]
+    pub max_rps: f64,
+    /// The search stops once the bracket is this narrow, relative to its lower end.
+    #[serde(default = "resolution")]
+    pub resolution: f64,
+    /// The search stops after this many probes (repeats included).
+    #[serde(default = "max_probes")]
+    pub max_probes: usize,
+    /// Each probe sends for this long, seconds (after the scenario's warm-up).
+    #[serde(default = "probe_s")]
+    pub probe_s: f64,
+    /// Active developers per request/s: GitLab's sizing rule, 7 requests/s per 1,000 users.
+    #[serde(default = "users_per_rps")]
+    pub users_per_rps: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn max_rps() -> f64 {
+    10_000.0
+}
+fn resolution() -> f64 {
+    0.05
+}
+fn max_probes() -> usize {
+    10
+}
+fn probe_s() -> f64 {
+    20.0
+}
+fn users_per_rps() -> f64 {
+    1000.0 / 7.0
+}
+
+impl Default for CapacitySpec {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
+}
+
+impl CapacitySpec {
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |k: &str, v: f64| match v.is_finite() && v > 0.0 {
+            true => Ok(()),
+            false => Err(format!("capacity.{k}: {v} must be a finite number > 0")),
+        };
+        positive("start_rps", self.start_rps)?;
+        positive("max_rps", self.max_rps)?;
+        positive("probe_s", self.probe_s)?;
+        positive("users_per_rps", self.users_per_rps)?;
+        if !(self.resolution > 0.0 && self.resolution < 1.0) {
+            return Err(format!(
+                "capacity.resolution: {} must be in (0, 1)",
+                self.resolution
+            ));
+        }
+        if self.start_rps > self.max_rps {
+            return Err("capacity.start_rps is above capacity.max_rps".into());
+        }
+        if !(2..=100).contains(&self.max_probes) {
+            return Err(format!(
+                "capacity.max_probes: {} must be 2 to 100",
+                self.max_probes
+            ));
+        }
+        Ok(())
+    }
+}
