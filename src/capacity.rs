@@ -80,6 +80,12 @@ fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
     Some(v[rank])
 }
 
+/// A request's figure for one SLO bound, given its own send lateness.
+type Figure = fn(&RequestRecord, f64) -> Option<f64>;
+
+/// A rate and the SLO margin there.
+type Point = (f64, f64);
+
 /// The smallest margin over `slos`' bounds in a probe's records, and where it is.
 pub fn margin(
     records: &[RequestRecord],
@@ -97,7 +103,7 @@ pub fn margin(
             .filter(|r| r.disposition != crate::measure::Disposition::Skipped)
             .collect();
         let late = |r: &RequestRecord| r.sent_ms - r.intended_ms;
-        let bounds: [(&str, Option<f64>, fn(&RequestRecord, f64) -> Option<f64>); 3] = [
+        let bounds: [(&str, Option<f64>, Figure); 3] = [
             ("ttft_ms", s.ttft_ms, |r, _| r.ttft_from_intended_ms()),
             ("tpot_ms", s.tpot_ms, |r, _| r.tpot_ms()),
             ("e2e_ms", s.e2e_ms, |r, late| r.e2e_ms().map(|e| e + late)),
@@ -219,7 +225,7 @@ async fn probe(
 
 /// The next rate between a compliant `lo` and a failing `hi`: where the margin's line crosses
 /// zero, kept at least a fifth of the bracket from either end.
-fn interpolate(lo: (f64, f64), hi: (f64, f64)) -> f64 {
+fn interpolate(lo: Point, hi: Point) -> f64 {
     let ((r0, m0), (r1, m1)) = (lo, hi);
     let guess = match m0 - m1 > 1e-9 {
         true => r0 + (r1 - r0) * m0 / (m0 - m1),
@@ -249,7 +255,7 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
     let spec = plan.capacity.clone();
     crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut probes: Vec<Probe> = Vec::new();
-    let (mut lo, mut hi): (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+    let (mut lo, mut hi): (Option<Point>, Option<Point>) = (None, None);
     let mut rate = spec.start_rps;
     let stopped = loop {
         if probes.len() >= spec.max_probes {

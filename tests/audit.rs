@@ -102,10 +102,25 @@ fn host_steal(s: &Value) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// A run the host itself disturbed (a virtual machine whose cores were taken): the audit has to
-/// say so, but the test cannot call the run undisturbed.
+/// Cores' worth of CPU that neither the harness nor this test's server used: other processes
+/// on the host (a build beside the tests).
+fn others_busy(s: &Value) -> f64 {
+    let cores: f64 = s["load"]["client"]["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| f(&c["busy"]))
+        .sum();
+    let harness = f(&s["load"]["client"]["cores_busy"]);
+    // The paced server in this process takes well under half a core at 1,000 requests/s.
+    cores - harness - 0.5
+}
+
+/// A run the host itself disturbed (a virtual machine whose cores were taken, or other
+/// processes busy on them): the audit has to say so, but the test cannot call the run
+/// undisturbed.
 fn host_disturbed(s: &Value) -> bool {
-    host_steal(s) >= 0.02
+    host_steal(s) >= 0.02 || others_busy(s) >= 0.5
 }
 
 /// The cores this test may use, so the harness and the server can be kept apart.
@@ -177,8 +192,9 @@ fn undisturbed_runs_are_never_flagged() {
             // Not an undisturbed run after all: the hypervisor took the cores, and the audit
             // must say the run is invalid for it, not pass it.
             eprintln!(
-                "note: {rate}/s: the host stole {:.1} % of a core",
-                host_steal(sm) * 100.0
+                "note: {rate}/s: the host stole {:.1} % of a core, other processes used {:.2} cores",
+                host_steal(sm) * 100.0,
+                others_busy(sm).max(0.0) + 0.5
             );
             assert_eq!(o.code, 4, "{}", o.log);
             continue;
