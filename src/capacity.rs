@@ -15,6 +15,7 @@ use crate::exit::Exit;
 use crate::measure::RequestRecord;
 use crate::plan::{self, Overrides, Plan, Slo};
 use crate::results::RunFolder;
+use crate::scrape::Observed;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,77 @@ const LOAD_FAILURES: &[&str] = &[
     "skipped",
 ];
 
+/// What limits a stack, named from its backends' metrics in one sentence.
+pub fn limiter(observed: &std::collections::BTreeMap<String, Observed>) -> Option<String> {
+    let pressure = |o: &Observed| {
+        let kv = o
+            .gauge_max("vllm:kv_cache_usage_perc")
+            .or(o.gauge_max("vllm:gpu_cache_usage_perc"));
+        (
+            o.gauge_max("vllm:num_requests_waiting").unwrap_or(0.0),
+            kv.unwrap_or(0.0),
+        )
+    };
+    let (target, o) = observed
+        .iter()
+        .filter(|(_, o)| o.scrapes > 0)
+        .max_by(|a, b| {
+            pressure(a.1)
+                .partial_cmp(&pressure(b.1))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })?;
+    let (waiting, kv) = pressure(o);
+    let preempted = o
+        .counters
+        .get("vllm:num_preemptions_total")
+        .map_or(0.0, |c| c.increase);
+    let util = o.gauge_mean("DCGM_FI_DEV_GPU_UTIL");
+    let dram = o.gauge_mean("DCGM_FI_PROF_DRAM_ACTIVE").unwrap_or(0.0);
+    let tensor = o
+        .gauge_mean("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE")
+        .unwrap_or(0.0);
+    let util_text = util.map_or(String::new(), |u| format!(", GPU utilisation {u:.0} %"));
+    let busy = util.unwrap_or(0.0) >= 80.0;
+    let running_max = o.gauge_max("vllm:num_requests_running").unwrap_or(0.0);
+    let capped = o
+        .running_while_waiting
+        .is_some_and(|[_, hi]| hi >= running_max && hi > 0.0);
+    Some(if kv >= 0.9 || preempted > 0.0 {
+        format!(
+            "KV cache full on {target} (up to {kv:.2}, {preempted:.0} preemptions, up to {waiting:.0} \
+             waiting){util_text}: requests queue for cache space; add GPU memory, or cap context \
+             and output length"
+        )
+    } else if busy && tensor > dram {
+        format!(
+            "{target} is compute-bound: its tensor pipes run at {:.0} % of peak against DRAM \
+             active {:.0} %, with the KV cache at {kv:.2}{util_text}: every step's tokens cost \
+             more compute than memory traffic (prefill dominates); add GPUs or shorten prompts",
+            tensor * 100.0,
+            dram * 100.0
+        )
+    } else if waiting >= 1.0 && capped {
+        format!(
+            "the running batch on {target} sat at its most ({running_max:.0} sequences) while up \
+             to {waiting:.0} requests waited, with the KV cache at {kv:.2}{util_text}: the batch \
+             cap (vLLM's max_num_seqs) limits; raise it while KV memory allows, or add replicas"
+        )
+    } else if busy {
+        format!(
+            "{target} is memory-bandwidth-bound: DRAM is active {:.0} % of the time with the KV \
+             cache at {kv:.2}{util_text}: each decode step reads the weights and every context, \
+             so inter-token time grows with the batch; add GPUs or move to higher-bandwidth ones",
+            dram * 100.0
+        )
+    } else {
+        format!(
+            "no backend saturated (up to {waiting:.0} waiting on {target}, KV cache up to \
+             {kv:.2}{util_text}): the limit lies before the model, in the gateway or the network \
+             (the taps' upstream wait says how long the gateway held each request)"
+        )
+    })
+}
+
 /// One probe's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
@@ -49,6 +121,8 @@ pub struct Probe {
     pub achieved_rps: Option<f64>,
     /// A repeat of the probe before it.
     pub repeat: bool,
+    /// What its backends' metrics say limits the stack (with `[metrics]`).
+    pub limiter: Option<String>,
 }
 
 /// The answer.
@@ -66,6 +140,8 @@ pub struct Capacity {
     pub users_per_rps: f64,
     /// What broke first: the failing probe's smallest margin (`feature ttft_ms`).
     pub limiting: Option<String>,
+    /// Why, from the backends' metrics at the lowest failing probe (with `[metrics]`).
+    pub limiter: Option<String>,
     pub stopped: String,
     pub probes: Vec<Probe>,
 }
@@ -220,6 +296,10 @@ async fn probe(
             .summary_at("/load/achieved_rps")
             .and_then(Value::as_f64),
         repeat,
+        limiter: folder
+            .summary_at("/backend_metrics")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .and_then(|o| limiter(&o)),
     })
 }
 
@@ -309,11 +389,12 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
         };
     };
     let r3 = crate::stats::round3;
-    let limiting = probes
+    let first_failing = probes
         .iter()
         .filter(|p| !p.compliant)
-        .min_by(|a, b| a.rate_rps.total_cmp(&b.rate_rps))
-        .and_then(|p| p.limiting.clone());
+        .min_by(|a, b| a.rate_rps.total_cmp(&b.rate_rps));
+    let limiting = first_failing.and_then(|p| p.limiting.clone());
+    let why = first_failing.and_then(|p| p.limiter.clone());
     let max_rps = lo.map(|l| r3(l.0));
     Ok(Capacity {
         schema: "duo-harness/capacity/v1",
@@ -324,6 +405,7 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
         users: max_rps.map(|r| (r * spec.users_per_rps).floor()),
         users_per_rps: spec.users_per_rps,
         limiting,
+        limiter: why,
         stopped,
         probes,
     })
@@ -357,6 +439,9 @@ pub fn table(c: &Capacity) -> String {
         c.limiting.as_deref().unwrap_or("-"),
         c.stopped
     );
+    if let Some(why) = &c.limiter {
+        out += &format!("why: {why}\n");
+    }
     out
 }
 

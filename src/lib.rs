@@ -42,6 +42,7 @@ pub mod results;
 pub mod routing;
 pub mod run;
 pub mod schedule;
+pub mod scrape;
 pub mod signals;
 pub mod stats;
 pub mod taps;

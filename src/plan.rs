@@ -12,7 +12,7 @@ mod rate;
 
 mod capacity;
 mod gate;
-pub use capacity::CapacitySpec;
+pub use capacity::{CapacitySpec, MetricsSpec};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
@@ -73,6 +73,9 @@ pub struct Scenario {
     /// How `capacity` searches for the highest compliant rate.
     #[serde(default)]
     pub capacity: CapacitySpec,
+    /// Backends' metrics read during the run.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
 }
 
 /// The scenario's routing expectations.
@@ -340,6 +343,7 @@ pub struct Plan {
     /// The regression gate, its baseline resolved against the scenario's folder.
     pub gate: GateSpec,
     pub capacity: CapacitySpec,
+    pub metrics: MetricsSpec,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -456,6 +460,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         }
     }
     sc.capacity.check().map_err(|m| invalid(path, m))?;
+    sc.metrics.check().map_err(|m| invalid(path, m))?;
     let mut gate = sc.gate.clone();
     gate.check().map_err(|m| invalid(path, m))?;
     for f in gate.features.keys() {
@@ -548,6 +553,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             .collect(),
         gate,
         capacity: sc.capacity,
+        metrics: sc.metrics,
         embedded_backend,
         run_id,
         run_dir,

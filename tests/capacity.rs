@@ -43,4 +43,53 @@ fn capacity_finds_a_knee_known_in_closed_form() {
         stdout.contains("breaks first: code_completions ttft_ms"),
         "{stdout}"
     );
+    let why = c["limiter"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("max_num_seqs"),
+        "one sequence at a time: the batch cap limits: {why}"
+    );
+}
+
+/// A run at an overloading rate against an engine configured by `engine` (TOML keys), with the
+/// backend's metrics read; returns the limiter the harness names.
+fn limiter_of(engine: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = common::repo().join("fixtures/corpus/openai-bench.jsonl");
+    let scenario = tmp.path().join("s.toml");
+    let text = format!(
+        "name = \"limiter\"\ncorpus = {corpus:?}\nfeatures = [\"code_completions\"]\n\
+         [target]\nurl = \"embedded:vllm-code\"\n\
+         [load]\narrival = \"constant\"\nrate = 60\nduration_s = 4\ngrace_s = 30\n\
+         [metrics]\ntargets = [\"twin:vllm-code\"]\ninterval_s = 0.25\n\
+         [[stack.backend]]\nname = \"vllm-code\"\nmodels = [\"codestral-22b\"]\n\
+         [stack.backend.engine]\nmodel = \"llama-3.1-8b\"\ngpu = \"h100-sxm\"\n{engine}\n"
+    );
+    std::fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("run");
+    let (_, stdout, stderr) = run_cli(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = json_file(&out.join("summary.json"));
+    let observed = serde_json::from_value(s["backend_metrics"].clone())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert!(out.join("metrics.ndjson").is_file());
+    let named = duo_harness::capacity::limiter(&observed).expect("a limiter is named");
+    format!(
+        "{named}\n(run: {stdout}\nmetrics: {})",
+        s["backend_metrics"]
+    )
+}
+
+#[test]
+fn the_limiter_is_named_for_a_kv_bound_and_a_compute_bound_stack() {
+    // 300 tokens of KV for 42-token requests arriving at 60/s.
+    let kv = limiter_of("kv_capacity_tokens = 300");
+    assert!(kv.starts_with("KV cache full on twin:vllm-code"), "{kv}");
+    // A GPU whose compute is the bottleneck (1 % MFU: 618 tokens/s at most, against 1,920
+    // asked for; each step's compute outlasts its memory traffic).
+    let compute = limiter_of("mfu = 0.01");
+    assert!(compute.contains("compute-bound"), "{compute}");
 }

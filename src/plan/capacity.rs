@@ -80,3 +80,37 @@ impl CapacitySpec {
         Ok(())
     }
 }
+
+/// `[metrics]`: backends' Prometheus endpoints read during the run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// `twin:<backend>` (the embedded backend's /metrics) or a full URL (a vLLM's `/metrics`, a
+    /// DCGM exporter's, e.g. http://gpu-a:9400/metrics).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Seconds between scrapes.
+    #[serde(default = "one")]
+    pub interval_s: f64,
+}
+
+impl MetricsSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.interval_s.is_finite() && self.interval_s >= 0.1 && self.interval_s <= 600.0) {
+            return Err(format!(
+                "metrics.interval_s: {} must be 0.1 to 600",
+                self.interval_s
+            ));
+        }
+        for t in &self.targets {
+            let ok =
+                t.starts_with("twin:") || t.starts_with("http://") || t.starts_with("https://");
+            if !ok {
+                return Err(format!(
+                    "metrics.targets: '{t}' is neither twin:<backend> nor an http(s) URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

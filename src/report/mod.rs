@@ -209,7 +209,14 @@ pub fn rebuild(
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
-    let summary = verdict::summarise(info, &plan.load, &agg, &checks);
+    let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
+    // What the backends' metrics showed is not in results.ndjson: a single run keeps its own.
+    if let [only] = sources {
+        summary.backend_metrics = only
+            .summary_at("/backend_metrics")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+    }
     Ok(Rebuilt {
         summary,
         agg,

@@ -210,6 +210,8 @@ struct Setup {
     models: Vec<(String, ResolvedModel)>,
     prepared: Vec<Prepared>,
     schedule: schedule::Schedule,
+    /// `[metrics]` targets: (name, URL of its /metrics).
+    scrape: Vec<(String, String)>,
 }
 
 /// Plan → corpus → (embedded stack, taps) → prepared requests and their schedule.
@@ -245,6 +247,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
         "target.model_api_key_env",
         plan.target.model_api_key_env.as_deref(),
     )?;
+    let scrape = scrape_targets(plan, urls.as_ref())?;
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {
@@ -268,12 +271,34 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
         models,
         prepared,
         schedule,
+        scrape,
     })
+}
+
+/// `[metrics]` targets with their URLs (`twin:<backend>`: the embedded backend's /metrics).
+fn scrape_targets(
+    plan: &Plan,
+    urls: Option<&StackUrls>,
+) -> Result<Vec<(String, String)>, RunError> {
+    plan.metrics
+        .targets
+        .iter()
+        .map(|t| match t.strip_prefix("twin:") {
+            Some(name) => urls
+                .and_then(|u| u.backends.get(name))
+                .map(|b| (t.clone(), format!("{}/metrics", b.url)))
+                .ok_or_else(|| {
+                    RunError::Config(format!("metrics.targets: no twin backend named '{name}'"))
+                }),
+            None => Ok((t.clone(), t.clone())),
+        })
+        .collect()
 }
 
 /// What the sending phase measured, and which of its files could not be written.
 struct Measured {
     agg: Aggregate,
+    backend_metrics: std::collections::BTreeMap<String, crate::scrape::Observed>,
     taps: Option<TapAgg>,
     info: RunInfo,
     unwritten: Vec<(PathBuf, String)>,
@@ -311,9 +336,18 @@ async fn measure(
         );
         (t.running, tokio::spawn(fut))
     });
+    let scraper = (!setup.scrape.is_empty()).then(|| {
+        let every = Duration::from_secs_f64(plan.metrics.interval_s);
+        let path = plan.run_dir.join("metrics.ndjson");
+        crate::scrape::start(target.client.clone(), setup.scrape.clone(), every, path)
+    });
     let prepared = Arc::new(setup.prepared);
     let (agg, written, scheduled, ended) =
         drive_load(plan, target.clone(), prepared, setup.schedule, sink).await?;
+    let backend_metrics = match scraper {
+        Some(s) => s.finish().await,
+        None => Default::default(),
+    };
     // What could not be written is named at the end; the verdict is still computed and printed.
     let mut unwritten: Vec<(PathBuf, String)> = Vec::new();
     if let Err(e) = written {
@@ -349,6 +383,7 @@ async fn measure(
     };
     Ok(Measured {
         agg,
+        backend_metrics,
         taps: tap_agg,
         info,
         unwritten,
@@ -365,6 +400,7 @@ fn judge_and_write(
 ) -> Result<Exit, RunError> {
     let Measured {
         agg,
+        backend_metrics,
         taps: tap_agg,
         info,
         mut unwritten,
@@ -386,7 +422,8 @@ fn judge_and_write(
         conformance: conformance.as_ref(),
     };
     let probe = info.receive_delay.clone();
-    let summary = verdict::summarise(info, &plan.load, &agg, &checks);
+    let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
+    summary.backend_metrics = backend_metrics;
     let judged = crate::commands::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
     let summary = judged.summary;
     print!("{}", summary.table());

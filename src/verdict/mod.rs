@@ -267,6 +267,9 @@ pub struct Summary {
     /// With taps: what each tap saw.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub taps: BTreeMap<String, TapSummary>,
+    /// With `[metrics]`: what each backend's metrics showed over the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_metrics: BTreeMap<String, crate::scrape::Observed>,
     pub findings: Vec<Finding>,
 }
 
@@ -479,6 +482,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         load: load_summary,
         features,
         taps: tap_counts,
+        backend_metrics: BTreeMap::new(),
         findings,
     }
 }

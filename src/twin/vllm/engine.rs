@@ -184,11 +184,17 @@ impl Cost {
     /// One step's duration: memory time (weights once, every running context's KV) against
     /// compute time (two FLOPs per parameter per token processed), whichever is longer.
     pub fn step_s(&self, tokens: usize, context_tokens: u64) -> (f64, f64) {
+        let (memory, compute) = self.parts_s(tokens, context_tokens);
+        (memory.max(compute), memory)
+    }
+
+    /// A step's memory time and compute time, seconds.
+    pub fn parts_s(&self, tokens: usize, context_tokens: u64) -> (f64, f64) {
         let g = &self.geometry;
         let memory = (g.weight_bytes() + g.kv_bytes_per_token() * context_tokens as f64)
             / (self.mbu * self.gpu.hbm_bytes_per_s);
         let compute = 2.0 * g.params * tokens as f64 / (self.mfu * self.gpu.flops);
-        (memory.max(compute), memory)
+        (memory, compute)
     }
 }
 
@@ -211,6 +217,8 @@ pub struct Step {
     pub duration_s: f64,
     /// The memory-bound part of the step (DRAM busy), seconds.
     pub memory_s: f64,
+    /// The compute part of the step (tensor cores busy), seconds.
+    pub compute_s: f64,
     pub decoded: usize,
     pub prefilled: usize,
     pub preempted: usize,
@@ -322,6 +330,8 @@ impl<T> Batch<T> {
             duration_s
         };
         step.memory_s = memory_s.min(step.duration_s);
+        let (_, compute_s) = self.cost.parts_s(step.decoded + step.prefilled, kv_after);
+        step.compute_s = compute_s.min(step.duration_s);
         (step, work)
     }
 
@@ -369,6 +379,9 @@ pub struct Snapshot {
     /// memory traffic took (DRAM active), and the memory in use (weights + KV).
     pub gpu_util: f64,
     pub dram_active: f64,
+    /// Over the last second: the share of time the tensor pipes computed (compute-bound steps
+    /// keep them busy however low the achieved MFU).
+    pub tensor_active: f64,
     pub fb_used_bytes: f64,
 }
 
@@ -425,7 +438,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     snapshot: Arc<Mutex<Snapshot>>,
 ) {
-    let mut window: VecDeque<(Instant, f64, f64)> = VecDeque::new();
+    let mut window: VecDeque<(Instant, f64, f64, f64)> = VecDeque::new();
     let mut preemptions = 0u64;
     let mut at = Instant::now();
     loop {
@@ -459,16 +472,17 @@ async fn run(
         }
         preemptions += step.preempted as u64;
         // The last second of steps (their starts): busy time over the time they span.
-        window.push_back((step_start, step.duration_s, step.memory_s));
+        window.push_back((step_start, step.duration_s, step.memory_s, step.compute_s));
         while window
             .front()
-            .is_some_and(|(t, _, _)| at.duration_since(*t) > Duration::from_secs(1))
+            .is_some_and(|w| at.duration_since(w.0) > Duration::from_secs(1))
         {
             window.pop_front();
         }
-        let span = window.front().map_or(1.0, |(t, _, _)| {
-            at.duration_since(*t).as_secs_f64().max(1e-3)
-        });
+        let span = window
+            .front()
+            .map_or(1.0, |w| at.duration_since(w.0).as_secs_f64().max(1e-3));
+        let tensor: f64 = (window.iter().map(|w| w.3).sum::<f64>() / span).min(1.0);
         let busy: f64 = (window.iter().map(|w| w.1).sum::<f64>() / span).min(1.0);
         let dram: f64 = (window.iter().map(|w| w.2).sum::<f64>() / span).min(1.0);
         if let Ok(mut s) = snapshot.lock() {
@@ -481,6 +495,7 @@ async fn run(
                 preemptions,
                 gpu_util: busy,
                 dram_active: dram * c.mbu,
+                tensor_active: tensor,
                 fb_used_bytes: c.geometry.weight_bytes()
                     + c.geometry.kv_bytes_per_token() * batch.kv_used as f64,
             };

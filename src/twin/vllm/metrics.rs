@@ -85,7 +85,7 @@ impl ModelSeries {
 type PickHistogram = fn(&ModelSeries) -> &Histogram;
 
 /// NVIDIA DCGM exporter names for the simulated GPU (`gpu="0"`): utilisation (%), DRAM
-/// activity (0..1), framebuffer in use (MiB), power (W, 70 idle to 700 busy).
+/// and tensor-pipe activity (0..1), framebuffer in use (MiB), power (W, 70 idle to 700 busy).
 fn render_dcgm(out: &mut String, e: &super::engine::Snapshot) {
     let series = [
         (
@@ -97,6 +97,11 @@ fn render_dcgm(out: &mut String, e: &super::engine::Snapshot) {
             "DCGM_FI_PROF_DRAM_ACTIVE",
             "Ratio of cycles the device memory interface is active.",
             e.dram_active,
+        ),
+        (
+            "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+            "Ratio of cycles the tensor (HMMA) pipe is active.",
+            e.tensor_active,
         ),
         (
             "DCGM_FI_DEV_FB_USED",

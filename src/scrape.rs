@@ -1,0 +1,254 @@
+//! Backend metrics during a run: each target's Prometheus `/metrics` (vLLM's names, and NVIDIA
+//! DCGM exporter's) read every `interval_s`, so a run can say what the model servers went
+//! through while it measured them (queue, KV cache, preemptions, GPU activity).
+//!
+//! In: the targets' URLs (a `twin:<backend>` target resolved to the embedded backend). Out:
+//! `metrics.ndjson` (one line per scrape: time, target, the values read) and, per target, a
+//! [`Observed`] summary (gauges' mean and max, counters' increase and rate) for `summary.json`'s
+//! `backend_metrics`. A target that does not answer is counted, never fatal.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Gauges read (several spellings of one meaning are summed under the name read).
+pub const GAUGES: &[&str] = &[
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_PROF_DRAM_ACTIVE",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_POWER_USAGE",
+];
+
+/// Counters read.
+pub const COUNTERS: &[&str] = &[
+    "vllm:num_preemptions_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+];
+
+/// One gauge over the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Gauge {
+    pub mean: f64,
+    pub max: f64,
+}
+
+/// One counter over the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counter {
+    pub increase: f64,
+    pub per_s: f64,
+}
+
+/// What one target showed over the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Observed {
+    pub url: String,
+    pub scrapes: u64,
+    pub failed: u64,
+    pub gauges: BTreeMap<String, Gauge>,
+    pub counters: BTreeMap<String, Counter>,
+    /// The fewest and most sequences running at scrapes where requests waited: equal, the
+    /// batch sat at a cap (`max_num_seqs`) while the queue grew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_while_waiting: Option<[f64; 2]>,
+}
+
+impl Observed {
+    pub fn gauge_max(&self, name: &str) -> Option<f64> {
+        self.gauges.get(name).map(|g| g.max)
+    }
+    pub fn gauge_mean(&self, name: &str) -> Option<f64> {
+        self.gauges.get(name).map(|g| g.mean)
+    }
+}
+
+/// The values of the known metrics in a Prometheus text exposition, each summed over its label
+/// sets (a vLLM serving several model names, several GPUs of one exporter).
+pub fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        if !GAUGES.contains(&name) && !COUNTERS.contains(&name) {
+            continue;
+        }
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if v.is_finite() {
+            *out.entry(name.to_owned()).or_insert(0.0) += v;
+        }
+    }
+    out
+}
+
+/// A running scraper.
+pub struct Scraper {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<BTreeMap<String, Observed>>,
+}
+
+/// One target's samples so far.
+#[derive(Default)]
+struct Samples {
+    url: String,
+    scrapes: u64,
+    failed: u64,
+    sums: BTreeMap<String, (f64, f64, u64)>,
+    first: BTreeMap<String, (Instant, f64)>,
+    last: BTreeMap<String, (Instant, f64)>,
+    running_while_waiting: Option<[f64; 2]>,
+}
+
+impl Samples {
+    fn add(&mut self, at: Instant, values: &BTreeMap<String, f64>) {
+        self.scrapes += 1;
+        let get = |k: &str| values.get(k).copied();
+        if let (Some(w), Some(r)) = (
+            get("vllm:num_requests_waiting"),
+            get("vllm:num_requests_running"),
+        ) {
+            if w >= 1.0 {
+                let [lo, hi] = self.running_while_waiting.unwrap_or([r, r]);
+                self.running_while_waiting = Some([lo.min(r), hi.max(r)]);
+            }
+        }
+        for (k, v) in values {
+            if COUNTERS.contains(&k.as_str()) {
+                self.first.entry(k.clone()).or_insert((at, *v));
+                self.last.insert(k.clone(), (at, *v));
+            } else {
+                let e = self.sums.entry(k.clone()).or_insert((0.0, f64::MIN, 0));
+                e.0 += v;
+                e.1 = e.1.max(*v);
+                e.2 += 1;
+            }
+        }
+    }
+
+    fn summary(self) -> Observed {
+        let gauges = self
+            .sums
+            .into_iter()
+            .map(|(k, (sum, max, n))| {
+                (
+                    k,
+                    Gauge {
+                        mean: sum / n.max(1) as f64,
+                        max,
+                    },
+                )
+            })
+            .collect();
+        let counters = self
+            .last
+            .iter()
+            .map(|(k, (t1, v1))| {
+                let (t0, v0) = self.first[k];
+                let dt = t1.duration_since(t0).as_secs_f64();
+                let increase = (v1 - v0).max(0.0);
+                let per_s = if dt > 0.0 { increase / dt } else { 0.0 };
+                (k.clone(), Counter { increase, per_s })
+            })
+            .collect();
+        Observed {
+            url: self.url,
+            scrapes: self.scrapes,
+            failed: self.failed,
+            gauges,
+            counters,
+            running_while_waiting: self.running_while_waiting,
+        }
+    }
+}
+
+/// Starts scraping `targets` (name, URL) every `interval`, appending to `path`.
+pub fn start(
+    client: reqwest::Client,
+    targets: Vec<(String, String)>,
+    interval: Duration,
+    path: PathBuf,
+) -> Scraper {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut samples: BTreeMap<String, Samples> = targets
+            .iter()
+            .map(|(n, u)| {
+                (
+                    n.clone(),
+                    Samples {
+                        url: u.clone(),
+                        ..Samples::default()
+                    },
+                )
+            })
+            .collect();
+        let mut lines = String::new();
+        let origin = Instant::now();
+        loop {
+            for (name, url) in &targets {
+                let got = async {
+                    let r = client
+                        .get(url)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .ok()?;
+                    r.status().is_success().then_some(())?;
+                    r.text().await.ok()
+                }
+                .await;
+                let s = samples.get_mut(name).expect("every target has samples");
+                let Some(text) = got else {
+                    s.failed += 1;
+                    continue;
+                };
+                let at = Instant::now();
+                let values = parse(&text);
+                s.add(at, &values);
+                let line = serde_json::json!({"t_s": crate::stats::round3(at.duration_since(origin).as_secs_f64()),
+                    "target": name, "values": values});
+                lines.push_str(&line.to_string());
+                lines.push('\n');
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stopped.changed() => break,
+            }
+        }
+        let _ = crate::files::write_atomic(&path, lines.as_bytes());
+        samples.into_iter().map(|(k, s)| (k, s.summary())).collect()
+    });
+    Scraper { stop, task }
+}
+
+impl Scraper {
+    /// Stops (after one last scrape is not taken: the run is over) and summarises.
+    pub async fn finish(self) -> BTreeMap<String, Observed> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sums_label_sets_of_known_names() {
+        let text = "# HELP x\nvllm:num_requests_waiting{model_name=\"a\"} 2\n\
+                    vllm:num_requests_waiting{model_name=\"b\"} 3\nvllm:other 7\n\
+                    DCGM_FI_DEV_GPU_UTIL{gpu=\"0\"} 95\n";
+        let v = parse(text);
+        assert_eq!(v["vllm:num_requests_waiting"], 5.0);
+        assert_eq!(v["DCGM_FI_DEV_GPU_UTIL"], 95.0);
+        assert!(!v.contains_key("vllm:other"));
+    }
+}
