@@ -218,7 +218,9 @@ async fn probe(
         load: plan::LoadOverrides {
             rate: Some(rate),
             duration_s: Some(plan.capacity.probe_s),
-            seed: plan.load.seed,
+            // Every probe draws the same arrival sequence (scaled to its rate), so probes differ
+            // by rate alone; a repeat draws another, an independent second look.
+            seed: plan.load.seed.map(|s| s.wrapping_add(u64::from(repeat))),
             ..Default::default()
         },
         ..Default::default()
@@ -445,6 +447,28 @@ pub fn table(c: &Capacity) -> String {
     out
 }
 
+/// The reports of the probe `dir` with the capacity section, into `out`.
+fn render(dir: &Path, out: &Path, capacity: &Value) -> Result<(), String> {
+    let folder = RunFolder::open(dir).map_err(|e| e.to_string())?;
+    let taps = dir.join("taps.ndjson");
+    let taps = taps.is_file().then_some(taps.as_path());
+    let sources = [folder.clone()];
+    let rebuilt = crate::report::rebuild(&folder, &sources, &dir.join("results.ndjson"), taps)?;
+    let view = crate::report::Report {
+        summary: &rebuilt.summary,
+        agg: &rebuilt.agg,
+        plan: &folder.plan_json,
+        comparison: None,
+        stages: &[],
+        capacity: Some(capacity),
+    };
+    let failed = crate::report::write(&view, &crate::report::Outputs::in_dir(out));
+    match failed.first() {
+        Some((p, e)) => Err(format!("{}: {e}", p.display())),
+        None => Ok(()),
+    }
+}
+
 /// `capacity`: searches, writes `capacity.json` and the knee's summary, prints the answer.
 pub async fn command(scenario: &Path, out: Option<PathBuf>) -> Exit {
     let out = out.unwrap_or_else(|| {
@@ -475,8 +499,15 @@ pub async fn command(scenario: &Path, out: Option<PathBuf>) -> Exit {
         knee.and_then(|p| std::fs::read_to_string(p.dir.join("summary.json")).ok())
     {
         let mut s: Value = serde_json::from_str(&summary).unwrap_or_default();
-        s["capacity"] = doc;
+        s["capacity"] = doc.clone();
         failed |= write("summary.json", &s).is_err();
+    }
+    let shown = knee.or(c.probes.first());
+    if let Some(p) = shown {
+        if let Err(e) = render(&p.dir, &out, &doc) {
+            eprintln!("error: the capacity report: {e}");
+            failed = true;
+        }
     }
     println!("capacity folder: {}", out.display());
     match (

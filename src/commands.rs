@@ -310,6 +310,7 @@ fn report_inner(args: ReportArgs) -> Result<Exit, (Exit, String)> {
         plan: &merged.plan_json,
         comparison: judged.comparison.as_ref(),
         stages: &judged.stages,
+        capacity: None,
     };
     failed.extend(report::write(&view, &outputs));
     println!("report folder: {}", out.display());

@@ -43,6 +43,13 @@ fn capacity_finds_a_knee_known_in_closed_form() {
         stdout.contains("breaks first: code_completions ttft_ms"),
         "{stdout}"
     );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("**Capacity**"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("\"max_rps_interval\""),
+        "the page carries the capacity section"
+    );
     let why = c["limiter"].as_str().unwrap_or_default();
     assert!(
         why.contains("max_num_seqs"),

@@ -146,6 +146,7 @@ fn markdown_and_junit_are_stable() {
         plan: &plan,
         comparison: Some(&c),
         stages: &st,
+        capacity: None,
     };
     let md = markdown::render(
         &report,

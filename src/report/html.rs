@@ -76,6 +76,7 @@ fn data(r: &Report) -> Result<Value, String> {
         "plan": r.plan,
         "comparison": r.comparison,
         "stages": r.stages,
+        "capacity": r.capacity,
         "cdf": cdfs,
         "timeline": r.agg.timeline.series(TIMELINE_POINTS),
         "schedule": schedule(r),

@@ -76,6 +76,23 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
             num(l.e2e.p99)
         );
     }
+    if let Some(c) = r.capacity {
+        let v = |k: &str| c[k].as_f64().map_or("–".into(), |x| format!("{x:.2}"));
+        let _ =
+            writeln!(
+            out,
+            "\n**Capacity**: {} requests/s with every SLO met (knee between {} and {}), about {} \
+             active developers; breaks first: {}",
+            v("max_rps"),
+            c["max_rps_interval"][0].as_f64().map_or("–".into(), |x| format!("{x:.2}")),
+            c["max_rps_interval"][1].as_f64().map_or("–".into(), |x| format!("{x:.2}")),
+            c["users"].as_f64().map_or("–".into(), |x| format!("{x:.0}")),
+            c["limiting"].as_str().unwrap_or("–")
+        );
+        if let Some(why) = c["limiter"].as_str() {
+            let _ = writeln!(out, "\nWhy: {}", cell(why));
+        }
+    }
     if let Some(c) = r.comparison {
         let moved: Vec<_> = c
             .checks

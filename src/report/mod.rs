@@ -33,6 +33,8 @@ pub struct Report<'a> {
     pub comparison: Option<&'a Comparison>,
     /// The run's stages as checks of their own (pre-upgrade: health, models, gate…).
     pub stages: &'a [Stage],
+    /// `capacity.json`, when the run is a capacity search's knee.
+    pub capacity: Option<&'a Value>,
 }
 
 /// One stage of a run, judged.

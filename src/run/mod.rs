@@ -454,6 +454,7 @@ fn judge_and_write(
         plan: plan_json,
         comparison: judged.comparison.as_ref(),
         stages: &judged.stages,
+        capacity: None,
     };
     let outputs = report::Outputs::in_dir(&plan.run_dir);
     unwritten.extend(report::write(&view, &outputs));
