@@ -36,7 +36,13 @@ const LOAD_FAILURES: &[&str] = &[
 ];
 
 /// What limits a stack, named from its backends' metrics in one sentence.
-pub fn limiter(observed: &std::collections::BTreeMap<String, Observed>) -> Option<String> {
+///
+/// `serving`: the target that serves the feature whose SLO broke, when known (its model
+/// setting's endpoint); otherwise the most pressured target (most waiting, then fullest cache).
+pub fn limiter(
+    observed: &std::collections::BTreeMap<String, Observed>,
+    serving: Option<&str>,
+) -> Option<String> {
     let pressure = |o: &Observed| {
         let kv = o
             .gauge_max("vllm:kv_cache_usage_perc")
@@ -46,13 +52,15 @@ pub fn limiter(observed: &std::collections::BTreeMap<String, Observed>) -> Optio
             kv.unwrap_or(0.0),
         )
     };
-    let (target, o) = observed
-        .iter()
-        .filter(|(_, o)| o.scrapes > 0)
-        .max_by(|a, b| {
-            pressure(a.1)
-                .partial_cmp(&pressure(b.1))
-                .unwrap_or(std::cmp::Ordering::Equal)
+    let scraped = || observed.iter().filter(|(_, o)| o.scrapes > 0);
+    let (target, o) = scraped()
+        .find(|(name, _)| Some(name.as_str()) == serving)
+        .or_else(|| {
+            scraped().max_by(|a, b| {
+                pressure(a.1)
+                    .partial_cmp(&pressure(b.1))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
         })?;
     let (waiting, kv) = pressure(o);
     let preempted = o
@@ -287,6 +295,11 @@ async fn probe(
     }
     let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let found = margin(&folder.records, &|f| agg.slo(f).copied());
+    // The backend serving the feature that broke: its model setting's endpoint, as a target.
+    let serving = found
+        .as_ref()
+        .and_then(|(_, w)| plan.model_for(w.split(' ').next().unwrap_or_default()))
+        .map(|m| m.endpoint.clone());
     Ok(Probe {
         rate_rps: rate,
         dir,
@@ -301,7 +314,7 @@ async fn probe(
         limiter: folder
             .summary_at("/backend_metrics")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .and_then(|o| limiter(&o)),
+            .and_then(|o| limiter(&o, serving.as_deref())),
     })
 }
 

@@ -83,7 +83,7 @@ fn limiter_of(engine: &str) -> String {
     let observed = serde_json::from_value(s["backend_metrics"].clone())
         .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
     assert!(out.join("metrics.ndjson").is_file());
-    let named = duo_harness::capacity::limiter(&observed).expect("a limiter is named");
+    let named = duo_harness::capacity::limiter(&observed, None).expect("a limiter is named");
     format!(
         "{named}\n(run: {stdout}\nmetrics: {})",
         s["backend_metrics"]
