@@ -6,8 +6,9 @@
 //! capacity folder). The search brackets the knee (doubling or halving the rate), then narrows
 //! it by interpolating where the SLO margin crosses zero (regula falsi, kept off the bracket's
 //! ends), until the bracket is `resolution` wide or `max_probes` are spent. A probe close to the
-//! boundary is repeated (both must comply); a probe whose measurement is invalid is repeated
-//! once and then refused, never counted either way. Out: `capacity.json`
+//! boundary is repeated with a fresh arrival sequence (both must comply); a probe whose
+//! measurement is invalid is repeated, and refused if the repeat is invalid too (an invalid look
+//! that measured a miss still keeps its rate from passing). Out: `capacity.json`
 //! (`schemas/capacity-v1.schema.json`), and the knee probe's `summary.json` with a `capacity`
 //! section, in the capacity folder.
 
@@ -363,13 +364,27 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
         if (near || invalid) && probes.len() + 1 < spec.max_probes {
             probes.push(p.clone());
             let again = probe(scenario, &plan, rate, dir(probes.len() + 1), true).await?;
-            p = Probe {
-                compliant: p.compliant && again.compliant,
-                margin: match (p.margin, again.margin) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
+            p = match invalid {
+                // An invalid look proves nothing either way; the repeat decides, but a first
+                // look that measured a miss keeps the rate from passing (never in the user's
+                // favour).
+                true => Probe {
+                    compliant: again.compliant && p.margin.is_none_or(|m| m >= 0.0),
+                    margin: match (p.margin, again.margin) {
+                        (Some(a), Some(b)) if a < 0.0 => Some(a.min(b)),
+                        (_, b) => b,
+                    },
+                    ..again
                 },
-                ..again
+                // Near the boundary both looks must comply, and the worse margin stands.
+                false => Probe {
+                    compliant: p.compliant && again.compliant,
+                    margin: match (p.margin, again.margin) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                    ..again
+                },
             };
         }
         let (refused, compliant, m) =
