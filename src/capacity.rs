@@ -393,6 +393,28 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
         if refused {
             break format!("the probe at {rate:.3} requests/s was invalid twice (the harness could not measure it): refused");
         }
+        // A pass at or above a failing rate, or a failure at or below a passing one: the
+        // stack does not answer monotonically at this probe length. The answer stays below
+        // every failing rate.
+        let contradicts = match compliant {
+            true => hi.is_some_and(|h| rate >= h.0),
+            false => lo.is_some_and(|l| rate <= l.0),
+        };
+        if contradicts {
+            if !compliant {
+                hi = Some((rate, m.min(0.0)));
+                lo = probes
+                    .iter()
+                    .filter(|p| p.compliant && p.rate_rps < rate)
+                    .map(|p| (p.rate_rps, p.margin.unwrap_or(0.0).max(0.0)))
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+            }
+            break format!(
+                "the probes are not monotone in rate (the one at {rate:.3} requests/s \
+                 contradicts an earlier one): probes too short for this stack's variance, or an \
+                 unstable stack; raise capacity.probe_s"
+            );
+        }
         match compliant {
             true => lo = Some((rate, m.max(0.0))),
             false => hi = Some((rate, m.min(0.0))),

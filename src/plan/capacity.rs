@@ -82,7 +82,7 @@ impl CapacitySpec {
 }
 
 /// `[metrics]`: backends' Prometheus endpoints read during the run.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
     /// `twin:<backend>` (the embedded backend's /metrics) or a full URL (a vLLM's `/metrics`, a
@@ -92,6 +92,12 @@ pub struct MetricsSpec {
     /// Seconds between scrapes.
     #[serde(default = "one")]
     pub interval_s: f64,
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
 }
 
 impl MetricsSpec {
@@ -112,5 +118,21 @@ impl MetricsSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scenario without the sections gets the documented defaults, not zeros.
+    #[test]
+    fn absent_sections_take_their_defaults() {
+        let m = MetricsSpec::default();
+        assert_eq!(m.interval_s, 1.0);
+        assert!(m.check().is_ok());
+        let c = CapacitySpec::default();
+        assert_eq!((c.start_rps, c.max_probes), (1.0, 10));
+        assert!(c.check().is_ok());
     }
 }
