@@ -139,6 +139,13 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
             ));
         }
     }
+    if let (Some(_), StageStatus::Skipped(m)) = (&gate.baseline, &gate_stage.status) {
+        // A configured gate that did not run is said out loud, never passed over silently.
+        let m = format!("the gate did not run: {m}");
+        summary
+            .findings
+            .push(Finding::new("gate_skipped", Severity::Warning, None, m));
+    }
     if let StageStatus::Failed(m) = &gate_stage.status {
         if comparison.is_none() {
             summary.findings.push(Finding::new(

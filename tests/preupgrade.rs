@@ -90,6 +90,12 @@ fn the_preupgrade_run_judges_every_stage_and_gates_on_the_stored_baseline() {
     assert_eq!(status_of(&st, "health"), "passed", "{st:?}");
     assert_eq!(status_of(&st, "models"), "passed", "{st:?}");
     assert_eq!(status_of(&st, "gate"), "skipped", "no baseline yet: {st:?}");
+    let first_summary = common::json_file(&first.join("summary.json"));
+    let skipped = common::finding_message(&first_summary, "gate_skipped");
+    assert!(
+        skipped.contains("baseline save"),
+        "a configured gate that did not run is said: {skipped}"
+    );
 
     let baseline = d.path().join("baseline");
     let (code, stdout, stderr) = common::run_cli(&[
