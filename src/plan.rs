@@ -11,6 +11,8 @@ mod load;
 mod rate;
 
 mod capacity;
+mod output;
+pub use output::Output;
 mod gate;
 pub use capacity::{CapacitySpec, MetricsSpec};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
@@ -236,36 +238,6 @@ fn default_scopes() -> Vec<String> {
     .into_iter()
     .map(String::from)
     .collect()
-}
-
-/// Output settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Output {
-    /// Parent folder of run folders (relative to the working directory).
-    #[serde(default = "default_reports")]
-    pub dir: PathBuf,
-    /// Keep every chunk (arrival time, size, content) in `results.ndjson`. Long load runs may
-    /// turn this off: each line keeps its per-request timings, the histograms keep the rest.
-    #[serde(default = "yes")]
-    pub chunks: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for Output {
-    fn default() -> Self {
-        Self {
-            dir: default_reports(),
-            chunks: true,
-        }
-    }
-}
-
-fn default_reports() -> PathBuf {
-    "reports".into()
 }
 
 /// One feature's self-hosted model (PROTOCOL.md §4.1).
