@@ -12,6 +12,7 @@
 //! (`schemas/capacity-v1.schema.json`), and the knee probe's `summary.json` with a `capacity`
 //! section, in the capacity folder.
 
+use crate::compare::bootstrap::Statistic;
 use crate::exit::Exit;
 use crate::measure::RequestRecord;
 use crate::plan::{self, Overrides, Plan, Slo};
@@ -155,16 +156,6 @@ pub struct Capacity {
     pub probes: Vec<Probe>,
 }
 
-/// The q-quantile (nearest rank) of `v`; `inf` for a failed request sorts last.
-fn quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    Some(v[rank])
-}
-
 /// A request's figure for one SLO bound, given its own send lateness.
 type Figure = fn(&RequestRecord, f64) -> Option<f64>;
 
@@ -195,14 +186,15 @@ pub fn margin(
         ];
         for (name, bound, value) in bounds {
             let Some(b) = bound else { continue };
-            let v: Vec<f64> = measured
+            let mut v: Vec<f64> = measured
                 .iter()
                 .map(|r| match r.ok() {
                     true => value(r, late(r)).unwrap_or(f64::INFINITY),
                     false => f64::INFINITY,
                 })
                 .collect();
-            let Some(at) = quantile(v, s.attainment) else {
+            // A failed request's `inf` sorts last: it counts as a miss.
+            let Some(at) = Statistic::Quantile(s.attainment).of(&mut v) else {
                 continue;
             };
             let m = ((b - at) / b).max(-10.0);
@@ -534,10 +526,7 @@ pub async fn command(scenario: &Path, out: Option<PathBuf>) -> Exit {
         }
     };
     print!("{}", table(&c));
-    let write = |name: &str, v: &Value| {
-        let text = serde_json::to_vec_pretty(v).unwrap_or_default();
-        crate::files::write_atomic(&out.join(name), &text)
-    };
+    let write = |name: &str, v: &Value| crate::files::write_json(&out.join(name), v);
     let doc = serde_json::to_value(&c).unwrap_or_default();
     let mut failed = write("capacity.json", &doc).is_err();
     let knee = c

@@ -182,10 +182,7 @@ pub struct ReportArgs {
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
-    let text = crate::redact::known(&String::from_utf8_lossy(&text));
-    crate::files::write_atomic(path, text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::files::write_json(path, value).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes the merged folder's own files: results (one clock), taps, plan, histograms.

@@ -65,6 +65,13 @@ pub fn create_dir_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a JSON document atomically (pretty-printed, owner-only), the harness's own secrets
+/// scrubbed from it first.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, crate::redact::known(&text).as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,33 @@ async fn stream(url: &str, prompt: &str, max_tokens: usize) -> Vec<Instant> {
     times
 }
 
+/// `n` streams of `prompt` at once, each of `max_tokens`.
+fn streams(
+    url: &str,
+    prompt: &str,
+    n: usize,
+    max_tokens: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<Instant>>> {
+    (0..n)
+        .map(|_| {
+            let (url, p) = (url.to_owned(), prompt.to_owned());
+            tokio::spawn(async move { stream(&url, &p, max_tokens).await })
+        })
+        .collect()
+}
+
+/// The backend's `/metrics`, read as the harness's scraper reads it (summed over label sets).
+async fn metrics(url: &str) -> (String, std::collections::BTreeMap<String, f64>) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let values = duo_harness::scrape::parse(&text);
+    (text, values)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -79,12 +106,7 @@ async fn single_stream_and_batch_64_match_the_roofline() {
 
     // 64 streams of 2k-token prompts decoding together.
     let p = prompt(2048);
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (url, p) = (url.clone(), p.clone());
-            tokio::spawn(async move { stream(&url, &p, 256).await })
-        })
-        .collect();
+    let tasks = streams(&url, &p, 64, 256);
     let mut gaps = Vec::new();
     for t in tasks {
         let times = t.await.unwrap();
@@ -110,57 +132,31 @@ async fn a_small_kv_cache_queues_and_preempts_and_metrics_say_so() {
     let server = serve(backend(Some(6000))).await.unwrap();
     let url = server.url();
     let p = prompt(1000);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (url, p) = (url.clone(), p.clone());
-            tokio::spawn(async move { stream(&url, &p, 600).await })
-        })
-        .collect();
+    let tasks = streams(&url, &p, 8, 600);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (text, values) = metrics(&url).await;
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(name) && l.contains("llama-3.1-8b")
-                    || l.starts_with(&format!("{name}{{gpu"))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        *values
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} in {text}"))
     };
     assert!(
         value("vllm:num_requests_waiting") >= 1.0,
-        "8 × 1.6k tokens do not fit 6k: {metrics}"
+        "8 × 1.6k tokens do not fit 6k: {text}"
     );
-    assert!(value("vllm:kv_cache_usage_perc") > 0.7, "{metrics}");
-    assert!(value("DCGM_FI_DEV_GPU_UTIL") > 50.0, "{metrics}");
+    assert!(value("vllm:kv_cache_usage_perc") > 0.7, "{text}");
+    assert!(value("DCGM_FI_DEV_GPU_UTIL") > 50.0, "{text}");
     assert!(
         value("DCGM_FI_DEV_FB_USED") > 15000.0,
-        "weights alone are 16 GB: {metrics}"
+        "weights alone are 16 GB: {text}"
     );
     for t in tasks {
         assert_eq!(t.await.unwrap().len(), 600, "every request completes");
     }
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let preempted = metrics
-        .lines()
-        .find(|l| l.starts_with("vllm:num_preemptions_total{") && l.contains("llama-3.1-8b"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap();
+    let (text, values) = metrics(&url).await;
+    let preempted = values["vllm:num_preemptions_total"];
     assert!(
         preempted > 0.0,
-        "contexts outgrowing the budget preempt: {metrics}"
+        "contexts outgrowing the budget preempt: {text}"
     );
 }

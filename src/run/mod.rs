@@ -185,11 +185,7 @@ fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), R
 
 /// Writes a JSON document atomically (temporary file, then rename), owner-only.
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| RunError::Write {
-        path: path.into(),
-        source: std::io::Error::other(e),
-    })?;
-    crate::files::write_atomic(path, &text).map_err(write_err(path))
+    crate::files::write_json(path, value).map_err(write_err(path))
 }
 
 /// The schedule's instant zero lies this far after setup, so the pacer starts on time.
