@@ -70,7 +70,10 @@ fn without_usage_tokens_are_one_per_event_and_marked_estimated_everywhere() {
     }
     assert!(f["trust"]["ttft"].get("estimated").is_none());
     let line = row(&console);
-    assert!(line.contains("5.0~"), "TPOT marked estimated: {line}");
+    // Columns: feature, reqs, errs, ttft p50, ttft p99, tpot p50, ... The value itself is timing
+    // (about 5 ms a token); only the mark is asserted, so a slow machine cannot fail this.
+    let tpot = line.split_whitespace().nth(5).unwrap();
+    assert!(tpot.contains('~'), "TPOT marked estimated: {line}");
     assert!(
         line.trim_end().ends_with("320~"),
         "tokens marked estimated: {line}"
