@@ -140,6 +140,10 @@ pub enum Command {
         /// Folder for the probes' run folders and capacity.json.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Search over the number of closed-loop virtual developers (the scenario's
+        /// [load.developers] think time) instead of the rate (the goose feature).
+        #[arg(long)]
+        users: bool,
     },
     /// Manage the baseline run the gate compares with.
     Baseline {
@@ -263,11 +267,14 @@ pub struct LoadArgs {
     /// Seed of the arrival process and the feature mix.
     #[arg(long)]
     seed: Option<u64>,
+    /// That many closed-loop virtual developers (arrival "developers"; the goose feature).
+    #[arg(long)]
+    users: Option<usize>,
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| "one of closed, constant, poisson, gamma, trace".to_owned())
+        .map_err(|_| "one of closed, constant, poisson, gamma, trace, developers".to_owned())
 }
 
 impl From<LoadArgs> for LoadOverrides {
@@ -278,6 +285,7 @@ impl From<LoadArgs> for LoadOverrides {
             duration_s: a.duration,
             concurrency: a.concurrency,
             seed: a.seed,
+            users: a.users,
         }
     }
 }
@@ -428,7 +436,11 @@ async fn dispatch(cmd: Command) -> Exit {
                 }
             }
         },
-        Command::Capacity { scenario, out } => crate::capacity::command(&scenario, out).await,
+        Command::Capacity {
+            scenario,
+            out,
+            users,
+        } => crate::capacity::command(&scenario, out, users).await,
         Command::Baseline {
             action: BaselineAction::Save { run, to, force },
         } => crate::commands::baseline_save(&run, &to, force),

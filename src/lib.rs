@@ -39,6 +39,7 @@ pub mod record;
 pub mod redact;
 pub mod report;
 pub mod results;
+pub mod roofline;
 pub mod routing;
 pub mod run;
 pub mod schedule;

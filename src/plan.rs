@@ -6,6 +6,7 @@
 
 pub mod check;
 mod conformance;
+mod developers;
 mod env;
 mod load;
 mod rate;
@@ -16,6 +17,7 @@ pub use output::Output;
 mod gate;
 pub use capacity::{CapacitySpec, MetricsSpec};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
+pub use developers::{DevelopersSpec, GITLAB_THINK_S, MAX_USERS};
 pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};

@@ -182,6 +182,14 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
                 },
             )
         }
+        // Developers send until the duration ends (or `max_requests`), each at its own pace.
+        Arrival::Developers => {
+            let it = std::iter::repeat_with(move || Planned {
+                at: None,
+                index: picker.next_index(),
+            });
+            (Box::new(it), load.max_requests)
+        }
         Arrival::Trace => {
             let it = trace(offsets_ms, load.time_scale)
                 .into_iter()

@@ -55,6 +55,18 @@ fn capacity_finds_a_knee_known_in_closed_form() {
         why.contains("max_num_seqs"),
         "one sequence at a time: the batch cap limits: {why}"
     );
+    // Beside the roofline: one sequence decoding at the engine's 0.8 of HBM bandwidth, so the
+    // measured TPOT implies MBU 0.8; at ≈ 5 requests/s against ROOFLINE's ≈ 290 requests/s
+    // ceiling for 32-token completions, the GPU's request budget is barely touched (the batch
+    // cap, not the GPU, limits).
+    let r = &c["roofline"][0];
+    assert_eq!(r["endpoint"], "twin:vllm-code", "{r}");
+    let mbu = r["achieved_mbu"].as_f64().unwrap();
+    assert!((mbu - 0.8).abs() < 0.04, "achieved MBU {mbu}: {r}");
+    let share = r["ceiling_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 0.05, "{r}");
+    assert!(md.contains("achieved MBU"), "{md}");
+    assert!(stdout.contains("roofline: code_completions"), "{stdout}");
 }
 
 /// A run at an overloading rate against an engine configured by `engine` (TOML keys), with the

@@ -3,9 +3,13 @@
 //! In: [`Prepared`] interactions, the target, and when each request was meant to go. Out: one
 //! [`RequestRecord`] per request with the intended and actual send, headers, every chunk's
 //! arrival, the decoded content, usage, and the error class or cut-off if it did not complete.
-//! [`client`](mod@client) sets requests up; [`dispatch`] decides when each one goes.
+//! [`client`](mod@client) sets requests up; [`dispatch`] decides when each one goes (open loop,
+//! or a closed loop of concurrency slots); `developers` (the `goose` feature) runs closed-loop
+//! virtual developers instead.
 
 pub mod client;
+#[cfg(feature = "goose")]
+pub mod developers;
 pub mod dispatch;
 
 pub use client::{
@@ -34,6 +38,15 @@ pub struct Target {
     pub correlation: Option<(u64, std::sync::Arc<crate::taps::Correlator>)>,
     /// The servers' tokenizers, for answers without `usage`.
     pub tokenizers: crate::measure::tokenizer::Tokenizers,
+}
+
+/// Where the sending side's records go, and what it listens to: `stop` ends sending, `cut`
+/// cancels requests in flight (recorded as cut off with what had arrived).
+pub struct Channels {
+    pub out: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    pub cut: tokio::sync::watch::Receiver<bool>,
+    pub live: std::sync::Arc<crate::live::LiveStats>,
 }
 
 /// When one request was meant to go, and when its task got to it.

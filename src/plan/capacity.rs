@@ -25,6 +25,11 @@ pub struct CapacitySpec {
     /// Active developers per request/s: GitLab's sizing rule, 7 requests/s per 1,000 users.
     #[serde(default = "users_per_rps")]
     pub users_per_rps: f64,
+    /// `[capacity.hardware."<endpoint>"]`: the model and GPUs behind a model setting's
+    /// endpoint, so the answer puts measured TPOT and throughput beside the roofline. Twin
+    /// backends with `[stack.backend.engine]` declare themselves.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hardware: std::collections::BTreeMap<String, crate::roofline::Hardware>,
 }
 
 fn one() -> f64 {
@@ -70,6 +75,10 @@ impl CapacitySpec {
         }
         if self.start_rps > self.max_rps {
             return Err("capacity.start_rps is above capacity.max_rps".into());
+        }
+        for (endpoint, h) in &self.hardware {
+            h.resolve()
+                .map_err(|e| format!("capacity.hardware.\"{endpoint}\": {e}"))?;
         }
         if !(2..=100).contains(&self.max_probes) {
             return Err(format!(

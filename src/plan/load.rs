@@ -1,6 +1,7 @@
 //! The scenario's `[load]` and `[slo.<feature>]` sections, their command-line overrides and
 //! their checks.
 
+use super::developers::DevelopersSpec;
 use super::rate::{Arrival, RateProfile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +80,9 @@ pub struct LoadSpec {
     /// Weighted feature mix (`code_completions = 3`); empty: the corpus's own proportions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mix: BTreeMap<String, f64>,
+    /// `arrival = "developers"`: how many, how long they think, how they ramp up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developers: Option<DevelopersSpec>,
 }
 
 impl Default for LoadSpec {
@@ -154,7 +158,7 @@ impl Slo {
     }
 }
 
-/// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`.
+/// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`, `--users`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,6 +171,9 @@ pub struct LoadOverrides {
     pub concurrency: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// That many virtual developers (`arrival = "developers"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<usize>,
 }
 
 impl LoadSpec {
@@ -196,6 +203,14 @@ impl LoadSpec {
         }
         if let Some(s) = o.seed {
             self.seed = Some(s);
+        }
+        if let Some(n) = o.users {
+            self.arrival = Arrival::Developers;
+            (self.rate, self.ramp_to) = (None, None);
+            self.steps.clear();
+            self.developers
+                .get_or_insert_with(|| DevelopersSpec::with_users(n))
+                .users = n;
         }
         self.seed.get_or_insert_with(rand::random);
     }
@@ -238,6 +253,23 @@ impl LoadSpec {
         } else if self.rate.is_some() || !self.steps.is_empty() || self.ramp_to.is_some() {
             return Err(
                 "load.rate, ramp_to and steps need arrival constant, poisson or gamma".into(),
+            );
+        }
+        // A rate-based scenario may carry [load.developers] too: `--users` and `capacity
+        // --users` use it.
+        match (&self.developers, self.arrival) {
+            (Some(d), Arrival::Developers) => d.check(self.duration_s)?,
+            (None, Arrival::Developers) => {
+                return Err("arrival = \"developers\" needs [load.developers] (users = N)".into())
+            }
+            (Some(d), _) => d.check(Some(1.0))?,
+            (None, _) => {}
+        }
+        if self.arrival == Arrival::Developers && !cfg!(feature = "goose") {
+            return Err(
+                "arrival = \"developers\" needs duo-harness built with the goose \
+                 feature (cargo build --release --features goose)"
+                    .into(),
             );
         }
         if !positive(self.time_scale) {
@@ -297,8 +329,12 @@ impl LoadSpec {
         self.profile().map(|p| p.mean_rate())
     }
 
-    /// How long sending may last: the duration, or the steps' total.
+    /// How long sending may last: the duration, or the steps' total (developers: their ramp
+    /// and then the duration).
     pub fn send_window_s(&self) -> Option<f64> {
+        if let (Arrival::Developers, Some(d)) = (self.arrival, &self.developers) {
+            return self.duration_s.map(|s| s + d.ramp_s as f64);
+        }
         let steps = self
             .profile()
             .map(|p| p.duration_s())

@@ -21,6 +21,9 @@ pub enum Arrival {
     Gamma,
     /// The corpus's recorded arrival offsets, multiplied by `time_scale`.
     Trace,
+    /// Closed loop of `[load.developers]` virtual developers, each thinking between requests
+    /// (the `goose` cargo feature).
+    Developers,
 }
 
 impl Arrival {
@@ -32,11 +35,12 @@ impl Arrival {
             Arrival::Poisson => "poisson",
             Arrival::Gamma => "gamma",
             Arrival::Trace => "trace",
+            Arrival::Developers => "developers",
         }
     }
 
     pub fn open_loop(self) -> bool {
-        self != Arrival::Closed
+        !matches!(self, Arrival::Closed | Arrival::Developers)
     }
     pub fn rate_based(self) -> bool {
         matches!(self, Arrival::Constant | Arrival::Poisson | Arrival::Gamma)

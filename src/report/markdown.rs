@@ -77,21 +77,7 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
         );
     }
     if let Some(c) = r.capacity {
-        let v = |k: &str| c[k].as_f64().map_or("–".into(), |x| format!("{x:.2}"));
-        let _ =
-            writeln!(
-            out,
-            "\n**Capacity**: {} requests/s with every SLO met (knee between {} and {}), about {} \
-             active developers; breaks first: {}",
-            v("max_rps"),
-            c["max_rps_interval"][0].as_f64().map_or("–".into(), |x| format!("{x:.2}")),
-            c["max_rps_interval"][1].as_f64().map_or("–".into(), |x| format!("{x:.2}")),
-            c["users"].as_f64().map_or("–".into(), |x| format!("{x:.0}")),
-            c["limiting"].as_str().unwrap_or("–")
-        );
-        if let Some(why) = c["limiter"].as_str() {
-            let _ = writeln!(out, "\nWhy: {}", cell(why));
-        }
+        capacity(&mut out, c);
     }
     if let Some(c) = r.comparison {
         let moved: Vec<_> = c
@@ -159,4 +145,59 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
         let _ = writeln!(out, "\n📊 [Full report (HTML)]({link})");
     }
     out
+}
+
+/// The capacity section: the answer, why, and the roofline beside the measurement.
+fn capacity(out: &mut String, c: &serde_json::Value) {
+    let f =
+        |v: &serde_json::Value, d: usize| v.as_f64().map_or("–".into(), |x| format!("{x:.d$}"));
+    let _ = match c["axis"].as_str() {
+        Some("users") => writeln!(
+            out,
+            "\n**Capacity**: {} virtual developers with every SLO met (knee between {} and {}), \
+             {} requests/s achieved; breaks first: {}",
+            f(&c["users"], 0),
+            f(&c["users_interval"][0], 0),
+            f(&c["users_interval"][1], 0),
+            f(&c["max_rps"], 2),
+            c["limiting"].as_str().unwrap_or("–")
+        ),
+        _ => writeln!(
+            out,
+            "\n**Capacity**: {} requests/s with every SLO met (knee between {} and {}), about {} \
+             active developers; breaks first: {}",
+            f(&c["max_rps"], 2),
+            f(&c["max_rps_interval"][0], 2),
+            f(&c["max_rps_interval"][1], 2),
+            f(&c["users"], 0),
+            c["limiting"].as_str().unwrap_or("–")
+        ),
+    };
+    if let Some(why) = c["limiter"].as_str() {
+        let _ = writeln!(out, "\nWhy: {}", cell(why));
+    }
+    let rows = c["roofline"].as_array().map_or(&[][..], |v| v.as_slice());
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("\n| feature | hardware | TPOT p50 ms | batch | achieved MBU | req/s | ceiling req/s | share |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} on {} × {} | {} | {} | {} | {} | {} | {} |",
+            r["feature"].as_str().unwrap_or("–"),
+            r["model"].as_str().unwrap_or("–"),
+            r["gpus"],
+            r["gpu"].as_str().unwrap_or("–"),
+            f(&r["tpot_ms"], 2),
+            f(&r["batch"], 1),
+            f(&r["achieved_mbu"], 2),
+            f(&r["achieved_rps"], 2),
+            f(&r["ceiling_rps"], 1),
+            r["ceiling_share"]
+                .as_f64()
+                .map_or("–".into(), |s| format!("{:.1} %", s * 100.0))
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! then the drain, the cut-off, and what a stop signal changes.
 
 use super::RunError;
-use crate::drive::{self, dispatch, Prepared};
+use crate::drive::{self, dispatch, Channels, Prepared};
 use crate::live::{self, LiveStats, LiveView};
 use crate::measure::aggregate::Aggregate;
 use crate::measure::cpu::{ClientCpu, CpuTimes};
@@ -11,6 +11,8 @@ use crate::measure::hist::Metric;
 use crate::measure::{self, probe, ResultsSink};
 use crate::plan::Plan;
 use crate::schedule::{self, Arrival};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -82,20 +84,23 @@ pub(super) async fn drive_load(
             None => plan.load.cap_policy,
         },
     };
-    let mut scheduled = dispatch::start(
+    let mut scheduled = start_sending(
+        plan,
         target.clone(),
         prepared,
         schedule,
         opts,
-        tx,
-        stop_rx,
-        cut_rx,
-        live,
+        Channels {
+            out: tx,
+            stop: stop_rx,
+            cut: cut_rx,
+            live,
+        },
     );
     let mut signalled = 0;
     let mut count = None;
     tokio::select! {
-        n = &mut scheduled => count = Some(n.ok()),
+        n = &mut scheduled => count = Some(n),
         _ = signals.recv() => signalled += 1,
     };
     let drain = match signalled {
@@ -124,8 +129,9 @@ pub(super) async fn drive_load(
         collected.map_err(|e| RunError::Internal(format!("the results collector failed: {e}")))?;
     let count = match count {
         Some(n) => n,
-        None => scheduled.await.ok(), // the pacer stops promptly once told to
+        None => scheduled.await, // the pacer (or goose) stops promptly once told to
     };
+    let count = count.transpose().map_err(RunError::Internal)?;
     drop(view);
     let receive_delay = match probe {
         Some(p) => p.finish().await,
@@ -141,4 +147,37 @@ pub(super) async fn drive_load(
     };
     let count = count.unwrap_or(agg.sent);
     Ok((agg, written, count, ended))
+}
+
+/// How many requests were sent, once sending has ended (`None`: the sender vanished).
+type Sending = Pin<Box<dyn Future<Output = Option<Result<u64, String>>> + Send>>;
+
+/// Starts the sending side: the open-loop (or slot-bound closed-loop) dispatcher, or with
+/// `arrival = "developers"` goose's virtual developers.
+fn start_sending(
+    plan: &Plan,
+    target: Arc<drive::Target>,
+    prepared: Arc<Vec<Prepared>>,
+    schedule: schedule::Schedule,
+    opts: dispatch::Options,
+    c: Channels,
+) -> Sending {
+    #[cfg(feature = "goose")]
+    if let (Arrival::Developers, Some(developers)) =
+        (plan.load.arrival, plan.load.developers.clone())
+    {
+        let opts = drive::developers::Options {
+            developers,
+            duration_s: plan.load.duration_s.unwrap_or(0.0) as u64,
+            warmup: opts.warmup,
+            grace: Duration::from_secs_f64(plan.load.grace_s),
+        };
+        let rx = drive::developers::start(target, prepared, schedule, opts, c);
+        return Box::pin(async { rx.await.ok() });
+    }
+    let _ = plan; // read above with the goose feature
+    let rx = dispatch::start(
+        target, prepared, schedule, opts, c.out, c.stop, c.cut, c.live,
+    );
+    Box::pin(async { rx.await.ok().map(Ok) })
 }

@@ -431,7 +431,11 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         },
         arrival: load.arrival,
         seed: load.seed(),
-        concurrency: load.concurrency,
+        // Developers: at most one request each in flight.
+        concurrency: match (&load.developers, load.arrival) {
+            (Some(d), crate::plan::Arrival::Developers) => Some(d.users),
+            _ => load.concurrency,
+        },
         target_rps: load.target_rps(),
         achieved_rps: agg.achieved_rps(),
         duration_s: info.duration_s,

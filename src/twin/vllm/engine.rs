@@ -15,70 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A model's shape, as far as its cost goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Geometry {
-    pub params: f64,
-    pub layers: f64,
-    pub kv_heads: f64,
-    pub head_dim: f64,
-    pub bytes_per_weight: f64,
-    pub bytes_per_kv: f64,
-}
-
-impl Geometry {
-    pub fn weight_bytes(&self) -> f64 {
-        self.params * self.bytes_per_weight
-    }
-    /// KV-cache bytes per token: 2 (K and V) · layers · kv_heads · head_dim · bytes.
-    pub fn kv_bytes_per_token(&self) -> f64 {
-        2.0 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_kv
-    }
-}
-
-/// A GPU's ceilings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gpu {
-    pub hbm_bytes_per_s: f64,
-    pub flops: f64,
-    pub memory_bytes: f64,
-}
-
-/// Model presets: `ROOFLINE.md`'s geometries (bf16).
-pub fn model_preset(name: &str) -> Option<Geometry> {
-    let g = |params: f64, layers: f64| Geometry {
-        params,
-        layers,
-        kv_heads: 8.0,
-        head_dim: 128.0,
-        bytes_per_weight: 2.0,
-        bytes_per_kv: 2.0,
-    };
-    match name {
-        "llama-3.1-8b" => Some(g(8.03e9, 32.0)),
-        // 14.5 GB of weights, Llama's KV shape.
-        "mistral-7b" => Some(g(7.25e9, 32.0)),
-        "codestral-22b" => Some(g(22.2e9, 56.0)),
-        _ => None,
-    }
-}
-
-/// GPU presets (dense bf16 FLOP/s, HBM bandwidth, memory).
-pub fn gpu_preset(name: &str) -> Option<Gpu> {
-    match name {
-        "h100-sxm" => Some(Gpu {
-            hbm_bytes_per_s: 3.35e12,
-            flops: 989e12,
-            memory_bytes: 80e9,
-        }),
-        "h200" => Some(Gpu {
-            hbm_bytes_per_s: 4.8e12,
-            flops: 989e12,
-            memory_bytes: 141e9,
-        }),
-        _ => None,
-    }
-}
+pub use crate::roofline::{gpu_preset, model_preset, Geometry, Gpu};
 
 /// `[stack.backend.engine]`: the simulated serving engine of a twin backend.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

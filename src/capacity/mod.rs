@@ -17,10 +17,15 @@ use crate::exit::Exit;
 use crate::measure::RequestRecord;
 use crate::plan::{self, Overrides, Plan, Slo};
 use crate::results::RunFolder;
-use crate::scrape::Observed;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+mod axis;
+mod limiter;
+pub mod roofline;
+pub use axis::Axis;
+pub use limiter::limiter;
 
 /// Margins this close to zero are probed twice.
 const NEAR: f64 = 0.05;
@@ -37,89 +42,17 @@ const LOAD_FAILURES: &[&str] = &[
     "skipped",
 ];
 
-/// What limits a stack, named from its backends' metrics in one sentence.
-///
-/// `serving`: the target that serves the feature whose SLO broke, when known (its model
-/// setting's endpoint); otherwise the most pressured target (most waiting, then fullest cache).
-pub fn limiter(
-    observed: &std::collections::BTreeMap<String, Observed>,
-    serving: Option<&str>,
-) -> Option<String> {
-    let pressure = |o: &Observed| {
-        let kv = o
-            .gauge_max("vllm:kv_cache_usage_perc")
-            .or(o.gauge_max("vllm:gpu_cache_usage_perc"));
-        (
-            o.gauge_max("vllm:num_requests_waiting").unwrap_or(0.0),
-            kv.unwrap_or(0.0),
-        )
-    };
-    let scraped = || observed.iter().filter(|(_, o)| o.scrapes > 0);
-    let (target, o) = scraped()
-        .find(|(name, _)| Some(name.as_str()) == serving)
-        .or_else(|| {
-            scraped().max_by(|a, b| {
-                pressure(a.1)
-                    .partial_cmp(&pressure(b.1))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-        })?;
-    let (waiting, kv) = pressure(o);
-    let preempted = o
-        .counters
-        .get("vllm:num_preemptions_total")
-        .map_or(0.0, |c| c.increase);
-    let util = o.gauge_mean("DCGM_FI_DEV_GPU_UTIL");
-    let dram = o.gauge_mean("DCGM_FI_PROF_DRAM_ACTIVE").unwrap_or(0.0);
-    let tensor = o
-        .gauge_mean("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE")
-        .unwrap_or(0.0);
-    let util_text = util.map_or(String::new(), |u| format!(", GPU utilisation {u:.0} %"));
-    let busy = util.unwrap_or(0.0) >= 80.0;
-    let running_max = o.gauge_max("vllm:num_requests_running").unwrap_or(0.0);
-    let capped = o
-        .running_while_waiting
-        .is_some_and(|[_, hi]| hi >= running_max && hi > 0.0);
-    Some(if kv >= 0.9 || preempted > 0.0 {
-        format!(
-            "KV cache full on {target} (up to {kv:.2}, {preempted:.0} preemptions, up to {waiting:.0} \
-             waiting){util_text}: requests queue for cache space; add GPU memory, or cap context \
-             and output length"
-        )
-    } else if busy && tensor > dram {
-        format!(
-            "{target} is compute-bound: its tensor pipes run at {:.0} % of peak against DRAM \
-             active {:.0} %, with the KV cache at {kv:.2}{util_text}: every step's tokens cost \
-             more compute than memory traffic (prefill dominates); add GPUs or shorten prompts",
-            tensor * 100.0,
-            dram * 100.0
-        )
-    } else if waiting >= 1.0 && capped {
-        format!(
-            "the running batch on {target} sat at its most ({running_max:.0} sequences) while up \
-             to {waiting:.0} requests waited, with the KV cache at {kv:.2}{util_text}: the batch \
-             cap (vLLM's max_num_seqs) limits; raise it while KV memory allows, or add replicas"
-        )
-    } else if busy {
-        format!(
-            "{target} is memory-bandwidth-bound: DRAM is active {:.0} % of the time with the KV \
-             cache at {kv:.2}{util_text}: each decode step reads the weights and every context, \
-             so inter-token time grows with the batch; add GPUs or move to higher-bandwidth ones",
-            dram * 100.0
-        )
-    } else {
-        format!(
-            "no backend saturated (up to {waiting:.0} waiting on {target}, KV cache up to \
-             {kv:.2}{util_text}): the limit lies before the model, in the gateway or the network \
-             (the taps' upstream wait says how long the gateway held each request)"
-        )
-    })
-}
-
 /// One probe's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
+    /// The probed rate; with `--users`, the rate the developers achieved.
     pub rate_rps: f64,
+    /// With `--users`: how many developers the probe ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub developers: Option<usize>,
+    /// Where on the search's axis the probe lies (the rate, or the developers).
+    #[serde(skip)]
+    pub at: f64,
     pub dir: PathBuf,
     pub verdict: String,
     pub compliant: bool,
@@ -140,13 +73,19 @@ pub struct Probe {
 pub struct Capacity {
     pub schema: &'static str,
     pub scenario: String,
+    /// What the search varied: `rate`, or `users` (closed-loop virtual developers).
+    pub axis: &'static str,
     /// The highest compliant rate probed (`None`: none complied).
     pub max_rps: Option<f64>,
     /// Between the highest compliant and the lowest failing rate: where the knee lies.
     pub max_rps_interval: [Option<f64>; 2],
     pub resolution: f64,
-    /// Active developers at `max_rps`, by `users_per_rps`.
+    /// Active developers at `max_rps`, by `users_per_rps`; with `--users`, the most virtual
+    /// developers that complied.
     pub users: Option<f64>,
+    /// With `--users`: the most developers that complied and the fewest that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_interval: Option<[Option<f64>; 2]>,
     pub users_per_rps: f64,
     /// What broke first: the failing probe's smallest margin (`feature ttft_ms`).
     pub limiting: Option<String>,
@@ -154,6 +93,10 @@ pub struct Capacity {
     pub limiter: Option<String>,
     pub stopped: String,
     pub probes: Vec<Probe>,
+    /// At the knee: per feature, the measured TPOT and rate beside the roofline of the
+    /// endpoint's declared (or twin-simulated) GPUs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roofline: Vec<roofline::Beside>,
 }
 
 /// A request's figure for one SLO bound, given its own send lateness.
@@ -206,32 +149,36 @@ pub fn margin(
     worst
 }
 
-/// Runs one probe at `rate` into `dir` and judges it.
+/// Runs one probe at `at` on the axis into `dir` and judges it.
 async fn probe(
     scenario: &Path,
     plan: &Plan,
-    rate: f64,
+    (axis, at): (Axis, f64),
     dir: PathBuf,
     repeat: bool,
 ) -> Result<Probe, String> {
+    let duration = match axis {
+        Axis::Rate => plan.capacity.probe_s,
+        Axis::Users { .. } => plan.capacity.probe_s.ceil(), // goose counts whole seconds
+    };
     let overrides = Overrides {
         out: Some(dir.clone()),
         load: plan::LoadOverrides {
-            rate: Some(rate),
-            duration_s: Some(plan.capacity.probe_s),
+            duration_s: Some(duration),
             // Every probe draws the same arrival sequence (scaled to its rate), so probes differ
             // by rate alone; a repeat draws another, an independent second look.
             seed: plan.load.seed.map(|s| s.wrapping_add(u64::from(repeat))),
-            ..Default::default()
+            ..axis.overrides(at)
         },
         ..Default::default()
     };
+    let rate = axis.describe(at);
     let exit = crate::run::run(scenario, overrides)
         .await
         .map_err(|e| e.to_string())?;
     if matches!(exit, Exit::Usage | Exit::Unreachable) {
         return Err(format!(
-            "the probe at {rate:.3} requests/s could not run (exit {})",
+            "the probe at {rate} could not run (exit {})",
             exit as u8
         ));
     }
@@ -274,7 +221,7 @@ async fn probe(
         .collect();
     if !broken.is_empty() {
         return Err(format!(
-            "the probe at {rate:.3} requests/s had errors load does not explain ({}; a gateway's \
+            "the probe at {rate} had errors load does not explain ({}; a gateway's \
              rate limit answers 429, counted as http4xx): see {}",
             broken.join(", "),
             dir.display()
@@ -282,7 +229,7 @@ async fn probe(
     }
     if !other.is_empty() {
         return Err(format!(
-            "the probe at {rate:.3} requests/s failed for a reason load does not explain: {}",
+            "the probe at {rate} failed for a reason load does not explain: {}",
             other.join("; ")
         ));
     }
@@ -291,18 +238,23 @@ async fn probe(
     // The backend serving the feature that broke: its model setting's endpoint, as a target.
     let serving = found
         .as_ref()
-        .and_then(|(_, w)| plan.model_for(w.split(' ').next().unwrap_or_default()))
-        .map(|m| m.endpoint.clone());
+        .and_then(|(_, w)| roofline::serving(plan, w.split(' ').next().unwrap_or_default()));
+    let achieved_rps = folder
+        .summary_at("/load/achieved_rps")
+        .and_then(Value::as_f64);
     Ok(Probe {
-        rate_rps: rate,
+        rate_rps: match axis {
+            Axis::Rate => at,
+            Axis::Users { .. } => achieved_rps.unwrap_or(0.0),
+        },
+        developers: matches!(axis, Axis::Users { .. }).then_some(at as usize),
+        at,
         dir,
         compliant: verdict == "pass",
         verdict,
         margin: found.as_ref().map(|(m, _)| crate::stats::round3(*m)),
         limiting: found.map(|(_, w)| w),
-        achieved_rps: folder
-            .summary_at("/load/achieved_rps")
-            .and_then(Value::as_f64),
+        achieved_rps,
         repeat,
         limiter: folder
             .summary_at("/backend_metrics")
@@ -323,17 +275,13 @@ fn interpolate(lo: Point, hi: Point) -> f64 {
     guess.clamp(r0 + pad, r1 - pad)
 }
 
-/// The search. Every probe's folder goes under `out`.
-pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
+/// The search. Every probe's folder goes under `out`. `users`: search over closed-loop virtual
+/// developers instead of the rate.
+pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity, String> {
     let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let plan =
         plan::resolve(scenario, Overrides::default(), &started).map_err(|e| e.to_string())?;
-    if !plan.load.arrival.rate_based() {
-        return Err(format!(
-            "{}: capacity needs a rate-based [load] arrival (constant, poisson or gamma)",
-            scenario.display()
-        ));
-    }
+    let axis = Axis::of(&plan, users).map_err(|e| format!("{}: {e}", scenario.display()))?;
     if plan.slo.is_empty() {
         return Err(format!(
             "{}: capacity needs [slo.<feature>] sections",
@@ -344,127 +292,182 @@ pub async fn search(scenario: &Path, out: &Path) -> Result<Capacity, String> {
     crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut probes: Vec<Probe> = Vec::new();
     let (mut lo, mut hi): (Option<Point>, Option<Point>) = (None, None);
-    let mut rate = spec.start_rps;
+    let mut at = axis.start(&plan);
     let stopped = loop {
         if probes.len() >= spec.max_probes {
             break format!("the probe budget ({}) is spent", spec.max_probes);
         }
-        let dir = |n: usize| out.join(format!("probe-{n:02}-{rate:.3}rps"));
-        let mut p = probe(scenario, &plan, rate, dir(probes.len() + 1), false).await?;
+        let dir = |n: usize| out.join(axis.folder(n, at));
+        let mut p = probe(scenario, &plan, (axis, at), dir(probes.len() + 1), false).await?;
         let near = p.margin.is_some_and(|m| m.abs() < NEAR);
         let invalid = p.verdict == "invalid";
         if (near || invalid) && probes.len() + 1 < spec.max_probes {
             probes.push(p.clone());
-            let again = probe(scenario, &plan, rate, dir(probes.len() + 1), true).await?;
-            p = match invalid {
-                // An invalid look proves nothing either way; the repeat decides, but a first
-                // look that measured a miss keeps the rate from passing (never in the user's
-                // favour).
-                true => Probe {
-                    compliant: again.compliant && p.margin.is_none_or(|m| m >= 0.0),
-                    margin: match (p.margin, again.margin) {
-                        (Some(a), Some(b)) if a < 0.0 => Some(a.min(b)),
-                        (_, b) => b,
-                    },
-                    ..again
-                },
-                // Near the boundary both looks must comply, and the worse margin stands.
-                false => Probe {
-                    compliant: p.compliant && again.compliant,
-                    margin: match (p.margin, again.margin) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    },
-                    ..again
-                },
-            };
+            let again = probe(scenario, &plan, (axis, at), dir(probes.len() + 1), true).await?;
+            p = second_look(p, again, invalid);
         }
         let (refused, compliant, m) =
             (p.verdict == "invalid", p.compliant, p.margin.unwrap_or(0.0));
         probes.push(p);
         if refused {
-            break format!("the probe at {rate:.3} requests/s was invalid twice (the harness could not measure it): refused");
+            break format!(
+                "the probe at {} was invalid twice (the harness could not measure it): refused",
+                axis.describe(at)
+            );
         }
-        // A pass at or above a failing rate, or a failure at or below a passing one: the
+        // A pass at or above a failing point, or a failure at or below a passing one: the
         // stack does not answer monotonically at this probe length. The answer stays below
-        // every failing rate.
+        // every failing point.
         let contradicts = match compliant {
-            true => hi.is_some_and(|h| rate >= h.0),
-            false => lo.is_some_and(|l| rate <= l.0),
+            true => hi.is_some_and(|h| at >= h.0),
+            false => lo.is_some_and(|l| at <= l.0),
         };
         if contradicts {
             if !compliant {
-                hi = Some((rate, m.min(0.0)));
+                hi = Some((at, m.min(0.0)));
                 lo = probes
                     .iter()
-                    .filter(|p| p.compliant && p.rate_rps < rate)
-                    .map(|p| (p.rate_rps, p.margin.unwrap_or(0.0).max(0.0)))
+                    .filter(|p| p.compliant && p.at < at)
+                    .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
                     .max_by(|a, b| a.0.total_cmp(&b.0));
             }
             break format!(
-                "the probes are not monotone in rate (the one at {rate:.3} requests/s \
-                 contradicts an earlier one): probes too short for this stack's variance, or an \
-                 unstable stack; raise capacity.probe_s"
+                "the probes are not monotone (the one at {} contradicts an earlier one): probes \
+                 too short for this stack's variance, or an unstable stack; raise \
+                 capacity.probe_s",
+                axis.describe(at)
             );
         }
         match compliant {
-            true => lo = Some((rate, m.max(0.0))),
-            false => hi = Some((rate, m.min(0.0))),
+            true => lo = Some((at, m.max(0.0))),
+            false => hi = Some((at, m.min(0.0))),
         }
-        rate = match (lo, hi) {
-            (Some((l, _)), None) if l >= spec.max_rps => {
+        at = match (lo, hi) {
+            (Some((l, _)), None) if l >= axis.max(&plan) => {
                 break format!(
-                    "every probe up to capacity.max_rps ({}) complied",
-                    spec.max_rps
+                    "every probe up to the most allowed ({}) complied",
+                    axis.describe(axis.max(&plan))
                 )
             }
-            (_, None) => (rate * 2.0).min(spec.max_rps),
-            (None, Some((h, _))) if h <= spec.start_rps / 64.0 => {
-                break "no probed rate complied".into()
+            (_, None) => axis.up(at, &plan),
+            (None, Some((h, _))) if h <= axis.floor(&plan) => {
+                break "no probed point complied".into()
             }
-            (None, Some(_)) => rate / 2.0,
-            (Some(l), Some(h)) if (h.0 - l.0) / l.0 <= spec.resolution => {
+            (None, Some(_)) => axis.down(at),
+            (Some(l), Some(h)) if axis.narrow(l.0, h.0, spec.resolution) => {
                 break format!(
-                    "the bracket is within the resolution ({:.1} %)",
-                    spec.resolution * 100.0
+                    "the bracket is within the resolution ({:.1} %{})",
+                    spec.resolution * 100.0,
+                    if axis == Axis::Rate {
+                        ""
+                    } else {
+                        ", or one developer"
+                    }
                 )
             }
-            (Some(l), Some(h)) => interpolate(l, h),
+            (Some(l), Some(h)) => axis.inside(interpolate(l, h), l.0, h.0),
         };
     };
+    let mut c = answer(&plan, axis, lo, hi, stopped, probes);
+    let knee = knee_probe(&c).and_then(|p| RunFolder::open(&p.dir).ok());
+    if let Some(folder) = knee {
+        let summary = folder.summary.clone().unwrap_or_default();
+        c.roofline = roofline::beside(&plan, &folder.records, &summary);
+    }
+    Ok(c)
+}
+
+/// A probe looked at twice: an invalid first look proves nothing either way, so the repeat
+/// decides, but a first look that measured a miss keeps the point from passing (never in the
+/// user's favour); near the boundary both looks must comply, and the worse margin stands.
+fn second_look(first: Probe, again: Probe, invalid: bool) -> Probe {
+    match invalid {
+        true => Probe {
+            compliant: again.compliant && first.margin.is_none_or(|m| m >= 0.0),
+            margin: match (first.margin, again.margin) {
+                (Some(a), Some(b)) if a < 0.0 => Some(a.min(b)),
+                (_, b) => b,
+            },
+            ..again
+        },
+        false => Probe {
+            compliant: first.compliant && again.compliant,
+            margin: match (first.margin, again.margin) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            ..again
+        },
+    }
+}
+
+/// The answer from the final bracket.
+fn answer(
+    plan: &Plan,
+    axis: Axis,
+    lo: Option<Point>,
+    hi: Option<Point>,
+    stopped: String,
+    probes: Vec<Probe>,
+) -> Capacity {
     let r3 = crate::stats::round3;
+    let spec = &plan.capacity;
     let first_failing = probes
         .iter()
         .filter(|p| !p.compliant)
-        .min_by(|a, b| a.rate_rps.total_cmp(&b.rate_rps));
+        .min_by(|a, b| a.at.total_cmp(&b.at));
     let limiting = first_failing.and_then(|p| p.limiting.clone());
     let why = first_failing.and_then(|p| p.limiter.clone());
-    let max_rps = lo.map(|l| r3(l.0));
-    Ok(Capacity {
+    // The rate at a point: the probed rate, or what the developers there achieved.
+    let rate_at = |x: f64| match axis {
+        Axis::Rate => Some(r3(x)),
+        Axis::Users { .. } => probes
+            .iter()
+            .filter(|p| p.at == x && p.achieved_rps.is_some())
+            .map(|p| r3(p.rate_rps))
+            .reduce(f64::min),
+    };
+    let max_rps = lo.and_then(|l| rate_at(l.0));
+    Capacity {
         schema: "duo-harness/capacity/v1",
         scenario: plan.scenario_name.clone(),
+        axis: axis.name(),
         max_rps,
-        max_rps_interval: [max_rps, hi.map(|h| r3(h.0))],
+        max_rps_interval: [max_rps, hi.and_then(|h| rate_at(h.0))],
         resolution: spec.resolution,
-        users: max_rps.map(|r| (r * spec.users_per_rps).floor()),
+        users: match axis {
+            Axis::Rate => max_rps.map(|r| (r * spec.users_per_rps).floor()),
+            Axis::Users { .. } => lo.map(|l| l.0),
+        },
+        users_interval: matches!(axis, Axis::Users { .. })
+            .then(|| [lo.map(|l| l.0), hi.map(|h| h.0)]),
         users_per_rps: spec.users_per_rps,
         limiting,
         limiter: why,
         stopped,
         probes,
-    })
+        roofline: Vec::new(),
+    }
 }
 
 /// The console lines of an answer.
 pub fn table(c: &Capacity) -> String {
+    let by_users = c.users_interval.is_some();
     let mut out = format!(
         "capacity of {}: probes\n{:>10} {:>10} {:>9} {:>9}  limiting\n",
-        c.scenario, "rate", "achieved", "margin", "verdict"
+        c.scenario,
+        if by_users { "developers" } else { "rate" },
+        "achieved",
+        "margin",
+        "verdict"
     );
     for p in &c.probes {
+        let at = match p.developers {
+            Some(n) => format!("{n:>10}"),
+            None => format!("{:>10.3}", p.rate_rps),
+        };
         out += &format!(
-            "{:>10.3} {:>10} {:>9} {:>9}  {}{}\n",
-            p.rate_rps,
+            "{at} {:>10} {:>9} {:>9}  {}{}\n",
             p.achieved_rps.map_or("-".into(), |a| format!("{a:.3}")),
             p.margin.map_or("-".into(), |m| format!("{m:+.3}")),
             p.verdict,
@@ -473,19 +476,34 @@ pub fn table(c: &Capacity) -> String {
         );
     }
     let rps = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    out += &format!(
-        "capacity: {} requests/s (knee between {} and {}), about {} active developers at {:.0} per request/s; breaks first: {}; stopped: {}\n",
-        rps(c.max_rps),
-        rps(c.max_rps_interval[0]),
-        rps(c.max_rps_interval[1]),
-        c.users.map_or("-".into(), |u| format!("{u:.0}")),
-        c.users_per_rps,
-        c.limiting.as_deref().unwrap_or("-"),
-        c.stopped
-    );
+    let n = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    out += &match c.users_interval {
+        Some([lo, hi]) => format!(
+            "capacity: {} virtual developers (knee between {} and {}), {} requests/s achieved; \
+             breaks first: {}; stopped: {}\n",
+            n(lo),
+            n(lo),
+            n(hi),
+            rps(c.max_rps),
+            c.limiting.as_deref().unwrap_or("-"),
+            c.stopped
+        ),
+        None => format!(
+            "capacity: {} requests/s (knee between {} and {}), about {} active developers at {:.0} \
+             per request/s; breaks first: {}; stopped: {}\n",
+            rps(c.max_rps),
+            rps(c.max_rps_interval[0]),
+            rps(c.max_rps_interval[1]),
+            n(c.users),
+            c.users_per_rps,
+            c.limiting.as_deref().unwrap_or("-"),
+            c.stopped
+        ),
+    };
     if let Some(why) = &c.limiter {
         out += &format!("why: {why}\n");
     }
+    out += &roofline::lines(&c.roofline);
     out
 }
 
@@ -511,14 +529,26 @@ fn render(dir: &Path, out: &Path, capacity: &Value) -> Result<(), String> {
     }
 }
 
+/// The last probe at the answer: the highest compliant point on the search's axis.
+fn knee_probe(c: &Capacity) -> Option<&Probe> {
+    let at = match c.users_interval {
+        Some([lo, _]) => lo,
+        None => c.max_rps,
+    };
+    c.probes
+        .iter()
+        .rev()
+        .find(|p| p.compliant && Some(crate::stats::round3(p.at)) == at)
+}
+
 /// `capacity`: searches, writes `capacity.json` and the knee's summary, prints the answer.
-pub async fn command(scenario: &Path, out: Option<PathBuf>) -> Exit {
+pub async fn command(scenario: &Path, out: Option<PathBuf>, users: bool) -> Exit {
     let out = out.unwrap_or_else(|| {
         let stem = scenario.file_stem().unwrap_or_default().to_string_lossy();
         let at = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         PathBuf::from("reports").join(format!("{at}-{stem}-capacity"))
     });
-    let c = match search(scenario, &out).await {
+    let c = match search(scenario, &out, users).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}", crate::redact::known(&e));
@@ -529,11 +559,7 @@ pub async fn command(scenario: &Path, out: Option<PathBuf>) -> Exit {
     let write = |name: &str, v: &Value| crate::files::write_json(&out.join(name), v);
     let doc = serde_json::to_value(&c).unwrap_or_default();
     let mut failed = write("capacity.json", &doc).is_err();
-    let knee = c
-        .probes
-        .iter()
-        .rev()
-        .find(|p| p.compliant && Some(crate::stats::round3(p.rate_rps)) == c.max_rps);
+    let knee = knee_probe(&c);
     if let Some(summary) =
         knee.and_then(|p| std::fs::read_to_string(p.dir.join("summary.json")).ok())
     {

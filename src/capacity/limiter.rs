@@ -1,0 +1,83 @@
+//! Why the knee is where it is: the limiter named in one sentence from the backends' metrics
+//! (vLLM's and DCGM's names) scraped during a probe.
+
+use crate::scrape::Observed;
+
+/// What limits a stack, named from its backends' metrics in one sentence.
+///
+/// `serving`: the target that serves the feature whose SLO broke, when known (its model
+/// setting's endpoint); otherwise the most pressured target (most waiting, then fullest cache).
+pub fn limiter(
+    observed: &std::collections::BTreeMap<String, Observed>,
+    serving: Option<&str>,
+) -> Option<String> {
+    let pressure = |o: &Observed| {
+        let kv = o
+            .gauge_max("vllm:kv_cache_usage_perc")
+            .or(o.gauge_max("vllm:gpu_cache_usage_perc"));
+        (
+            o.gauge_max("vllm:num_requests_waiting").unwrap_or(0.0),
+            kv.unwrap_or(0.0),
+        )
+    };
+    let scraped = || observed.iter().filter(|(_, o)| o.scrapes > 0);
+    let (target, o) = scraped()
+        .find(|(name, _)| Some(name.as_str()) == serving)
+        .or_else(|| {
+            scraped().max_by(|a, b| {
+                pressure(a.1)
+                    .partial_cmp(&pressure(b.1))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        })?;
+    let (waiting, kv) = pressure(o);
+    let preempted = o
+        .counters
+        .get("vllm:num_preemptions_total")
+        .map_or(0.0, |c| c.increase);
+    let util = o.gauge_mean("DCGM_FI_DEV_GPU_UTIL");
+    let dram = o.gauge_mean("DCGM_FI_PROF_DRAM_ACTIVE").unwrap_or(0.0);
+    let tensor = o
+        .gauge_mean("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE")
+        .unwrap_or(0.0);
+    let util_text = util.map_or(String::new(), |u| format!(", GPU utilisation {u:.0} %"));
+    let busy = util.unwrap_or(0.0) >= 80.0;
+    let running_max = o.gauge_max("vllm:num_requests_running").unwrap_or(0.0);
+    let capped = o
+        .running_while_waiting
+        .is_some_and(|[_, hi]| hi >= running_max && hi > 0.0);
+    Some(if kv >= 0.9 || preempted > 0.0 {
+        format!(
+            "KV cache full on {target} (up to {kv:.2}, {preempted:.0} preemptions, up to {waiting:.0} \
+             waiting){util_text}: requests queue for cache space; add GPU memory, or cap context \
+             and output length"
+        )
+    } else if busy && tensor > dram {
+        format!(
+            "{target} is compute-bound: its tensor pipes run at {:.0} % of peak against DRAM \
+             active {:.0} %, with the KV cache at {kv:.2}{util_text}: every step's tokens cost \
+             more compute than memory traffic (prefill dominates); add GPUs or shorten prompts",
+            tensor * 100.0,
+            dram * 100.0
+        )
+    } else if waiting >= 1.0 && capped {
+        format!(
+            "the running batch on {target} sat at its most ({running_max:.0} sequences) while up \
+             to {waiting:.0} requests waited, with the KV cache at {kv:.2}{util_text}: the batch \
+             cap (vLLM's max_num_seqs) limits; raise it while KV memory allows, or add replicas"
+        )
+    } else if busy {
+        format!(
+            "{target} is memory-bandwidth-bound: DRAM is active {:.0} % of the time with the KV \
+             cache at {kv:.2}{util_text}: each decode step reads the weights and every context, \
+             so inter-token time grows with the batch; add GPUs or move to higher-bandwidth ones",
+            dram * 100.0
+        )
+    } else {
+        format!(
+            "no backend saturated (up to {waiting:.0} waiting on {target}, KV cache up to \
+             {kv:.2}{util_text}): the limit lies before the model, in the gateway or the network \
+             (the taps' upstream wait says how long the gateway held each request)"
+        )
+    })
+}
