@@ -15,7 +15,7 @@ mod capacity;
 mod output;
 pub use output::Output;
 mod gate;
-pub use capacity::{CapacitySpec, MetricsSpec};
+pub use capacity::{CapacitySpec, MetricsSpec, Strategy};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use developers::{DevelopersSpec, GITLAB_THINK_S, MAX_USERS};
 pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};

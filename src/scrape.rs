@@ -31,6 +31,12 @@ pub const COUNTERS: &[&str] = &[
     "vllm:num_preemptions_total",
     "vllm:prompt_tokens_total",
     "vllm:generation_tokens_total",
+    // The engine's own inter-token time (sum and count of its histogram; the older name
+    // first): the decode step as the server saw it, before any gateway re-chunked the stream.
+    "vllm:time_per_output_token_seconds_sum",
+    "vllm:time_per_output_token_seconds_count",
+    "vllm:inter_token_latency_seconds_sum",
+    "vllm:inter_token_latency_seconds_count",
 ];
 
 /// One gauge over the run.
@@ -67,6 +73,21 @@ impl Observed {
     }
     pub fn gauge_mean(&self, name: &str) -> Option<f64> {
         self.gauges.get(name).map(|g| g.mean)
+    }
+
+    /// The server's mean inter-token time over the run, seconds (its histogram's sum over
+    /// count, either spelling).
+    pub fn server_itl_s(&self) -> Option<f64> {
+        [
+            "vllm:inter_token_latency_seconds",
+            "vllm:time_per_output_token_seconds",
+        ]
+        .iter()
+        .find_map(|n| {
+            let sum = self.counters.get(&format!("{n}_sum"))?.increase;
+            let count = self.counters.get(&format!("{n}_count"))?.increase;
+            (count > 0.0).then(|| sum / count)
+        })
     }
 }
 

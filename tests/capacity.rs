@@ -69,6 +69,44 @@ fn capacity_finds_a_knee_known_in_closed_form() {
     assert!(stdout.contains("roofline: code_completions"), "{stdout}");
 }
 
+/// vLLM's `bench sweep serve_sla` order replayed on the same twin (`strategy = "serve_sla"`):
+/// the most allowed rate, then 1, then PCHIP roots, to integer requests/s: it finds the knee's
+/// integer part, 5, with its failing neighbour 6.
+#[test]
+fn serve_slas_strategy_replayed_finds_the_integer_knee() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cap");
+    let o = std::process::Command::new(common::bin())
+        .args(["capacity", "scenarios/capacity-knee.toml", "--out"])
+        .arg(&out)
+        .current_dir(common::repo())
+        .env("CAPACITY_STRATEGY", "serve_sla")
+        .output()
+        .unwrap();
+    let printed = common::printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{printed}");
+    let c = json_file(&out.join("capacity.json"));
+    assert_schema("capacity-v1.schema.json", &c);
+    let rates: Vec<f64> = c["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rate_rps"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        rates[..2],
+        [64.0, 1.0],
+        "serve_sla's bounds first: {rates:?}"
+    );
+    assert!(rates.iter().all(|r| r.fract() == 0.0), "{rates:?}");
+    assert_eq!(
+        c["max_rps_interval"],
+        serde_json::json!([5.0, 6.0]),
+        "{printed}"
+    );
+    assert!(rates.len() <= 10, "{rates:?}");
+}
+
 /// A run at an overloading rate against an engine configured by `engine` (TOML keys), with the
 /// backend's metrics read; returns the limiter the harness names.
 fn limiter_of(engine: &str) -> String {

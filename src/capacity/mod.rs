@@ -12,10 +12,8 @@
 //! (`schemas/capacity-v1.schema.json`), and the knee probe's `summary.json` with a `capacity`
 //! section, in the capacity folder.
 
-use crate::compare::bootstrap::Statistic;
 use crate::exit::Exit;
-use crate::measure::RequestRecord;
-use crate::plan::{self, Overrides, Plan, Slo};
+use crate::plan::{self, Overrides, Plan};
 use crate::results::RunFolder;
 use serde::Serialize;
 use serde_json::Value;
@@ -23,24 +21,17 @@ use std::path::{Path, PathBuf};
 
 mod axis;
 mod limiter;
+mod pchip;
+mod probe;
 pub mod roofline;
+mod serve_sla;
 pub use axis::Axis;
 pub use limiter::limiter;
+pub use probe::margin;
+use probe::probe;
 
 /// Margins this close to zero are probed twice.
 const NEAR: f64 = 0.05;
-
-/// Error classes an overloaded stack produces.
-const LOAD_ERRORS: &[&str] = &["timeout", "http5xx", "connect", "dropped"];
-
-/// Findings that say the stack is saturated (the search goes on); any other failure stops it.
-const LOAD_FAILURES: &[&str] = &[
-    "slo",
-    "request_error",
-    "cut_off",
-    "in_flight_cap",
-    "skipped",
-];
 
 /// One probe's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -99,169 +90,8 @@ pub struct Capacity {
     pub roofline: Vec<roofline::Beside>,
 }
 
-/// A request's figure for one SLO bound, given its own send lateness.
-type Figure = fn(&RequestRecord, f64) -> Option<f64>;
-
 /// A rate and the SLO margin there.
 type Point = (f64, f64);
-
-/// The smallest margin over `slos`' bounds in a probe's records, and where it is.
-pub fn margin(
-    records: &[RequestRecord],
-    slo: &dyn Fn(&str) -> Option<Slo>,
-) -> Option<(f64, String)> {
-    let mut features: Vec<&str> = records.iter().map(|r| r.feature.as_str()).collect();
-    features.sort();
-    features.dedup();
-    let mut worst: Option<(f64, String)> = None;
-    for f in features {
-        let Some(s) = slo(f) else { continue };
-        let measured: Vec<&RequestRecord> = records
-            .iter()
-            .filter(|r| r.feature == f && !r.warmup)
-            .filter(|r| r.disposition != crate::measure::Disposition::Skipped)
-            .collect();
-        let late = |r: &RequestRecord| r.sent_ms - r.intended_ms;
-        let bounds: [(&str, Option<f64>, Figure); 3] = [
-            ("ttft_ms", s.ttft_ms, |r, _| r.ttft_from_intended_ms()),
-            ("tpot_ms", s.tpot_ms, |r, _| r.tpot_ms()),
-            ("e2e_ms", s.e2e_ms, |r, late| r.e2e_ms().map(|e| e + late)),
-        ];
-        for (name, bound, value) in bounds {
-            let Some(b) = bound else { continue };
-            let mut v: Vec<f64> = measured
-                .iter()
-                .map(|r| match r.ok() {
-                    true => value(r, late(r)).unwrap_or(f64::INFINITY),
-                    false => f64::INFINITY,
-                })
-                .collect();
-            // A failed request's `inf` sorts last: it counts as a miss.
-            let Some(at) = Statistic::Quantile(s.attainment).of(&mut v) else {
-                continue;
-            };
-            let m = ((b - at) / b).max(-10.0);
-            if worst.as_ref().is_none_or(|(w, _)| m < *w) {
-                worst = Some((m, format!("{f} {name}")));
-            }
-        }
-    }
-    worst
-}
-
-/// Runs one probe at `at` on the axis into `dir` and judges it.
-async fn probe(
-    scenario: &Path,
-    plan: &Plan,
-    (axis, at): (Axis, f64),
-    dir: PathBuf,
-    repeat: bool,
-) -> Result<Probe, String> {
-    let duration = match axis {
-        Axis::Rate => plan.capacity.probe_s,
-        Axis::Users { .. } => plan.capacity.probe_s.ceil(), // goose counts whole seconds
-    };
-    let overrides = Overrides {
-        out: Some(dir.clone()),
-        load: plan::LoadOverrides {
-            duration_s: Some(duration),
-            // Every probe draws the same arrival sequence (scaled to its rate), so probes differ
-            // by rate alone; a repeat draws another, an independent second look.
-            seed: plan.load.seed.map(|s| s.wrapping_add(u64::from(repeat))),
-            ..axis.overrides(at)
-        },
-        ..Default::default()
-    };
-    let rate = axis.describe(at);
-    let exit = crate::run::run(scenario, overrides)
-        .await
-        .map_err(|e| e.to_string())?;
-    if matches!(exit, Exit::Usage | Exit::Unreachable) {
-        return Err(format!(
-            "the probe at {rate} could not run (exit {})",
-            exit as u8
-        ));
-    }
-    let folder = RunFolder::open(&dir).map_err(|e| e.to_string())?;
-    let verdict = folder
-        .summary_at("/verdict")
-        .and_then(Value::as_str)
-        .unwrap_or("error")
-        .to_owned();
-    let findings = folder
-        .summary_at("/findings")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let other: Vec<String> = findings
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .filter(|f| {
-            !LOAD_FAILURES.iter().any(|k| f["kind"] == *k) && f["kind"] != "invalid_measurement"
-        })
-        .map(|f| {
-            format!(
-                "{}: {}",
-                f["kind"].as_str().unwrap_or(""),
-                f["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    // Timeouts, 5xx, refused and dropped connections are what overload looks like; any other
-    // error class says the stack (or the harness) is broken, not full.
-    let classes = folder
-        .summary_at("/errors_by_class")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let broken: Vec<String> = classes
-        .iter()
-        .filter(|(c, n)| !LOAD_ERRORS.contains(&c.as_str()) && n.as_u64() > Some(0))
-        .map(|(c, n)| format!("{n} {c}"))
-        .collect();
-    if !broken.is_empty() {
-        return Err(format!(
-            "the probe at {rate} had errors load does not explain ({}; a gateway's \
-             rate limit answers 429, counted as http4xx): see {}",
-            broken.join(", "),
-            dir.display()
-        ));
-    }
-    if !other.is_empty() {
-        return Err(format!(
-            "the probe at {rate} failed for a reason load does not explain: {}",
-            other.join("; ")
-        ));
-    }
-    let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
-    let found = margin(&folder.records, &|f| agg.slo(f).copied());
-    // The backend serving the feature that broke: its model setting's endpoint, as a target.
-    let serving = found
-        .as_ref()
-        .and_then(|(_, w)| roofline::serving(plan, w.split(' ').next().unwrap_or_default()));
-    let achieved_rps = folder
-        .summary_at("/load/achieved_rps")
-        .and_then(Value::as_f64);
-    Ok(Probe {
-        rate_rps: match axis {
-            Axis::Rate => at,
-            Axis::Users { .. } => achieved_rps.unwrap_or(0.0),
-        },
-        developers: matches!(axis, Axis::Users { .. }).then_some(at as usize),
-        at,
-        dir,
-        compliant: verdict == "pass",
-        verdict,
-        margin: found.as_ref().map(|(m, _)| crate::stats::round3(*m)),
-        limiting: found.map(|(_, w)| w),
-        achieved_rps,
-        repeat,
-        limiter: folder
-            .summary_at("/backend_metrics")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .and_then(|o| limiter(&o, serving.as_deref())),
-    })
-}
 
 /// The next rate between a compliant `lo` and a failing `hi`: where the margin's line crosses
 /// zero, kept at least a fifth of the bracket from either end.
@@ -288,22 +118,63 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
             scenario.display()
         ));
     }
-    let spec = plan.capacity.clone();
     crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let (lo, hi, stopped, probes) = match (plan.capacity.strategy, axis) {
+        (plan::Strategy::ServeSla, Axis::Rate) => {
+            let (probes, stopped) = serve_sla::search(scenario, &plan, out).await?;
+            let (lo, hi) = bracket_of(&probes);
+            (lo, hi, stopped, probes)
+        }
+        (plan::Strategy::ServeSla, _) => {
+            return Err("capacity.strategy = \"serve_sla\" searches the rate only".into())
+        }
+        (plan::Strategy::Bracket, _) => bracket(scenario, &plan, axis, out).await?,
+    };
+    let mut c = answer(&plan, axis, lo, hi, stopped, probes);
+    let knee = knee_probe(&c).and_then(|p| RunFolder::open(&p.dir).ok());
+    if let Some(folder) = knee {
+        let summary = folder.summary.clone().unwrap_or_default();
+        c.roofline = roofline::beside(&plan, &folder.records, &summary);
+    }
+    Ok(c)
+}
+
+/// The highest compliant and the lowest failing probe, as points of the bracket.
+fn bracket_of(probes: &[Probe]) -> (Option<Point>, Option<Point>) {
+    let lo = probes
+        .iter()
+        .filter(|p| p.compliant)
+        .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let hi = probes
+        .iter()
+        .filter(|p| !p.compliant)
+        .map(|p| (p.at, p.margin.unwrap_or(0.0).min(0.0)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    (lo, hi)
+}
+
+/// What a search leaves: the bracket's ends, why it stopped, every probe.
+type Searched = (Option<Point>, Option<Point>, String, Vec<Probe>);
+
+/// Our search: bracket by doubling or halving, then regula falsi on the margin, with a second
+/// look near the boundary and at invalid probes.
+async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result<Searched, String> {
+    let spec = &plan.capacity;
     let mut probes: Vec<Probe> = Vec::new();
     let (mut lo, mut hi): (Option<Point>, Option<Point>) = (None, None);
-    let mut at = axis.start(&plan);
+    let mut at = axis.start(plan);
     let stopped = loop {
         if probes.len() >= spec.max_probes {
             break format!("the probe budget ({}) is spent", spec.max_probes);
         }
         let dir = |n: usize| out.join(axis.folder(n, at));
-        let mut p = probe(scenario, &plan, (axis, at), dir(probes.len() + 1), false).await?;
+        let mut p = probe(scenario, plan, (axis, at), dir(probes.len() + 1), false).await?;
         let near = p.margin.is_some_and(|m| m.abs() < NEAR);
         let invalid = p.verdict == "invalid";
         if (near || invalid) && probes.len() + 1 < spec.max_probes {
             probes.push(p.clone());
-            let again = probe(scenario, &plan, (axis, at), dir(probes.len() + 1), true).await?;
+            let again = probe(scenario, plan, (axis, at), dir(probes.len() + 1), true).await?;
             p = second_look(p, again, invalid);
         }
         let (refused, compliant, m) =
@@ -343,14 +214,14 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
             false => hi = Some((at, m.min(0.0))),
         }
         at = match (lo, hi) {
-            (Some((l, _)), None) if l >= axis.max(&plan) => {
+            (Some((l, _)), None) if l >= axis.max(plan) => {
                 break format!(
                     "every probe up to the most allowed ({}) complied",
-                    axis.describe(axis.max(&plan))
+                    axis.describe(axis.max(plan))
                 )
             }
-            (_, None) => axis.up(at, &plan),
-            (None, Some((h, _))) if h <= axis.floor(&plan) => {
+            (_, None) => axis.up(at, plan),
+            (None, Some((h, _))) if h <= axis.floor(plan) => {
                 break "no probed point complied".into()
             }
             (None, Some(_)) => axis.down(at),
@@ -368,13 +239,7 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
             (Some(l), Some(h)) => axis.inside(interpolate(l, h), l.0, h.0),
         };
     };
-    let mut c = answer(&plan, axis, lo, hi, stopped, probes);
-    let knee = knee_probe(&c).and_then(|p| RunFolder::open(&p.dir).ok());
-    if let Some(folder) = knee {
-        let summary = folder.summary.clone().unwrap_or_default();
-        c.roofline = roofline::beside(&plan, &folder.records, &summary);
-    }
-    Ok(c)
+    Ok((lo, hi, stopped, probes))
 }
 
 /// A probe looked at twice: an invalid first look proves nothing either way, so the repeat

@@ -24,18 +24,31 @@ pub struct Beside {
     pub model: String,
     pub gpu: String,
     pub gpus: u32,
-    /// Mean prompt tokens (the servers' `usage`); `None` when no answer reported them, and the
-    /// MBU then counts only the output's context (a lower bound).
+    /// Mean prompt tokens; `None` when neither source knew them, and the MBU then counts only
+    /// the output's context (a lower bound).
     pub prompt_tokens: Option<f64>,
+    /// Where `prompt_tokens` came from: `usage` (the feature's own answers), or `endpoint` (the
+    /// endpoint's `vllm:prompt_tokens_total` increase over the requests it served, every
+    /// feature it serves pooled: through a gateway whose answers carry no usage).
+    pub prompt_source: Option<&'static str>,
     /// Mean output tokens.
     pub output_tokens: f64,
-    /// Median measured time per output token, ms.
+    /// Median measured time per output token at the client, ms.
     pub tpot_ms: Option<f64>,
+    /// The endpoint's own mean inter-token time over the probe (its vLLM histogram), ms: the
+    /// engine's decode step, before a gateway re-chunks the stream.
+    pub server_itl_ms: Option<f64>,
     /// Mean sequences running on the endpoint during the probe (`None`: no metrics; 1 assumed).
     pub batch: Option<f64>,
-    /// `((W + kv·batch·context) / TPOT) / BW`: the share of HBM bandwidth the measured TPOT
-    /// implies (well-tuned stacks reach 0.7 to 0.85).
+    /// `((W + kv·batch·context) / step) / BW`: the share of HBM bandwidth the measured step
+    /// implies (well-tuned stacks reach 0.7 to 0.85); the step is the server's inter-token time
+    /// when its metrics have it, else the client's TPOT.
     pub achieved_mbu: Option<f64>,
+    /// `server` or `client`: which step `achieved_mbu` used.
+    pub mbu_from: Option<&'static str>,
+    /// What to make of a figure that cannot be physical (an MBU above 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The feature's measured rate, requests/s.
     pub achieved_rps: f64,
     /// ROOFLINE.md's ceiling for this shape on the endpoint's GPUs (u_F 0.5, u_B 0.8, batch 64,
@@ -82,7 +95,9 @@ pub fn beside(plan: &Plan, records: &[RequestRecord], summary: &Value) -> Vec<Be
                 .iter()
                 .filter(|r| r.feature == f && !r.warmup && r.ok())
                 .collect();
-            row(f, &endpoint, h, &done, summary, observed.get(&endpoint))
+            let o = observed.get(&endpoint);
+            let pooled = o.and_then(|o| endpoint_prompt(plan, records, &endpoint, o));
+            row(f, &endpoint, h, &done, summary, o, pooled)
         })
         .collect()
 }
@@ -99,6 +114,22 @@ pub fn serving(plan: &Plan, feature: &str) -> Option<String> {
     }
 }
 
+/// The endpoint's mean prompt per request: its prompt-token counter's increase over the
+/// requests the run completed through it.
+fn endpoint_prompt(
+    plan: &Plan,
+    records: &[RequestRecord],
+    endpoint: &str,
+    o: &Observed,
+) -> Option<f64> {
+    let prompt = o.counters.get("vllm:prompt_tokens_total")?.increase;
+    let served = records
+        .iter()
+        .filter(|r| r.ok() && serving(plan, &r.feature).as_deref() == Some(endpoint))
+        .count();
+    (served > 0 && prompt > 0.0).then(|| prompt / served as f64)
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let (n, sum) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
     (n > 0).then(|| sum / n as f64)
@@ -111,25 +142,53 @@ fn row(
     done: &[&RequestRecord],
     summary: &Value,
     observed: Option<&Observed>,
+    pooled_prompt: Option<f64>,
 ) -> Option<Beside> {
     let output_tokens = mean(
         done.iter()
             .filter_map(|r| r.output_tokens)
             .map(|t| t as f64),
     )?;
-    let prompt_tokens = mean(
+    let own = mean(
         done.iter()
             .filter_map(|r| r.usage.as_ref())
             .filter(|u| u.input_tokens > 0)
             .map(|u| u.input_tokens as f64),
     );
+    let (prompt_tokens, prompt_source) = match (own, pooled_prompt) {
+        (Some(p), _) => (Some(p), Some("usage")),
+        (None, Some(p)) => (Some(p), Some("endpoint")),
+        (None, None) => (None, None),
+    };
     let mut tpots: Vec<f64> = done.iter().filter_map(|r| r.tpot_ms()).collect();
     let tpot_ms = Statistic::Quantile(0.5).of(&mut tpots);
     let batch = observed.and_then(|o| o.gauge_mean("vllm:num_requests_running"));
     let context = prompt_tokens.unwrap_or(0.0) + output_tokens / 2.0;
-    let achieved_mbu = tpot_ms
+    let server_itl_ms = observed
+        .and_then(Observed::server_itl_s)
+        .map(|s| s * 1000.0);
+    let (step_ms, mbu_from) = match (server_itl_ms, tpot_ms) {
+        (Some(s), _) => (Some(s), Some("server")),
+        (None, Some(t)) => (Some(t), Some("client")),
+        (None, None) => (None, None),
+    };
+    let achieved_mbu = step_ms
         .and_then(|t| h.achieved_mbu(t / 1000.0, batch.unwrap_or(1.0), context))
         .map(crate::stats::round3);
+    let note = achieved_mbu.filter(|m| *m > 1.0).map(|m| {
+        format!(
+            "MBU {m:.2} is above the physical limit: the {} step is shorter than reading the \
+             weights takes, so it is not the engine's decode step ({})",
+            mbu_from.unwrap_or("measured"),
+            match mbu_from {
+                Some("client") =>
+                    "a gateway that buffers and re-chunks the stream, or an \
+                                   estimated token count; scrape the backend's /metrics for \
+                                   its own inter-token time",
+                _ => "the declared model or GPU is not what serves this endpoint",
+            }
+        )
+    });
     let achieved_rps = summary
         .pointer(&format!("/features/{feature}/throughput/requests_per_s"))
         .and_then(Value::as_f64)
@@ -144,8 +203,12 @@ fn row(
         gpu: h.gpu.clone(),
         gpus: h.gpus,
         prompt_tokens: prompt_tokens.map(crate::stats::round3),
+        prompt_source,
         output_tokens: crate::stats::round3(output_tokens),
         tpot_ms: tpot_ms.map(crate::stats::round3),
+        server_itl_ms: server_itl_ms.map(crate::stats::round3),
+        mbu_from,
+        note,
         batch: batch.map(crate::stats::round3),
         achieved_mbu,
         achieved_rps,
@@ -162,14 +225,16 @@ pub fn lines(rows: &[Beside]) -> String {
     rows.iter()
         .map(|r| {
             format!(
-                "roofline: {} on {} ({} on {} × {}): TPOT {} ms at batch {} → MBU {}; {:.2} \
-                 requests/s of a {} requests/s ceiling ({}), {} prompt / {:.0} output tokens\n",
+                "roofline: {} on {} ({} on {} × {}): TPOT {} ms (server step {} ms) at batch {} \
+                 → MBU {}; {:.2} requests/s of a {} requests/s ceiling ({}), {} prompt / {:.0} \
+                 output tokens{}\n",
                 r.feature,
                 r.endpoint,
                 r.model,
                 r.gpus,
                 r.gpu,
                 f2(r.tpot_ms),
+                f2(r.server_itl_ms),
                 r.batch
                     .map_or("1 (no metrics)".into(), |b| format!("{b:.1}")),
                 f2(r.achieved_mbu),
@@ -177,9 +242,15 @@ pub fn lines(rows: &[Beside]) -> String {
                 f2(r.ceiling_rps),
                 r.ceiling_share
                     .map_or("-".into(), |s| format!("{:.0} %", s * 100.0)),
-                r.prompt_tokens
-                    .map_or("unknown".into(), |p| format!("{p:.0}")),
-                r.output_tokens
+                match (r.prompt_tokens, r.prompt_source) {
+                    (Some(p), Some("endpoint")) => format!("{p:.0} (endpoint mean)"),
+                    (Some(p), _) => format!("{p:.0}"),
+                    (None, _) => "unknown".into(),
+                },
+                r.output_tokens,
+                r.note
+                    .as_ref()
+                    .map_or(String::new(), |n| format!("\n  note: {n}"))
             )
         })
         .collect()

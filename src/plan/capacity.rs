@@ -30,6 +30,19 @@ pub struct CapacitySpec {
     /// backends with `[stack.backend.engine]` declare themselves.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub hardware: std::collections::BTreeMap<String, crate::roofline::Hardware>,
+    /// `bracket` (ours: bracket, then regula falsi on the margin, repeats near the boundary), or
+    /// `serve_sla` (vLLM's `bench sweep serve_sla` order replayed on our probes, to compare).
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// How `capacity` chooses its next probe.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Bracket,
+    ServeSla,
 }
 
 fn one() -> f64 {

@@ -180,17 +180,18 @@ fn capacity(out: &mut String, c: &serde_json::Value) {
     if rows.is_empty() {
         return;
     }
-    out.push_str("\n| feature | hardware | TPOT p50 ms | batch | achieved MBU | req/s | ceiling req/s | share |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| feature | hardware | TPOT p50 ms | server step ms | batch | achieved MBU | req/s | ceiling req/s | share |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} on {} × {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} on {} × {} | {} | {} | {} | {} | {} | {} | {} |",
             r["feature"].as_str().unwrap_or("–"),
             r["model"].as_str().unwrap_or("–"),
             r["gpus"],
             r["gpu"].as_str().unwrap_or("–"),
             f(&r["tpot_ms"], 2),
+            f(&r["server_itl_ms"], 2),
             f(&r["batch"], 1),
             f(&r["achieved_mbu"], 2),
             f(&r["achieved_rps"], 2),
@@ -199,5 +200,15 @@ fn capacity(out: &mut String, c: &serde_json::Value) {
                 .as_f64()
                 .map_or("–".into(), |s| format!("{:.1} %", s * 100.0))
         );
+    }
+    for r in rows {
+        if let Some(n) = r["note"].as_str() {
+            let _ = writeln!(
+                out,
+                "\n{}: {}",
+                r["feature"].as_str().unwrap_or("–"),
+                cell(n)
+            );
+        }
     }
 }
