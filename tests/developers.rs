@@ -9,8 +9,7 @@ mod common;
 
 use common::{assert_schema, json_file, run_cli, stream_server};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most requests in flight at once, from each record's send and end.
 fn most_in_flight(results: &[serde_json::Value]) -> usize {
@@ -76,11 +75,6 @@ fn developers_keep_one_request_each_and_think_between_them() {
     assert!(std::fs::read_to_string(out.join("report.html")).is_ok());
 }
 
-fn signal(child: &std::process::Child, sig: libc::c_int) {
-    // SAFETY: kill sends a signal to the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-}
-
 /// goose installs its own SIGINT handler, which exits the process on a second Ctrl-C: the run
 /// keeps SIGINT its own, so one drains and two cut off, and every file is written either way.
 #[test]
@@ -95,29 +89,11 @@ fn sigint_stops_developers_and_the_report_is_written() {
         let d = tempfile::tempdir().unwrap();
         let s = scenario(d.path(), &url);
         let out = d.path().join("run");
-        let mut child = Command::new(common::bin())
-            .args(["run", &s, "--out", out.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..400 {
-            if out.join("results.ndjson").exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let stopped = Instant::now();
-        signal(&child, libc::SIGINT);
-        if signals == 2 {
-            std::thread::sleep(Duration::from_millis(50));
-            signal(&child, libc::SIGINT);
-        }
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(1), "{signals} signal(s)");
+        let (code, took) =
+            common::run_then_signal(&s, &out, libc::SIGINT, signals, Duration::from_millis(500));
+        assert_eq!(code, Some(1), "{signals} signal(s)");
         assert!(
-            stopped.elapsed() < Duration::from_secs(20),
+            took < Duration::from_secs(20),
             "{signals} signal(s): the 30 s streams were not waited for"
         );
         let sm = json_file(&out.join("summary.json"));

@@ -25,11 +25,6 @@ fn scenario(dir: &Path, url: &str, load: &str) -> String {
     s.to_str().unwrap().to_owned()
 }
 
-fn signal(child: &std::process::Child, sig: libc::c_int) {
-    // SAFETY: kill sends a signal to the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-}
-
 /// SIGTERM (what CI runners and Kubernetes send) stops a run like SIGINT: sending stops, the
 /// run drains briefly, every file is written with `interrupted: true`, exit 1. Two signals stop
 /// it at once, however long the open streams would last.
@@ -50,30 +45,9 @@ fn sigterm_stops_a_run_and_a_second_signal_stops_it_at_once() {
             "arrival = \"constant\"\nrate = 50\nduration_s = 600\nmax_send_lateness_ms = 1000",
         );
         let out = d.path().join("run");
-        let mut child = Command::new(common::bin())
-            .args(["run", &s, "--out", out.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Lines appear as requests end (none will here before the stop): wait for the results
-        // file to exist, then give the load a moment.
-        for _ in 0..400 {
-            if out.join("results.ndjson").exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let stopped = Instant::now();
-        signal(&child, libc::SIGTERM);
-        if signals == 2 {
-            std::thread::sleep(Duration::from_millis(50));
-            signal(&child, libc::SIGTERM);
-        }
-        let status = child.wait().unwrap();
-        let took = stopped.elapsed();
-        assert_eq!(status.code(), Some(1), "{signals} signal(s)");
+        let (code, took) =
+            common::run_then_signal(&s, &out, libc::SIGTERM, signals, Duration::from_millis(300));
+        assert_eq!(code, Some(1), "{signals} signal(s)");
         // Far below the 30 s streams: the stop did not wait for them.
         assert!(
             took < Duration::from_secs(20),

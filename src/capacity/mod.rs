@@ -27,7 +27,6 @@ pub mod roofline;
 mod serve_sla;
 pub use axis::Axis;
 pub use limiter::limiter;
-pub use probe::margin;
 use probe::probe;
 
 /// Margins this close to zero are probed twice.
@@ -139,15 +138,22 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
     Ok(c)
 }
 
-/// The highest compliant and the lowest failing probe, as points of the bracket.
-fn bracket_of(probes: &[Probe]) -> (Option<Point>, Option<Point>) {
-    let lo = probes
+/// The probes that judged their point: a first look followed by a second is superseded by it.
+fn judged(probes: &[Probe]) -> impl Iterator<Item = &Probe> {
+    probes
         .iter()
+        .enumerate()
+        .filter(|(i, _)| !probes.get(i + 1).is_some_and(|next| next.repeat))
+        .map(|(_, p)| p)
+}
+
+/// The highest compliant and the lowest failing judged probe, as points of the bracket.
+fn bracket_of(probes: &[Probe]) -> (Option<Point>, Option<Point>) {
+    let lo = judged(probes)
         .filter(|p| p.compliant)
         .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
-    let hi = probes
-        .iter()
+    let hi = judged(probes)
         .filter(|p| !p.compliant)
         .map(|p| (p.at, p.margin.unwrap_or(0.0).min(0.0)))
         .min_by(|a, b| a.0.total_cmp(&b.0));
@@ -168,15 +174,7 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
         if probes.len() >= spec.max_probes {
             break format!("the probe budget ({}) is spent", spec.max_probes);
         }
-        let dir = |n: usize| out.join(axis.folder(n, at));
-        let mut p = probe(scenario, plan, (axis, at), dir(probes.len() + 1), false).await?;
-        let near = p.margin.is_some_and(|m| m.abs() < NEAR);
-        let invalid = p.verdict == "invalid";
-        if (near || invalid) && probes.len() + 1 < spec.max_probes {
-            probes.push(p.clone());
-            let again = probe(scenario, plan, (axis, at), dir(probes.len() + 1), true).await?;
-            p = second_look(p, again, invalid);
-        }
+        let p = look(scenario, plan, (axis, at), out, &mut probes).await?;
         let (refused, compliant, m) =
             (p.verdict == "invalid", p.compliant, p.margin.unwrap_or(0.0));
         probes.push(p);
@@ -196,8 +194,7 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
         if contradicts {
             if !compliant {
                 hi = Some((at, m.min(0.0)));
-                lo = probes
-                    .iter()
+                lo = judged(&probes)
                     .filter(|p| p.compliant && p.at < at)
                     .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
                     .max_by(|a, b| a.0.total_cmp(&b.0));
@@ -242,6 +239,28 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
     Ok((lo, hi, stopped, probes))
 }
 
+/// One point judged: a probe, and a second look when the first lands close to the boundary or
+/// its measurement is invalid (budget allowing). The first of two looks is pushed to `probes`;
+/// the judged one is returned for the caller to push.
+pub(super) async fn look(
+    scenario: &Path,
+    plan: &Plan,
+    (axis, at): (Axis, f64),
+    out: &Path,
+    probes: &mut Vec<Probe>,
+) -> Result<Probe, String> {
+    let dir = |n: usize| out.join(axis.folder(n, at));
+    let p = probe(scenario, plan, (axis, at), dir(probes.len() + 1), false).await?;
+    let near = p.margin.is_some_and(|m| m.abs() < NEAR);
+    let invalid = p.verdict == "invalid";
+    if !(near || invalid) || probes.len() + 1 >= plan.capacity.max_probes {
+        return Ok(p);
+    }
+    probes.push(p.clone());
+    let again = probe(scenario, plan, (axis, at), dir(probes.len() + 1), true).await?;
+    Ok(second_look(p, again, invalid))
+}
+
 /// A probe looked at twice: an invalid first look proves nothing either way, so the repeat
 /// decides, but a first look that measured a miss keeps the point from passing (never in the
 /// user's favour); near the boundary both looks must comply, and the worse margin stands.
@@ -277,8 +296,7 @@ fn answer(
 ) -> Capacity {
     let r3 = crate::stats::round3;
     let spec = &plan.capacity;
-    let first_failing = probes
-        .iter()
+    let first_failing = judged(&probes)
         .filter(|p| !p.compliant)
         .min_by(|a, b| a.at.total_cmp(&b.at));
     let limiting = first_failing.and_then(|p| p.limiting.clone());

@@ -3,11 +3,12 @@
 //! same stack. Its order: the most allowed rate (`capacity.max_rps`), then 1 request/s, then
 //! the integer part of the first root of a PCHIP through every (rate, margin) seen
 //! ([`pchip::next_rate`]); it stops when the lowest failing and the highest passing rate are
-//! 1 request/s apart. One look per rate, as vLLM's default; a probe that did not comply (an
-//! invalid measurement included) counts as failing, so the replay's answer is never more
-//! generous than ours.
+//! 1 request/s apart. Only the order of probes is vLLM's: each rate is judged exactly as our
+//! own search judges it (a second look near the boundary or at an invalid measurement; a rate
+//! that did not comply counts as failing), so the two strategies differ in where they probe,
+//! not in what passes.
 
-use super::{pchip, probe, Axis, Probe};
+use super::{look, pchip, Axis, Probe};
 use crate::plan::Plan;
 use std::path::Path;
 
@@ -45,8 +46,7 @@ pub(super) async fn search(
             break "serve_sla's interpolant has no root (vLLM's loop raises here)".to_owned();
         };
         let rate = wanted.clamp(min, max);
-        let dir = out.join(Axis::Rate.folder(probes.len() + 1, rate));
-        let p = probe(scenario, plan, (Axis::Rate, rate), dir, false).await?;
+        let p = look(scenario, plan, (Axis::Rate, rate), out, &mut probes).await?;
         let m = p.margin.unwrap_or(0.0);
         let vllm_margin = match p.compliant {
             true => -m.max(0.0),

@@ -287,3 +287,45 @@ pub fn start_stack() -> (Stack, serde_json::Value) {
     let urls = first_json_line(&mut child);
     (Stack(child), urls)
 }
+
+/// Sends `sig` to a child process this test spawned.
+pub fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill sends a signal to the child we spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// Starts `duo-harness run SCENARIO --out OUT`, waits until its results file exists and the
+/// load has gone on for `settle`, then sends `sig` `times` times (50 ms apart). Returns the exit
+/// code and how long the run took to end after the first signal.
+pub fn run_then_signal(
+    scenario: &str,
+    out: &std::path::Path,
+    sig: libc::c_int,
+    times: usize,
+    settle: std::time::Duration,
+) -> (Option<i32>, std::time::Duration) {
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(bin())
+        .args(["run", scenario, "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Lines appear as requests end (perhaps none before the stop): wait for the results file.
+    for _ in 0..400 {
+        if out.join("results.ndjson").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    std::thread::sleep(settle);
+    let stopped = Instant::now();
+    for i in 0..times {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal(&child, sig);
+    }
+    let status = child.wait().unwrap();
+    (status.code(), stopped.elapsed())
+}
