@@ -11,7 +11,7 @@ use common::recorder::Recorder;
 use common::{hostile, stream_server};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn scenario(dir: &Path, url: &str, load: &str) -> String {
