@@ -67,6 +67,19 @@ fn capacity_finds_a_knee_known_in_closed_form() {
     assert!(share > 0.0 && share < 0.05, "{r}");
     assert!(md.contains("achieved MBU"), "{md}");
     assert!(stdout.contains("roofline: code_completions"), "{stdout}");
+    // The capacity page in the browser: its section, the probe curve and the roofline table.
+    if let Some(browser) = common::browser::browser_or_skip() {
+        let check = common::browser::self_check(&browser, &out.join("report.html"), tmp.path());
+        assert_eq!(check["rendered"], "true", "{check}");
+        assert_eq!(check["errors"], serde_json::json!([]), "{check}");
+        assert_eq!(check["blank"], 0, "every chart draws: {check}");
+        assert!(
+            check["headings"].to_string().contains("Capacity"),
+            "{check}"
+        );
+        let sub = check["subheadings"].to_string();
+        assert!(sub.contains("Beside the roofline"), "{check}");
+    }
 }
 
 /// vLLM's `bench sweep serve_sla` order replayed on the same twin (`strategy = "serve_sla"`):

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (test tree only).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod hostile;
 pub mod paced;
 pub mod recorder;
