@@ -268,7 +268,7 @@ pub struct LoadArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// That many closed-loop virtual developers (arrival "developers"; the goose feature).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["rate", "arrival", "concurrency"])]
     users: Option<usize>,
 }
 
