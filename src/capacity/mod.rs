@@ -1,16 +1,21 @@
-//! `duo-harness capacity SCENARIO`: the highest total rate at which every feature of the
-//! scenario's mix meets its SLO, which SLO breaks first, and how many active developers that is.
+//! `duo-harness capacity SCENARIO [--users]`: the highest total rate (or, with `--users`, the
+//! most closed-loop virtual developers) at which every feature of the scenario's mix meets its
+//! SLO, which SLO breaks first, how many active developers that is, why, and the measurement
+//! beside the roofline.
 //!
-//! In: a scenario with a rate-based `[load]`, `[slo.<feature>]` sections and `[capacity]`. Each
-//! probe is a whole `run` at one rate (warm-up, self-audit, its own run folder under the
-//! capacity folder). The search brackets the knee (doubling or halving the rate), then narrows
-//! it by interpolating where the SLO margin crosses zero (regula falsi, kept off the bracket's
-//! ends), until the bracket is `resolution` wide or `max_probes` are spent. A probe close to the
-//! boundary is repeated with a fresh arrival sequence (both must comply); a probe whose
-//! measurement is invalid is repeated, and refused if the repeat is invalid too (an invalid look
-//! that measured a miss still keeps its rate from passing). Out: `capacity.json`
-//! (`schemas/capacity-v1.schema.json`), and the knee probe's `summary.json` with a `capacity`
-//! section, in the capacity folder.
+//! In: a scenario with a rate-based `[load]` (or `[load.developers]`), `[slo.<feature>]`
+//! sections and `[capacity]`. Each probe is a whole `run` at one point of the [`Axis`]
+//! (warm-up, self-audit, its own run folder under the capacity folder; `probe.rs`).
+//! Our search brackets the knee (doubling or halving), then narrows it by interpolating where
+//! the SLO margin crosses zero (regula falsi, kept off the bracket's ends), until the bracket is
+//! `resolution` wide or `max_probes` are spent; `strategy = "serve_sla"` replays vLLM's order
+//! instead (`serve_sla.rs`). Either way a point close to the boundary is looked
+//! at twice with a fresh arrival sequence (both must comply), and an invalid measurement is
+//! repeated and refused if the repeat is invalid too (an invalid look that measured a miss
+//! still keeps its point from passing). Out: `capacity.json`
+//! (`schemas/capacity-v1.schema.json`), with the limiter (`limiter.rs`) and the
+//! roofline rows ([`roofline`]) at the knee, and the knee probe's `summary.json` with a
+//! `capacity` section and its reports, in the capacity folder.
 
 use crate::exit::Exit;
 use crate::plan::{self, Overrides, Plan};
@@ -147,16 +152,17 @@ fn judged(probes: &[Probe]) -> impl Iterator<Item = &Probe> {
         .map(|(_, p)| p)
 }
 
-/// The highest compliant and the lowest failing judged probe, as points of the bracket.
+/// The lowest failing judged probe, and the highest compliant one below it (the answer stays
+/// below every failing point, however the probes fell), as points of the bracket.
 fn bracket_of(probes: &[Probe]) -> (Option<Point>, Option<Point>) {
-    let lo = judged(probes)
-        .filter(|p| p.compliant)
-        .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
     let hi = judged(probes)
         .filter(|p| !p.compliant)
         .map(|p| (p.at, p.margin.unwrap_or(0.0).min(0.0)))
         .min_by(|a, b| a.0.total_cmp(&b.0));
+    let lo = judged(probes)
+        .filter(|p| p.compliant && hi.is_none_or(|h| p.at < h.0))
+        .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     (lo, hi)
 }
 
