@@ -163,3 +163,42 @@ fn the_limiter_is_named_for_a_kv_bound_and_a_compute_bound_stack() {
     let compute = limiter_of("mfu = 0.01");
     assert!(compute.contains("compute-bound"), "{compute}");
 }
+
+/// With taps in front of the backends, the answer says how much of each feature's time to
+/// first token the gateway took at the knee (client TTFT p50 less the backend's own).
+#[test]
+fn with_taps_the_answer_gives_the_gateways_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("scenarios/quickstart.toml")).unwrap();
+    let models = &quickstart[quickstart
+        .find("[models.")
+        .expect("quickstart's model settings")..];
+    let scenario = tmp.path().join("s.toml");
+    let text = format!(
+        "name = \"gateway-share\"\ncorpus = {corpus:?}\nfeatures = [\"code_completions\"]\n\
+         [target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 2\nduration_s = 2\n\
+         [slo.code_completions]\nttft_ms = 5000\nattainment = 0.5\n\
+         [capacity]\nstart_rps = 2\nmax_probes = 2\nprobe_s = 2\n\
+         [[tap]]\nbackend = \"vllm-code\"\n\n{models}"
+    );
+    std::fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("cap");
+    let (code, stdout, stderr) = run_cli(&[
+        "capacity",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let c = json_file(&out.join("capacity.json"));
+    assert_schema("capacity-v1.schema.json", &c);
+    let g = &c["gateway"][0];
+    assert_eq!(g["feature"], "code_completions", "{c}");
+    let share = g["share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{g}");
+    assert!(stdout.contains("gateway (taps)"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("The gateway's share"), "{md}");
+}

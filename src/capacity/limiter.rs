@@ -1,7 +1,10 @@
 //! Why the knee is where it is: the limiter named in one sentence from the backends' metrics
-//! (vLLM's and DCGM's names) scraped during a probe.
+//! (vLLM's and DCGM's names) scraped during a probe, and with taps the gateway's share of each
+//! feature's time to first token.
 
 use crate::scrape::Observed;
+use serde::Serialize;
+use serde_json::Value;
 
 /// What limits a stack, named from its backends' metrics in one sentence.
 ///
@@ -80,4 +83,58 @@ pub fn limiter(
              (the taps' upstream wait says how long the gateway held each request)"
         )
     })
+}
+
+/// The gateway's share of one feature's time to first token at a probe, from the taps: the
+/// client's TTFT p50 less the backend's own (measured at the tap, from the upstream call's
+/// arrival), over the client's.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayShare {
+    pub feature: String,
+    pub client_ttft_p50_ms: f64,
+    pub gateway_ttft_p50_ms: f64,
+    pub share: f64,
+}
+
+/// The shares a probe's `summary.json` allows (features with taps' figures).
+pub fn gateway_shares(summary: &Value) -> Vec<GatewayShare> {
+    let Some(features) = summary.get("features").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    features
+        .iter()
+        .filter_map(|(name, f)| {
+            let client = f.pointer("/latency_ms/ttft/p50")?.as_f64()?;
+            let gateway = f.pointer("/backend/gateway_ttft_p50_ms")?.as_f64()?;
+            (client > 0.0).then(|| GatewayShare {
+                feature: name.clone(),
+                client_ttft_p50_ms: crate::stats::round3(client),
+                gateway_ttft_p50_ms: crate::stats::round3(gateway),
+                share: crate::stats::round3(gateway / client),
+            })
+        })
+        .collect()
+}
+
+/// One console line for the shares, or nothing.
+pub fn gateway_line(shares: &[GatewayShare]) -> String {
+    if shares.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = shares
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {:.1} ms of {:.1} ms ({:.0} %)",
+                g.feature,
+                g.gateway_ttft_p50_ms,
+                g.client_ttft_p50_ms,
+                g.share * 100.0
+            )
+        })
+        .collect();
+    format!(
+        "gateway (taps): its share of TTFT p50 at the knee: {}\n",
+        parts.join("; ")
+    )
 }

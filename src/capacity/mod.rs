@@ -31,7 +31,7 @@ mod probe;
 pub mod roofline;
 mod serve_sla;
 pub use axis::Axis;
-pub use limiter::limiter;
+pub use limiter::{gateway_shares, limiter, GatewayShare};
 use probe::probe;
 
 /// Margins this close to zero are probed twice.
@@ -92,6 +92,9 @@ pub struct Capacity {
     /// endpoint's declared (or twin-simulated) GPUs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub roofline: Vec<roofline::Beside>,
+    /// At the knee, with taps: the gateway's share of each feature's TTFT p50.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway: Vec<GatewayShare>,
 }
 
 /// A rate and the SLO margin there.
@@ -139,6 +142,7 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
     if let Some(folder) = knee {
         let summary = folder.summary.clone().unwrap_or_default();
         c.roofline = roofline::beside(&plan, &folder.records, &summary);
+        c.gateway = gateway_shares(&summary);
     }
     Ok(c)
 }
@@ -336,6 +340,7 @@ fn answer(
         stopped,
         probes,
         roofline: Vec::new(),
+        gateway: Vec::new(),
     }
 }
 
@@ -393,6 +398,7 @@ pub fn table(c: &Capacity) -> String {
         out += &format!("why: {why}\n");
     }
     out += &roofline::lines(&c.roofline);
+    out += &limiter::gateway_line(&c.gateway);
     out
 }
 

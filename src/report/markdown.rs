@@ -176,6 +176,27 @@ fn capacity(out: &mut String, c: &serde_json::Value) {
     if let Some(why) = c["limiter"].as_str() {
         let _ = writeln!(out, "\nWhy: {}", cell(why));
     }
+    let shares: Vec<String> = c["gateway"]
+        .as_array()
+        .map_or(&[][..], |v| v.as_slice())
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {} ms of {} ms ({:.0} %)",
+                g["feature"].as_str().unwrap_or("–"),
+                f(&g["gateway_ttft_p50_ms"], 1),
+                f(&g["client_ttft_p50_ms"], 1),
+                g["share"].as_f64().unwrap_or(0.0) * 100.0
+            )
+        })
+        .collect();
+    if !shares.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe gateway's share of TTFT p50 (taps): {}",
+            shares.join("; ")
+        );
+    }
     let rows = c["roofline"].as_array().map_or(&[][..], |v| v.as_slice());
     if rows.is_empty() {
         return;
