@@ -133,15 +133,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Find the highest total rate at which every feature meets its SLO (the scenario's
-    /// [capacity] search): probes, the knee, the SLO that breaks first, active developers.
+    /// Find the highest total rate (or, with --users, the most virtual developers) at which
+    /// every feature meets its SLO, by the scenario's capacity search: probes, the knee, the
+    /// SLO that breaks first, active developers, the limiter, the roofline.
     Capacity {
         scenario: PathBuf,
         /// Folder for the probes' run folders and capacity.json.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Search over the number of closed-loop virtual developers (the scenario's
-        /// [load.developers] think time) instead of the rate (the goose feature).
+        /// Search over the number of closed-loop virtual developers (with the scenario's
+        /// load.developers think time) instead of the rate (the goose feature).
         #[arg(long)]
         users: bool,
     },
