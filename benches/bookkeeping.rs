@@ -79,6 +79,7 @@ fn per_request(c: &mut Criterion) {
         run_start: Instant::now(),
         correlation: None,
         tokenizers: Default::default(),
+        dws: None,
     };
     let body = sse_chunks();
     let mut agg = Aggregate::new(Default::default());

@@ -108,6 +108,7 @@ pub const FEATURES: &[Feature] = &[
         Some("glab_ask_git_command"),
     ),
     f("duo_agent_platform", Entry::Workflow, None),
+    f("duo_agent_platform_agentic_chat", Entry::Workflow, None),
 ];
 
 /// Looks a feature up by key.

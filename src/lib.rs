@@ -26,6 +26,7 @@ pub mod compare;
 pub mod conformance;
 pub mod corpus;
 pub mod drive;
+pub mod dws;
 pub mod exit;
 pub mod features;
 pub mod files;

@@ -180,6 +180,11 @@ pub struct Target {
     pub issuer: String,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// The Duo Workflow Service the corpus's Agent Platform sessions (`grpc` lines) go to:
+    /// `embedded` (the twin stack's; the default with an embedded target) or `http://host:port`
+    /// (plaintext HTTP/2, as the service listens on port 50052).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dws: Option<String>,
     /// PEM bundle of extra CA certificates for `https` targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<PathBuf>,
@@ -335,6 +340,7 @@ impl Plan {
     /// gateway tested with GPU-free backends).
     pub fn needs_twin(&self) -> bool {
         self.embedded()
+            || self.target.dws.as_deref() == Some("embedded")
             || self
                 .models
                 .values()
@@ -391,6 +397,18 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             ))
         }
     };
+    match sc.target.dws.as_deref() {
+        None | Some("embedded") => {}
+        Some(u) if u.starts_with("http://") => {
+            check::url("target.dws", u).map_err(|m| invalid(path, m))?;
+        }
+        Some(u) => {
+            return Err(invalid(
+                path,
+                format!("target.dws: '{u}' is neither 'embedded' nor an http:// URL (TLS to the DWS is not supported yet)"),
+            ))
+        }
+    }
     for f in sc
         .features
         .iter()

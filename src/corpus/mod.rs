@@ -2,6 +2,7 @@
 //! (`schemas/corpus-v1.schema.json`). In: a file. Out: [`Interaction`]s, or a [`CorpusError`]
 //! naming the file, the line and the field that is wrong.
 
+pub mod session;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,8 @@ pub struct Interaction {
     /// Offset of the original arrival from the start of the recording, milliseconds.
     #[serde(default)]
     pub arrival_offset_ms: f64,
-    /// `http` (AIGW routes). `grpc` is reserved for the Duo Workflow Service.
+    /// `http` (AIGW routes) or `grpc` (a Duo Workflow Service session: `session` says how to
+    /// play it).
     #[serde(default = "http")]
     pub protocol: String,
     pub request: RecordedRequest,
@@ -34,6 +36,9 @@ pub struct Interaction {
     /// What the backend taps saw upstream, when recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<Value>,
+    /// A `grpc` line's session: the executor's and Rails' answers, and what must be seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<session::Session>,
     /// Free-form labels (language, size class...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -67,6 +72,7 @@ impl Interaction {
                 .as_bool()
                 .unwrap_or(false)
             || self.request.path == "/v2/chat/agent"
+            || self.protocol == "grpc" // a session streams checkpoints
     }
 }
 
@@ -207,6 +213,28 @@ fn check_sendable(it: &Interaction) -> Result<(), String> {
     Ok(())
 }
 
+/// A `grpc` line: an Agent Platform feature, `ExecuteWorkflow`, a start request this build can
+/// send.
+fn check_session(it: &Interaction) -> Result<(), String> {
+    let workflow = crate::features::lookup(&it.feature)
+        .is_some_and(|f| f.entry == crate::features::Entry::Workflow);
+    if !workflow {
+        return Err(format!(
+            "field 'feature': '{}' is not an Agent Platform feature, so it has no gRPC session",
+            it.feature
+        ));
+    }
+    if it.request.path != session::EXECUTE_WORKFLOW {
+        return Err(format!(
+            "field 'request.path': a session calls {}",
+            session::EXECUTE_WORKFLOW
+        ));
+    }
+    crate::dws::start::from_json(&it.request.body)
+        .map(|_| ())
+        .map_err(|e| format!("field 'request.body': {e}"))
+}
+
 /// Parses one line; the message names the field at fault.
 pub fn parse_line(raw: &str) -> Result<Interaction, String> {
     let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
@@ -226,11 +254,14 @@ pub fn parse_line(raw: &str) -> Result<Interaction, String> {
             it.feature
         ));
     }
-    if it.protocol != "http" {
-        return Err(format!(
-            "field 'protocol': '{}' cannot be replayed by this build (only 'http')",
-            it.protocol
-        ));
+    match it.protocol.as_str() {
+        "http" => {}
+        "grpc" => check_session(&it)?,
+        p => {
+            return Err(format!(
+                "field 'protocol': '{p}' cannot be replayed by this build ('http' or 'grpc')"
+            ))
+        }
     }
     if !it.request.path.starts_with('/') {
         return Err("field 'request.path': must start with '/'".into());

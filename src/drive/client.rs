@@ -162,6 +162,9 @@ fn mint(target: &Target) -> Result<String, DriveError> {
 /// not).
 pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
     let mut body = it.request.body.clone();
+    if it.protocol == "grpc" {
+        return body; // a session's model goes in its metadata (`session_model_header`)
+    }
     let (Some(m), Some(obj), false) = (
         model,
         body.as_object_mut(),
@@ -314,6 +317,9 @@ impl Prepared {
         if body.is_some() && !has_type && it.request.body_b64.is_none() {
             headers.push(("content-type".into(), "application/json".into()));
         }
+        if it.protocol == "grpc" {
+            session_model_header(&mut headers, model, replay_key);
+        }
         let json = (it.request.body_b64.is_none() && !body_json.is_null()).then_some(body_json);
         Self {
             interaction: it,
@@ -322,6 +328,36 @@ impl Prepared {
             headers,
         }
     }
+}
+
+/// A session's self-hosted model: `x-gitlab-agent-platform-model-metadata` from the feature's
+/// setting (replacing a recorded one, unless the setting is inherited), or the recorded one
+/// with a key redacted at capture given again (or left out).
+fn session_model_header(
+    headers: &mut Vec<(String, String)>,
+    model: Option<&ResolvedModel>,
+    replay_key: Option<&str>,
+) {
+    let name = crate::dws::MODEL_METADATA_HEADER;
+    let recorded = headers.iter().position(|(k, _)| k.eq_ignore_ascii_case(name));
+    let own = model.filter(|m| !(m.inherited && recorded.is_some()));
+    let value = if let Some(m) = own {
+        let s = &m.setting;
+        let mut meta = json!({"provider": s.provider, "name": s.name, "endpoint": m.endpoint, "identifier": s.identifier});
+        if let Some(k) = &m.api_key {
+            meta["api_key"] = json!(k);
+        }
+        meta
+    } else if let Some(i) = recorded {
+        let meta: Value = serde_json::from_str(&headers[i].1).unwrap_or(Value::Null);
+        let mut wrapped = json!({ "model_metadata": meta });
+        restore_model_key(&mut wrapped, replay_key);
+        wrapped["model_metadata"].take()
+    } else {
+        return;
+    };
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    headers.push((name.to_owned(), value.to_string()));
 }
 
 /// OpenAI-compatible routes of a model backend (no Duo model selection applies).

@@ -11,6 +11,8 @@ pub mod client;
 #[cfg(feature = "goose")]
 pub mod developers;
 pub mod dispatch;
+pub mod rails;
+pub mod session;
 
 pub use client::{
     auth_headers, body_for, client, list_models, preflight, Auth, DriveError, Prepared,
@@ -38,6 +40,8 @@ pub struct Target {
     pub correlation: Option<(u64, std::sync::Arc<crate::taps::Correlator>)>,
     /// The servers' tokenizers, for answers without `usage`.
     pub tokenizers: crate::measure::tokenizer::Tokenizers,
+    /// The Duo Workflow Service Agent Platform sessions go to.
+    pub dws: Option<session::DwsTarget>,
 }
 
 /// Where the sending side's records go, and what it listens to: `stop` ends sending, `cut`
@@ -103,6 +107,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         multi_event_reads: 0,
         multi_token_chunks: false,
         error: None,
+        session: None,
     }
 }
 
@@ -115,10 +120,22 @@ pub async fn send(
     cancel: impl Future<Output = ()>,
 ) -> RequestRecord {
     let mut rec = unsent(t, p, slot, Disposition::Completed);
-    let body = planted_body(t, p, &mut rec);
+    let grpc = p.interaction.protocol == "grpc";
+    let planted = planted_json(t, p, &mut rec, grpc);
+    let body = match (&planted, grpc) {
+        (_, true) => None,
+        (Some(json), false) => Some(bytes::Bytes::from(json.to_string())),
+        (None, false) => p.body.clone(),
+    };
     let sent = Instant::now();
+    let work = async {
+        match grpc {
+            true => session::exchange(t, p, planted.as_ref().or(p.json.as_ref()), sent, &mut rec).await,
+            false => exchange(t, p, body, sent, &mut rec).await,
+        }
+    };
     let outcome = tokio::select! {
-        r = tokio::time::timeout(t.timeout, exchange(t, p, body, sent, &mut rec)) => Some(r),
+        r = tokio::time::timeout(t.timeout, work) => Some(r),
         () = cancel => None,
     };
     rec.end_ms = ms(sent.elapsed());
@@ -156,20 +173,36 @@ fn scrub(rec: &mut RequestRecord) {
     // Response headers were redacted as they arrived (`redact::headers`, known secrets included).
 }
 
-/// The body to send: the prepared one, or with taps a copy carrying this send's nonce (which is
-/// registered for the tap collector and kept in the record).
-fn planted_body(t: &Target, p: &Prepared, rec: &mut RequestRecord) -> Option<bytes::Bytes> {
+/// With taps, a copy of the body carrying this send's nonce (registered for the tap collector
+/// and kept in the record); `None` sends the prepared body. A session carries it in its goal,
+/// which the service puts in the model's prompt.
+fn planted_json(
+    t: &Target,
+    p: &Prepared,
+    rec: &mut RequestRecord,
+    grpc: bool,
+) -> Option<serde_json::Value> {
     let (Some((salt, correlator)), Some(json)) = (&t.correlation, &p.json) else {
-        return p.body.clone();
+        return None;
     };
     let nonce = crate::taps::nonce(*salt, rec.seq);
     let mut json = json.clone();
-    if !crate::taps::plant(&mut json, &nonce) {
-        return p.body.clone();
+    let planted = match grpc {
+        true => match json.pointer_mut("/startRequest/goal") {
+            Some(serde_json::Value::String(goal)) => {
+                goal.insert_str(0, &format!("{nonce} "));
+                true
+            }
+            _ => false,
+        },
+        false => crate::taps::plant(&mut json, &nonce),
+    };
+    if !planted {
+        return None;
     }
     correlator.register(&nonce, &rec.feature, rec.sent_ms);
     rec.nonce = Some(nonce);
-    Some(bytes::Bytes::from(json.to_string()))
+    Some(json)
 }
 
 async fn exchange(

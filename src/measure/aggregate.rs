@@ -54,6 +54,8 @@ pub struct FeatureAgg {
     /// Reads that carried content, and those that carried more than one content event.
     pub content_reads: u64,
     pub multi_event_reads: u64,
+    /// Agent Platform sessions (gRPC lines), when the feature has any.
+    pub sessions: Option<super::session::SessionAgg>,
     /// The first request errors: class and message (`id (METHOD path): class: message`).
     pub error_messages: Vec<(ErrorClass, String)>,
     /// Per corpus case (interaction id): what its measured sends came to (the JUnit cases).
@@ -235,6 +237,10 @@ impl Aggregate {
                 f.requests += 1;
                 f.answered += u64::from(r.status.is_some_and(|s| (200..300).contains(&s)));
             }
+        }
+        if let (Disposition::Completed, Some(s)) = (r.disposition, &r.session) {
+            let agg = f.sessions.get_or_insert_with(Default::default);
+            agg.add(&r.id, r.end_ms, s);
         }
         let case = f.cases.entry(r.id.clone()).or_default();
         case.requests += 1;

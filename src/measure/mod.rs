@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod hist;
 pub mod probe;
 pub mod recorder;
+pub mod session;
 pub mod timeline;
 pub mod tokenizer;
 
@@ -57,7 +58,11 @@ pub enum ErrorClass {
     /// `[DONE]`, `stream_end`, chat's finish or usage line), even if the body closed cleanly.
     Truncated,
     /// A line, an event or the whole body passed the harness's size bound; reading stopped.
+    /// For a gRPC session: a message past the 4 MiB limit.
     Oversize,
+    /// A gRPC session ended with a status its case did not expect (a failed workflow,
+    /// `UNAUTHENTICATED`, `INVALID_ARGUMENT`…).
+    GrpcStatus,
     /// The harness itself ran out of a resource (file descriptors): the client's failure,
     /// never the target's.
     ClientResources,
@@ -77,6 +82,7 @@ impl ErrorClass {
             Self::StreamError => "stream_error",
             Self::Truncated => "truncated",
             Self::Oversize => "oversize",
+            Self::GrpcStatus => "grpc_status",
             Self::ClientResources => "client_resources",
         }
     }
@@ -192,6 +198,9 @@ pub struct RequestRecord {
     /// than there were events, or the tokenizer found several in one. Never set by a guess.
     pub multi_token_chunks: bool,
     pub error: Option<RequestError>,
+    /// An Agent Platform session's own record (gRPC lines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<session::SessionRecord>,
 }
 
 impl RequestRecord {

@@ -161,6 +161,29 @@ fn explain_stack(plan: &Plan) {
     }
 }
 
+/// Where Agent Platform sessions go: `target.dws`, or the embedded stack's twin DWS. A corpus
+/// with sessions and nowhere to send them is a configuration error.
+fn dws_target(
+    plan: &Plan,
+    urls: Option<&StackUrls>,
+    interactions: &[Interaction],
+) -> Result<Option<drive::session::DwsTarget>, RunError> {
+    let url = match plan.target.dws.as_deref() {
+        Some("embedded") => urls.map(|u| u.dws.clone()),
+        Some(u) => Some(u.to_owned()),
+        None if plan.embedded() => urls.map(|u| u.dws.clone()),
+        None => None,
+    };
+    let sessions = interactions.iter().any(|i| i.protocol == "grpc");
+    match url {
+        Some(u) => drive::session::DwsTarget::new(&u).map(Some).map_err(RunError::Config),
+        None if sessions => Err(RunError::Config(
+            "the corpus has Agent Platform sessions (grpc lines) but no Duo Workflow Service: set target.dws".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Where requests go: the base URL, and how the summary names it.
 fn base_url(plan: &Plan, urls: Option<&StackUrls>) -> Result<(String, String), RunError> {
     let Some(urls) = urls.filter(|_| plan.embedded()) else {
@@ -208,6 +231,8 @@ struct Setup {
     schedule: schedule::Schedule,
     /// `[metrics]` targets: (name, URL of its /metrics).
     scrape: Vec<(String, String)>,
+    /// Where Agent Platform sessions go.
+    dws: Option<drive::session::DwsTarget>,
 }
 
 /// Plan → corpus → (embedded stack, taps) → prepared requests and their schedule.
@@ -244,6 +269,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
         plan.target.model_api_key_env.as_deref(),
     )?;
     let scrape = scrape_targets(plan, urls.as_ref())?;
+    let dws = dws_target(plan, urls.as_ref(), &interactions)?;
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {
@@ -264,6 +290,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
         auth,
         tokenizers,
         taps,
+        dws,
         models,
         prepared,
         schedule,
@@ -319,6 +346,7 @@ async fn measure(
         run_start: Instant::now() + LEAD,
         correlation: taps.as_ref().map(|t| (t.salt, t.correlator.clone())),
         tokenizers: setup.tokenizers,
+        dws: setup.dws,
     });
     let taps_path = plan.run_dir.join("taps.ndjson");
     let tap_collector = taps.map(|t| {

@@ -3,6 +3,7 @@
 //! their URLs ([`StackUrls`], printed as one JSON line by `duo-harness stack`).
 
 pub mod aigw;
+pub mod dws;
 pub mod pyjson;
 pub mod vllm;
 
@@ -25,6 +26,9 @@ pub struct StackConfig {
     /// (serving `mistral-7b-instruct`).
     #[serde(default = "default_backends", rename = "backend")]
     pub backends: Vec<vllm::BackendConfig>,
+    /// The twin Duo Workflow Service (Agent Platform, gRPC).
+    #[serde(default)]
+    pub dws: dws::DwsConfig,
     /// The address every server of the stack listens on and is named by: loopback by default;
     /// an address of this host where a real AIGW elsewhere must reach the twin backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,7 @@ impl Default for StackConfig {
         Self {
             aigw: aigw::AigwConfig::default(),
             backends: default_backends(),
+            dws: dws::DwsConfig::default(),
             host: None,
         }
     }
@@ -134,6 +139,10 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// A server already listening on `addr`, served by `task`.
+    pub fn from_task(addr: SocketAddr, task: JoinHandle<()>) -> Self {
+        Self { addr, task }
+    }
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -177,6 +186,8 @@ pub fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
 pub struct StackUrls {
     /// Base URL of the twin AIGW.
     pub aigw: String,
+    /// URL of the twin DWS (gRPC, plaintext HTTP/2).
+    pub dws: String,
     /// Per backend: base URL, OpenAI base (`…/v1`, what `model_endpoint` takes) and models.
     pub backends: BTreeMap<String, BackendUrls>,
 }
@@ -192,6 +203,7 @@ pub struct BackendUrls {
 #[derive(Debug)]
 pub struct RunningStack {
     pub aigw: RunningServer,
+    pub dws: RunningServer,
     pub backends: Vec<(vllm::BackendConfig, RunningServer)>,
 }
 
@@ -211,6 +223,7 @@ impl RunningStack {
             .collect();
         StackUrls {
             aigw: self.aigw.url(),
+            dws: self.dws.url(),
             backends,
         }
     }
@@ -298,5 +311,18 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
         },
         aigw::ServeError::Config(m) => StackError::Invalid(m),
     })?;
-    Ok(RunningStack { aigw, backends })
+    let mut dws_cfg = cfg.dws.clone();
+    dws_cfg.host = cfg.host;
+    let dws = dws::serve(dws_cfg)
+        .await
+        .map_err(|source| StackError::Bind {
+            what: "DWS".into(),
+            port: cfg.dws.port,
+            source,
+        })?;
+    Ok(RunningStack {
+        aigw,
+        dws,
+        backends,
+    })
 }

@@ -132,6 +132,7 @@ pub(super) fn findings(
         );
         out.push(Finding::new("warmup_errors", Severity::Warning, None, m));
     }
+    out.extend(super::sessions::findings(features, agg));
     out.extend(super::audit_findings::findings(l, features));
     out
 }

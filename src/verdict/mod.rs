@@ -8,6 +8,7 @@
 
 mod audit_findings;
 mod findings;
+pub mod sessions;
 
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
@@ -98,6 +99,9 @@ pub struct FeatureSummary {
     /// With snapshots: answers compared, mismatched, and new.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conformance: Option<Counts>,
+    /// Agent Platform sessions (gRPC), when the feature has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<sessions::SessionSummary>,
 }
 
 /// What the run's checks beyond latency observed.
@@ -342,6 +346,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         backend: None,
         routing: None,
         conformance: None,
+        sessions: f.sessions.as_ref().map(sessions::summary),
     }
 }
 
@@ -383,7 +388,11 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
     if routing.is_set() {
         for (k, f) in features.iter_mut() {
             let seen = taps.and_then(|t| t.features.get(k));
-            f.routing = Some(crate::routing::check(routing, k, f.answered, seen));
+            let mut r = crate::routing::check(routing, k, f.answered, seen);
+            if let Some(s) = agg.features.get(k).and_then(|a| a.sessions.as_ref()) {
+                r.violations.extend(sessions::violations(routing, k, s));
+            }
+            f.routing = Some(r);
         }
     }
     for (k, c) in checks

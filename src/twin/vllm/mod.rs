@@ -11,6 +11,7 @@ pub mod engine;
 pub mod metrics;
 mod request;
 pub mod textgen;
+mod tools;
 use request::{parse_chat, parse_completion, Parsed};
 
 use super::{json_error, serve_router, RunningServer};
@@ -62,10 +63,18 @@ pub struct BackendConfig {
     /// `max_tokens` when a request sets none.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: usize,
+    /// Started with auto tool choice and a tool parser (vLLM's `--enable-auto-tool-choice`):
+    /// requests with `tools` get tool calls. Off: such requests get vLLM's HTTP 400.
+    #[serde(default = "yes")]
+    pub tool_calling: bool,
     /// A simulated GPU serving engine (roofline timing, continuous batching, KV budget): timing
     /// then comes from it, not from `ttft_ms` and `itl_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<engine::EngineConfig>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_ttft_ms() -> f64 {
@@ -202,16 +211,26 @@ async fn handle(b: Arc<Backend>, body: Bytes, api: Api) -> Response {
             "mock upstream failure".into(),
         );
     }
+    if p.offers_tools && !b.cfg.tool_calling {
+        let msg = tools::NO_TOOL_CHOICE.to_owned();
+        return vllm_error(StatusCode::BAD_REQUEST, "BadRequestError", msg);
+    }
     let style = textgen::style_for(&p.prompt, p.react, api == Api::Completions);
-    let gen = textgen::generate(&textgen::GenRequest {
+    let gen = match &p.tool_call {
+        Some(call) => textgen::Generated {
+            tokens: tools::pieces(&call.arguments),
+            finish_reason: "tool_calls",
+        },
+        None => textgen::generate(&textgen::GenRequest {
         seed: b.cfg.seed,
         model: &p.model,
         prompt: &p.prompt,
         max_tokens: p.max_tokens.unwrap_or(b.cfg.default_max_tokens),
         style,
-        variation: b.cfg.variation,
-        ignore_eos: p.ignore_eos,
-    });
+            variation: b.cfg.variation,
+            ignore_eos: p.ignore_eos,
+        }),
+    };
     let job = Job {
         backend: b,
         p,
@@ -335,7 +354,9 @@ impl Job {
         };
         self.record(times.first().copied().unwrap_or_else(Instant::now), &times);
         let (text, fr) = (self.gen.text(), self.gen.finish_reason);
-        let choice = if self.api == Api::Chat {
+        let choice = if let Some(call) = &self.p.tool_call {
+            json!({"index": 0, "message": tools::message(call), "logprobs": null, "finish_reason": fr})
+        } else if self.api == Api::Chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": fr})
         } else {
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": fr})
@@ -371,6 +392,18 @@ impl Job {
     fn chunk(&self, head: &str, delta: Option<&str>, first: bool, finish: Option<&str>) -> Bytes {
         let text = serde_json::to_string(delta.unwrap_or("")).expect("strings serialise");
         let finish = finish.map_or("null".to_owned(), |f| format!("\"{f}\""));
+        if let (Some(call), Some(piece)) = (&self.p.tool_call, delta.filter(|d| !d.is_empty())) {
+            // The stream passes its own tokens: the first is recognised by address, not text.
+            let first_piece = self
+                .gen
+                .tokens
+                .first()
+                .is_some_and(|t| std::ptr::eq(t.as_ptr(), piece.as_ptr()));
+            let d = tools::delta(call, piece, first_piece);
+            return Bytes::from(format!(
+                "data: {head}\"choices\":[{{\"index\":0,\"delta\":{d},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+            ));
+        }
         let choice = match self.api {
             Api::Chat => {
                 let role = if first { "\"role\":\"assistant\"" } else { "" };
@@ -469,6 +502,8 @@ mod tests {
             ignore_eos: false,
             stream: true,
             include_usage: false,
+            offers_tools: false,
+            tool_call: None,
         };
         let gen = textgen::Generated {
             tokens: vec![],

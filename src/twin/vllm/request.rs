@@ -14,6 +14,10 @@ pub(super) struct Parsed {
     pub(super) ignore_eos: bool,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
+    /// The request offers tools (`tools` is a non-empty list).
+    pub(super) offers_tools: bool,
+    /// The call the twin model makes instead of text (`tools.rs`).
+    pub(super) tool_call: Option<super::tools::ToolCall>,
 }
 
 fn message_text(content: &Value) -> String {
@@ -71,6 +75,8 @@ pub(super) fn parse_chat(v: &Value) -> Result<Parsed, String> {
         ignore_eos,
         stream,
         include_usage,
+        offers_tools: super::tools::offers_tools(v),
+        tool_call: super::tools::decide(v),
     })
 }
 
@@ -94,5 +100,7 @@ pub(super) fn parse_completion(v: &Value) -> Result<Parsed, String> {
         ignore_eos,
         stream,
         include_usage,
+        offers_tools: false,
+        tool_call: None,
     })
 }
