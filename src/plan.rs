@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 pub struct Scenario {
     /// Name used in run ids and reports.
     pub name: String,
-    /// Corpus file, relative to the scenario file.
-    pub corpus: PathBuf,
+    /// Corpus file, relative to the scenario file; or a list of them, read as one corpus (the
+    /// quickstart adds its Agent Platform sessions so).
+    pub corpus: CorpusFiles,
     /// Features to replay; empty means every feature in the corpus.
     #[serde(default)]
     pub features: Vec<String>,
@@ -268,6 +269,23 @@ fn default_provider() -> String {
     "custom_openai".into()
 }
 
+/// One corpus file, or several read as one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum CorpusFiles {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl CorpusFiles {
+    fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Self::One(p) => vec![p.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
 /// Command-line overrides of `run`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overrides {
@@ -299,6 +317,9 @@ pub struct Plan {
     pub scenario_name: String,
     pub scenario_path: PathBuf,
     pub corpus_path: PathBuf,
+    /// Further corpus files read after `corpus_path`, as one corpus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_corpora: Vec<PathBuf>,
     /// `None` for the embedded stack (its URL is known once it runs).
     pub target_url: Option<String>,
     /// `embedded:<backend>`: the twin backend requests go to directly.
@@ -374,10 +395,15 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     let sc: Scenario =
         toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let corpus_path = overrides
-        .corpus
-        .clone()
-        .unwrap_or_else(|| base.join(&sc.corpus));
+    let mut corpora: Vec<PathBuf> = match &overrides.corpus {
+        Some(c) => vec![c.clone()],
+        None => sc.corpus.files().iter().map(|f| base.join(f)).collect(),
+    };
+    if corpora.is_empty() {
+        return Err(invalid(path, "corpus: the list names no file"));
+    }
+    let corpus_path = corpora.remove(0);
+    let more_corpora = corpora;
     let url = overrides
         .target
         .clone()
@@ -523,6 +549,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         scenario_name: sc.name,
         scenario_path: path.into(),
         corpus_path,
+        more_corpora,
         target_url,
         target,
         features: sc.features,

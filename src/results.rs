@@ -36,6 +36,8 @@ pub struct RecordedPlan {
     pub scenario_name: String,
     pub corpus_path: PathBuf,
     #[serde(default)]
+    pub more_corpora: Vec<PathBuf>,
+    #[serde(default)]
     pub target_url: Option<String>,
     #[serde(default)]
     pub features: Vec<String>,
@@ -191,7 +193,14 @@ fn plan_key(p: &RecordedPlan) -> Value {
     if let Some(l) = load.as_object_mut() {
         l.remove("seed");
     }
-    serde_json::json!([p.scenario_name, p.corpus_path, p.features, load, p.slo])
+    serde_json::json!([
+        p.scenario_name,
+        p.corpus_path,
+        p.more_corpora,
+        p.features,
+        load,
+        p.slo
+    ])
 }
 
 /// Merges several folders of one plan into one: records on the earliest folder's clock, ids and

@@ -339,7 +339,9 @@ fn session_model_header(
     replay_key: Option<&str>,
 ) {
     let name = crate::dws::MODEL_METADATA_HEADER;
-    let recorded = headers.iter().position(|(k, _)| k.eq_ignore_ascii_case(name));
+    let recorded = headers
+        .iter()
+        .position(|(k, _)| k.eq_ignore_ascii_case(name));
     let own = model.filter(|m| !(m.inherited && recorded.is_some()));
     let value = if let Some(m) = own {
         let s = &m.setting;

@@ -130,7 +130,9 @@ pub async fn send(
     let sent = Instant::now();
     let work = async {
         match grpc {
-            true => session::exchange(t, p, planted.as_ref().or(p.json.as_ref()), sent, &mut rec).await,
+            true => {
+                session::exchange(t, p, planted.as_ref().or(p.json.as_ref()), sent, &mut rec).await
+            }
             false => exchange(t, p, body, sent, &mut rec).await,
         }
     };

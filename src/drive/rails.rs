@@ -53,16 +53,23 @@ fn rails(case: &Session, method: &str, path: &str, body: &str) -> (u16, Value) {
         "graphql:workflow" => (200, workflow_node()),
         "graphql:tool_call_approved" => {
             let ok = case.tool_call_approved.unwrap_or(true);
-            (200, json!({"data": {"duoWorkflowWorkflows": {"nodes": [{"toolCallApproved": ok}]}}}))
+            (
+                200,
+                json!({"data": {"duoWorkflowWorkflows": {"nodes": [{"toolCallApproved": ok}]}}}),
+            )
         }
         "status:start" => {
             let s = case.start_status.unwrap_or(200);
             (s, json!({"workflow": {"id": id}, "status": "running"}))
         }
-        s if s.starts_with("status:") => (200, json!({"workflow": {"id": id}, "status": "running"})),
+        s if s.starts_with("status:") => {
+            (200, json!({"workflow": {"id": id}, "status": "running"}))
+        }
         "workflow:get" => (200, json!({"id": id, "status": "running"})),
         "checkpoint:save" | "checkpoint:writes" => (200, json!({})),
-        "checkpoint:list" if bare.ends_with("by_thread_ts") => (404, json!({"message": "404 Not Found"})),
+        "checkpoint:list" if bare.ends_with("by_thread_ts") => {
+            (404, json!({"message": "404 Not Found"}))
+        }
         "checkpoint:list" => (200, json!([])),
         _ => (404, json!({"message": "404 Not Found"})),
     }
@@ -127,7 +134,13 @@ fn listing(case: &Session, dir: &str) -> String {
 }
 
 fn grep(case: &Session, pattern: &str, insensitive: bool) -> String {
-    let fold = |s: &str| if insensitive { s.to_lowercase() } else { s.to_owned() };
+    let fold = |s: &str| {
+        if insensitive {
+            s.to_lowercase()
+        } else {
+            s.to_owned()
+        }
+    };
     let want = fold(pattern);
     let mut out = Vec::new();
     for (path, text) in &case.files {
@@ -150,15 +163,23 @@ mod tests {
         let mut case = Session::default();
         case.files.insert("README.md".into(), "# proj\n".into());
         case.tool_call_approved = Some(false);
-        let read = Kind::RunReadFile(ReadFile { filepath: "README.md".into(), limit: None, offset: None });
-        let Some(ResponseType::PlainTextResponse(p)) = answer(&case, &read) else { panic!() };
+        let read = Kind::RunReadFile(ReadFile {
+            filepath: "README.md".into(),
+            limit: None,
+            offset: None,
+        });
+        let Some(ResponseType::PlainTextResponse(p)) = answer(&case, &read) else {
+            panic!()
+        };
         assert_eq!(p.response, "# proj\n");
         let q = Kind::RunHttpRequest(RunHttpRequest {
             method: "POST".into(),
             path: "/api/graphql".into(),
             body: Some("{\"query\": \"toolCallApproved\"}".into()),
         });
-        let Some(ResponseType::HttpResponse(h)) = answer(&case, &q) else { panic!() };
+        let Some(ResponseType::HttpResponse(h)) = answer(&case, &q) else {
+            panic!()
+        };
         assert!(h.body.contains("\"toolCallApproved\":false"), "{}", h.body);
     }
 }

@@ -72,7 +72,10 @@ impl Seen {
         if status == "FAILED" || text.is_empty() || text == self.text {
             return;
         }
-        let delta = text.strip_prefix(self.text.as_str()).unwrap_or(&text).to_owned();
+        let delta = text
+            .strip_prefix(self.text.as_str())
+            .unwrap_or(&text)
+            .to_owned();
         self.close_round_trip(t);
         rec.first_content_ms.get_or_insert(t);
         rec.last_content_ms = Some(t);
@@ -187,7 +190,9 @@ async fn run(
         }
         if seen.case.stop_after_actions == Some(seen.rec_session.actions as usize) {
             let reason = seen.case.stop_reason.clone().unwrap_or("USER_STOP".into());
-            let _ = tx.send(event(Event::StopWorkflow(StopWorkflowRequest { reason }))).await;
+            let _ = tx
+                .send(event(Event::StopWorkflow(StopWorkflowRequest { reason })))
+                .await;
             continue;
         }
         let response_type = super::rails::answer(&seen.case, &kind);
@@ -230,7 +235,9 @@ fn note_served_model(seen: &mut Seen, kind: &crate::dws::proto::action::Action) 
     let body: serde_json::Value =
         serde_json::from_str(r.body.as_deref().unwrap_or("")).unwrap_or_default();
     if let Some(m) = body["model_metadata_json"].as_str() {
-        seen.rec_session.served_model = serde_json::from_str(m).ok().filter(|v: &serde_json::Value| !v.is_null());
+        seen.rec_session.served_model = serde_json::from_str(m)
+            .ok()
+            .filter(|v: &serde_json::Value| !v.is_null());
     }
 }
 
@@ -238,7 +245,8 @@ fn note_served_model(seen: &mut Seen, kind: &crate::dws::proto::action::Action) 
 fn ended(seen: &mut Seen, rec: &mut RequestRecord, status: tonic::Status) -> Result<(), Failure> {
     let code = status.code();
     let message = status.message().to_owned();
-    let transport = std::error::Error::source(&status).is_some() || message.contains("transport error");
+    let transport =
+        std::error::Error::source(&status).is_some() || message.contains("transport error");
     let class = match code {
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
             if message.contains("too large") && rec.status.is_some() =>
@@ -247,7 +255,8 @@ fn ended(seen: &mut Seen, rec: &mut RequestRecord, status: tonic::Status) -> Res
         }
         tonic::Code::Unavailable if rec.status.is_none() && transport => Some(ErrorClass::Connect),
         tonic::Code::Internal | tonic::Code::Unknown
-            if message.contains("without grpc-status") || message.contains("missing grpc-status") =>
+            if message.contains("without grpc-status")
+                || message.contains("missing grpc-status") =>
         {
             Some(ErrorClass::Truncated)
         }
@@ -275,14 +284,25 @@ fn judge(case: &Session, s: &mut SessionRecord) -> Result<(), Failure> {
     if let Some(d) = e.details.as_ref().filter(|d| **d != s.details) {
         mismatches.push(format!("details '{}' (expected '{d}')", s.details));
     }
-    if let Some(c) = e.checkpoint_status.as_ref().filter(|c| s.checkpoint_status.as_ref() != Some(c)) {
-        mismatches.push(format!("last checkpoint {:?} (expected {c})", s.checkpoint_status));
+    if let Some(c) = e
+        .checkpoint_status
+        .as_ref()
+        .filter(|c| s.checkpoint_status.as_ref() != Some(c))
+    {
+        mismatches.push(format!(
+            "last checkpoint {:?} (expected {c})",
+            s.checkpoint_status
+        ));
     }
     if let Some(tools) = e.tools.as_ref().filter(|t| **t != s.tools) {
         mismatches.push(format!("tools {:?} (expected {tools:?})", s.tools));
     }
     if let Some(st) = e.steps.as_ref().filter(|st| **st != s.steps) {
-        let at = st.iter().zip(&s.steps).position(|(a, b)| a != b).unwrap_or(st.len().min(s.steps.len()));
+        let at = st
+            .iter()
+            .zip(&s.steps)
+            .position(|(a, b)| a != b)
+            .unwrap_or(st.len().min(s.steps.len()));
         mismatches.push(format!(
             "steps differ at {at}: {:?} (expected {:?})",
             s.steps.get(at),

@@ -8,17 +8,23 @@ use serde_json::Value;
 /// fault, and an unknown field is refused (a misspelt one would be silently dropped).
 pub fn from_json(body: &Value) -> Result<StartWorkflowRequest, String> {
     let v = body.get("startRequest").unwrap_or(body);
-    let o = v
-        .as_object()
-        .ok_or("the start request must be an object")?;
+    let o = v.as_object().ok_or("the start request must be an object")?;
     let mut r = StartWorkflowRequest::default();
     for (k, x) in o {
-        let s = || x.as_str().map(str::to_owned).ok_or(format!("'{k}' must be a string"));
+        let s = || {
+            x.as_str()
+                .map(str::to_owned)
+                .ok_or(format!("'{k}' must be a string"))
+        };
         let list = || -> Result<Vec<String>, String> {
             x.as_array()
                 .ok_or(format!("'{k}' must be a list"))?
                 .iter()
-                .map(|e| e.as_str().map(str::to_owned).ok_or(format!("'{k}' must list strings")))
+                .map(|e| {
+                    e.as_str()
+                        .map(str::to_owned)
+                        .ok_or(format!("'{k}' must list strings"))
+                })
                 .collect()
         };
         match k.as_str() {
@@ -36,7 +42,11 @@ pub fn from_json(body: &Value) -> Result<StartWorkflowRequest, String> {
             "streaming" => r.streaming = Some(x.as_bool().ok_or("'streaming' must be a boolean")?),
             "additional_context" => r.additional_context = contexts(x)?,
             "approval" => r.approval = Some(approval_of(x)?),
-            other => return Err(format!("'{other}' is not a start request field this build sends")),
+            other => {
+                return Err(format!(
+                    "'{other}' is not a start request field this build sends"
+                ))
+            }
         }
     }
     Ok(r)

@@ -87,10 +87,12 @@ pub fn http_step(method: &str, path: &str, body: &str) -> String {
     }
     let templ: Vec<String> = bare
         .split('/')
-        .map(|s| match !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            true => ":id".to_owned(),
-            false => s.to_owned(),
-        })
+        .map(
+            |s| match !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                true => ":id".to_owned(),
+                false => s.to_owned(),
+            },
+        )
         .collect();
     format!("http:{m} {}", templ.join("/"))
 }
@@ -121,7 +123,11 @@ pub struct Captured {
 pub fn from_capture(text: &str) -> Result<Captured, String> {
     let mut steps = Vec::new();
     let (mut code, mut details, mut status) = (None, String::new(), None);
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v: Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
         let msg = &v["msg"];
         match v["kind"].as_str() {
@@ -174,7 +180,11 @@ mod tests {
         let c = format!("{w}/checkpoints?checkpoint_strategy=full");
         assert_eq!(http_step("POST", &c, "{}"), "checkpoint:save");
         assert_eq!(
-            http_step("POST", "/api/graphql", "{\"query\": \"toolCallApproved(…)\"}"),
+            http_step(
+                "POST",
+                "/api/graphql",
+                "{\"query\": \"toolCallApproved(…)\"}"
+            ),
             "graphql:tool_call_approved"
         );
         assert_eq!(
@@ -186,9 +196,13 @@ mod tests {
 
     #[test]
     fn repeated_checkpoint_statuses_collapse() {
-        let s: Vec<String> = ["newCheckpoint:CREATED", "newCheckpoint:CREATED", "runReadFile"]
-            .map(String::from)
-            .to_vec();
+        let s: Vec<String> = [
+            "newCheckpoint:CREATED",
+            "newCheckpoint:CREATED",
+            "runReadFile",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(collapse(&s), vec!["newCheckpoint:CREATED", "runReadFile"]);
     }
 }

@@ -76,7 +76,10 @@ impl SessionAgg {
         }
         self.without_model_metadata += u64::from(!s.model_metadata_sent);
         if let Some(m) = &s.served_model {
-            let name = m["identifier"].as_str().or(m["name"].as_str()).unwrap_or("?");
+            let name = m["identifier"]
+                .as_str()
+                .or(m["name"].as_str())
+                .unwrap_or("?");
             *self.served_models.entry(name.to_owned()).or_default() += 1;
         }
         self.tool_calls += s.tools.len() as u64;

@@ -128,6 +128,23 @@ fn resolve_models(
     Ok(out)
 }
 
+/// Every corpus file of the plan, as one corpus: ids must stay unique across the files.
+fn load_corpora(plan: &Plan) -> Result<Vec<Interaction>, RunError> {
+    let mut all = corpus::load(&plan.corpus_path)?;
+    for path in &plan.more_corpora {
+        let more = corpus::load(path)?;
+        if let Some(dup) = more.iter().find(|m| all.iter().any(|a| a.id == m.id)) {
+            return Err(RunError::Config(format!(
+                "{}: interaction id '{}' is already used by an earlier corpus of the scenario",
+                path.display(),
+                dup.id
+            )));
+        }
+        all.extend(more);
+    }
+    Ok(all)
+}
+
 fn select(plan: &Plan, all: Vec<Interaction>) -> Result<Vec<Interaction>, RunError> {
     let chosen: Vec<Interaction> = all
         .into_iter()
@@ -237,7 +254,7 @@ struct Setup {
 
 /// Plan → corpus → (embedded stack, taps) → prepared requests and their schedule.
 async fn setup(plan: &Plan) -> Result<Setup, RunError> {
-    let interactions = select(plan, corpus::load(&plan.corpus_path)?)?;
+    let interactions = select(plan, load_corpora(plan)?)?;
     let tokenizers = Tokenizers::load(&plan.tokenizers)
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
     let client = drive::client(&plan.target)?;

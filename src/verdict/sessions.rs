@@ -67,7 +67,10 @@ pub(super) fn violations(routing: &Routing, feature: &str, s: &SessionAgg) -> Ve
             ),
         });
     }
-    let want = routing.features.get(feature).and_then(|e| e.model.as_deref());
+    let want = routing
+        .features
+        .get(feature)
+        .and_then(|e| e.model.as_deref());
     for (served, n) in &s.served_models {
         if let Some(w) = want.filter(|w| model_part(served) != model_part(w)) {
             out.push(Violation {
@@ -80,7 +83,10 @@ pub(super) fn violations(routing: &Routing, feature: &str, s: &SessionAgg) -> Ve
 }
 
 /// Sessions unlike their case, and a model that refuses tool calling.
-pub(super) fn findings(features: &BTreeMap<String, FeatureSummary>, agg: &crate::measure::aggregate::Aggregate) -> Vec<Finding> {
+pub(super) fn findings(
+    features: &BTreeMap<String, FeatureSummary>,
+    agg: &crate::measure::aggregate::Aggregate,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     for (k, f) in features {
         let Some(s) = &f.sessions else { continue };
@@ -93,12 +99,23 @@ pub(super) fn findings(features: &BTreeMap<String, FeatureSummary>, agg: &crate:
             );
             out.push(Finding::new("session", Severity::Error, Some(k), m));
         }
-        let refused = agg.features.get(k).into_iter().flat_map(|a| &a.error_messages).find(|(c, m)| {
-            *c == ErrorClass::GrpcStatus && (m.contains("tool choice") || m.contains("tool_choice"))
-        });
+        let refused = agg
+            .features
+            .get(k)
+            .into_iter()
+            .flat_map(|a| &a.error_messages)
+            .find(|(c, m)| {
+                *c == ErrorClass::GrpcStatus
+                    && (m.contains("tool choice") || m.contains("tool_choice"))
+            });
         if let Some((_, m)) = refused {
             let m = format!("the model behind the Duo Workflow Service refuses tool calling, which the Agent Platform needs (serve it with vLLM's --enable-auto-tool-choice and a --tool-call-parser): {m}");
-            out.push(Finding::new("model_tool_calling", Severity::Error, Some(k), m));
+            out.push(Finding::new(
+                "model_tool_calling",
+                Severity::Error,
+                Some(k),
+                m,
+            ));
         }
     }
     out

@@ -20,7 +20,10 @@ pub(super) fn model_from_header(value: Option<&str>) -> Option<Model> {
     let v: Value = serde_json::from_str(value?).ok()?;
     let endpoint = v["endpoint"].as_str()?.trim_end_matches('/').to_owned();
     let identifier = v["identifier"].as_str()?;
-    let model = identifier.split_once('/').map_or(identifier, |(_, m)| m).to_owned();
+    let model = identifier
+        .split_once('/')
+        .map_or(identifier, |(_, m)| m)
+        .to_owned();
     let api_key = v["api_key"].as_str().map(str::to_owned);
     let mut applied = v.clone();
     if let Some(o) = applied.as_object_mut() {
@@ -36,7 +39,9 @@ pub(super) fn model_from_header(value: Option<&str>) -> Option<Model> {
 
 /// Deterministic filler standing in for a redacted system prompt of `chars` characters.
 fn system_prompt(chars: usize, topic: &str) -> String {
-    let phrase = format!("You are GitLab Duo, {topic}. Follow the instructions and use tools when they help. ");
+    let phrase = format!(
+        "You are GitLab Duo, {topic}. Follow the instructions and use tools when they help. "
+    );
     phrase.chars().cycle().take(chars).collect()
 }
 
@@ -139,9 +144,18 @@ mod tests {
             a.fold(&d);
         }
         assert_eq!(buf, "partial");
-        assert_eq!(a.tool, Some(("c1".into(), "read_file".into(), "{\"a\":1}".into())));
-        let m = model_from_header(Some(r#"{"endpoint":"http://h/v1/","identifier":"custom_openai/m","api_key":"k"}"#)).unwrap();
-        assert_eq!((m.endpoint.as_str(), m.model.as_str()), ("http://h/v1", "m"));
+        assert_eq!(
+            a.tool,
+            Some(("c1".into(), "read_file".into(), "{\"a\":1}".into()))
+        );
+        let m = model_from_header(Some(
+            r#"{"endpoint":"http://h/v1/","identifier":"custom_openai/m","api_key":"k"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (m.endpoint.as_str(), m.model.as_str()),
+            ("http://h/v1", "m")
+        );
         assert!(m.applied.get("api_key").is_none());
         assert!(model_from_header(Some("{not json")).is_none());
         let b = body("m", false, "g", &[]);

@@ -115,10 +115,14 @@ impl Service {
         let token = md
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.get(7..).filter(|_| v[..7].eq_ignore_ascii_case("bearer ")))
+            .and_then(|v| {
+                v.get(7..)
+                    .filter(|_| v[..7].eq_ignore_ascii_case("bearer "))
+            })
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("No authorization header presented"))?;
-        let realm_claim = jwt_claims(token).and_then(|c| c["gitlab_realm"].as_str().map(str::to_owned));
+        let realm_claim =
+            jwt_claims(token).and_then(|c| c["gitlab_realm"].as_str().map(str::to_owned));
         let realm = md.get("x-gitlab-realm").and_then(|v| v.to_str().ok());
         if realm_claim.is_some_and(|c| Some(c.as_str()) != realm) {
             return Err(Status::unauthenticated("Header mismatch 'X-Gitlab-Realm'"));
@@ -194,8 +198,7 @@ pub(crate) const V1_FLOWS: &[&str] = &[
 
 #[tonic::async_trait]
 impl DuoWorkflow for Service {
-    type ExecuteWorkflowStream =
-        tokio_stream::wrappers::ReceiverStream<Result<Action, Status>>;
+    type ExecuteWorkflowStream = tokio_stream::wrappers::ReceiverStream<Result<Action, Status>>;
 
     async fn execute_workflow(
         &self,
@@ -205,7 +208,9 @@ impl DuoWorkflow for Service {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let (metadata, _, inbox) = req.into_parts();
         tokio::spawn(session::run(self.0.clone(), metadata, inbox, tx));
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn generate_token(
@@ -240,7 +245,12 @@ impl DuoWorkflow for Service {
         req: Request<ListToolsRequest>,
     ) -> Result<Response<ListToolsResponse>, Status> {
         self.authorise(&req)?;
-        let tools = chat_tools().as_array().into_iter().flatten().map(to_struct).collect();
+        let tools = chat_tools()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(to_struct)
+            .collect();
         Ok(Response::new(ListToolsResponse {
             tools,
             eval_dataset: Vec::new(),
@@ -252,12 +262,20 @@ impl DuoWorkflow for Service {
         req: Request<ListFlowsRequest>,
     ) -> Result<Response<ListFlowsResponse>, Status> {
         self.authorise(&req)?;
-        let wanted = req.into_inner().filters.map(|f| f.flow_identifier).unwrap_or_default();
+        let wanted = req
+            .into_inner()
+            .filters
+            .map(|f| f.flow_identifier)
+            .unwrap_or_default();
         let configs = V1_FLOWS
             .iter()
             .filter(|f| wanted.is_empty() || wanted.iter().any(|w| w == *f))
             .map(|f| {
-                let env = if f.contains("chat") { "chat" } else { "ambient" };
+                let env = if f.contains("chat") {
+                    "chat"
+                } else {
+                    "ambient"
+                };
                 to_struct(&serde_json::json!({"flow_identifier": f, "version": "v1",
                     "flow_version": "1.0.0", "environment": env, "config": {}}))
             })
@@ -287,13 +305,17 @@ impl DuoWorkflow for Service {
 
 /// The capabilities the captured service lists.
 fn capabilities() -> Vec<Capability> {
-    ["tool_call_approval", "tool_call_pattern_approval", "flow_semantic_versioning"]
-        .into_iter()
-        .map(|name| Capability {
-            name: name.into(),
-            metadata: String::new(),
-        })
-        .collect()
+    [
+        "tool_call_approval",
+        "tool_call_pattern_approval",
+        "flow_semantic_versioning",
+    ]
+    .into_iter()
+    .map(|name| Capability {
+        name: name.into(),
+        metadata: String::new(),
+    })
+    .collect()
 }
 
 #[tonic::async_trait]

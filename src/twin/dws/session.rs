@@ -80,7 +80,14 @@ pub(super) async fn run(
 fn uuid() -> String {
     let r: u128 = rand::random();
     let h = format!("{r:032x}");
-    format!("{}-{}-4{}-a{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..]
+    )
 }
 
 fn now() -> String {
@@ -101,7 +108,9 @@ fn flow_of(r: &StartWorkflowRequest) -> Step<bool> {
             "agentic_chat/v1" => Ok(true),
             d => Err(End::failure(
                 "NotImplementedError",
-                &format!("the twin DWS runs the chat workflow and the agentic_chat flow, not '{d}'"),
+                &format!(
+                    "the twin DWS runs the chat workflow and the agentic_chat flow, not '{d}'"
+                ),
             )),
         };
     };
@@ -111,7 +120,10 @@ fn flow_of(r: &StartWorkflowRequest) -> Step<bool> {
         return Err(End(Code::InvalidArgument, m));
     }
     let version = r.flow_version.as_deref().ok_or_else(|| {
-        End(Code::InvalidArgument, "flowVersion is required with flowConfigId".into())
+        End(
+            Code::InvalidArgument,
+            "flowVersion is required with flowConfigId".into(),
+        )
     })?;
     if schema == "v1" && id == "agentic_chat" {
         return Ok(true);
@@ -134,7 +146,12 @@ impl Session {
             Ok(Some(ClientEvent {
                 response: Some(Event::StartRequest(r)),
             })) => r,
-            _ => return Err(End(Code::InvalidArgument, "the first event must be a startRequest".into())),
+            _ => {
+                return Err(End(
+                    Code::InvalidArgument,
+                    "the first event must be a startRequest".into(),
+                ))
+            }
         };
         if start.workflow_id.is_empty() {
             return Ok(End(Code::Ok, String::new()));
@@ -181,7 +198,10 @@ impl Session {
             self.checkpoint().await?;
             turns.extend(llm::tool_turns(&id, &name, &args, &result));
         }
-        Err(End::failure("GraphRecursionError", "Recursion limit of 10 reached without hitting a stop condition."))
+        Err(End::failure(
+            "GraphRecursionError",
+            "Recursion limit of 10 reached without hitting a stop condition.",
+        ))
     }
 
     /// Sends an action; a stop or a client gone ends the session.
@@ -192,7 +212,10 @@ impl Session {
             action: Some(kind),
         };
         if action.encoded_len() > crate::dws::MAX_MESSAGE_BYTES {
-            return Err(End(Code::ResourceExhausted, "Outgoing message too large.".into()));
+            return Err(End(
+                Code::ResourceExhausted,
+                "Outgoing message too large.".into(),
+            ));
         }
         self.tx
             .send(Ok(action))
@@ -234,7 +257,12 @@ impl Session {
         }
     }
 
-    async fn rails(&mut self, method: &str, path: String, body: Option<String>) -> Step<(i32, String)> {
+    async fn rails(
+        &mut self,
+        method: &str,
+        path: String,
+        body: Option<String>,
+    ) -> Step<(i32, String)> {
         let r = self
             .ask(Kind::RunHttpRequest(RunHttpRequest {
                 method: method.into(),
@@ -244,7 +272,10 @@ impl Session {
             .await?;
         match r.response_type {
             Some(ResponseType::HttpResponse(h)) => Ok((h.status_code, h.body)),
-            _ => Err(End::failure("ValueError", "runHTTPRequest was not answered with an httpResponse")),
+            _ => Err(End::failure(
+                "ValueError",
+                "runHTTPRequest was not answered with an httpResponse",
+            )),
         }
     }
 
@@ -253,37 +284,56 @@ impl Session {
     }
 
     fn gid(&self) -> String {
-        format!("gid://gitlab/Ai::DuoWorkflows::Workflow/{}", self.workflow_id)
+        format!(
+            "gid://gitlab/Ai::DuoWorkflows::Workflow/{}",
+            self.workflow_id
+        )
     }
 
     async fn fetch_workflow(&mut self) -> Step<()> {
         let query = "query($workflowId: AiDuoWorkflowsWorkflowID!) { duoWorkflowWorkflows(workflowId: $workflowId) { nodes { statusName projectId project { id name webUrl } agentPrivilegesNames preApprovedAgentPrivilegesNames mcpEnabled latestCheckpoint { checkpoint } } } }";
         let body = json!({"query": query, "variables": {"workflowId": self.gid()}}).to_string();
-        let (code, text) = self.rails("POST", "/api/graphql".into(), Some(body)).await?;
+        let (code, text) = self
+            .rails("POST", "/api/graphql".into(), Some(body))
+            .await?;
         if !(200..300).contains(&code) {
-            return Err(End::failure("Exception", &format!("Failed to fetch workflow: HTTP {code}")));
+            return Err(End::failure(
+                "Exception",
+                &format!("Failed to fetch workflow: HTTP {code}"),
+            ));
         }
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let node = &v["data"]["duoWorkflowWorkflows"]["nodes"][0];
         if node.is_null() {
-            return Err(End(Code::InvalidArgument, format!("Invalid workflow ID: {}", self.workflow_id)));
+            return Err(End(
+                Code::InvalidArgument,
+                format!("Invalid workflow ID: {}", self.workflow_id),
+            ));
         }
         if !node["project"]["webUrl"].is_string() && !node["namespace"]["webUrl"].is_string() {
-            return Err(End::failure("ValueError", "the workflow has no project or namespace webUrl"));
+            return Err(End::failure(
+                "ValueError",
+                "the workflow has no project or namespace webUrl",
+            ));
         }
         Ok(())
     }
 
     async fn status_event(&mut self, event: &str) -> Step<()> {
         let body = json!({ "status_event": event }).to_string();
-        let (code, _) = self.rails("PATCH", self.workflow_path(), Some(body)).await?;
+        let (code, _) = self
+            .rails("PATCH", self.workflow_path(), Some(body))
+            .await?;
         match code {
             200..=299 => Ok(()),
             403 if event == "start" => Err(End(
                 Code::PermissionDenied,
                 "workflow execution didn't start due to forbidden response".into(),
             )),
-            _ => Err(End::failure("BadStatusEvent", &format!("status event {event}: HTTP {code}"))),
+            _ => Err(End::failure(
+                "BadStatusEvent",
+                &format!("status event {event}: HTTP {code}"),
+            )),
         }
     }
 
@@ -292,15 +342,24 @@ impl Session {
         use base64::Engine;
         let ts = uuid();
         let state = json!({"channel_values": {"ui_chat_log": self.log, "status": self.status}});
-        let model = self.model.as_ref().map_or(Value::Null, |m| m.applied.clone());
+        let model = self
+            .model
+            .as_ref()
+            .map_or(Value::Null, |m| m.applied.clone());
         let body = json!({"thread_ts": ts, "parent_ts": self.parent_ts,
             "metadata": {"source": source, "step": self.step, "parents": {}},
             "compressed_checkpoint": base64::engine::general_purpose::STANDARD.encode(state.to_string()),
             "model_metadata_json": model.to_string()});
-        let path = format!("{}/checkpoints?checkpoint_strategy=full", self.workflow_path());
+        let path = format!(
+            "{}/checkpoints?checkpoint_strategy=full",
+            self.workflow_path()
+        );
         let (code, _) = self.rails("POST", path, Some(body.to_string())).await?;
         if !(200..300).contains(&code) {
-            return Err(End::failure("Exception", &format!("checkpoint save: HTTP {code}")));
+            return Err(End::failure(
+                "Exception",
+                &format!("checkpoint save: HTTP {code}"),
+            ));
         }
         self.parent_ts = Some(ts);
         self.step += 1;
@@ -309,7 +368,8 @@ impl Session {
 
     /// `newCheckpoint`: the UI state (not answered).
     async fn checkpoint(&mut self) -> Step<()> {
-        let checkpoint = json!({"channel_values": {"ui_chat_log": self.log, "plan": {"steps": []}}});
+        let checkpoint =
+            json!({"channel_values": {"ui_chat_log": self.log, "plan": {"steps": []}}});
         let kind = Kind::NewCheckpoint(NewCheckpoint {
             status: self.status.into(),
             checkpoint: checkpoint.to_string(),
@@ -349,12 +409,20 @@ impl Session {
     }
 
     /// One try: the answer, or (whether to retry, the error).
-    async fn try_model(&mut self, agentic: bool, turns: &[Value]) -> Step<Result<llm::Answer, (bool, String)>> {
+    async fn try_model(
+        &mut self,
+        agentic: bool,
+        turns: &[Value],
+    ) -> Step<Result<llm::Answer, (bool, String)>> {
         let Some(m) = self.model.clone() else {
             return Ok(Err((true, "Connection error.".into())));
         };
         let body = llm::body(&m.model, agentic, &self.goal, turns);
-        let mut req = self.shared.client.post(format!("{}/chat/completions", m.endpoint)).json(&body);
+        let mut req = self
+            .shared
+            .client
+            .post(format!("{}/chat/completions", m.endpoint))
+            .json(&body);
         if let Some(k) = &m.api_key {
             req = req.bearer_auth(k);
         }
@@ -365,8 +433,15 @@ impl Session {
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["message"].as_str().map(str::to_owned)).unwrap_or(text);
-            let kind = if status.is_client_error() { "BadRequestError" } else { "InternalServerError" };
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            let kind = if status.is_client_error() {
+                "BadRequestError"
+            } else {
+                "InternalServerError"
+            };
             let m = format!("{kind}: litellm.{kind}: Custom_openaiException - {message}");
             return Ok(Err((status.is_server_error(), m)));
         }
@@ -408,14 +483,20 @@ impl Session {
     async fn approved(&mut self, name: &str, args: &str) -> Step<bool> {
         let query = "\nquery($workflowId: AiDuoWorkflowsWorkflowID!, $toolName: String!, $toolCallArgs: String!) {\n    duoWorkflowWorkflows(workflowId: $workflowId) {\n        nodes {\n            toolCallApproved(toolName: $toolName, toolCallArgs: $toolCallArgs)\n        }\n    }\n}\n";
         let body = json!({"query": query, "variables": {"workflowId": self.gid(), "toolName": name, "toolCallArgs": args}});
-        let (_, text) = self.rails("POST", "/api/graphql".into(), Some(body.to_string())).await?;
+        let (_, text) = self
+            .rails("POST", "/api/graphql".into(), Some(body.to_string()))
+            .await?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(v["data"]["duoWorkflowWorkflows"]["nodes"][0]["toolCallApproved"] == true)
     }
 
     async fn require_approval(&mut self, id: &str, name: &str, args: &str) -> Step<End> {
         self.status_event("require_tool_call_approval").await?;
-        let mut req = entry("request", &format!("Tool {name} requires approval. Please confirm if you want to proceed."), "success");
+        let mut req = entry(
+            "request",
+            &format!("Tool {name} requires approval. Please confirm if you want to proceed."),
+            "success",
+        );
         req["tool_info"] = json!({"name": name, "args": serde_json::from_str::<Value>(args).unwrap_or(Value::Null)});
         req["message_id"] = json!(id);
         self.log.push(req);
@@ -431,17 +512,48 @@ impl Session {
         let a: Value = serde_json::from_str(args).unwrap_or(Value::Null);
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
         let kind = match name {
-            "read_file" => Kind::RunReadFile(ReadFile { filepath: s("file_path"), limit: None, offset: None }),
-            "read_files" => Kind::RunReadFiles(ReadFiles {
-                filepaths: a["file_paths"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect(),
+            "read_file" => Kind::RunReadFile(ReadFile {
+                filepath: s("file_path"),
+                limit: None,
+                offset: None,
             }),
-            "list_dir" => Kind::ListDirectory(ListDirectory { directory: s("directory") }),
-            "find_files" => Kind::FindFiles(FindFiles { name_pattern: s("name_pattern") }),
-            "grep" => Kind::Grep(Grep { search_directory: s("search_directory"), pattern: s("pattern"), case_insensitive: a["case_insensitive"] == true }),
-            "create_file_with_contents" => Kind::RunWriteFile(WriteFile { filepath: s("file_path"), contents: s("contents") }),
-            "edit_file" => Kind::RunEditFile(EditFile { filepath: s("file_path"), old_string: s("old_str"), new_string: s("new_str") }),
-            "mkdir" => Kind::Mkdir(Mkdir { directory_path: s("directory_path") }),
-            "run_command" => Kind::RunCommand(RunCommandAction { program: s("program"), arguments: Vec::new(), flags: Vec::new(), timeout: None }),
+            "read_files" => Kind::RunReadFiles(ReadFiles {
+                filepaths: a["file_paths"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect(),
+            }),
+            "list_dir" => Kind::ListDirectory(ListDirectory {
+                directory: s("directory"),
+            }),
+            "find_files" => Kind::FindFiles(FindFiles {
+                name_pattern: s("name_pattern"),
+            }),
+            "grep" => Kind::Grep(Grep {
+                search_directory: s("search_directory"),
+                pattern: s("pattern"),
+                case_insensitive: a["case_insensitive"] == true,
+            }),
+            "create_file_with_contents" => Kind::RunWriteFile(WriteFile {
+                filepath: s("file_path"),
+                contents: s("contents"),
+            }),
+            "edit_file" => Kind::RunEditFile(EditFile {
+                filepath: s("file_path"),
+                old_string: s("old_str"),
+                new_string: s("new_str"),
+            }),
+            "mkdir" => Kind::Mkdir(Mkdir {
+                directory_path: s("directory_path"),
+            }),
+            "run_command" => Kind::RunCommand(RunCommandAction {
+                program: s("program"),
+                arguments: Vec::new(),
+                flags: Vec::new(),
+                timeout: None,
+            }),
             other => return Ok(format!("Tool {other} is not available in the twin DWS")),
         };
         let r = self.ask(kind).await?;

@@ -21,7 +21,8 @@ pub(super) struct ToolCall {
 }
 
 /// vLLM's message when tools come to a server started without auto tool choice.
-pub(super) const NO_TOOL_CHOICE: &str = "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set";
+pub(super) const NO_TOOL_CHOICE: &str =
+    "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set";
 
 /// Whether a chat request offers tools.
 pub(super) fn offers_tools(req: &Value) -> bool {
@@ -30,16 +31,22 @@ pub(super) fn offers_tools(req: &Value) -> bool {
 
 /// The call the twin makes for this request, if any (rule in the module doc).
 pub(super) fn decide(req: &Value) -> Option<ToolCall> {
-    let offered = req["tools"].as_array()?.iter().any(|t| t["function"]["name"] == "read_file");
+    let offered = req["tools"]
+        .as_array()?
+        .iter()
+        .any(|t| t["function"]["name"] == "read_file");
     let last = req["messages"].as_array()?.last()?;
     if !offered || last["role"] != "user" {
         return None;
     }
-    let file = last["content"].as_str()?.split_whitespace().find_map(file_name)?;
+    let file = last["content"]
+        .as_str()?
+        .split_whitespace()
+        .find_map(file_name)?;
     let arguments = json!({ "file_path": file }).to_string();
-    let hash = file
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = file.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     let id = format!("call_{hash:08x}");
     Some(ToolCall {
         id,
@@ -65,7 +72,8 @@ fn file_name(word: &str) -> Option<&str> {
     }
     let (stem, ext) = w.rsplit_once('.')?;
     let name_ok = !stem.is_empty()
-        && w.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
     let ext_ok = (1..=4).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphanumeric());
     (name_ok && ext_ok && ext.chars().any(|c| c.is_ascii_alphabetic())).then_some(w)
 }
@@ -105,15 +113,25 @@ mod tests {
 
     #[test]
     fn a_user_message_naming_a_file_gets_a_read_file_call() {
-        let c = decide(&req(json!({"role": "user", "content": "What does README.md say?"})));
+        let c = decide(&req(
+            json!({"role": "user", "content": "What does README.md say?"}),
+        ));
         let c = c.expect("a call");
         assert_eq!(c.name, "read_file");
         assert_eq!(c.arguments, r#"{"file_path":"README.md"}"#);
         assert_eq!(pieces(&c.arguments).concat(), c.arguments);
         assert!(decide(&req(json!({"role": "user", "content": "What is GitLab?"}))).is_none());
         assert!(decide(&req(json!({"role": "tool", "content": "README.md"}))).is_none());
-        assert!(decide(&req(json!({"role": "user", "content": "version 1.5 please"}))).is_none());
-        let c = decide(&req(json!({"role": "user", "content": "What does the README of this project say?"})));
-        assert_eq!(c.map(|c| c.arguments), Some(r#"{"file_path":"README.md"}"#.to_owned()));
+        assert!(decide(&req(
+            json!({"role": "user", "content": "version 1.5 please"})
+        ))
+        .is_none());
+        let c = decide(&req(
+            json!({"role": "user", "content": "What does the README of this project say?"}),
+        ));
+        assert_eq!(
+            c.map(|c| c.arguments),
+            Some(r#"{"file_path":"README.md"}"#.to_owned())
+        );
     }
 }
