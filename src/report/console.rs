@@ -158,6 +158,10 @@ impl Summary {
     fn coverage_lines(&self) -> String {
         let mut out = String::new();
         for (k, f) in &self.features {
+            if let Some(s) = &f.sessions {
+                out.push_str(&session_line(k, s, f.latency_ms.ttft.n));
+                continue;
+            }
             let measured = f.requests + f.cut_off;
             let covered = f.latency_ms.ttft.n;
             if measured == 0 || covered >= measured {
@@ -170,6 +174,40 @@ impl Summary {
         }
         out
     }
+}
+
+/// One feature's Agent Platform sessions: how they ended and their own times.
+fn session_line(k: &str, s: &crate::verdict::sessions::SessionSummary, with_text: u64) -> String {
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let p50 =
+        |p: &crate::stats::Percentiles| p.p50.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    let served = match s.served_models.is_empty() {
+        true => "no checkpoint named a model".to_owned(),
+        false => format!(
+            "served by {}",
+            s.served_models
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "sessions {k}: {} ({}; last checkpoint {}); first action p50 {}, first text (TTFT) in {with_text}, \
+         tool round trip p50 {} over {} tool calls, session p50 {}; {served}\n",
+        s.sessions,
+        counts(&s.codes),
+        counts(&s.checkpoint_statuses),
+        p50(&s.first_action_ms),
+        p50(&s.tool_round_trip_ms),
+        s.tool_calls,
+        p50(&s.session_ms),
+    )
 }
 
 /// Finding groups printed at most (kinds that always print are never counted out).

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod grpc;
 pub mod hostile;
 pub mod paced;
 pub mod recorder;

@@ -1,0 +1,317 @@
+//! The Agent Platform end to end: the real binary replays Duo Workflow Service sessions over
+//! gRPC against the twin DWS (and a hostile one), playing executor and GitLab Rails. Each case
+//! must end with the status and step sequence of the real service's capture it came from.
+
+mod common;
+
+use duo_harness::dws::steps;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const MODELS: &str = r#"
+[models.duo_agent_platform_agentic_chat]
+name = "mistral"
+endpoint = "twin:vllm-chat"
+identifier = "custom_openai/mistral-7b-instruct"
+
+[models.duo_agent_platform]
+name = "mistral"
+endpoint = "twin:vllm-chat"
+identifier = "custom_openai/mistral-7b-instruct"
+"#;
+
+/// The shipped session cases, by id.
+fn case(id: &str) -> Value {
+    let text =
+        std::fs::read_to_string(common::repo().join("fixtures/corpus/dap-sessions.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no case {id}"))
+}
+
+/// Writes `lines` as a corpus and a scenario around them (`extra` appended); returns the
+/// scenario's path.
+fn scenario(dir: &Path, lines: &[Value], extra: &str) -> PathBuf {
+    let corpus: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    let text = format!(
+        "name = \"dws\"\ncorpus = \"corpus.jsonl\"\nrequest_timeout_s = 20\n\n[target]\nurl = \"embedded\"\nauth = \"bypass\"\n\n[output]\ndir = \"reports\"\n{extra}\n"
+    );
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(scenario: &Path, out: &Path) -> (i32, String) {
+    let (code, stdout, stderr) = common::run_cli(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (code, format!("{stdout}\n{stderr}"))
+}
+
+/// The capture a case names in its `capture:<name>` tag, read by the library's own reader.
+fn captured(name: &str) -> steps::Captured {
+    let path = common::captures_dir().join(format!("dws-samples/{name}.grpc.jsonl"));
+    steps::from_capture(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_like_capture(r: &Value, capture: &str) {
+    let c = captured(capture);
+    let s = &r["session"];
+    assert_eq!(s["code"], c.code.as_str(), "{}: {r}", r["id"]);
+    assert_eq!(s["details"], c.details.as_str(), "{}", r["id"]);
+    let got: Vec<String> = serde_json::from_value(s["steps"].clone()).unwrap();
+    assert_eq!(got, c.steps, "{}: steps", r["id"]);
+    assert_eq!(
+        s["checkpoint_status"].as_str(),
+        c.checkpoint_status.as_deref(),
+        "{}",
+        r["id"]
+    );
+}
+
+#[test]
+fn each_case_ends_with_the_status_and_steps_of_its_capture() {
+    let d = tempfile::tempdir().unwrap();
+    let ids = [
+        "dap-chat-text",
+        "dap-chat-tool",
+        "dap-chat-tool-approval-refused",
+        "dap-chat-stop",
+        "dap-flow-agentic-chat-v1",
+        "dap-unknown-flow",
+    ];
+    let lines: Vec<Value> = ids.iter().map(|i| case(i)).collect();
+    let out = d.path().join("run");
+    let (code, printed) = run(&scenario(d.path(), &lines, MODELS), &out);
+    assert_eq!(code, 0, "{printed}");
+    let results = common::results(&out);
+    assert_eq!(results.len(), ids.len());
+    for r in &results {
+        let tag = r["id"].as_str().unwrap();
+        let capture = case(tag)["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|t| t.as_str()?.strip_prefix("capture:").map(str::to_owned))
+            .unwrap();
+        assert_like_capture(r, &capture);
+        assert!(r["error"].is_null(), "{r}");
+    }
+    let by_id = |id: &str| results.iter().find(|r| r["id"] == id).unwrap();
+    // The tool was asked for and answered from the case's files; the model then answered.
+    let tool = by_id("dap-chat-tool");
+    assert_eq!(tool["session"]["tools"], serde_json::json!(["runReadFile"]));
+    assert_eq!(
+        tool["session"]["tool_round_trips_ms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        tool["first_content_ms"].as_f64().unwrap()
+            > tool["session"]["first_action_ms"].as_f64().unwrap()
+    );
+    assert_eq!(
+        tool["session"]["served_model"]["identifier"],
+        "custom_openai/mistral-7b-instruct"
+    );
+    assert!(tool["session"]["served_model"].get("api_key").is_none());
+    // Approval refused: no tool ran, and the session waits for approval.
+    let refused = by_id("dap-chat-tool-approval-refused");
+    assert_eq!(refused["session"]["tools"], serde_json::json!([]));
+    let sm = common::json_file(&out.join("summary.json"));
+    let s = &sm["features"]["duo_agent_platform_agentic_chat"]["sessions"];
+    assert_eq!(s["sessions"], 5, "{s}");
+    assert_eq!(s["mismatched"], 0, "{s}");
+    assert_eq!(s["codes"]["OK"], 5, "{s}");
+    assert_eq!(
+        sm["features"]["duo_agent_platform"]["sessions"]["codes"]["INVALID_ARGUMENT"],
+        1
+    );
+    assert!(
+        printed.contains("sessions duo_agent_platform_agentic_chat: 5"),
+        "{printed}"
+    );
+    common::assert_schema("summary-v1.schema.json", &sm);
+    for r in &results {
+        common::assert_schema("result-v1.schema.json", r);
+    }
+}
+
+/// A session whose expected status or steps differ is a failure, named with the case.
+#[test]
+fn a_session_unlike_its_case_fails_the_run() {
+    let d = tempfile::tempdir().unwrap();
+    let mut line = case("dap-chat-text");
+    line["session"]["expect"]["steps"][0] = "graphql:tool_call_approved".into();
+    let mut wrong_status = case("dap-chat-tool");
+    wrong_status["id"] = "dap-chat-tool-expects-internal".into();
+    wrong_status["session"]["expect"]["status"] = "INTERNAL".into();
+    let out = d.path().join("run");
+    let (code, printed) = run(&scenario(d.path(), &[line, wrong_status], MODELS), &out);
+    assert_eq!(code, 1, "{printed}");
+    let sm = common::json_file(&out.join("summary.json"));
+    let m = common::finding_message(&sm, "session");
+    assert!(
+        m.contains("dap-chat-text") && m.contains("steps differ at 0"),
+        "{m}"
+    );
+    let f = &sm["features"]["duo_agent_platform_agentic_chat"];
+    assert_eq!(f["errors_by_class"]["grpc_status"], 1, "{f}");
+}
+
+#[test]
+fn unauthenticated_and_upstream_down_end_as_captured() {
+    let d = tempfile::tempdir().unwrap();
+    let mut line = case("dap-chat-text");
+    line["session"]["expect"] = serde_json::json!({"status": "UNAUTHENTICATED"});
+    let out = d.path().join("auth");
+    let extra = format!("{MODELS}\n[stack.dws]\nauth = true\n");
+    let (code, printed) = run(&scenario(d.path(), &[line], &extra), &out);
+    assert_eq!(code, 0, "{printed}");
+    let r = &common::results(&out)[0];
+    assert_like_capture(r, "err_unauthenticated_no_token");
+    assert_eq!(r["session"]["actions"], 0);
+
+    let mut line = case("dap-chat-text");
+    line["session"]["expect"] = serde_json::json!({"status": "INTERNAL"});
+    let port = common::closed_port();
+    let down = MODELS.replace("twin:vllm-chat", &format!("http://127.0.0.1:{port}/v1"));
+    let out = d.path().join("down");
+    let (code, printed) = run(&scenario(d.path(), &[line], &down), &out);
+    assert_eq!(code, 0, "{printed}");
+    let r = &common::results(&out)[0];
+    assert_like_capture(r, "err_upstream_down");
+}
+
+/// A missing model-metadata header is a hybrid leak; a model that refuses tool calling is named.
+#[test]
+fn a_session_without_model_metadata_leaks_and_a_model_without_tools_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("leak");
+    let extra = "[routing]\nfully_self_hosted = true\n";
+    let (code, printed) = run(&scenario(d.path(), &[case("dap-chat-text")], extra), &out);
+    assert_eq!(code, 1, "{printed}");
+    let sm = common::json_file(&out.join("summary.json"));
+    let routing: Vec<String> = sm["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "routing")
+        .map(|f| f["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        routing
+            .iter()
+            .any(|m| m.contains("hybrid_leak")
+                && m.contains("x-gitlab-agent-platform-model-metadata")),
+        "{routing:?}"
+    );
+
+    let out = d.path().join("notools");
+    let extra = format!("{MODELS}\n[stack]\n[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\ntool_calling = false\n");
+    let (code, printed) = run(&scenario(d.path(), &[case("dap-chat-tool")], &extra), &out);
+    assert_eq!(code, 1, "{printed}");
+    let sm = common::json_file(&out.join("summary.json"));
+    let m = common::finding_message(&sm, "model_tool_calling");
+    assert!(m.contains("--enable-auto-tool-choice"), "{m}");
+}
+
+/// Sessions under open-loop arrivals: each measured, with the session's own figures.
+#[test]
+fn agentic_chat_sessions_run_open_loop() {
+    let d = tempfile::tempdir().unwrap();
+    let lines = [case("dap-chat-text"), case("dap-chat-tool")];
+    let extra = format!(
+        "{MODELS}\n[load]\narrival = \"poisson\"\nrate = 10\nduration_s = 3\ngrace_s = 10\nseed = 7\n"
+    );
+    let out = d.path().join("run");
+    let (code, printed) = run(&scenario(d.path(), &lines, &extra), &out);
+    assert!(code == 0 || code == 4, "{printed}");
+    let sm = common::json_file(&out.join("summary.json"));
+    let f = &sm["features"]["duo_agent_platform_agentic_chat"];
+    let n = f["requests"].as_u64().unwrap();
+    assert!((15..=50).contains(&n), "{n} sessions at 10/s for 3 s: {f}");
+    assert_eq!(f["errors"], 0, "{f}");
+    let s = &f["sessions"];
+    assert_eq!(s["sessions"].as_u64(), Some(n));
+    assert_eq!(s["mismatched"], 0, "{s}");
+    for k in ["first_action_ms", "tool_round_trip_ms", "session_ms"] {
+        assert!(s[k]["p50"].as_f64().unwrap() > 0.0, "{k}: {s}");
+    }
+    assert!(s["tool_round_trip_ms"]["n"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(
+        f["latency_ms"]["ttft"]["n"].as_u64(),
+        Some(n),
+        "every session streamed text: {f}"
+    );
+    assert!(
+        f["latency_ms"]["ttft"]["p50"].as_f64().unwrap()
+            > s["first_action_ms"]["p50"].as_f64().unwrap()
+    );
+    assert_eq!(sm["load"]["arrival"], "poisson");
+}
+
+/// A server that hangs, sends an unknown action, passes 4 MiB or closes without a status: each
+/// session classed, bounded by its timeout, and the run goes on to measure the good one.
+#[test]
+fn hostile_servers_are_classed_and_the_run_goes_on() {
+    let url = common::grpc::start();
+    let d = tempfile::tempdir().unwrap();
+    let modes = ["hang", "unknown", "oversize", "no_status", "fine"];
+    let lines: Vec<Value> = modes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut l = case("dap-chat-text");
+            l["id"] = format!("hostile-{m}").into();
+            l["request"]["headers"]["x-hostile"] = (*m).into();
+            l["arrival_offset_ms"] = (i as u64 * 10).into();
+            l
+        })
+        .collect();
+    let extra = format!("{MODELS}\n[load]\nconcurrency = 5\n");
+    let path = scenario(d.path(), &lines, &extra);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("request_timeout_s = 20", "request_timeout_s = 2")
+        .replace(
+            "auth = \"bypass\"",
+            &format!("auth = \"bypass\"\ndws = \"{url}\""),
+        );
+    std::fs::write(&path, text).unwrap();
+    let out = d.path().join("run");
+    let (code, printed) = run(&path, &out);
+    assert_eq!(code, 1, "{printed}");
+    let results = common::results(&out);
+    assert_eq!(results.len(), modes.len(), "{printed}");
+    let class = |m: &str| {
+        let r = results
+            .iter()
+            .find(|r| r["id"] == format!("hostile-{m}"))
+            .unwrap();
+        (
+            r["error"]["class"].as_str().map(str::to_owned),
+            r["error"]["message"].to_string(),
+        )
+    };
+    for (mode, want) in [
+        ("hang", "timeout"),
+        ("unknown", "framing"),
+        ("oversize", "oversize"),
+        ("no_status", "truncated"),
+    ] {
+        let (got, message) = class(mode);
+        assert_eq!(got.as_deref(), Some(want), "{mode}: {message}");
+    }
+    // `fine` answers OK with no action: a session, measured, that its case (a chat) did not
+    // expect to be so short.
+    let (got, _) = class("fine");
+    assert_eq!(got, None);
+}
