@@ -315,3 +315,44 @@ fn hostile_servers_are_classed_and_the_run_goes_on() {
     let (got, _) = class("fine");
     assert_eq!(got, None);
 }
+
+/// Through a tap in front of the chat backend, each session's model calls are tied to it: the
+/// model and parameters that served it (38 tool specs, `max_tokens` 32768 for the chat
+/// workflow), and routing checks the backend and model.
+#[test]
+fn the_tap_sees_the_model_and_parameters_that_served_each_session() {
+    let d = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{MODELS}\n[[tap]]\nbackend = \"vllm-chat\"\n\n[routing]\nfully_self_hosted = true\n\n[routing.features.duo_agent_platform_agentic_chat]\nbackend = \"vllm-chat\"\nmodel = \"mistral-7b-instruct\"\n"
+    );
+    let out = d.path().join("run");
+    let lines = [case("dap-chat-tool"), case("dap-flow-agentic-chat-v1")];
+    let (code, printed) = run(&scenario(d.path(), &lines, &extra), &out);
+    assert_eq!(code, 0, "{printed}");
+    let results = common::results(&out);
+    let taps: Vec<Value> = std::fs::read_to_string(out.join("taps.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls = |id: &str| -> Vec<&Value> {
+        let nonce = results.iter().find(|r| r["id"] == id).unwrap()["nonce"].clone();
+        assert!(nonce.is_string(), "{id} carries a nonce");
+        taps.iter().filter(|t| t["nonce"] == nonce).collect()
+    };
+    let chat = calls("dap-chat-tool");
+    assert_eq!(chat.len(), 2, "a tool call, then the answer: {chat:?}");
+    for c in &chat {
+        assert_eq!(c["model"], "mistral-7b-instruct");
+        assert_eq!(c["params"]["max_tokens"], 32768);
+        assert_eq!(c["params"]["tools"], 38);
+    }
+    let flow = calls("dap-flow-agentic-chat-v1");
+    assert_eq!(flow.len(), 1);
+    assert_eq!(flow[0]["params"]["max_tokens"], 4096);
+    assert!(flow[0]["params"].get("tools").is_none());
+    let sm = common::json_file(&out.join("summary.json"));
+    let f = &sm["features"]["duo_agent_platform_agentic_chat"];
+    assert_eq!(f["routing"]["violations"], serde_json::json!([]), "{f}");
+    assert_eq!(f["backend"]["calls"], 3, "{f}");
+}

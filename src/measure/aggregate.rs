@@ -70,6 +70,8 @@ pub struct CaseTally {
     pub cut_off: u64,
     /// The first error: `class: message`.
     pub first_error: Option<String>,
+    /// An Agent Platform session's first difference from its case's `expect`.
+    pub first_mismatch: Option<String>,
 }
 
 /// The whole run's figures.
@@ -245,6 +247,9 @@ impl Aggregate {
         let case = f.cases.entry(r.id.clone()).or_default();
         case.requests += 1;
         case.cut_off += u64::from(r.disposition == Disposition::CutOff);
+        if let Some(m) = r.session.as_ref().and_then(|s| s.mismatches.first()) {
+            case.first_mismatch.get_or_insert_with(|| m.clone());
+        }
         if let (true, Some(e)) = (r.failed(), &r.error) {
             case.errors += 1;
             case.first_error

@@ -175,11 +175,17 @@ pub fn tap_line(cap: &Capture, rules: &[Rule]) -> Value {
         "seed",
         "n",
         "ignore_eos",
+        "tool_choice",
+        "parallel_tool_calls",
     ];
-    let params: Map<String, Value> = PARAMS
+    let mut params: Map<String, Value> = PARAMS
         .iter()
         .filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone())))
         .collect();
+    // The tool specs offered, by count (an agent's model must take them; their text is long).
+    if let Some(tools) = body["tools"].as_array() {
+        params.insert("tools".into(), json!(tools.len()));
+    }
     let nonce = find_nonce(&String::from_utf8_lossy(&cap.request_body));
     let resp = response(cap);
     json!({

@@ -116,6 +116,10 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
             suite.add_test_case(match (&c.first_error, c.cut_off) {
                 (Some(e), _) => failed(&name, "request_error", e, what),
                 (None, n) if n > 0 => failed(&name, "cut_off", "no complete answer", what),
+                _ if c.first_mismatch.is_some() => {
+                    let m = c.first_mismatch.as_deref().unwrap_or_default();
+                    failed(&name, "session", m, what)
+                }
                 _ => passed(&name, what),
             });
         }

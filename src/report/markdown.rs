@@ -31,6 +31,36 @@ fn cell(s: &str) -> String {
     }
 }
 
+/// Agent Platform sessions, one line per feature that has them.
+fn sessions(out: &mut String, s: &crate::verdict::Summary) {
+    let rows: Vec<String> = s
+        .features
+        .iter()
+        .filter_map(|(name, f)| {
+            let ss = f.sessions.as_ref()?;
+            let codes: Vec<String> = ss.codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            Some(format!(
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                ss.sessions,
+                codes.join(", "),
+                num(ss.first_action_ms.p50),
+                num(ss.tool_round_trip_ms.p50),
+                num(ss.session_ms.p50),
+                ss.mismatched
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("\n| Agent Platform | sessions | gRPC status | first action p50 ms | tool round trip p50 ms | session p50 ms | unlike their case |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|\n");
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+}
+
 pub fn render(r: &Report, html_link: Option<&str>) -> String {
     let s = r.summary;
     let mut out = String::new();
@@ -76,6 +106,7 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
             num(l.e2e.p99)
         );
     }
+    sessions(&mut out, s);
     if let Some(c) = r.capacity {
         capacity(&mut out, c);
     }
