@@ -248,6 +248,10 @@ pub enum CorpusAction {
     },
     /// Check every line against the corpus schema and rules; exit 1 if any line is bad.
     Validate { corpus: PathBuf },
+    /// Print one Agent Platform case (a corpus line) per capture of a real Duo Workflow
+    /// Service (`*.grpc.jsonl`): its start request, the answers that mattered, and what the
+    /// service did as the case's `expect`. Arrivals 1 s apart.
+    FromDwsCapture { captures: Vec<PathBuf> },
 }
 
 /// Overrides of the scenario's `[load]` section.
@@ -449,9 +453,38 @@ async fn dispatch(cmd: Command) -> Exit {
     }
 }
 
+/// `corpus from-dws-capture`: one corpus line per capture, on stdout.
+fn cases_from_captures(captures: &[PathBuf]) -> Exit {
+    for (i, path) in captures.iter().enumerate() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_end_matches(".grpc.jsonl"))
+            .unwrap_or_default();
+        let case = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::corpus::capture::session_case(name, &text));
+        match case {
+            Ok(mut it) => {
+                it.arrival_offset_ms = 1000.0 * (i + 1) as f64;
+                println!(
+                    "{}",
+                    serde_json::to_string(&it).expect("corpus lines serialise")
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return Exit::Usage;
+            }
+        }
+    }
+    Exit::Pass
+}
+
 fn corpus(action: CorpusAction) -> Exit {
     let path = match &action {
         CorpusAction::Stats { corpus, .. } | CorpusAction::Validate { corpus } => corpus,
+        CorpusAction::FromDwsCapture { captures } => return cases_from_captures(captures),
     };
     let scan = match crate::corpus::scan(path) {
         Ok(s) => s,
@@ -499,6 +532,7 @@ fn corpus(action: CorpusAction) -> Exit {
             }
             Exit::Pass
         }
+        CorpusAction::FromDwsCapture { captures } => cases_from_captures(&captures),
     }
 }
 

@@ -80,10 +80,10 @@ fn each_case_ends_with_the_status_and_steps_of_its_capture() {
     let ids = [
         "dap-chat-text",
         "dap-chat-tool",
-        "dap-chat-tool-approval-refused",
+        "dap-chat-tool-approval-required",
         "dap-chat-stop",
         "dap-flow-agentic-chat-v1",
-        "dap-unknown-flow",
+        "dap-err-unknown-flow",
     ];
     let lines: Vec<Value> = ids.iter().map(|i| case(i)).collect();
     let out = d.path().join("run");
@@ -123,7 +123,7 @@ fn each_case_ends_with_the_status_and_steps_of_its_capture() {
     );
     assert!(tool["session"]["served_model"].get("api_key").is_none());
     // Approval refused: no tool ran, and the session waits for approval.
-    let refused = by_id("dap-chat-tool-approval-refused");
+    let refused = by_id("dap-chat-tool-approval-required");
     assert_eq!(refused["session"]["tools"], serde_json::json!([]));
     let sm = common::json_file(&out.join("summary.json"));
     let s = &sm["features"]["duo_agent_platform_agentic_chat"]["sessions"];
@@ -355,4 +355,52 @@ fn the_tap_sees_the_model_and_parameters_that_served_each_session() {
     let f = &sm["features"]["duo_agent_platform_agentic_chat"];
     assert_eq!(f["routing"]["violations"], serde_json::json!([]), "{f}");
     assert_eq!(f["backend"]["calls"], 3, "{f}");
+}
+
+/// The shipped cases are exactly what `corpus from-dws-capture` makes of the captures they name,
+/// and every line passes `corpus validate`.
+#[test]
+fn the_shipped_sessions_are_made_from_the_captures() {
+    let shipped =
+        std::fs::read_to_string(common::repo().join("fixtures/corpus/dap-sessions.jsonl")).unwrap();
+    let names: Vec<String> = shipped
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["tags"][1]
+                .as_str()
+                .unwrap()
+                .strip_prefix("capture:")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| {
+            common::captures_dir()
+                .join(format!("dws-samples/{n}.grpc.jsonl"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["corpus", "from-dws-capture"];
+    args.extend(paths.iter().map(String::as_str));
+    let (code, stdout, stderr) = common::run_cli(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, shipped);
+    let corpus = common::repo().join("fixtures/corpus/dap-sessions.jsonl");
+    let (code, stdout, _) = common::run_cli(&["corpus", "validate", corpus.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    for l in shipped.lines() {
+        common::assert_schema("corpus-v1.schema.json", &serde_json::from_str(l).unwrap());
+    }
+    // A session line whose start request misspells a field is refused, naming it.
+    let bad = shipped
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"goal\"", "\"goall\"");
+    let e = duo_harness::corpus::parse_line(&bad).unwrap_err();
+    assert!(e.contains("request.body") && e.contains("goall"), "{e}");
 }

@@ -2,6 +2,7 @@
 //! (`schemas/corpus-v1.schema.json`). In: a file. Out: [`Interaction`]s, or a [`CorpusError`]
 //! naming the file, the line and the field that is wrong.
 
+pub mod capture;
 pub mod session;
 pub mod stats;
 
