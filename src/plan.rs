@@ -186,6 +186,13 @@ pub struct Target {
     /// (plaintext HTTP/2, as the service listens on port 50052).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dws: Option<String>,
+    /// `bearer`: the Duo Workflow Service's token, when it is not `token_env`'s. With `mint`,
+    /// sessions get tokens minted for the service's audience (`gitlab-duo-workflow-service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dws_token_env: Option<String>,
+    /// The audience minted tokens name (set by the harness: the AIGW's, or the DWS's).
+    #[serde(skip)]
+    pub audience: Option<String>,
     /// PEM bundle of extra CA certificates for `https` targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<PathBuf>,

@@ -35,6 +35,7 @@ async fn stack(mode: Mode) -> RunningStack {
     twin::start(&StackConfig {
         aigw,
         backends: vec![backend],
+        dws: Default::default(),
         host: None,
     })
     .await
@@ -444,6 +445,7 @@ async fn auth_captures_give_the_real_answers() {
     let s = twin::start(&StackConfig {
         aigw,
         backends: vec![BackendConfig::new("mock", &["mistral-7b-instruct"])],
+        dws: Default::default(),
         host: None,
     })
     .await

@@ -179,6 +179,19 @@ fn unauthenticated_and_upstream_down_end_as_captured() {
     assert_like_capture(r, "err_unauthenticated_no_token");
     assert_eq!(r["session"]["actions"], 0);
 
+    // A token minted by the harness names the service's audience: the session runs.
+    let key = common::repo().join("tests/fixtures/keys/throwaway-aigw.pem");
+    let out = d.path().join("minted");
+    let path = scenario(d.path(), &[case("dap-chat-text")], &extra);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "auth = \"bypass\"",
+        &format!("auth = \"mint\"\nkey_file = {:?}", key.to_str().unwrap()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, printed) = run(&path, &out);
+    assert_eq!(code, 0, "{printed}");
+    assert_like_capture(&common::results(&out)[0], "chat_text");
+
     let mut line = case("dap-chat-text");
     line["session"]["expect"] = serde_json::json!({"status": "INTERNAL"});
     let port = common::closed_port();

@@ -102,6 +102,20 @@ impl Auth {
     }
 }
 
+/// The audience of the Duo Workflow Service's tokens (PROTOCOL-DWS.md §4).
+pub const DWS_AUDIENCE: &str = "gitlab-duo-workflow-service";
+
+/// The auth of Agent Platform sessions: tokens minted for the DWS's audience, or the bearer
+/// token of `dws_token_env` (else `token_env`'s).
+pub fn dws_auth(target: &Target) -> Result<Auth, DriveError> {
+    let mut t = target.clone();
+    t.audience = Some(DWS_AUDIENCE.into());
+    if let (AuthKind::Bearer, Some(env)) = (t.auth, &target.dws_token_env) {
+        t.token_env = Some(env.clone());
+    }
+    Auth::new(&t)
+}
+
 /// The headers every request carries for the target's auth mode.
 pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError> {
     let token = match target.auth {
@@ -145,7 +159,7 @@ fn mint(target: &Target) -> Result<String, DriveError> {
     })?;
     let now = chrono::Utc::now().timestamp();
     let claims = json!({
-        "iss": target.issuer, "aud": crate::twin::aigw::auth::AUDIENCE, "sub": target.instance_id,
+        "iss": target.issuer, "aud": target.audience.as_deref().unwrap_or(crate::twin::aigw::auth::AUDIENCE), "sub": target.instance_id,
         "iat": now, "nbf": now - 5, "exp": now + TOKEN_LIFETIME.as_secs() as i64, "jti": format!("{:032x}", rand::random::<u128>()),
         "gitlab_realm": target.realm, "gitlab_instance_id": target.instance_id, "scopes": target.scopes,
     });

@@ -19,16 +19,17 @@ use crate::measure::{Chunk, ErrorClass, RequestRecord};
 use std::time::Instant;
 use tonic::metadata::{MetadataKey, MetadataValue};
 
-/// The run's Duo Workflow Service: one HTTP/2 channel its sessions share.
+/// The run's Duo Workflow Service: one HTTP/2 channel its sessions share, and their auth.
 #[derive(Clone)]
 pub struct DwsTarget {
     pub url: String,
     pub channel: tonic::transport::Channel,
+    pub auth: std::sync::Arc<super::Auth>,
 }
 
 impl DwsTarget {
     /// A lazily connected channel to `url` (`http://host:port`; plaintext HTTP/2).
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str, auth: super::Auth) -> Result<Self, String> {
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("DWS URL '{url}': {e}"))?
             .tcp_nodelay(true)
@@ -36,6 +37,7 @@ impl DwsTarget {
         Ok(Self {
             url: url.to_owned(),
             channel: endpoint.connect_lazy(),
+            auth: std::sync::Arc::new(auth),
         })
     }
 }
@@ -119,7 +121,7 @@ pub async fn exchange(
         text: String::new(),
         tool_pending: None,
     };
-    let result = run(t, dws, p, start, &mut seen, rec).await;
+    let result = run(dws, p, start, &mut seen, rec).await;
     seen.rec_session.steps = steps::collapse(&seen.steps);
     rec.content = seen.text.clone();
     let outcome = result.and_then(|()| judge(&seen.case, &mut seen.rec_session));
@@ -129,7 +131,6 @@ pub async fn exchange(
 
 /// The conversation itself.
 async fn run(
-    t: &Target,
     dws: &DwsTarget,
     p: &Prepared,
     start: crate::dws::proto::StartWorkflowRequest,
@@ -140,7 +141,7 @@ async fn run(
     let event = |e| ClientEvent { response: Some(e) };
     let _ = tx.send(event(Event::StartRequest(start))).await;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let auth = t.auth.headers();
+    let auth = dws.auth.headers();
     for (k, v) in p.headers.iter().chain(auth.iter()) {
         let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
             .map_err(|e| (ErrorClass::Framing, format!("metadata key '{k}': {e}")))?;

@@ -193,7 +193,12 @@ fn dws_target(
     };
     let sessions = interactions.iter().any(|i| i.protocol == "grpc");
     match url {
-        Some(u) => drive::session::DwsTarget::new(&u).map(Some).map_err(RunError::Config),
+        Some(u) => {
+            let auth = drive::client::dws_auth(&plan.target)?;
+            drive::session::DwsTarget::new(&u, auth)
+                .map(Some)
+                .map_err(RunError::Config)
+        }
         None if sessions => Err(RunError::Config(
             "the corpus has Agent Platform sessions (grpc lines) but no Duo Workflow Service: set target.dws".into(),
         )),

@@ -32,8 +32,9 @@ pub struct DwsConfig {
     /// Set from the stack's `host`.
     #[serde(skip)]
     pub host: Option<std::net::IpAddr>,
-    /// `DUO_WORKFLOW_AUTH__ENABLED`: every `DuoWorkflow` RPC needs `authorization: bearer …`
-    /// whose realm claim, when it has one, matches `x-gitlab-realm` (health never does).
+    /// `DUO_WORKFLOW_AUTH__ENABLED`: every `DuoWorkflow` RPC needs `authorization: bearer …`;
+    /// a JWT's audience must be the service's and its realm claim match `x-gitlab-realm`
+    /// (signatures are not checked; health needs no token).
     #[serde(default)]
     pub auth: bool,
     /// Model calls per LLM step before the session fails (the real service makes 12 over about
@@ -130,6 +131,9 @@ impl Service {
         Ok(())
     }
 }
+
+/// The audience of the service's tokens (`DUO_WORKFLOW_CLOUD_CONNECTOR_SERVICE_NAME`).
+const DWS_AUDIENCE: &str = "gitlab-duo-workflow-service";
 
 /// A JWT's claims, unverified (the twin checks their consistency with the headers only).
 fn jwt_claims(token: &str) -> Option<serde_json::Value> {
