@@ -75,6 +75,9 @@ fn quickstart_exercises_every_feature_without_errors() {
     for l in &lines {
         assert_valid(&v, l, "results.ndjson line");
         assert!(l["error"].is_null(), "{}", l["id"]);
+        if l["session"].is_object() {
+            continue; // Agent Platform sessions: checked below
+        }
         if l["stream"] == true && l["feature"] != "code_generations" {
             // Generations are line-buffered by the AIGW, so only other streams must arrive in pieces.
             assert!(
@@ -84,6 +87,18 @@ fn quickstart_exercises_every_feature_without_errors() {
             );
         }
     }
+    // The Agent Platform: every shipped session ended as the real service's capture did.
+    for f in ["duo_agent_platform", "duo_agent_platform_agentic_chat"] {
+        let s = &summary["features"][f]["sessions"];
+        assert!(s["sessions"].as_u64().unwrap() >= 1, "{f}: {s}");
+        assert_eq!(s["mismatched"], 0, "{f}: {s}");
+    }
+    let sessions = lines.iter().filter(|l| l["session"].is_object()).count();
+    assert_eq!(sessions, 6);
+    assert!(
+        stdout.contains("sessions duo_agent_platform_agentic_chat: 5"),
+        "{stdout}"
+    );
     // Streams through the AIGW carry routing evidence: chat usage is keyed by the upstream model.
     let chat = lines.iter().find(|l| l["feature"] == "duo_chat").unwrap();
     assert_eq!(chat["usage"]["model"], "mistral-7b-instruct");
@@ -124,7 +139,7 @@ fn default_corpus_matches_its_schema_and_covers_every_feature() {
 #[test]
 fn shipped_corpora_and_scenarios_are_valid() {
     let v = schema("corpus-v1.schema.json");
-    for corpus in ["openai-bench.jsonl"] {
+    for corpus in ["openai-bench.jsonl", "dap-sessions.jsonl"] {
         let path = common::repo().join("fixtures/corpus").join(corpus);
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             assert_valid(&v, &serde_json::from_str(line).unwrap(), corpus);

@@ -26,10 +26,11 @@ fn the_quickstart_runs_unchanged_against_an_external_gateway() {
     assert_eq!(sm["target"], aigw);
     assert_eq!(
         (sm["requests"].as_u64(), sm["errors"].as_u64()),
-        (Some(43), Some(0)),
+        (Some(49), Some(0)),
         "{sm}"
     );
-    assert_eq!(sm["features"].as_object().unwrap().len(), 16);
+    // 16 features through the gateway, and the Agent Platform's 2 through the twin DWS.
+    assert_eq!(sm["features"].as_object().unwrap().len(), 18);
 }
 
 /// `scenarios/real-aigw.toml`, configured only through the environment, against a gateway

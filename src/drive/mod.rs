@@ -11,6 +11,7 @@ pub mod client;
 #[cfg(feature = "goose")]
 pub mod developers;
 pub mod dispatch;
+pub mod dws_probe;
 pub mod rails;
 pub mod session;
 

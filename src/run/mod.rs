@@ -24,7 +24,7 @@ use crate::taps::{self, TapAgg, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
 use load::drive_load;
-use preflight::{health_stage, models_stage};
+use preflight::{dws_stage, health_stage, models_stage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,7 +191,9 @@ fn dws_target(
         None if plan.embedded() => urls.map(|u| u.dws.clone()),
         None => None,
     };
-    let sessions = interactions.iter().any(|i| i.protocol == "grpc");
+    if !interactions.iter().any(|i| i.protocol == "grpc") {
+        return Ok(None); // no session to send: no channel, no `dws` stage
+    }
     match url {
         Some(u) => {
             let auth = drive::client::dws_auth(&plan.target)?;
@@ -199,10 +201,9 @@ fn dws_target(
                 .map(Some)
                 .map_err(RunError::Config)
         }
-        None if sessions => Err(RunError::Config(
+        None => Err(RunError::Config(
             "the corpus has Agent Platform sessions (grpc lines) but no Duo Workflow Service: set target.dws".into(),
         )),
-        None => Ok(None),
     }
 }
 
@@ -533,6 +534,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let mut preflight = vec![health_stage(&setup.base_url, health)];
     let models = models_stage(&setup.client, &plan, setup.urls.as_ref(), &setup.models);
     preflight.extend(models.await);
+    preflight.extend(dws_stage(setup.dws.as_ref()).await);
     let measured = measure(&plan, setup, started_at).await?;
     judge_and_write(&plan, &plan_json, measured, preflight)
 }

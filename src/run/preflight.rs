@@ -22,6 +22,50 @@ pub(super) fn health_stage(base_url: &str, status: u16) -> Stage {
     }
 }
 
+/// The Duo Workflow Service the sessions go to: its health must be `SERVING`; what
+/// `ListTools`, `ListFlows` and `GenerateToken` answered is noted.
+pub(super) async fn dws_stage(dws: Option<&drive::session::DwsTarget>) -> Option<Stage> {
+    let dws = dws?;
+    let p = drive::dws_probe::probe(dws).await;
+    let shown = |r: &Result<String, String>| match r {
+        Ok(v) => v.clone(),
+        Err(e) => format!("error {e}"),
+    };
+    let flows = p
+        .flows
+        .as_ref()
+        .map(|f| format!("{} flows ({})", f.len(), f.join(", ")))
+        .map_err(Clone::clone);
+    let detail = format!(
+        "{}: health {}; ListTools {}; ListFlows {}; GenerateToken {}",
+        dws.url,
+        shown(&p.health),
+        shown(
+            &p.tools
+                .as_ref()
+                .map(|n| format!("{n} tools"))
+                .map_err(Clone::clone)
+        ),
+        shown(&flows),
+        shown(
+            &p.token
+                .as_ref()
+                .map(|e| format!("a token until {e}"))
+                .map_err(Clone::clone)
+        ),
+    );
+    let status = match &p.health {
+        Ok(s) if s == "SERVING" => StageStatus::Passed,
+        Ok(s) => StageStatus::Failed(format!("{}: health {s}", dws.url)),
+        Err(e) => StageStatus::Failed(format!("{}: health check: {e}", dws.url)),
+    };
+    Some(Stage {
+        name: "dws".into(),
+        status,
+        detail,
+    })
+}
+
 /// Each backend the model settings name lists the model they name (`GET <endpoint>/models`).
 /// Asked of the backend itself, never through a tap (the call is no request of the run's).
 pub(super) async fn models_stage(

@@ -122,8 +122,19 @@ impl Service {
             })
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("No authorization header presented"))?;
-        let realm_claim =
-            jwt_claims(token).and_then(|c| c["gitlab_realm"].as_str().map(str::to_owned));
+        let claims = jwt_claims(token);
+        let ours = |a: &serde_json::Value| {
+            a == DWS_AUDIENCE
+                || a.as_array()
+                    .is_some_and(|l| l.iter().any(|x| x == DWS_AUDIENCE))
+        };
+        if claims
+            .as_ref()
+            .is_some_and(|c| !c["aud"].is_null() && !ours(&c["aud"]))
+        {
+            return Err(Status::unauthenticated("Invalid audience"));
+        }
+        let realm_claim = claims.and_then(|c| c["gitlab_realm"].as_str().map(str::to_owned));
         let realm = md.get("x-gitlab-realm").and_then(|v| v.to_str().ok());
         if realm_claim.is_some_and(|c| Some(c.as_str()) != realm) {
             return Err(Status::unauthenticated("Header mismatch 'X-Gitlab-Realm'"));
