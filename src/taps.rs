@@ -302,9 +302,15 @@ impl TapAgg {
         f.calls += 1;
         let model = line["model"].as_str().unwrap_or_default().to_owned();
         *f.observed.entry((tap, model)).or_default() += 1;
-        f.retries += u64::from(line["retry"].as_bool().unwrap_or(false));
-        if let Some(arrival_ms) = line["arrival_ms"].as_f64() {
-            f.upstream_wait.record(arrival_ms - sent_ms);
+        // An Agent Platform session calls the model once per agent step: its further calls are
+        // the loop, not retries, and its wait is the time to its first model call.
+        let repeat = line["retry"].as_bool().unwrap_or(false);
+        let agent = crate::features::lookup(feature)
+            .is_some_and(|x| x.entry == crate::features::Entry::Workflow);
+        f.retries += u64::from(repeat && !agent);
+        match line["arrival_ms"].as_f64() {
+            Some(arrival_ms) if !(agent && repeat) => f.upstream_wait.record(arrival_ms - sent_ms),
+            _ => {}
         }
         if let Some(t) = line["first_content_ms"].as_f64() {
             f.ttft.record(t);

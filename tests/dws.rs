@@ -368,6 +368,14 @@ fn the_tap_sees_the_model_and_parameters_that_served_each_session() {
     let f = &sm["features"]["duo_agent_platform_agentic_chat"];
     assert_eq!(f["routing"]["violations"], serde_json::json!([]), "{f}");
     assert_eq!(f["backend"]["calls"], 3, "{f}");
+    // The loop's second call is no retry; the wait is each session's first model call.
+    assert_eq!(f["backend"]["retries"], 0, "{f}");
+    assert_eq!(f["backend"]["upstream_wait_ms"]["n"], 2, "{f}");
+    let first_action = f["sessions"]["first_action_ms"]["p50"].as_f64().unwrap();
+    assert!(
+        f["backend"]["upstream_wait_ms"]["p50"].as_f64().unwrap() > first_action,
+        "{f}"
+    );
 }
 
 /// The shipped cases are exactly what `corpus from-dws-capture` makes of the captures they name,

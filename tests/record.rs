@@ -317,14 +317,9 @@ fn record_replay(
     tag: &str,
 ) -> Vec<Value> {
     let rec = Recorder::start(&stack.aigw, &dir.join(format!("{tag}.jsonl")), &[]);
-    let scenario = std::fs::read_to_string(repo().join("scenarios/quickstart.toml"))
-        .unwrap()
+    let scenario = common::quickstart_with_corpus(&format!("{:?}", corpus.to_str().unwrap()))
         .replace("twin:vllm-code", &stack.backends["vllm-code"].openai_base)
-        .replace("twin:vllm-chat", &stack.backends["vllm-chat"].openai_base)
-        .replace(
-            "../fixtures/corpus/duo-default.jsonl",
-            corpus.to_str().unwrap(),
-        );
+        .replace("twin:vllm-chat", &stack.backends["vllm-chat"].openai_base);
     let s = dir.join(format!("{tag}.toml"));
     // The trace replay below is open loop: a busy test machine must not make it invalid.
     std::fs::write(

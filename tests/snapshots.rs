@@ -13,12 +13,9 @@ use std::process::{Command, Stdio};
 /// The quickstart (code completions and commit messages only) with snapshots under `snaps`.
 fn scenario(dir: &Path, extra: &str) -> String {
     let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
-    let text = std::fs::read_to_string(common::repo().join("scenarios/quickstart.toml"))
-        .unwrap()
-        .replace(
-            "\"../fixtures/corpus/duo-default.jsonl\"",
-            &format!("{corpus:?}\nfeatures = [\"code_completions\", \"generate_commit_message\"]"),
-        );
+    let text = common::quickstart_with_corpus(&format!(
+        "{corpus:?}\nfeatures = [\"code_completions\", \"generate_commit_message\"]"
+    ));
     let p = dir.join(format!("s{}.toml", extra.len()));
     std::fs::write(
         &p,

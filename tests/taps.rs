@@ -10,15 +10,10 @@ use std::path::Path;
 /// The quickstart's model settings and corpus, limited to `features`, with a tap on both twin
 /// backends and `stack` as the embedded stack.
 fn scenario(dir: &Path, features: &str, stack: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(common::repo().join("scenarios/quickstart.toml"))
-        .unwrap()
-        .replace(
-            "\"../fixtures/corpus/duo-default.jsonl\"",
-            &format!(
-                "{:?}\nfeatures = {features}",
-                common::repo().join("fixtures/corpus/duo-default.jsonl")
-            ),
-        );
+    let text = common::quickstart_with_corpus(&format!(
+        "{:?}\nfeatures = {features}",
+        common::repo().join("fixtures/corpus/duo-default.jsonl")
+    ));
     let p = dir.join("s.toml");
     std::fs::write(&p, format!("{text}\n[[tap]]\nbackend = \"vllm-code\"\n\n[[tap]]\nbackend = \"vllm-chat\"\n\n{stack}")).unwrap();
     p

@@ -123,7 +123,8 @@ pub struct BackendSummary {
     pub ttft_ms: Percentiles,
     /// End of the backend's answer, from the call's arrival.
     pub e2e_ms: Percentiles,
-    /// From the client's send to the upstream call: the gateway's time before the model.
+    /// From the client's send to the upstream call: the gateway's time before the model (for
+    /// Agent Platform sessions: to the session's first model call).
     pub upstream_wait_ms: Percentiles,
     /// Client TTFT p50 − backend TTFT p50: the gateway's share of time to first token.
     pub gateway_ttft_p50_ms: Option<f64>,

@@ -331,3 +331,16 @@ pub fn run_then_signal(
     let status = child.wait().unwrap();
     (status.code(), stopped.elapsed())
 }
+
+/// `scenarios/quickstart.toml` with its `corpus = …` line replaced by `corpus = <corpus>`
+/// (given as TOML: a quoted path, or a list), the rest unchanged.
+pub fn quickstart_with_corpus(corpus: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("scenarios/quickstart.toml")).unwrap();
+    text.lines()
+        .map(|l| match l.starts_with("corpus = ") {
+            true => format!("corpus = {corpus}"),
+            false => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
