@@ -3,12 +3,13 @@
 //! `x-gitlab-agent-platform-model-metadata` names) with tool calls.
 //!
 //! In: a [`DwsConfig`]; per session the client's metadata and events. Out: a gRPC server on
-//! loopback serving `ExecuteWorkflow` (the agent loop in [`session`]), `GenerateToken`,
+//! loopback serving `ExecuteWorkflow` (the agent loop in `session.rs`), `GenerateToken`,
 //! `ListCapabilities`, `ListTools`, `ListFlows`, `ValidateFlowConfig` and `grpc.health.v1`.
 //!
 //! What it runs: the legacy `chat` workflow and the v1 registry flow `agentic_chat`. Other flows
 //! of the v1 catalogue fail as not runnable here; names outside it are unknown flows.
 
+mod flow;
 mod llm;
 mod session;
 

@@ -100,46 +100,6 @@ fn entry(kind: &str, content: &str, status: &str) -> Value {
         "additional_context": null, "message_id": format!("{kind}-{}", uuid())})
 }
 
-/// Which workflow a start request runs (PROTOCOL-DWS.md §6, §7).
-fn flow_of(r: &StartWorkflowRequest) -> Step<bool> {
-    let Some(id) = r.flow_config_id.as_deref() else {
-        return match r.workflow_definition.as_str() {
-            "chat" => Ok(false),
-            "agentic_chat/v1" => Ok(true),
-            d => Err(End::failure(
-                "NotImplementedError",
-                &format!(
-                    "the twin DWS runs the chat workflow and the agentic_chat flow, not '{d}'"
-                ),
-            )),
-        };
-    };
-    let schema = r.flow_config_schema_version.as_deref().unwrap_or("");
-    if !["v1", "experimental"].contains(&schema) {
-        let m = format!("1 validation error for RegistryFlowRequest\n  Value error, Invalid flowConfigSchemaVersion: '{schema}'. Must be one of: experimental, v1.");
-        return Err(End(Code::InvalidArgument, m));
-    }
-    let version = r.flow_version.as_deref().ok_or_else(|| {
-        End(
-            Code::InvalidArgument,
-            "flowVersion is required with flowConfigId".into(),
-        )
-    })?;
-    if schema == "v1" && id == "agentic_chat" {
-        return Ok(true);
-    }
-    if schema == "v1" && super::V1_FLOWS.contains(&id) {
-        return Err(End::failure(
-            "NotImplementedError",
-            &format!("the twin DWS does not run the {id}/{schema} flow"),
-        ));
-    }
-    Err(End(
-        Code::InvalidArgument,
-        format!("Failed to load flow {id}/{schema} (version {version})"),
-    ))
-}
-
 impl Session {
     async fn drive(&mut self, billing: bool) -> Step<End> {
         let start = match self.inbox.message().await {
@@ -156,7 +116,7 @@ impl Session {
         if start.workflow_id.is_empty() {
             return Ok(End(Code::Ok, String::new()));
         }
-        let agentic = flow_of(&start)?;
+        let agentic = super::flow::flow_of(&start).map_err(|(c, m)| End(c, m))?;
         self.workflow_id = start.workflow_id.clone();
         self.goal = start.goal.clone();
         self.fetch_workflow().await?;
@@ -509,52 +469,8 @@ impl Session {
 
     /// The tool's action (PROTOCOL-DWS.md §2.2 mapping) and the executor's answer.
     async fn run_tool(&mut self, name: &str, args: &str) -> Step<String> {
-        let a: Value = serde_json::from_str(args).unwrap_or(Value::Null);
-        let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-        let kind = match name {
-            "read_file" => Kind::RunReadFile(ReadFile {
-                filepath: s("file_path"),
-                limit: None,
-                offset: None,
-            }),
-            "read_files" => Kind::RunReadFiles(ReadFiles {
-                filepaths: a["file_paths"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p.as_str().map(str::to_owned))
-                    .collect(),
-            }),
-            "list_dir" => Kind::ListDirectory(ListDirectory {
-                directory: s("directory"),
-            }),
-            "find_files" => Kind::FindFiles(FindFiles {
-                name_pattern: s("name_pattern"),
-            }),
-            "grep" => Kind::Grep(Grep {
-                search_directory: s("search_directory"),
-                pattern: s("pattern"),
-                case_insensitive: a["case_insensitive"] == true,
-            }),
-            "create_file_with_contents" => Kind::RunWriteFile(WriteFile {
-                filepath: s("file_path"),
-                contents: s("contents"),
-            }),
-            "edit_file" => Kind::RunEditFile(EditFile {
-                filepath: s("file_path"),
-                old_string: s("old_str"),
-                new_string: s("new_str"),
-            }),
-            "mkdir" => Kind::Mkdir(Mkdir {
-                directory_path: s("directory_path"),
-            }),
-            "run_command" => Kind::RunCommand(RunCommandAction {
-                program: s("program"),
-                arguments: Vec::new(),
-                flags: Vec::new(),
-                timeout: None,
-            }),
-            other => return Ok(format!("Tool {other} is not available in the twin DWS")),
+        let Some(kind) = super::flow::tool_action(name, args) else {
+            return Ok(format!("Tool {name} is not available in the twin DWS"));
         };
         let r = self.ask(kind).await?;
         Ok(match r.response_type {
