@@ -382,8 +382,14 @@ fn the_tap_sees_the_model_and_parameters_that_served_each_session() {
 /// and every line passes `corpus validate`.
 #[test]
 fn the_shipped_sessions_are_made_from_the_captures() {
+    for corpus in ["dap-sessions.jsonl", "dap-load.jsonl"] {
+        made_from_captures(corpus);
+    }
+}
+
+fn made_from_captures(corpus: &str) {
     let shipped =
-        std::fs::read_to_string(common::repo().join("fixtures/corpus/dap-sessions.jsonl")).unwrap();
+        std::fs::read_to_string(common::repo().join("fixtures/corpus").join(corpus)).unwrap();
     let names: Vec<String> = shipped
         .lines()
         .map(|l| {
@@ -410,8 +416,8 @@ fn the_shipped_sessions_are_made_from_the_captures() {
     let (code, stdout, stderr) = common::run_cli(&args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, shipped);
-    let corpus = common::repo().join("fixtures/corpus/dap-sessions.jsonl");
-    let (code, stdout, _) = common::run_cli(&["corpus", "validate", corpus.to_str().unwrap()]);
+    let path = common::repo().join("fixtures/corpus").join(corpus);
+    let (code, stdout, _) = common::run_cli(&["corpus", "validate", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
     for l in shipped.lines() {
         common::assert_schema("corpus-v1.schema.json", &serde_json::from_str(l).unwrap());
