@@ -101,27 +101,13 @@ async fn serve_one(
 
 /// Starts the server on its own thread; returns its `http://` URL.
 pub fn start() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(socket).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, respond))) = conn.accept().await {
-                        tokio::spawn(serve_one(req, respond));
-                    }
-                });
-            }
-        });
+    let addr = super::serve_on_thread(|socket| async move {
+        let Ok(mut conn) = h2::server::handshake(socket).await else {
+            return;
+        };
+        while let Some(Ok((req, respond))) = conn.accept().await {
+            tokio::task::spawn_local(serve_one(req, respond));
+        }
     });
-    url
+    format!("http://{addr}")
 }

@@ -344,3 +344,29 @@ pub fn quickstart_with_corpus(corpus: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Serves each connection accepted on a fresh loopback port with `serve`, on a thread and a
+/// current-thread runtime of its own; returns the port's address (`127.0.0.1:PORT`).
+pub fn serve_on_thread<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::task::spawn_local(serve(socket));
+            }
+        });
+    });
+    addr
+}
