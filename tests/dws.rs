@@ -431,3 +431,44 @@ fn made_from_captures(corpus: &str) {
     let e = duo_harness::corpus::parse_line(&bad).unwrap_err();
     assert!(e.contains("request.body") && e.contains("goall"), "{e}");
 }
+
+/// The model key a session's metadata carries reaches the model and nothing else: no file of
+/// the run folder holds it.
+#[test]
+fn the_model_key_never_reaches_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let key = "sk-dws-model-key-4242";
+    let models = MODELS.replace(
+        "identifier = \"custom_openai/mistral-7b-instruct\"\n",
+        "identifier = \"custom_openai/mistral-7b-instruct\"\napi_key_env = \"DUO_TEST_DWS_KEY\"\n",
+    );
+    let extra = format!("{models}\n[[tap]]\nbackend = \"vllm-chat\"\n");
+    let path = scenario(d.path(), &[case("dap-chat-tool")], &extra);
+    let out = d.path().join("run");
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("DUO_TEST_DWS_KEY", key)
+        .output()
+        .unwrap();
+    let printed = common::printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{printed}");
+    assert!(!printed.contains(key));
+    let r = &common::results(&out)[0];
+    assert_eq!(
+        r["session"]["served_model"]["identifier"],
+        "custom_openai/mistral-7b-instruct"
+    );
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+        assert!(
+            !text.contains(key),
+            "{} holds the model key",
+            e.path().display()
+        );
+    }
+}

@@ -173,6 +173,11 @@ fn scrub(rec: &mut RequestRecord) {
     if let Some(e) = &mut rec.error {
         crate::redact::known_in_place(&mut e.message);
     }
+    if let Some(s) = &mut rec.session {
+        for text in std::iter::once(&mut s.details).chain(s.mismatches.iter_mut()) {
+            crate::redact::known_in_place(text);
+        }
+    }
     // Response headers were redacted as they arrived (`redact::headers`, known secrets included).
 }
 

@@ -236,9 +236,12 @@ fn note_served_model(seen: &mut Seen, kind: &crate::dws::proto::action::Action) 
     let body: serde_json::Value =
         serde_json::from_str(r.body.as_deref().unwrap_or("")).unwrap_or_default();
     if let Some(m) = body["model_metadata_json"].as_str() {
-        seen.rec_session.served_model = serde_json::from_str(m)
-            .ok()
-            .filter(|v: &serde_json::Value| !v.is_null());
+        let mut served: serde_json::Value = serde_json::from_str(m).unwrap_or_default();
+        // A service that leaves the key in would carry it to disk: it never goes further.
+        if let Some(o) = served.as_object_mut() {
+            o.remove("api_key");
+        }
+        seen.rec_session.served_model = (!served.is_null()).then_some(served);
     }
 }
 

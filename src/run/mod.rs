@@ -131,9 +131,10 @@ fn resolve_models(
 /// Every corpus file of the plan, as one corpus: ids must stay unique across the files.
 fn load_corpora(plan: &Plan) -> Result<Vec<Interaction>, RunError> {
     let mut all = corpus::load(&plan.corpus_path)?;
+    let mut ids: std::collections::HashSet<String> = all.iter().map(|i| i.id.clone()).collect();
     for path in &plan.more_corpora {
         let more = corpus::load(path)?;
-        if let Some(dup) = more.iter().find(|m| all.iter().any(|a| a.id == m.id)) {
+        if let Some(dup) = more.iter().find(|m| !ids.insert(m.id.clone())) {
             return Err(RunError::Config(format!(
                 "{}: interaction id '{}' is already used by an earlier corpus of the scenario",
                 path.display(),
