@@ -182,8 +182,9 @@ pub struct Target {
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
     /// The Duo Workflow Service the corpus's Agent Platform sessions (`grpc` lines) go to:
-    /// `embedded` (the twin stack's; the default with an embedded target) or `http://host:port`
-    /// (plaintext HTTP/2, as the service listens on port 50052).
+    /// `embedded` (the twin stack's; the default with an embedded target), `http://host:port`
+    /// (plaintext HTTP/2, as the service listens on port 50052) or `https://host:port` (TLS, with
+    /// `ca_bundle` for a private CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dws: Option<String>,
     /// `bearer`: the Duo Workflow Service's token, when it is not `token_env`'s. With `mint`,
@@ -432,13 +433,19 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     };
     match sc.target.dws.as_deref() {
         None | Some("embedded") => {}
-        Some(u) if u.starts_with("http://") => {
+        Some(u) if u.starts_with("https://") && sc.target.danger_accept_invalid_certs => {
+            return Err(invalid(
+                path,
+                format!("target.dws: '{u}': certificate checks cannot be turned off for the DWS; give its CA in target.ca_bundle"),
+            ))
+        }
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
             check::url("target.dws", u).map_err(|m| invalid(path, m))?;
         }
         Some(u) => {
             return Err(invalid(
                 path,
-                format!("target.dws: '{u}' is neither 'embedded' nor an http:// URL (TLS to the DWS is not supported yet)"),
+                format!("target.dws: '{u}' is neither 'embedded' nor an http(s):// URL"),
             ))
         }
     }

@@ -144,6 +144,8 @@ fn metric_def(name: &str) -> MetricDef {
         "tpot_p50" => q(0.5, "tpot", 10),
         "tpot_p99" => q(0.99, "tpot", 100),
         "e2e_p99" => q(0.99, "e2e", 100),
+        "first_action_p50" | "tool_round_trip_p50" => q(0.5, "", 10),
+        "session_p99" => q(0.99, "", 100),
         "goodput" => MetricDef {
             stat: Statistic::Mean,
             trust: "goodput",
@@ -167,7 +169,21 @@ fn samples(folder: &RunFolder, feature: &str, metric: &str) -> Option<Vec<f64>> 
     let ok = |f: fn(&RequestRecord) -> Option<f64>| {
         measured.clone().filter(|r| r.ok()).filter_map(f).collect()
     };
+    let session_metric = matches!(
+        metric,
+        "first_action_p50" | "tool_round_trip_p50" | "session_p99"
+    );
+    if session_metric && !measured.clone().any(|r| r.session.is_some()) {
+        return None; // not an Agent Platform feature
+    }
     Some(match metric {
+        "first_action_p50" => ok(|r| r.session.as_ref()?.first_action_ms),
+        "tool_round_trip_p50" => measured
+            .filter(|r| r.ok())
+            .filter_map(|r| r.session.as_ref())
+            .flat_map(|s| s.tool_round_trips_ms.iter().copied())
+            .collect(),
+        "session_p99" => ok(|r| r.session.as_ref().map(|_| r.end_ms)),
         "ttft_p50" | "ttft_p99" => ok(RequestRecord::ttft_ms),
         "tpot_p50" | "tpot_p99" => ok(RequestRecord::tpot_ms),
         "e2e_p99" => ok(RequestRecord::e2e_ms),

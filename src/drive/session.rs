@@ -28,12 +28,30 @@ pub struct DwsTarget {
 }
 
 impl DwsTarget {
-    /// A lazily connected channel to `url` (`http://host:port`; plaintext HTTP/2).
-    pub fn new(url: &str, auth: super::Auth) -> Result<Self, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+    /// A lazily connected channel to `url`: `http://host:port` (plaintext HTTP/2) or
+    /// `https://` (TLS: the public roots, and `ca_bundle`'s certificates when given).
+    pub fn new(
+        url: &str,
+        auth: super::Auth,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("DWS URL '{url}': {e}"))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(10));
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .with_enabled_roots()
+                .assume_http2(true);
+            if let Some(path) = ca_bundle {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("target.ca_bundle {}: {e}", path.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("DWS URL '{url}': TLS: {e}"))?;
+        }
         Ok(Self {
             url: url.to_owned(),
             channel: endpoint.connect_lazy(),

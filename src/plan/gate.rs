@@ -14,6 +14,11 @@ pub const GATE_METRICS: &[&str] = &[
     "e2e_p99",
     "error_rate",
     "goodput",
+    // Agent Platform sessions only: the time to the first action, each tool round trip, the
+    // session's end.
+    "first_action_p50",
+    "tool_round_trip_p50",
+    "session_p99",
 ];
 
 /// How far a metric may move before the change counts. A latency regresses when it grows by

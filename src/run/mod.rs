@@ -198,7 +198,7 @@ fn dws_target(
     match url {
         Some(u) => {
             let auth = drive::client::dws_auth(&plan.target)?;
-            drive::session::DwsTarget::new(&u, auth)
+            drive::session::DwsTarget::new(&u, auth, plan.target.ca_bundle.as_deref())
                 .map(Some)
                 .map_err(RunError::Config)
         }
