@@ -83,8 +83,11 @@ pub async fn serve(cfg: DwsConfig) -> std::io::Result<RunningServer> {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let listener = tokio::net::TcpListener::bind((host, cfg.port)).await?;
     let addr = listener.local_addr()?;
+    // The prompt timeout the captured service sends (`x-stainless-read-timeout: 30.0`): a model
+    // that stops answering fails the step instead of holding the session.
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(std::io::Error::other)?;
     let svc = Service(Arc::new(Shared { cfg, client }));

@@ -413,7 +413,15 @@ impl Session {
         let mut answer = llm::Answer::default();
         let (mut buf, mut last_sent, mut dirty) = (String::new(), None::<Instant>, false);
         self.log.push(entry("agent", "", "success"));
-        while let Ok(Some(bytes)) = resp.chunk().await {
+        loop {
+            let bytes = match resp.chunk().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    let m = format!("APIError: litellm.APIError: Custom_openaiException - {e}");
+                    return self.fail(&m).await;
+                }
+            };
             buf.push_str(&String::from_utf8_lossy(&bytes));
             for data in llm::drain_events(&mut buf) {
                 dirty |= answer.fold(&data).is_some() || last_sent.is_none();
