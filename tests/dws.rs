@@ -323,6 +323,14 @@ fn hostile_servers_are_classed_and_the_run_goes_on() {
         let (got, message) = class(mode);
         assert_eq!(got.as_deref(), Some(want), "{mode}: {message}");
     }
+    // The hung session keeps what it showed before its timeout.
+    let hung = results.iter().find(|r| r["id"] == "hostile-hang").unwrap();
+    assert_eq!(hung["session"]["actions"], 1, "{hung}");
+    assert_eq!(
+        hung["session"]["steps"],
+        serde_json::json!(["graphql"]),
+        "{hung}"
+    );
     // `fine` answers OK with no action: a session, measured, that its case (a chat) did not
     // expect to be so short.
     let (got, _) = class("fine");

@@ -78,6 +78,14 @@ impl Seen {
         ms(self.sent.elapsed())
     }
 
+    /// What has been seen so far, into the record: a session cut short by its timeout or the
+    /// run's end keeps the steps it showed.
+    fn publish(&self, rec: &mut RequestRecord) {
+        let mut s = self.rec_session.clone();
+        s.steps = steps::collapse(&self.steps);
+        rec.session = Some(s);
+    }
+
     fn close_round_trip(&mut self, t: f64) {
         if let Some(t0) = self.tool_pending.take() {
             self.rec_session.tool_round_trips_ms.push(t - t0);
@@ -180,6 +188,7 @@ async fn run(
         Err(status) => return ended(seen, rec, status),
     };
     loop {
+        seen.publish(rec); // before each wait: what a timeout would otherwise lose
         let action = match stream.message().await {
             Ok(Some(a)) => a,
             Ok(None) => break,
