@@ -573,3 +573,31 @@ fn compare_gates_the_agent_loop() {
     assert_ne!(outcome("first_action_p50"), "regression", "{c}");
     common::assert_schema("comparison-v1.schema.json", &c);
 }
+
+/// `x-gitlab-self-hosted-dap-billing-enabled: true` (kept from the capture's metadata): the
+/// service asks `trackLlmCallForSelfHosted` before each model call, the executor answers, and
+/// the session goes as the capture did.
+#[test]
+fn the_billing_header_brings_a_track_action_before_each_model_call() {
+    let path = common::captures_dir().join("dws-samples/chat_tool_billing.grpc.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
+    let it = duo_harness::corpus::capture::session_case("chat_tool_billing", &text).unwrap();
+    let line = serde_json::to_value(&it).unwrap();
+    let headers = &line["request"]["headers"];
+    assert_eq!(
+        headers["x-gitlab-self-hosted-dap-billing-enabled"], "true",
+        "{headers}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let (code, printed) = run(&scenario(d.path(), &[line], MODELS), &out);
+    assert_eq!(code, 0, "{printed}");
+    let r = &common::results(&out)[0];
+    assert_like_capture(r, "chat_tool_billing");
+    let steps = r["session"]["steps"].as_array().unwrap();
+    let tracks = steps
+        .iter()
+        .filter(|s| *s == "trackLlmCallForSelfHosted")
+        .count();
+    assert_eq!(tracks, 2, "{steps:?}");
+}

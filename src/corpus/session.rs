@@ -51,7 +51,7 @@ pub struct Expect {
     /// The tools asked for, in order (action names: `runReadFile`…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
-    /// Every step, canonical and collapsed (`dws::steps`).
+    /// Every step, canonical, checkpoints only where their status changes (`dws::steps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<String>>,
 }

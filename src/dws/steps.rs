@@ -6,8 +6,10 @@
 //!   `checkpoint:list` (`GET …/checkpoints…`), `workflow:get` (`GET …/workflows/<id>`);
 //!   other Rails calls `http:<METHOD> <path with numbers as :id, no query>`;
 //! - tool and other actions by their proto field name (`runReadFile`, `grep`…);
-//! - `newCheckpoint:<STATUS>`; consecutive repeats of one status are collapsed by [`collapse`]
-//!   (how many streamed updates a session sends depends on timing, not on the contract).
+//! - `newCheckpoint:<STATUS>` where the workflow's status changes: [`collapse`] drops a
+//!   checkpoint whose status is the one the previous checkpoint had, whatever came between.
+//!   Those are the streamed UI updates, and how many a session gets (the service throttles them
+//!   to one per 50 ms and drops queued ones) depends on the model's timing, not on the contract.
 
 use super::proto::action::Action as Kind;
 use serde_json::Value;
@@ -97,12 +99,16 @@ pub fn http_step(method: &str, path: &str, body: &str) -> String {
     format!("http:{m} {}", templ.join("/"))
 }
 
-/// Collapses consecutive repeats of one `newCheckpoint` status.
+/// Keeps a `newCheckpoint` only where its status differs from the previous checkpoint's.
 pub fn collapse(steps: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(steps.len());
+    let mut status: Option<&String> = None;
     for s in steps {
-        if s.starts_with("newCheckpoint:") && out.last() == Some(s) {
-            continue;
+        if s.starts_with("newCheckpoint:") {
+            if status == Some(s) {
+                continue;
+            }
+            status = Some(s);
         }
         out.push(s.clone());
     }
@@ -195,14 +201,25 @@ mod tests {
     }
 
     #[test]
-    fn repeated_checkpoint_statuses_collapse() {
+    fn only_checkpoint_status_changes_are_kept() {
         let s: Vec<String> = [
             "newCheckpoint:CREATED",
             "newCheckpoint:CREATED",
             "runReadFile",
+            "newCheckpoint:CREATED",
+            "trackLlmCallForSelfHosted",
+            "newCheckpoint:RUNNING",
+            "newCheckpoint:CREATED",
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(collapse(&s), vec!["newCheckpoint:CREATED", "runReadFile"]);
+        let want = [
+            "newCheckpoint:CREATED",
+            "runReadFile",
+            "trackLlmCallForSelfHosted",
+            "newCheckpoint:RUNNING",
+            "newCheckpoint:CREATED",
+        ];
+        assert_eq!(collapse(&s), want);
     }
 }

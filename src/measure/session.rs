@@ -14,7 +14,7 @@ pub struct SessionRecord {
     pub details: String,
     /// The last `newCheckpoint` status.
     pub checkpoint_status: Option<String>,
-    /// Every step, canonical, consecutive checkpoint repeats collapsed (`dws::steps`).
+    /// Every step, canonical, checkpoints only where their status changes (`dws::steps`).
     pub steps: Vec<String>,
     /// Tool actions asked for, in order.
     pub tools: Vec<String>,
