@@ -601,3 +601,48 @@ fn the_billing_header_brings_a_track_action_before_each_model_call() {
         .count();
     assert_eq!(tracks, 2, "{steps:?}");
 }
+
+/// `dws_generate_token`: as GitLab Rails does, the harness sends its instance token to
+/// `GenerateToken` and runs sessions with the token it issues, which reaches no output. A
+/// service that issues none fails each session, naming `GenerateToken`.
+#[test]
+fn sessions_can_run_on_a_token_generate_token_issued() {
+    let d = tempfile::tempdir().unwrap();
+    let key = common::repo().join("tests/fixtures/keys/throwaway-aigw.pem");
+    let write = |name: &str, auth_on: bool| {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = format!("{MODELS}\n[stack.dws]\nauth = {auth_on}\n");
+        let path = scenario(&dir, &[case("dap-chat-text")], &extra);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "auth = \"bypass\"",
+            &format!(
+                "auth = \"mint\"\nkey_file = {:?}\ndws_generate_token = true",
+                key.to_str().unwrap()
+            ),
+        );
+        std::fs::write(&path, text).unwrap();
+        (path, dir.join("run"))
+    };
+    let (path, out) = write("issued", true);
+    let (code, printed) = run(&path, &out);
+    assert_eq!(code, 0, "{printed}");
+    assert_like_capture(&common::results(&out)[0], "chat_text");
+    assert!(!printed.contains("twin-dws-token-"));
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+        assert!(
+            !text.contains("twin-dws-token-"),
+            "{} holds the issued token",
+            e.path().display()
+        );
+    }
+
+    let (path, out) = write("none", false);
+    let (code, printed) = run(&path, &out);
+    assert_eq!(code, 1, "{printed}");
+    let r = &common::results(&out)[0];
+    assert_eq!(r["error"]["class"], "grpc_status", "{r}");
+    let m = r["error"]["message"].as_str().unwrap();
+    assert!(m.contains("GenerateToken") && m.contains("UNKNOWN"), "{m}");
+}

@@ -44,6 +44,45 @@ fn authed<T>(dws: &DwsTarget, msg: T) -> tonic::Request<T> {
     req
 }
 
+/// The auth headers of one session: the target's, or with `dws_generate_token` the same with
+/// `authorization` carrying the token `GenerateToken` issued (asked again a minute before it
+/// expires). The issued token is a secret: it never reaches an output.
+pub async fn session_auth(dws: &DwsTarget) -> Result<Vec<(String, String)>, String> {
+    let mut headers = dws.auth.headers().as_ref().clone();
+    let Some(issued) = &dws.issued else {
+        return Ok(headers);
+    };
+    let mut slot = issued.lock().await;
+    let now = chrono::Utc::now().timestamp();
+    let token = match slot.as_ref().filter(|(_, exp)| *exp - 60 > now) {
+        Some((t, _)) => t.clone(),
+        None => {
+            let mut c = DuoWorkflowClient::new(dws.channel.clone());
+            let r = c
+                .generate_token(authed(
+                    dws,
+                    GenerateTokenRequest {
+                        workflow_definition: Some("chat".into()),
+                    },
+                ))
+                .await
+                .map_err(|s| {
+                    format!(
+                        "GenerateToken (target.dws_generate_token): {}",
+                        status_text(&s)
+                    )
+                })?
+                .into_inner();
+            crate::redact::register_secret(&r.token);
+            *slot = Some((r.token.clone(), r.expires_at));
+            r.token
+        }
+    };
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+    headers.push(("authorization".into(), format!("Bearer {token}")));
+    Ok(headers)
+}
+
 /// Asks each RPC once, each bounded by 10 s.
 pub async fn probe(dws: &DwsTarget) -> Probe {
     let bounded = |f| tokio::time::timeout(Duration::from_secs(10), f);

@@ -25,6 +25,8 @@ pub struct DwsTarget {
     pub url: String,
     pub channel: tonic::transport::Channel,
     pub auth: std::sync::Arc<super::Auth>,
+    /// With `dws_generate_token`: the token `GenerateToken` issued, and its expiry (Unix s).
+    pub issued: Option<std::sync::Arc<tokio::sync::Mutex<Option<(String, i64)>>>>,
 }
 
 impl DwsTarget {
@@ -34,6 +36,7 @@ impl DwsTarget {
         url: &str,
         auth: super::Auth,
         ca_bundle: Option<&std::path::Path>,
+        generate_token: bool,
     ) -> Result<Self, String> {
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("DWS URL '{url}': {e}"))?
@@ -56,6 +59,7 @@ impl DwsTarget {
             url: url.to_owned(),
             channel: endpoint.connect_lazy(),
             auth: std::sync::Arc::new(auth),
+            issued: generate_token.then(Default::default),
         })
     }
 }
@@ -167,7 +171,9 @@ async fn run(
     let event = |e| ClientEvent { response: Some(e) };
     let _ = tx.send(event(Event::StartRequest(start))).await;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let auth = dws.auth.headers();
+    let auth = super::dws_probe::session_auth(dws)
+        .await
+        .map_err(|m| (ErrorClass::GrpcStatus, m))?;
     for (k, v) in p.headers.iter().chain(auth.iter()) {
         let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
             .map_err(|e| (ErrorClass::Framing, format!("metadata key '{k}': {e}")))?;

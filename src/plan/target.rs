@@ -44,6 +44,11 @@ pub struct Target {
     /// sessions get tokens minted for the service's audience (`gitlab-duo-workflow-service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dws_token_env: Option<String>,
+    /// Sessions use the token `GenerateToken` issues, as GitLab Rails does: the auth above
+    /// goes to `GenerateToken`, and its answer (renewed before its `expiresAt`) to each
+    /// `ExecuteWorkflow`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dws_generate_token: bool,
     /// The audience minted tokens name (set by the harness: the AIGW's, or the DWS's).
     #[serde(skip)]
     pub audience: Option<String>,

@@ -198,7 +198,8 @@ fn dws_target(
     match url {
         Some(u) => {
             let auth = drive::client::dws_auth(&plan.target)?;
-            drive::session::DwsTarget::new(&u, auth, plan.target.ca_bundle.as_deref())
+            let ca = plan.target.ca_bundle.as_deref();
+            drive::session::DwsTarget::new(&u, auth, ca, plan.target.dws_generate_token)
                 .map(Some)
                 .map_err(RunError::Config)
         }

@@ -147,6 +147,9 @@ impl Service {
     }
 }
 
+/// How the tokens the twin issues begin (they are no JWTs: the twin checks no signature).
+const ISSUED_PREFIX: &str = "twin-dws-token-";
+
 /// The audience of the service's tokens (`DUO_WORKFLOW_CLOUD_CONNECTOR_SERVICE_NAME`).
 const DWS_AUDIENCE: &str = "gitlab-duo-workflow-service";
 
@@ -237,13 +240,21 @@ impl DuoWorkflow for Service {
         req: Request<GenerateTokenRequest>,
     ) -> Result<Response<GenerateTokenResponse>, Status> {
         self.authorise(&req)?;
+        let bearer = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if bearer.is_some_and(|b| b.contains(ISSUED_PREFIX)) {
+            // Captured: a DWS-issued token cannot ask for another.
+            return Err(Status::permission_denied("Unauthorized to generate token"));
+        }
         if !self.0.cfg.auth {
             // Captured with auth off: no signing key.
             return Err(Status::unknown("Unexpected <class 'jose.exceptions.JWSError'>: Unable to parse an RSA_JWK from key: None"));
         }
         let expires = chrono::Utc::now().timestamp() + 3600;
         Ok(Response::new(GenerateTokenResponse {
-            token: format!("twin-dws-token-{:016x}", rand::random::<u64>()),
+            token: format!("{ISSUED_PREFIX}{:016x}", rand::random::<u64>()),
             expires_at: expires,
             server_capabilities: capabilities().into_iter().map(|c| c.name).collect(),
         }))
