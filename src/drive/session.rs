@@ -25,9 +25,12 @@ pub struct DwsTarget {
     pub url: String,
     pub channel: tonic::transport::Channel,
     pub auth: std::sync::Arc<super::Auth>,
-    /// With `dws_generate_token`: the token `GenerateToken` issued, and its expiry (Unix s).
-    pub issued: Option<std::sync::Arc<tokio::sync::Mutex<Option<(String, i64)>>>>,
+    /// With `dws_generate_token`: the token `GenerateToken` issued.
+    pub issued: Option<std::sync::Arc<tokio::sync::Mutex<Option<Issued>>>>,
 }
+
+/// A token `GenerateToken` issued, and its expiry (Unix s).
+pub type Issued = (String, i64);
 
 impl DwsTarget {
     /// A lazily connected channel to `url`: `http://host:port` (plaintext HTTP/2) or
