@@ -34,14 +34,28 @@ fn authed<T>(dws: &DwsTarget, msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(Duration::from_secs(10));
     for (k, v) in dws.auth.headers().iter() {
-        if let (Ok(k), Ok(v)) = (
-            MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-            MetadataValue::try_from(v.as_str()),
-        ) {
+        if let Ok((k, v)) = metadata_pair(k, v) {
             req.metadata_mut().insert(k, v);
         }
     }
     req
+}
+
+/// A header pair as gRPC metadata (the key lower-cased); the message names the header.
+pub(super) fn metadata_pair(
+    k: &str,
+    v: &str,
+) -> Result<
+    (
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    ),
+    String,
+> {
+    let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+        .map_err(|e| format!("metadata key '{k}': {e}"))?;
+    let value = MetadataValue::try_from(v).map_err(|e| format!("metadata '{k}': {e}"))?;
+    Ok((key, value))
 }
 
 /// The auth headers of one session: the target's, or with `dws_generate_token` the same with

@@ -17,7 +17,6 @@ use crate::dws::steps;
 use crate::measure::session::SessionRecord;
 use crate::measure::{Chunk, ErrorClass, RequestRecord};
 use std::time::Instant;
-use tonic::metadata::{MetadataKey, MetadataValue};
 
 /// The run's Duo Workflow Service: one HTTP/2 channel its sessions share, and their auth.
 #[derive(Clone)]
@@ -178,10 +177,8 @@ async fn run(
         .await
         .map_err(|m| (ErrorClass::GrpcStatus, m))?;
     for (k, v) in p.headers.iter().chain(auth.iter()) {
-        let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-            .map_err(|e| (ErrorClass::Framing, format!("metadata key '{k}': {e}")))?;
-        let value = MetadataValue::try_from(v.as_str())
-            .map_err(|e| (ErrorClass::Framing, format!("metadata '{k}': {e}")))?;
+        let (key, value) =
+            super::dws_probe::metadata_pair(k, v).map_err(|m| (ErrorClass::Framing, m))?;
         req.metadata_mut().insert(key, value);
     }
     let limit = crate::dws::MAX_MESSAGE_BYTES;

@@ -6,7 +6,8 @@ use crate::dws::proto::*;
 use serde_json::Value;
 use tonic::Code;
 
-fn failure(kind: &str, message: &str) -> (Code, String) {
+/// `INTERNAL "workflow execution failure: <Type>: <message>"` (PROTOCOL-DWS.md §6).
+pub(super) fn failure(kind: &str, message: &str) -> (Code, String) {
     (
         Code::Internal,
         format!("workflow execution failure: {kind}: {message}"),

@@ -22,10 +22,8 @@ struct End(Code, String);
 
 impl End {
     fn failure(kind: &str, message: &str) -> Self {
-        Self(
-            Code::Internal,
-            format!("workflow execution failure: {kind}: {message}"),
-        )
+        let (code, details) = super::flow::failure(kind, message);
+        Self(code, details)
     }
 }
 
