@@ -106,13 +106,18 @@ pub enum Command {
         html_link: Option<String>,
     },
     /// Compare a run with a baseline run: per feature and metric the change with a confidence
-    /// interval; exit 1 on a regression.
+    /// interval; exit 0 only when every required check was judged "no regression", 1 on a
+    /// regression or a current run that failed, 4 when a required check could not be judged.
     Compare {
         baseline: PathBuf,
         current: PathBuf,
         /// Threshold over the scenario's gate section: METRIC=10%,20ms or FEATURE.METRIC=... (repeatable).
         #[arg(long = "threshold", value_parser = crate::plan::parse_threshold)]
-        thresholds: Vec<(Option<String>, String, crate::plan::Threshold)>,
+        thresholds: Vec<(Option<String>, crate::plan::GateMetric, crate::plan::Threshold)>,
+        /// A check that may stay unjudged: METRIC or FEATURE.METRIC (repeatable; over the
+        /// scenario's `[gate] optional`). Nothing is optional by default.
+        #[arg(long = "optional")]
+        optional: Vec<String>,
         /// Where to write comparison.json (default: CURRENT/comparison.json).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -405,7 +410,7 @@ async fn dispatch(cmd: Command) -> Exit {
             junit,
             md,
             html_link,
-        } => crate::commands::report_command(crate::commands::ReportArgs {
+        } => crate::cmd::report::command(crate::cmd::report::ReportArgs {
             dirs,
             out,
             outputs: crate::report::Outputs {
@@ -419,11 +424,13 @@ async fn dispatch(cmd: Command) -> Exit {
             baseline,
             current,
             thresholds,
+            optional,
             out,
-        } => crate::commands::compare_command(crate::commands::CompareArgs {
+        } => crate::cmd::compare::command(crate::cmd::compare::CompareArgs {
             baseline,
             current,
             thresholds,
+            optional,
             out,
         }),
         Command::Init {
@@ -448,7 +455,7 @@ async fn dispatch(cmd: Command) -> Exit {
         } => crate::capacity::command(&scenario, out, users).await,
         Command::Baseline {
             action: BaselineAction::Save { run, to, force },
-        } => crate::commands::baseline_save(&run, &to, force),
+        } => crate::cmd::baseline::save(&run, &to, force),
         Command::Snapshots { action } => snapshots(action),
     }
 }

@@ -5,23 +5,24 @@
 //! JSONL) → [`plan`] (scenario + overrides, resolved once) → [`drive`] (HTTP replay over real
 //! sockets) → [`protocol`] (framing decoders) → [`measure`] (per-request records,
 //! `results.ndjson`) → [`audit`] (the harness's own disturbance: what it can have moved, per
-//! figure); then the back half: [`results`] (run folders read back, merged) → [`compare`] (a run
-//! against its baseline, with bootstrap intervals: `comparison.json`) → [`verdict`] (findings and
-//! the one verdict: `summary.json`) → [`report`] (console, `report.html`, `junit.xml`,
+//! figure); then the back half: [`verdict`] (findings and one run's verdict: `summary.json`) →
+//! [`results`] (run folders read back, typed, merged) → [`compare`] (a run against its baseline,
+//! with bootstrap intervals: `comparison.json`) → [`report`] (console, `report.html`, `junit.xml`,
 //! `report.md`). Checks beside the flow: [`conformance`] (snapshots), [`routing`], [`taps`].
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! Shared by the stages, depending on none of them: [`stats`] (percentiles), [`tokens`] (the
 //! text rule), [`http`] (the client and error texts), [`signals`], [`clock`], [`files`],
 //! [`redact`], [`features`]. A stage depends only on stages before it and on these:
 //! `tests/layout.rs` holds the module graph free of cycles and the back half in its order.
-//! [`run`] wires the stages together for the `run` command, [`commands`] for `report`,
-//! `compare` and `baseline`; [`cli`] is the command line.
+//! [`run`] wires the stages together for the `run` command, [`cmd`] for `report`, `compare`
+//! and `baseline` (one module each) and the judgement `run` and `report` share; [`cli`] is the
+//! command line.
 
 pub mod audit;
 pub mod capacity;
 pub mod cli;
+pub mod cmd;
 pub mod clock;
-pub mod commands;
 pub mod compare;
 pub mod conformance;
 pub mod corpus;

@@ -19,7 +19,7 @@ mod target;
 pub use capacity::{CapacitySpec, MetricsSpec, Strategy};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use developers::{DevelopersSpec, GITLAB_THINK_S, MAX_USERS};
-pub use gate::{parse_threshold, GateSpec, Threshold, GATE_METRICS};
+pub use gate::{parse_threshold, GateMetric, GateSpec, Threshold};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};
 pub use target::{AuthKind, Target};
@@ -225,6 +225,9 @@ pub struct Plan {
     /// Further corpus files read after `corpus_path`, as one corpus.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_corpora: Vec<PathBuf>,
+    /// SHA-256 of the corpus files' bytes, in order (`None`: unreadable; the run then stops on
+    /// it): what the gate holds two runs to, whatever the files are called.
+    pub corpus_sha256: Option<String>,
     /// `None` for the embedded stack (its URL is known once it runs).
     pub target_url: Option<String>,
     /// `embedded:<backend>`: the twin backend requests go to directly.
@@ -254,6 +257,17 @@ pub struct Plan {
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
     pub run_dir: PathBuf,
     pub overrides: Overrides,
+}
+
+/// SHA-256 of the files' bytes, one after the other; `None` if one cannot be read.
+fn corpus_digest<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Option<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for f in files {
+        hasher.update(std::fs::read(f).ok()?);
+    }
+    let digest = hasher.finalize();
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl Plan {
@@ -392,13 +406,11 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     sc.metrics.check().map_err(|m| invalid(path, m))?;
     let mut gate = sc.gate.clone();
     gate.check().map_err(|m| invalid(path, m))?;
-    for f in gate.features.keys() {
-        if crate::features::lookup(f).is_none() {
-            return Err(invalid(
-                path,
-                format!("gate.features: unknown Duo feature '{f}'"),
-            ));
-        }
+    if let Some(f) = gate
+        .named_features()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        return Err(invalid(path, format!("gate: unknown Duo feature '{f}'")));
     }
     gate.baseline = gate.baseline.map(|b| base.join(b));
     let mut load = sc.load.clone();
@@ -459,6 +471,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         harness_version: env!("CARGO_PKG_VERSION"),
         scenario_name: sc.name,
         scenario_path: path.into(),
+        corpus_sha256: corpus_digest(std::iter::once(&corpus_path).chain(&more_corpora)),
         corpus_path,
         more_corpora,
         target_url,

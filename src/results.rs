@@ -11,6 +11,7 @@ use crate::measure::aggregate::Aggregate;
 use crate::measure::hist::Metric;
 use crate::measure::RequestRecord;
 use crate::plan::{ConformanceSpec, GateSpec, LoadSpec, Routing, Slo, TapSpec};
+use crate::verdict::{Summary, SUMMARY_SCHEMA};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,6 +27,12 @@ pub enum ResultsError {
     },
     #[error("{path}: not a run folder's file: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}: a document of version {found}; this build reads {expected}")]
+    Version {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     #[error("{0}")]
     Mismatch(String),
 }
@@ -37,6 +44,8 @@ pub struct RecordedPlan {
     pub corpus_path: PathBuf,
     #[serde(default)]
     pub more_corpora: Vec<PathBuf>,
+    #[serde(default)]
+    pub corpus_sha256: Option<String>,
     #[serde(default)]
     pub target_url: Option<String>,
     #[serde(default)]
@@ -64,6 +73,52 @@ pub struct BadLine {
     pub torn: bool,
 }
 
+/// Result lines whose clock started elsewhere than the folder's run: another run's lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignLines {
+    pub lines: usize,
+    /// Their run's start on the wall clock, ms since the epoch.
+    pub start_epoch_ms: f64,
+}
+
+/// Lines further from the run's own clock start than this belong to another run, ms.
+const CLOCK_TOLERANCE_MS: f64 = 2000.0;
+
+/// A record's run start on the wall clock: its send instant less its offset into the run.
+fn record_epoch_ms(r: &RequestRecord) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_rfc3339(&r.sent_at).ok()?;
+    Some(at.timestamp_micros() as f64 / 1000.0 - r.sent_ms)
+}
+
+/// Splits the records into the run's own (those on the clock most of them share) and another
+/// run's, grouped by their clock; with the run's start.
+fn own_records(records: Vec<RequestRecord>) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
+    let mut epochs: Vec<f64> = records.iter().filter_map(record_epoch_ms).collect();
+    epochs.sort_by(f64::total_cmp);
+    let Some(own) = epochs.get(epochs.len() / 2).copied() else {
+        return (records, Vec::new(), None);
+    };
+    let mut foreign: Vec<ForeignLines> = Vec::new();
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records {
+        match record_epoch_ms(&r).filter(|e| (e - own).abs() > CLOCK_TOLERANCE_MS) {
+            None => kept.push(r),
+            Some(e) => match foreign
+                .iter_mut()
+                .find(|f| (f.start_epoch_ms - e).abs() <= CLOCK_TOLERANCE_MS)
+            {
+                Some(f) => f.lines += 1,
+                None => foreign.push(ForeignLines {
+                    lines: 1,
+                    start_epoch_ms: e,
+                }),
+            },
+        }
+    }
+    let start = kept.iter().find_map(record_epoch_ms);
+    (kept, foreign, start)
+}
+
 /// One run folder, read.
 #[derive(Debug, Clone)]
 pub struct RunFolder {
@@ -73,8 +128,10 @@ pub struct RunFolder {
     pub plan_json: Value,
     pub records: Vec<RequestRecord>,
     pub bad_lines: Vec<BadLine>,
+    /// Result lines of another run (appended to this folder's file): not counted.
+    pub foreign: Vec<ForeignLines>,
     /// `summary.json`, when the run wrote one.
-    pub summary: Option<Value>,
+    pub summary: Option<Summary>,
     /// `histograms.json`, when the run wrote one.
     pub histograms: Option<Value>,
     /// The folder's run start on the wall clock, ms since the epoch (from its first record).
@@ -86,6 +143,31 @@ fn read(path: &Path) -> Result<String, ResultsError> {
         path: path.into(),
         source,
     })
+}
+
+/// A run-folder document of version `schema` (its `schema` field), typed; `None` when the file
+/// is absent. A document of another version is refused with its name and version.
+pub fn document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    schema: &'static str,
+) -> Result<Option<T>, ResultsError> {
+    let Some(value) = json(path)? else {
+        return Ok(None);
+    };
+    let found = value.get("schema").and_then(Value::as_str).unwrap_or("none");
+    if found != schema {
+        return Err(ResultsError::Version {
+            path: path.into(),
+            found: found.into(),
+            expected: schema,
+        });
+    }
+    serde_path_to_error::deserialize(value)
+        .map(Some)
+        .map_err(|e| ResultsError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })
 }
 
 fn json(path: &Path) -> Result<Option<Value>, ResultsError> {
@@ -135,25 +217,18 @@ impl RunFolder {
                 }
             })?;
         let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);
-        let start_epoch_ms = records.iter().find_map(|r| {
-            let at = chrono::DateTime::parse_from_rfc3339(&r.sent_at).ok()?;
-            Some(at.timestamp_micros() as f64 / 1000.0 - r.sent_ms)
-        });
+        let (records, foreign, start_epoch_ms) = own_records(records);
         Ok(Self {
             dir: dir.into(),
             plan,
             plan_json,
             records,
             bad_lines,
-            summary: json(&dir.join("summary.json"))?,
+            foreign,
+            summary: document(&dir.join("summary.json"), SUMMARY_SCHEMA)?,
             histograms: json(&dir.join("histograms.json"))?,
             start_epoch_ms,
         })
-    }
-
-    /// The run's own figures about itself, from its summary (`None`: it wrote none).
-    pub fn summary_at(&self, pointer: &str) -> Option<&Value> {
-        self.summary.as_ref()?.pointer(pointer)
     }
 
     /// A histogram of `histograms.json` by JSON pointer (`/receive_delay`,
@@ -199,7 +274,9 @@ fn plan_key(p: &RecordedPlan) -> Value {
         p.more_corpora,
         p.features,
         load,
-        p.slo
+        p.slo,
+        p.target_url,
+        p.corpus_sha256
     ])
 }
 
@@ -211,11 +288,21 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
         return Err(ResultsError::Mismatch("no run folder given".into()));
     };
     let key = plan_key(&first.plan);
+    for (i, f) in folders.iter().enumerate() {
+        if let Some(g) = folders[..i].iter().find(|g| g.plan.run_id == f.plan.run_id) {
+            return Err(ResultsError::Mismatch(format!(
+                "{} and {} hold the same run ({}): a merge would count it twice",
+                g.dir.display(),
+                f.dir.display(),
+                f.plan.run_id
+            )));
+        }
+    }
     for f in &folders[1..] {
         if plan_key(&f.plan) != key {
             return Err(ResultsError::Mismatch(format!(
-                "{} and {} are runs of different plans (scenario, corpus, features, load or \
-                 SLOs differ): only runs of one plan merge",
+                "{} and {} are runs of different plans (scenario, corpus, features, load, \
+                 SLOs or target differ): only runs of one plan merge",
                 first.dir.display(),
                 f.dir.display()
             )));
@@ -231,6 +318,7 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
     let mut merged = folders[0].clone();
     merged.records.clear();
     merged.bad_lines.clear();
+    merged.foreign.clear();
     for f in &folders {
         let shift = f.start_epoch_ms.map_or(0.0, |s| s - epoch);
         merged
@@ -241,6 +329,7 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
                 r
             }));
         merged.bad_lines.extend(f.bad_lines.iter().cloned());
+        merged.foreign.extend(f.foreign.iter().cloned());
     }
     merged
         .records

@@ -10,22 +10,50 @@
 
 use crate::plan::{Expect, Routing};
 use crate::taps::BackendAgg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Observed {
     pub backend: String,
     pub model: String,
     pub calls: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// What a routing violation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    WrongBackend,
+    WrongModel,
+    /// A chat sub-feature without its own entry did not use General Chat's model.
+    NoChatFallback,
+    /// Answers, but no upstream call reached a tapped backend.
+    Unreached,
+    /// The same, under `fully_self_hosted`: GitLab's cloud served it.
+    HybridLeak,
+    ServedThoughDisabled,
+}
+
+impl ViolationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WrongBackend => "wrong_backend",
+            Self::WrongModel => "wrong_model",
+            Self::NoChatFallback => "no_chat_fallback",
+            Self::Unreached => "unreached",
+            Self::HybridLeak => "hybrid_leak",
+            Self::ServedThoughDisabled => "served_though_disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Violation {
-    pub kind: &'static str,
+    pub kind: ViolationKind,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoutingSummary {
     pub expected: Option<Expect>,
     /// The expectation is General Chat's, inherited by a chat sub-feature.
@@ -59,7 +87,7 @@ pub fn check(
     if expected.is_some_and(|e| e.disabled) {
         if answered > 0 {
             violate(
-                "served_though_disabled",
+                ViolationKind::ServedThoughDisabled,
                 format!("{answered} requests answered although the feature must be disabled"),
             );
         }
@@ -68,10 +96,10 @@ pub fn check(
             .and_then(|e| e.backend.as_deref())
             .unwrap_or("a tapped backend");
         if routing.fully_self_hosted {
-            violate("hybrid_leak", format!("{answered} requests answered without any upstream call reaching a self-hosted backend (expected {want})"));
+            violate(ViolationKind::HybridLeak, format!("{answered} requests answered without any upstream call reaching a self-hosted backend (expected {want})"));
         } else if expected.is_some() {
             violate(
-                "unreached",
+                ViolationKind::Unreached,
                 format!("{answered} requests answered but no upstream call reached {want}"),
             );
         }
@@ -82,15 +110,15 @@ pub fn check(
         };
         if let Some(b) = e.backend.as_deref().filter(|b| *b != o.backend) {
             violate(
-                "wrong_backend",
+                ViolationKind::WrongBackend,
                 format!("{} calls reached {} instead of {b}", o.calls, o.backend),
             );
         }
         if let Some(m) = e.model.as_deref().filter(|m| *m != o.model) {
             let kind = if inherited {
-                "no_chat_fallback"
+                ViolationKind::NoChatFallback
             } else {
-                "wrong_model"
+                ViolationKind::WrongModel
             };
             violate(
                 kind,
@@ -147,7 +175,7 @@ mod tests {
     }
 
     fn kinds(s: &RoutingSummary) -> Vec<&str> {
-        s.violations.iter().map(|v| v.kind).collect()
+        s.violations.iter().map(|v| v.kind.name()).collect()
     }
 
     #[test]

@@ -117,12 +117,13 @@ fn the_cycle_finder_finds_a_planted_cycle() {
     );
 }
 
-/// The back half in the order of its data flow: results → compare → verdict → report. No stage
-/// reaches a later one (`commands` and `run` wire them together).
+/// The back half in the order of its data flow: verdict (one run's summary) → results (run
+/// folders read back, their documents typed) → compare → report. No stage reaches a later one
+/// (`cmd` and `run` wire them together).
 #[test]
 fn the_back_half_depends_only_backwards() {
     let g = graph();
-    let order = ["results", "compare", "verdict", "report"];
+    let order = ["verdict", "results", "compare", "report"];
     for (i, stage) in order.iter().enumerate() {
         for later in &order[i + 1..] {
             assert!(
@@ -133,7 +134,7 @@ fn the_back_half_depends_only_backwards() {
         }
     }
     for stage in order {
-        for wiring in ["commands", "run", "cli"] {
+        for wiring in ["cmd", "run", "cli"] {
             assert!(!g[stage].contains(wiring), "{stage} depends on {wiring}");
         }
     }

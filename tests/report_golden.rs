@@ -3,12 +3,12 @@
 //! comparison with one regression, one inconclusive check and one pass. The JUnit output is also
 //! read back by quick-junit's own parser: what GitLab reads is well-formed JUnit.
 
-use duo_harness::compare::{Basis, Check, Comparison, Outcome};
+use duo_harness::compare::{Basis, Check, Comparison, GateVerdict, Outcome};
 use duo_harness::measure::aggregate::Aggregate;
 use duo_harness::measure::RequestRecord;
-use duo_harness::plan::{LoadSpec, Slo, Threshold};
+use duo_harness::plan::{GateMetric, LoadSpec, Slo, Threshold};
 use duo_harness::report::{junit, markdown, Report, Stage, StageStatus};
-use duo_harness::verdict::{summarise, Checks, RunInfo};
+use duo_harness::verdict::{summarise, Checks, RunInfo, Verdict};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -86,9 +86,11 @@ fn fixture() -> (duo_harness::verdict::Summary, Aggregate) {
 fn comparison() -> Comparison {
     let check = |metric: &str, outcome, basis, worse: f64, lo: f64, hi: f64, reason: &str| Check {
         feature: "duo_chat".into(),
-        metric: metric.into(),
+        metric: GateMetric::parse(metric).unwrap(),
         outcome,
         basis,
+        required: true,
+        audit_widening: None,
         baseline: Some(250.0),
         current: Some(250.0 + worse),
         worse_by: Some(worse),
@@ -103,13 +105,17 @@ fn comparison() -> Comparison {
         reason: reason.into(),
     };
     Comparison {
-        schema: "duo-harness/comparison/v1",
+        schema: "duo-harness/comparison/v1".into(),
         baseline: "20261128T000000Z-golden (baselines/golden)".into(),
         current: "20261129T000000Z-golden (reports/golden)".into(),
+        verdict: GateVerdict::Regression,
+        current_verdict: Some(Verdict::Pass),
+        differences: Vec::new(),
         method: "percentile bootstrap over requests (1000 resamples of each run, independently), 95 % intervals".into(),
         confidence: 0.95,
         regressions: 1,
         inconclusive: 1,
+        undecided: 1,
         checks: vec![
             check("ttft_p50", Outcome::Regression, Basis::Interval, 170.0, 150.0, 190.0, "worse by 150.000 to 190.000, past the 25.000 allowed"),
             check("ttft_p99", Outcome::Inconclusive, Basis::Interval, 20.0, -5.0, 60.0, "the interval -5.000 to 60.000 spans the 25.000 allowed; about 300 more requests per run would decide it"),

@@ -23,7 +23,7 @@ use crate::measure::hist::{Metric, Percentiles};
 use crate::plan::{LoadSpec, Slo};
 use crate::stats::round3;
 pub use schedule::ScheduleAudit;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A figure is `ok` while the bound on the harness's error stays under this share of its median.
@@ -35,30 +35,69 @@ pub const BATCHED_READS: f64 = 0.10;
 /// Fewest gaps and TPOT samples before transport batching is judged.
 const BURST_MIN_SAMPLES: u64 = 20;
 
+/// Whether a figure can be read as measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustStatus {
+    Ok,
+    /// The harness's own error can pass [`FIGURE_TOLERANCE`] of the figure, or the figure does
+    /// not measure what it names (bursts).
+    Degraded,
+}
+
+/// What disturbed a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disturbance {
+    /// The harness's receive-side delay.
+    ReceiveDelay,
+    /// Sends later than their intended instant.
+    SendLateness,
+    /// The open loop did not keep its schedule.
+    Schedule,
+    /// Chunks reached the client in bursts.
+    TransportBatching,
+}
+
+impl Disturbance {
+    /// Whether the figure's bound covers this disturbance (a burst or a lost schedule has none).
+    pub fn bounded(self) -> bool {
+        matches!(self, Self::ReceiveDelay | Self::SendLateness)
+    }
+}
+
+/// Which way the harness's own error can move a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The figure can only read high.
+    Over,
+    /// Either way.
+    Either,
+}
+
 /// How far a figure can be trusted.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Trust {
-    /// `ok`, or `degraded`: the harness's own error can pass [`FIGURE_TOLERANCE`] of it, or it
-    /// does not measure what it names (bursts).
-    pub status: &'static str,
-    /// Why (`receive_delay`, `send_lateness`, `schedule`, `transport_batching`); empty when ok.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<&'static str>,
+    pub status: TrustStatus,
+    /// Why; empty when ok.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Disturbance>,
     /// The most the harness's own disturbance can have moved the figure, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound_ms: Option<f64>,
-    /// Which way: `over` (the figure can only read high), `either`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<&'static str>,
+    /// Which way the figure can have moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
     /// Computed from estimated token counts (no usage, no tokenizer).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
 }
 
 impl Trust {
     fn ok() -> Self {
         Self {
-            status: "ok",
+            status: TrustStatus::Ok,
             reasons: Vec::new(),
             bound_ms: None,
             direction: None,
@@ -67,31 +106,31 @@ impl Trust {
     }
 
     /// A figure whose error is at most `bound` (ms) in `direction`, against its median.
-    fn bounded(bound: f64, direction: &'static str, median: Option<f64>) -> Self {
+    fn bounded(bound: f64, direction: Direction, median: Option<f64>) -> Self {
         let mut t = Self::ok();
         t.bound_ms = Some(round3(bound));
         t.direction = Some(direction);
         // A median of 0 (everything in one chunk) is no timing to distort.
         if median.is_some_and(|m| m > 0.0 && bound > FIGURE_TOLERANCE * m) {
-            t.degrade("receive_delay");
+            t.degrade(Disturbance::ReceiveDelay);
         }
         t
     }
 
-    fn degrade(&mut self, reason: &'static str) {
-        self.status = "degraded";
+    fn degrade(&mut self, reason: Disturbance) {
+        self.status = TrustStatus::Degraded;
         if !self.reasons.contains(&reason) {
             self.reasons.push(reason);
         }
     }
 
     pub fn is_ok(&self) -> bool {
-        self.status == "ok"
+        self.status == TrustStatus::Ok
     }
 }
 
 /// The harness's receive-side delay over the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveAudit {
     /// Probe delays: from a datagram's send to its read by a task of the runtime, ms.
     pub delay_ms: Percentiles,
@@ -106,7 +145,7 @@ pub struct ReceiveAudit {
 }
 
 /// How an SLO judgement stands against the harness's own error.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SloAudit {
     /// Share that met the SLO as measured.
     pub measured: f64,
@@ -120,7 +159,7 @@ pub struct SloAudit {
 /// One feature's trust in each of its figures, and its SLO judgement's standing.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeatureAudit {
-    pub trust: BTreeMap<&'static str, Trust>,
+    pub trust: BTreeMap<String, Trust>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloAudit>,
     /// Transport batching, when seen.
@@ -129,7 +168,7 @@ pub struct FeatureAudit {
 }
 
 /// Chunks that reached the client in bursts: its gaps say nothing about token timing.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Burst {
     /// ITL p50 at the client (between reads), ms.
     pub itl_p50_ms: f64,
@@ -193,52 +232,52 @@ fn feature_audit(
         f.tpot.percentiles(),
     );
     let mut trust = BTreeMap::new();
-    trust.insert("ttft", Trust::bounded(waits, "over", ttft.p50));
-    trust.insert("e2e", Trust::bounded(waits, "over", e2e.p50));
+    trust.insert("ttft".to_owned(), Trust::bounded(waits, Direction::Over, ttft.p50));
+    trust.insert("e2e".to_owned(), Trust::bounded(waits, Direction::Over, e2e.p50));
     // TTFT from the intended send carries the send lateness on top of the receive delay.
     let from_intended = f.ttft_from_intended.percentiles();
-    let mut t = Trust::bounded(waits, "over", from_intended.p50);
-    let late = Trust::bounded(waits + lateness_p99, "over", from_intended.p50);
+    let mut t = Trust::bounded(waits, Direction::Over, from_intended.p50);
+    let late = Trust::bounded(waits + lateness_p99, Direction::Over, from_intended.p50);
     t.bound_ms = late.bound_ms;
     if !late.is_ok() && t.is_ok() {
-        t.degrade("send_lateness");
+        t.degrade(Disturbance::SendLateness);
     }
     if !kept {
-        t.degrade("schedule");
+        t.degrade(Disturbance::Schedule);
     }
-    trust.insert("ttft_from_intended", t);
-    let mut t = Trust::bounded(bound, "either", itl.p50);
+    trust.insert("ttft_from_intended".to_owned(), t);
+    let mut t = Trust::bounded(bound, Direction::Either, itl.p50);
     let burst = bursts(&itl, &tpot, f.multi_event_reads, f.content_reads);
     if burst.is_some() {
-        t.degrade("transport_batching");
+        t.degrade(Disturbance::TransportBatching);
     }
-    trust.insert("itl", t);
+    trust.insert("itl".to_owned(), t);
     let tpot_bound = f
         .min_tpot_tokens
         .filter(|n| *n > 1)
         .map(|n| bound / (n - 1) as f64);
     let mut t = match tpot_bound {
-        Some(b) => Trust::bounded(b, "either", tpot.p50),
+        Some(b) => Trust::bounded(b, Direction::Either, tpot.p50),
         None => Trust::ok(),
     };
     let estimated = f.tokens_estimated > 0;
     t.estimated = estimated;
-    trust.insert("tpot", t);
+    trust.insert("tpot".to_owned(), t);
     for k in ["output_tokens", "output_tokens_per_s"] {
         let mut t = Trust::ok();
         t.estimated = estimated;
-        trust.insert(k, t);
+        trust.insert(k.to_owned(), t);
     }
     let slo = slo.map(|s| slo_audit(f, s, receive, probe));
     let mut goodput = Trust::ok();
     if slo.as_ref().is_some_and(|s| !s.decided) {
-        goodput.degrade("receive_delay");
+        goodput.degrade(Disturbance::ReceiveDelay);
     }
     if !kept {
-        goodput.degrade("schedule");
+        goodput.degrade(Disturbance::Schedule);
     }
     if slo.is_some() {
-        trust.insert("goodput", goodput);
+        trust.insert("goodput".to_owned(), goodput);
     }
     FeatureAudit { trust, slo, burst }
 }
@@ -324,13 +363,13 @@ mod tests {
 
     #[test]
     fn a_bound_degrades_a_figure_only_past_the_tolerance() {
-        assert!(Trust::bounded(0.2, "over", Some(20.0)).is_ok());
-        let t = Trust::bounded(0.4, "either", Some(5.0));
+        assert!(Trust::bounded(0.2, Direction::Over, Some(20.0)).is_ok());
+        let t = Trust::bounded(0.4, Direction::Either, Some(5.0));
         assert_eq!(
             (t.status, t.reasons.clone()),
-            ("degraded", vec!["receive_delay"])
+            (TrustStatus::Degraded, vec![Disturbance::ReceiveDelay])
         );
-        assert!(Trust::bounded(1.0, "over", None).is_ok());
+        assert!(Trust::bounded(1.0, Direction::Over, None).is_ok());
     }
 
     fn pct(n: u64, p50: f64) -> Percentiles {

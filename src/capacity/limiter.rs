@@ -4,7 +4,6 @@
 
 use crate::scrape::Observed;
 use serde::Serialize;
-use serde_json::Value;
 
 /// What limits a stack, named from its backends' metrics in one sentence.
 ///
@@ -97,15 +96,13 @@ pub struct GatewayShare {
 }
 
 /// The shares a probe's `summary.json` allows (features with taps' figures).
-pub fn gateway_shares(summary: &Value) -> Vec<GatewayShare> {
-    let Some(features) = summary.get("features").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    features
+pub fn gateway_shares(summary: &crate::verdict::Summary) -> Vec<GatewayShare> {
+    summary
+        .features
         .iter()
         .filter_map(|(name, f)| {
-            let client = f.pointer("/latency_ms/ttft/p50")?.as_f64()?;
-            let gateway = f.pointer("/backend/gateway_ttft_p50_ms")?.as_f64()?;
+            let client = f.latency_ms.ttft.p50?;
+            let gateway = f.backend.as_ref()?.gateway_ttft_p50_ms?;
             (client > 0.0).then(|| GatewayShare {
                 feature: name.clone(),
                 client_ttft_p50_ms: crate::stats::round3(client),

@@ -139,9 +139,8 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
     };
     let mut c = answer(&plan, axis, lo, hi, stopped, probes);
     let knee = knee_probe(&c).and_then(|p| RunFolder::open(&p.dir).ok());
-    if let Some(folder) = knee {
-        let summary = folder.summary.clone().unwrap_or_default();
-        c.roofline = roofline::beside(&plan, &folder.records, &summary);
+    if let Some((folder, summary)) = knee.and_then(|f| Some((f.records, f.summary?))) {
+        c.roofline = roofline::beside(&plan, &folder, &summary);
         c.gateway = gateway_shares(&summary);
     }
     Ok(c)

@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::measure::RequestRecord;
 use crate::plan::{self, Overrides, Plan, Slo};
 use crate::results::RunFolder;
-use serde_json::Value;
+use crate::verdict::Severity;
 use std::path::{Path, PathBuf};
 
 /// Error classes an overloaded stack produces.
@@ -58,7 +58,7 @@ pub fn margin(
                 })
                 .collect();
             // A failed request's `inf` sorts last: it counts as a miss.
-            let Some(at) = Statistic::Quantile(s.attainment).of(&mut v) else {
+            let Some(at) = Statistic::NearestRank(s.attainment).of(&mut v) else {
                 continue;
             };
             let m = ((b - at) / b).max(-10.0);
@@ -104,41 +104,29 @@ pub(super) async fn probe(
         ));
     }
     let folder = RunFolder::open(&dir).map_err(|e| e.to_string())?;
-    let verdict = folder
-        .summary_at("/verdict")
-        .and_then(Value::as_str)
-        .unwrap_or("error")
-        .to_owned();
-    let findings = folder
-        .summary_at("/findings")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let other: Vec<String> = findings
+    let Some(summary) = folder.summary.as_ref() else {
+        return Err(format!(
+            "the probe at {rate} wrote no summary.json: see {}",
+            dir.display()
+        ));
+    };
+    let verdict = summary.verdict.name().to_owned();
+    let other: Vec<String> = summary
+        .findings
         .iter()
-        .filter(|f| f["severity"] == "error")
+        .filter(|f| f.severity == Severity::Error)
         .filter(|f| {
-            !LOAD_FAILURES.iter().any(|k| f["kind"] == *k) && f["kind"] != "invalid_measurement"
+            !LOAD_FAILURES.contains(&f.kind.as_str()) && f.kind != "invalid_measurement"
         })
-        .map(|f| {
-            format!(
-                "{}: {}",
-                f["kind"].as_str().unwrap_or(""),
-                f["message"].as_str().unwrap_or("")
-            )
-        })
+        .map(|f| format!("{}: {}", f.kind, f.message))
         .collect();
     // Timeouts, 5xx, refused and dropped connections are what overload looks like; any other
     // error class says the stack (or the harness) is broken, not full.
-    let classes = folder
-        .summary_at("/errors_by_class")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let broken: Vec<String> = classes
+    let broken: Vec<String> = summary
+        .errors_by_class
         .iter()
-        .filter(|(c, n)| !LOAD_ERRORS.contains(&c.as_str()) && n.as_u64() > Some(0))
-        .map(|(c, n)| format!("{n} {c}"))
+        .filter(|(c, n)| !LOAD_ERRORS.contains(&c.name()) && **n > 0)
+        .map(|(c, n)| format!("{n} {}", c.name()))
         .collect();
     if !broken.is_empty() {
         return Err(format!(
@@ -160,9 +148,7 @@ pub(super) async fn probe(
     let serving = found
         .as_ref()
         .and_then(|(_, w)| roofline::serving(plan, w.split(' ').next().unwrap_or_default()));
-    let achieved_rps = folder
-        .summary_at("/load/achieved_rps")
-        .and_then(Value::as_f64);
+    let achieved_rps = summary.load.achieved_rps;
     Ok(Probe {
         rate_rps: match axis {
             Axis::Rate => at,
@@ -177,9 +163,6 @@ pub(super) async fn probe(
         limiting: found.map(|(_, w)| w),
         achieved_rps,
         repeat,
-        limiter: folder
-            .summary_at("/backend_metrics")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .and_then(|o| limiter(&o, serving.as_deref())),
+        limiter: limiter(&summary.backend_metrics, serving.as_deref()),
     })
 }

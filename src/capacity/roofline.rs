@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use crate::roofline::Hardware;
 use crate::scrape::Observed;
 use serde::Serialize;
-use serde_json::Value;
+use crate::verdict::Summary;
 use std::collections::BTreeMap;
 
 /// One feature's measurement beside its ceiling.
@@ -77,12 +77,9 @@ pub fn hardware(plan: &Plan) -> BTreeMap<String, Hardware> {
 }
 
 /// The rows of a probe: its records, its summary's per-feature rates and backend metrics.
-pub fn beside(plan: &Plan, records: &[RequestRecord], summary: &Value) -> Vec<Beside> {
+pub fn beside(plan: &Plan, records: &[RequestRecord], summary: &Summary) -> Vec<Beside> {
     let hw = hardware(plan);
-    let observed: BTreeMap<String, Observed> = summary
-        .get("backend_metrics")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
+    let observed = &summary.backend_metrics;
     let mut features: Vec<&str> = records.iter().map(|r| r.feature.as_str()).collect();
     features.sort();
     features.dedup();
@@ -140,7 +137,7 @@ fn row(
     endpoint: &str,
     h: &Hardware,
     done: &[&RequestRecord],
-    summary: &Value,
+    summary: &Summary,
     observed: Option<&Observed>,
     pooled_prompt: Option<f64>,
 ) -> Option<Beside> {
@@ -190,9 +187,9 @@ fn row(
         )
     });
     let achieved_rps = summary
-        .pointer(&format!("/features/{feature}/throughput/requests_per_s"))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
+        .features
+        .get(feature)
+        .map_or(0.0, |f| f.throughput.requests_per_s);
     let ceiling_rps = prompt_tokens
         .and_then(|isl| h.ceiling_rps(isl, output_tokens))
         .map(crate::stats::round3);

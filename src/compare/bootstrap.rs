@@ -13,24 +13,36 @@ pub const RESAMPLES: usize = 1000;
 /// What is measured of a sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Statistic {
-    /// The q-quantile (nearest rank).
+    /// The q-quantile, interpolated linearly between order statistics: the definition every
+    /// figure of `summary.json` uses (NumPy's default), so the gate's point figures are the
+    /// run's own.
     Quantile(f64),
+    /// The q-quantile by nearest rank: always one of the samples (an infinite miss stays one).
+    NearestRank(f64),
     /// The mean (a share, for 0/1 samples).
     Mean,
 }
 
 impl Statistic {
-    /// The statistic of `v` (reordered in place).
+    /// The statistic of `v` (reordered in place), in linear time.
     pub fn of(self, v: &mut [f64]) -> Option<f64> {
         if v.is_empty() {
             return None;
         }
         match self {
             Self::Mean => Some(v.iter().sum::<f64>() / v.len() as f64),
-            Self::Quantile(q) => {
+            Self::NearestRank(q) => {
                 let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
                 let (_, x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
                 Some(*x)
+            }
+            Self::Quantile(q) => {
+                let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+                let lo = pos.floor() as usize;
+                let (_, x, above) = v.select_nth_unstable_by(lo, f64::total_cmp);
+                let x = *x;
+                let next = above.iter().copied().min_by(f64::total_cmp).unwrap_or(x);
+                Some(x + (next - x) * (pos - lo as f64))
             }
         }
     }
@@ -96,5 +108,19 @@ mod tests {
         let errs = [0.0, 0.0, 1.0, 0.0];
         assert_eq!(Statistic::Mean.of(&mut errs.to_vec()), Some(0.25));
         assert!(change(Statistic::Mean, &[], &errs, 0.95, 1).is_none());
+    }
+
+    #[test]
+    fn quantiles_are_the_summarys_own() {
+        // Two samples: the median is their mean, as summary.json says (not the lower one).
+        let mut v = [294.1, 139.5];
+        assert_eq!(Statistic::Quantile(0.5).of(&mut v), Some(216.8));
+        let samples: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 3.0).collect();
+        for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            let mut sorted = samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want = crate::stats::percentile(&sorted, q);
+            assert_eq!(Statistic::Quantile(q).of(&mut samples.clone()), want, "q = {q}");
+        }
     }
 }

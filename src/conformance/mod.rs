@@ -221,7 +221,7 @@ pub const FIELDS: [&str; 7] = [
 ];
 
 /// One feature's conformance counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counts {
     pub compared: u64,
     pub mismatched: u64,
@@ -229,7 +229,7 @@ pub struct Counts {
     pub new: u64,
     /// Per field that differed at all: the baseline's noise rate beside this run's rate. A
     /// field's differences count only when its rate clears the noise by the margins.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldRate>,
     /// Where exact text is always noisy and the feature has no policy of its own: the
     /// `similarity` threshold derived from the calibration, which the text is compared by.
@@ -239,7 +239,7 @@ pub struct Counts {
 
 /// Share of compared cases whose field differed: between two baseline answers (`noise`) and
 /// between snapshot and this run (`candidate`).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct FieldRate {
     pub noise: f64,
     pub candidate: f64,

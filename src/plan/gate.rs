@@ -5,21 +5,84 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The metrics the gate judges, per feature.
-pub const GATE_METRICS: &[&str] = &[
-    "ttft_p50",
-    "ttft_p99",
-    "tpot_p50",
-    "tpot_p99",
-    "e2e_p99",
-    "error_rate",
-    "goodput",
-    // Agent Platform sessions only: the time to the first action, each tool round trip, the
-    // session's end.
-    "first_action_p50",
-    "tool_round_trip_p50",
-    "session_p99",
-];
+/// A metric the gate judges, per feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMetric {
+    TtftP50,
+    TtftP99,
+    TpotP50,
+    TpotP99,
+    E2eP99,
+    ErrorRate,
+    Goodput,
+    /// Agent Platform sessions only: the time to the first action.
+    FirstActionP50,
+    /// Agent Platform sessions only: each tool round trip.
+    ToolRoundTripP50,
+    /// Agent Platform sessions only: the session's end.
+    SessionP99,
+    /// A conformance finding the baseline did not have.
+    Conformance,
+    /// A routing finding the baseline did not have.
+    Routing,
+}
+
+impl GateMetric {
+    /// The metrics measured per feature (thresholds apply to these), in table order.
+    pub const MEASURED: [GateMetric; 10] = [
+        Self::TtftP50,
+        Self::TtftP99,
+        Self::TpotP50,
+        Self::TpotP99,
+        Self::E2eP99,
+        Self::ErrorRate,
+        Self::Goodput,
+        Self::FirstActionP50,
+        Self::ToolRoundTripP50,
+        Self::SessionP99,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TtftP50 => "ttft_p50",
+            Self::TtftP99 => "ttft_p99",
+            Self::TpotP50 => "tpot_p50",
+            Self::TpotP99 => "tpot_p99",
+            Self::E2eP99 => "e2e_p99",
+            Self::ErrorRate => "error_rate",
+            Self::Goodput => "goodput",
+            Self::FirstActionP50 => "first_action_p50",
+            Self::ToolRoundTripP50 => "tool_round_trip_p50",
+            Self::SessionP99 => "session_p99",
+            Self::Conformance => "conformance",
+            Self::Routing => "routing",
+        }
+    }
+
+    /// A measured metric by name; the error lists the names.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::MEASURED
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| format!("unknown metric '{name}' (one of {})", Self::names()))
+    }
+
+    fn names() -> String {
+        Self::MEASURED.map(Self::name).join(", ")
+    }
+
+    /// A share (`error_rate`, `goodput`) rather than a latency in ms.
+    pub fn is_share(self) -> bool {
+        matches!(self, Self::ErrorRate | Self::Goodput)
+    }
+}
+
+impl std::fmt::Display for GateMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// How far a metric may move before the change counts. A latency regresses when it grows by
 /// more than `relative` of the baseline *and* more than `absolute` (ms); `error_rate` and
@@ -36,11 +99,11 @@ pub struct Threshold {
 impl Threshold {
     /// The built-in threshold of a metric: latency +10 % and +20 ms (TPOT +10 % and +2 ms),
     /// error rate +1 point, goodput −5 points.
-    pub fn default_for(metric: &str) -> Self {
+    pub fn default_for(metric: GateMetric) -> Self {
         let (relative, absolute) = match metric {
-            "tpot_p50" | "tpot_p99" => (Some(0.10), Some(2.0)),
-            "error_rate" => (None, Some(0.01)),
-            "goodput" => (None, Some(0.05)),
+            GateMetric::TpotP50 | GateMetric::TpotP99 => (Some(0.10), Some(2.0)),
+            GateMetric::ErrorRate => (None, Some(0.01)),
+            GateMetric::Goodput => (None, Some(0.05)),
             _ => (Some(0.10), Some(20.0)),
         };
         Self { relative, absolute }
@@ -78,14 +141,18 @@ pub struct GateSpec {
     /// Confidence of the intervals (default 0.95).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// Checks the gate may leave unjudged: `METRIC` (every feature) or `FEATURE.METRIC`. Every
+    /// other check is required: one that cannot be judged keeps the gate from passing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<String>,
 }
 
 impl GateSpec {
     /// The threshold of one feature's metric: the feature's own, over the scenario's, over the
     /// built-in one.
-    pub fn threshold(&self, feature: &str, metric: &str) -> Threshold {
-        let own = self.features.get(feature).and_then(|m| m.get(metric));
-        let all = self.thresholds.get(metric);
+    pub fn threshold(&self, feature: &str, metric: GateMetric) -> Threshold {
+        let own = self.features.get(feature).and_then(|m| m.get(metric.name()));
+        let all = self.thresholds.get(metric.name());
         own.copied()
             .unwrap_or_default()
             .over(all.copied().unwrap_or_default())
@@ -94,6 +161,21 @@ impl GateSpec {
 
     pub fn confidence(&self) -> f64 {
         self.confidence.unwrap_or(0.95)
+    }
+
+    /// Whether a check may stay unjudged without failing the gate.
+    pub fn is_optional(&self, feature: &str, metric: GateMetric) -> bool {
+        self.optional.iter().any(|o| match o.rsplit_once('.') {
+            Some((f, m)) => f == feature && m == metric.name(),
+            None => o == metric.name(),
+        })
+    }
+
+    /// The features this section names (thresholds and optional checks): each must be a
+    /// feature of the runs it judges.
+    pub fn named_features(&self) -> impl Iterator<Item = &str> {
+        let optional = self.optional.iter().filter_map(|o| Some(o.rsplit_once('.')?.0));
+        self.features.keys().map(String::as_str).chain(optional)
     }
 
     /// Every metric name known and every number finite and in range.
@@ -112,17 +194,16 @@ impl GateSpec {
             .iter()
             .map(|(k, t)| (format!("gate.thresholds.{k}"), k, t));
         for (at, metric, t) in all.chain(own) {
-            if !GATE_METRICS.contains(&metric.as_str()) {
-                return Err(format!(
-                    "{at}: unknown metric '{metric}' (one of {})",
-                    GATE_METRICS.join(", ")
-                ));
-            }
+            GateMetric::parse(metric).map_err(|e| format!("{at}: {e}"))?;
             for (name, v) in [("relative", t.relative), ("absolute", t.absolute)] {
                 if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
                     return Err(format!("{at}.{name}: {v} must be a finite number ≥ 0"));
                 }
             }
+        }
+        for o in &self.optional {
+            let metric = o.rsplit_once('.').map_or(o.as_str(), |(_, m)| m);
+            GateMetric::parse(metric).map_err(|e| format!("gate.optional '{o}': {e}"))?;
         }
         Ok(())
     }
@@ -130,7 +211,7 @@ impl GateSpec {
 
 /// A threshold from the command line: `METRIC=10%`, `METRIC=20ms`, `METRIC=10%,20ms`, or
 /// `FEATURE.METRIC=…`; shares (`error_rate`, `goodput`) take `2%` as two points.
-pub fn parse_threshold(text: &str) -> Result<(Option<String>, String, Threshold), String> {
+pub fn parse_threshold(text: &str) -> Result<(Option<String>, GateMetric, Threshold), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("--threshold '{text}': expected METRIC=VALUE"))?;
@@ -138,13 +219,8 @@ pub fn parse_threshold(text: &str) -> Result<(Option<String>, String, Threshold)
         Some((f, m)) => (Some(f.to_owned()), m.to_owned()),
         None => (None, key.to_owned()),
     };
-    if !GATE_METRICS.contains(&metric.as_str()) {
-        return Err(format!(
-            "--threshold '{text}': unknown metric '{metric}' (one of {})",
-            GATE_METRICS.join(", ")
-        ));
-    }
-    let share = matches!(metric.as_str(), "error_rate" | "goodput");
+    let metric = GateMetric::parse(&metric).map_err(|e| format!("--threshold '{text}': {e}"))?;
+    let share = metric.is_share();
     let mut t = Threshold::default();
     for part in value.split(',').map(str::trim) {
         let number = |s: &str| {
@@ -179,7 +255,7 @@ mod tests {
     fn thresholds_parse_and_layer() {
         let (f, m, t) = parse_threshold("code_suggestions.ttft_p99=15%,30ms").unwrap();
         assert_eq!(f.as_deref(), Some("code_suggestions"));
-        assert_eq!(m, "ttft_p99");
+        assert_eq!(m, GateMetric::TtftP99);
         assert_eq!(t.relative, Some(0.15));
         assert_eq!(t.absolute, Some(30.0));
         assert!(parse_threshold("ttft_p98=10%").is_err());
@@ -195,7 +271,7 @@ mod tests {
                 absolute: None,
             },
         );
-        let t = g.threshold("duo_chat", "ttft_p99");
+        let t = g.threshold("duo_chat", GateMetric::TtftP99);
         assert_eq!((t.relative, t.absolute), (Some(0.2), Some(20.0)));
         assert_eq!(t.allowance(500.0), 100.0);
         assert_eq!(t.allowance(50.0), 20.0);

@@ -168,10 +168,19 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
         .filter(|c| c.feature == feature)
     {
         let name = format!("gate {}", ch.metric);
-        suite.add_test_case(match ch.outcome {
-            Outcome::Regression => failed(&name, "regression", &ch.reason, ch.reason.clone()),
-            Outcome::Inconclusive => skipped(&name, &format!("inconclusive: {}", ch.reason)),
-            Outcome::NoRegression => passed(&name, ch.reason.clone()),
+        suite.add_test_case(match (ch.outcome, ch.required) {
+            (Outcome::Regression, _) => {
+                failed(&name, "regression", &ch.reason, ch.reason.clone())
+            }
+            // No evidence is never a pass: a required check that could not be judged fails.
+            (Outcome::Inconclusive, true) => {
+                let m = format!("could not be judged: {}", ch.reason);
+                failed(&name, "undecided", &m, m.clone())
+            }
+            (Outcome::Inconclusive, false) => {
+                skipped(&name, &format!("inconclusive (optional): {}", ch.reason))
+            }
+            (Outcome::NoRegression, _) => passed(&name, ch.reason.clone()),
         });
     }
     // Request errors fail their corpus cases, gate regressions their gate cases.

@@ -118,10 +118,13 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "\n**Against the baseline** ({} checks: {} regression(s), {} inconclusive)\n",
+            "\n**Against the baseline** ({} checks: {} regression(s), {} inconclusive, {} of them \
+             required): gate {}\n",
             c.checks.len(),
             c.regressions,
-            c.inconclusive
+            c.inconclusive,
+            c.undecided,
+            crate::compare::verdict_line(c)
         );
         if !moved.is_empty() {
             out += "| feature | metric | baseline | current | worse by [interval] | allowed | outcome |\n";

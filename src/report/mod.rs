@@ -66,6 +66,16 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// These outputs, each one left unset taken from `defaults`.
+    pub fn or(self, defaults: Outputs) -> Self {
+        Self {
+            html: self.html.or(defaults.html),
+            junit: self.junit.or(defaults.junit),
+            md: self.md.or(defaults.md),
+            html_link: self.html_link.or(defaults.html_link),
+        }
+    }
+
     /// All three, in `dir`, under their default names.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
@@ -112,57 +122,47 @@ pub struct Rebuilt {
 /// The run's figures about itself, from the summaries its folders wrote. A folder without one
 /// (a killed run) counts as interrupted and leaves the CPU unaudited.
 fn run_info(merged: &RunFolder, sources: &[RunFolder]) -> RunInfo {
-    let at = |f: &RunFolder, p: &str| f.summary_at(p).cloned();
-    let all_wrote = sources.iter().all(|f| f.summary.is_some());
+    let summaries: Vec<&Summary> = sources.iter().filter_map(|f| f.summary.as_ref()).collect();
+    let all_wrote = summaries.len() == sources.len();
     let last_end_s = merged
         .records
         .iter()
         .map(|r| (r.sent_ms + r.end_ms) / 1000.0)
         .fold(0.0, f64::max);
-    let scheduled: Option<u64> = sources
-        .iter()
-        .map(|f| at(f, "/load/scheduled")?.as_u64())
-        .sum();
     // The busiest client of the folders speaks for the merge: it is the one that could have
     // distorted what it measured.
-    let client: Option<ClientCpu> = sources
+    let client: Option<ClientCpu> = summaries
         .iter()
-        .filter_map(|f| serde_json::from_value(at(f, "/load/client")?).ok())
-        .max_by(|a: &ClientCpu, b: &ClientCpu| a.cores_busy.total_cmp(&b.cores_busy));
-    let internal_errors = sources
+        .map(|s| s.load.client.clone())
+        .max_by(|a, b| a.cores_busy.total_cmp(&b.cores_busy));
+    let internal_errors = summaries
         .iter()
-        .filter_map(|f| f.summary.as_ref())
-        .flat_map(|s| s["findings"].as_array().cloned().unwrap_or_default())
-        .filter(|f| f["kind"] == "internal_error")
-        .filter_map(|f| f["message"].as_str().map(str::to_owned))
+        .flat_map(|s| &s.findings)
+        .filter(|f| f.kind == "internal_error")
+        .map(|f| f.message.clone())
         .collect();
-    let first = &sources[0];
+    let first = summaries.first().filter(|_| all_wrote);
     let load = &merged.plan.load;
     RunInfo {
         run_id: merged.plan.run_id.clone(),
         scenario: merged.plan.scenario_name.clone(),
-        target: at(first, "/target")
-            .and_then(|v| v.as_str().map(str::to_owned))
+        target: first
+            .map(|s| s.target.clone())
             .or_else(|| merged.plan.target_url.clone())
             .unwrap_or_else(|| "embedded".into()),
-        started_at: at(first, "/started_at")
-            .and_then(|v| v.as_str().map(str::to_owned))
+        started_at: first
+            .map(|s| s.started_at.clone())
             .or_else(|| merged.records.first().map(|r| r.sent_at.clone()))
             .unwrap_or_default(),
-        duration_s: if sources.len() == 1 && all_wrote {
-            at(first, "/load/duration_s")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(last_end_s)
-        } else {
-            last_end_s
+        duration_s: match (sources.len(), first) {
+            (1, Some(s)) => s.load.duration_s,
+            _ => last_end_s,
         },
-        interrupted: !all_wrote
-            || sources
-                .iter()
-                .any(|f| at(f, "/interrupted") == Some(Value::Bool(true))),
-        scheduled: scheduled
-            .filter(|_| all_wrote)
-            .unwrap_or(merged.records.len() as u64),
+        interrupted: !all_wrote || summaries.iter().any(|s| s.interrupted),
+        scheduled: match all_wrote {
+            true => summaries.iter().map(|s| s.load.scheduled).sum(),
+            false => merged.records.len() as u64,
+        },
         client: client.clone().unwrap_or_default(),
         cores: client.as_ref().map_or(0, |c| c.cores.len()),
         in_flight_cap: (load.arrival.open_loop() && load.concurrency.is_none())
@@ -215,8 +215,9 @@ pub fn rebuild(
     // What the backends' metrics showed is not in results.ndjson: a single run keeps its own.
     if let [only] = sources {
         summary.backend_metrics = only
-            .summary_at("/backend_metrics")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .summary
+            .as_ref()
+            .map(|s| s.backend_metrics.clone())
             .unwrap_or_default();
     }
     Ok(Rebuilt {

@@ -473,7 +473,7 @@ fn judge_and_write(
     let probe = info.receive_delay.clone();
     let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
     summary.backend_metrics = backend_metrics;
-    let judged = crate::commands::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
+    let judged = crate::cmd::judge::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
     let summary = judged.summary;
     print!("{}", summary.table());
     if let Some(c) = &judged.comparison {

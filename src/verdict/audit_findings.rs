@@ -98,7 +98,7 @@ fn degraded(
                 .filter(|(_, t)| {
                     t.reasons
                         .iter()
-                        .any(|r| matches!(*r, "receive_delay" | "send_lateness"))
+                        .any(|r| r.bounded())
                 })
                 .map(|(figure, t)| describe(figure, t))
                 .collect();
@@ -168,7 +168,7 @@ fn schedule_message(s: &ScheduleAudit) -> String {
 fn describe(figure: &str, t: &Trust) -> String {
     let b = t.bound_ms.unwrap_or(0.0);
     match t.direction {
-        Some("over") => format!("{figure} can read up to {b:.3} ms high"),
+        Some(crate::audit::Direction::Over) => format!("{figure} can read up to {b:.3} ms high"),
         _ => format!("{figure} ± {b:.3} ms"),
     }
 }

@@ -46,7 +46,7 @@ pub(super) fn findings(
     for (k, f) in features {
         out.extend(slo_finding(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
-            let m = format!("{}: {}", v.kind, v.message);
+            let m = format!("{}: {}", v.kind.name(), v.message);
             out.push(Finding::new("routing", Severity::Error, Some(k), m));
         }
         if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {

@@ -25,7 +25,7 @@ use crate::taps::{BackendAgg, TapAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// First content chunk minus send.
     pub ttft: Percentiles,
@@ -41,14 +41,14 @@ pub struct Latency {
     pub queue_wait: Percentiles,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Throughput {
     /// Completed requests per second of the measured window.
     pub requests_per_s: f64,
     pub output_tokens_per_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Goodput {
     /// Successful requests that met every bound.
     pub met: u64,
@@ -58,7 +58,7 @@ pub struct Goodput {
     pub rps: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeatureSummary {
     pub requests: u64,
     /// Requests answered with a 2xx (a stream cut after its start included): what routing judges.
@@ -82,7 +82,7 @@ pub struct FeatureSummary {
     pub goodput: Option<Goodput>,
     /// The self-audit's trust in each figure (`ttft`, `ttft_from_intended`, `itl`, `tpot`,
     /// `e2e`, `output_tokens`, `output_tokens_per_s`, `goodput`).
-    pub trust: BTreeMap<&'static str, Trust>,
+    pub trust: BTreeMap<String, Trust>,
     /// With an SLO: the attainment range the harness's own error allows, and whether the
     /// verdict holds across it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +113,7 @@ pub struct Checks<'a> {
 }
 
 /// Where the time goes: the backend's own figures beside the client's, and the difference.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackendSummary {
     /// Upstream calls attributed to this feature.
     pub calls: u64,
@@ -133,7 +133,7 @@ pub struct BackendSummary {
 }
 
 /// One tap's counts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TapSummary {
     pub calls: u64,
     /// Calls whose request could not be found (no nonce in the upstream prompt).
@@ -200,7 +200,7 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub kind: String,
     /// `error` findings fail the verdict; `warning` and `info` do not.
@@ -220,10 +220,10 @@ impl Finding {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Load {
     /// `closed` (next send when a slot frees) or `open` (sends on the schedule).
-    pub mode: &'static str,
+    pub mode: String,
     pub arrival: Arrival,
     pub seed: u64,
     pub concurrency: Option<usize>,
@@ -253,10 +253,13 @@ pub struct Load {
     pub receive: ReceiveAudit,
 }
 
+/// The version of `summary.json` this build writes and reads.
+pub const SUMMARY_SCHEMA: &str = "duo-harness/summary/v1";
+
 /// The whole `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
-    pub schema: &'static str,
+    pub schema: String,
     pub verdict: Verdict,
     pub run_id: String,
     pub scenario: String,
@@ -270,10 +273,10 @@ pub struct Summary {
     pub load: Load,
     pub features: BTreeMap<String, FeatureSummary>,
     /// With taps: what each tap saw.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub taps: BTreeMap<String, TapSummary>,
     /// With `[metrics]`: what each backend's metrics showed over the run.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_metrics: BTreeMap<String, crate::scrape::Observed>,
     pub findings: Vec<Finding>,
 }
@@ -438,7 +441,8 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
             "open"
         } else {
             "closed"
-        },
+        }
+        .into(),
         arrival: load.arrival,
         seed: load.seed(),
         // Developers: at most one request each in flight.
@@ -483,7 +487,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
     }
     let verdict = verdict(&findings);
     Summary {
-        schema: "duo-harness/summary/v1",
+        schema: SUMMARY_SCHEMA.into(),
         verdict,
         run_id: info.run_id,
         scenario: info.scenario,
@@ -503,14 +507,17 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
 
 /// Findings whose truth depends on the timing figures the self-audit can find degraded.
 fn timing_dependent(kind: &str) -> bool {
-    matches!(kind, "slo" | "invalid_measurement" | "regression")
+    matches!(kind, "slo" | "invalid_measurement" | "gate_undecided")
 }
 
 /// The verdict: an internal error voids the run; a failure that does not depend on timing
-/// (errors, protocol, routing, conformance, nothing measured) fails it whatever the self-audit
-/// says; otherwise an invalid measurement makes it `invalid`, and a missed SLO fails it.
+/// (errors, protocol, routing, conformance, nothing measured, a regression judged with the
+/// self-audit's bounds) fails it whatever the self-audit says; otherwise an invalid measurement
+/// makes it `invalid`, a missed SLO fails it, and a gate that could not decide leaves it
+/// `invalid`: no evidence is never a pass.
 pub fn verdict(findings: &[Finding]) -> Verdict {
     let error = |f: &&Finding| f.severity == Severity::Error;
+    let any = |kind: &str| findings.iter().filter(error).any(|f| f.kind == kind);
     if findings.iter().any(|f| f.kind == "internal_error") {
         Verdict::Error
     } else if findings
@@ -519,10 +526,12 @@ pub fn verdict(findings: &[Finding]) -> Verdict {
         .any(|f| !timing_dependent(&f.kind))
     {
         Verdict::Fail
-    } else if findings.iter().any(|f| f.kind == "invalid_measurement") {
+    } else if any("invalid_measurement") {
         Verdict::Invalid
-    } else if findings.iter().any(|f| f.severity == Severity::Error) {
+    } else if any("slo") {
         Verdict::Fail
+    } else if any("gate_undecided") {
+        Verdict::Invalid
     } else {
         Verdict::Pass
     }
@@ -596,5 +605,21 @@ mod tests {
         );
         assert_eq!(verdict(&[f("slo")]), Verdict::Fail);
         assert_eq!(verdict(&[]), Verdict::Pass);
+    }
+
+    /// A regression is judged with the self-audit's bounds: an invalid measurement elsewhere
+    /// does not soften it. A gate that could not decide is never a pass.
+    #[test]
+    fn a_regression_fails_and_an_undecided_gate_never_passes() {
+        assert_eq!(
+            verdict(&[f("invalid_measurement"), f("regression")]),
+            Verdict::Fail
+        );
+        assert_eq!(verdict(&[f("gate_undecided")]), Verdict::Invalid);
+        assert_eq!(verdict(&[f("gate_undecided"), f("slo")]), Verdict::Fail);
+        assert_eq!(
+            verdict(&[f("gate_undecided"), f("request_error")]),
+            Verdict::Fail
+        );
     }
 }

@@ -11,19 +11,19 @@ use crate::measure::ErrorClass;
 use crate::plan::Routing;
 use crate::routing::Violation;
 use crate::stats::Percentiles;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A feature's sessions (`summary.json` `features.<f>.sessions`). TTFT and E2E of the feature
 /// are the first and last streamed checkpoint text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub sessions: u64,
     /// Final gRPC status → sessions (`none`: closed without one).
     pub codes: BTreeMap<String, u64>,
     pub checkpoint_statuses: BTreeMap<String, u64>,
     pub mismatched: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mismatch_examples: Vec<String>,
     pub without_model_metadata: u64,
     pub served_models: BTreeMap<String, u64>,
@@ -59,7 +59,7 @@ pub(super) fn violations(routing: &Routing, feature: &str, s: &SessionAgg) -> Ve
     let mut out = Vec::new();
     if s.without_model_metadata > 0 && routing.fully_self_hosted {
         out.push(Violation {
-            kind: "hybrid_leak",
+            kind: crate::routing::ViolationKind::HybridLeak,
             message: format!(
                 "{} sessions carried no {} header: the Duo Workflow Service then serves them with GitLab's cloud default model",
                 s.without_model_metadata,
@@ -74,7 +74,7 @@ pub(super) fn violations(routing: &Routing, feature: &str, s: &SessionAgg) -> Ve
     for (served, n) in &s.served_models {
         if let Some(w) = want.filter(|w| model_part(served) != model_part(w)) {
             out.push(Violation {
-                kind: "wrong_model",
+                kind: crate::routing::ViolationKind::WrongModel,
                 message: format!("{n} sessions were served by {served} (checkpoint model_metadata_json), not {w}"),
             });
         }

@@ -1,0 +1,98 @@
+//! `compare BASELINE CURRENT`: the gate between two run folders, from the command line.
+
+use crate::compare;
+use crate::exit::Exit;
+use crate::plan::{GateMetric, GateSpec, Threshold};
+use crate::results::RunFolder;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// `compare BASELINE CURRENT`: options.
+pub struct CompareArgs {
+    pub baseline: PathBuf,
+    pub current: PathBuf,
+    /// `(feature, metric, threshold)` from `--threshold`, over the current run's `[gate]`.
+    pub thresholds: Vec<(Option<String>, GateMetric, Threshold)>,
+    /// `--optional METRIC|FEATURE.METRIC`, over the current run's `[gate] optional`.
+    pub optional: Vec<String>,
+    pub out: Option<PathBuf>,
+}
+
+/// The features the two runs measure: what a threshold may name.
+fn features(folders: [&RunFolder; 2]) -> BTreeSet<String> {
+    folders
+        .iter()
+        .flat_map(|f| f.plan.features.iter().chain(f.records.iter().map(|r| &r.feature)))
+        .cloned()
+        .collect()
+}
+
+/// The current run's `[gate]` with the command line's thresholds and optional checks over it;
+/// an unknown feature or metric is refused.
+fn gate(args: &CompareArgs, base: &RunFolder, cur: &RunFolder) -> Result<GateSpec, String> {
+    let mut gate = cur.plan.gate.clone();
+    for (feature, metric, t) in &args.thresholds {
+        let slot = match feature {
+            Some(f) => gate.features.entry(f.clone()).or_default(),
+            None => &mut gate.thresholds,
+        };
+        let slot = slot.entry(metric.name().to_owned()).or_default();
+        *slot = t.over(*slot);
+    }
+    gate.optional.extend(args.optional.iter().cloned());
+    gate.check()?;
+    let known = features([base, cur]);
+    if let Some(f) = gate.named_features().find(|f| !known.contains(*f)) {
+        return Err(format!(
+            "the gate names the feature '{f}', which neither run measures (they measure {})",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(gate)
+}
+
+fn open(dir: &Path) -> Result<RunFolder, Exit> {
+    RunFolder::open(dir).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Usage
+    })
+}
+
+/// `compare`: 0 only when every required check was judged "no regression" and the current run
+/// passed; 1 on a regression or a failed current run; 4 when a required check could not be
+/// judged; 2 when the runs cannot be compared or a flag is wrong.
+pub fn command(args: CompareArgs) -> Exit {
+    let (base, cur) = match (open(&args.baseline), open(&args.current)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    for f in [&base, &cur].into_iter().filter(|f| f.summary.is_none()) {
+        eprintln!(
+            "warning: {} has no summary.json (killed?): run `duo-harness report {}` first",
+            f.dir.display(),
+            f.dir.display()
+        );
+    }
+    let gate = match gate(&args, &base, &cur) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let c = match compare::compare(&base, &cur, &gate) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    print!("{}", compare::table(&c));
+    let out = args.out.unwrap_or_else(|| cur.dir.join("comparison.json"));
+    if let Err(e) = crate::files::write_json(&out, &c) {
+        eprintln!("error: could not write {}: {e}", out.display());
+        return Exit::Unreachable;
+    }
+    println!("comparison: {}", out.display());
+    c.exit()
+}

@@ -1,0 +1,200 @@
+//! The judgement `run` and `report` share: a run's summary with the gate against the scenario's
+//! baseline folded into the one verdict, and the stages listed as checks of their own.
+
+use crate::compare::{self, Comparison, GateVerdict, Outcome};
+use crate::plan::{GateMetric, GateSpec};
+use crate::report::{Stage, StageStatus};
+use crate::results::RunFolder;
+use crate::verdict::{self, Finding, Severity, Summary};
+use std::path::Path;
+
+/// A run's summary with the gate folded in, and its stages.
+pub struct Judged {
+    pub summary: Summary,
+    pub comparison: Option<Comparison>,
+    pub stages: Vec<Stage>,
+}
+
+/// The gate stage: the run in `dir` (its `summary` not yet written) against `gate.baseline`.
+fn gate_stage(dir: &Path, summary: &Summary, gate: &GateSpec) -> (Option<Comparison>, Stage) {
+    let stage = |status, detail: String| Stage {
+        name: "gate".into(),
+        status,
+        detail,
+    };
+    let Some(baseline) = &gate.baseline else {
+        let why = "no [gate] baseline in the scenario".to_owned();
+        return (None, stage(StageStatus::Skipped(why), String::new()));
+    };
+    if !baseline.join("plan.json").is_file() {
+        let why = format!(
+            "no baseline run at {} yet: save one with `duo-harness baseline save RUN_DIR --to {}`",
+            baseline.display(),
+            baseline.display()
+        );
+        return (None, stage(StageStatus::Skipped(why), String::new()));
+    }
+    let opened = RunFolder::open(baseline).and_then(|b| {
+        let mut c = RunFolder::open(dir)?;
+        c.summary = Some(summary.clone());
+        Ok((b, c))
+    });
+    let compared = opened
+        .map_err(|e| e.to_string())
+        .and_then(|(b, c)| compare::compare(&b, &c, gate).map_err(|e| e.to_string()));
+    match compared {
+        Err(e) => (None, stage(StageStatus::Failed(e), String::new())),
+        Ok(c) => {
+            let detail = format!(
+                "{} checks against {}: {} regression(s), {} inconclusive ({} required)",
+                c.checks.len(),
+                c.baseline,
+                c.regressions,
+                c.inconclusive,
+                c.undecided
+            );
+            let status = match c.verdict {
+                GateVerdict::Pass => StageStatus::Passed,
+                _ => StageStatus::Failed(compare::verdict_line(&c)),
+            };
+            (Some(c), stage(status, detail))
+        }
+    }
+}
+
+/// The stages a summary shows, after the run's own (`preflight`) ones.
+fn derived_stages(s: &Summary, preflight: Vec<Stage>) -> Vec<Stage> {
+    let mut out = preflight;
+    let any = |kinds: &[&str]| {
+        s.findings
+            .iter()
+            .find(|f| f.severity == Severity::Error && kinds.contains(&f.kind.as_str()))
+            .map(|f| f.message.clone())
+    };
+    let mut add = |name: &str, applies: bool, failed: Option<String>, detail: String| {
+        let status = match (applies, failed) {
+            (false, _) => StageStatus::Skipped("not configured".into()),
+            (true, Some(m)) => StageStatus::Failed(m),
+            (true, None) => StageStatus::Passed,
+        };
+        out.push(Stage {
+            name: name.into(),
+            status,
+            detail,
+        });
+    };
+    let features = &s.features;
+    add(
+        "replay",
+        true,
+        any(&["request_error", "protocol", "nothing_measured", "cut_off"]),
+        format!("{} requests, {} errors", s.requests, s.errors),
+    );
+    add(
+        "routing",
+        features.values().any(|f| f.routing.is_some()),
+        any(&["routing", "parameter_drift"]),
+        String::new(),
+    );
+    add(
+        "conformance",
+        features.values().any(|f| f.conformance.is_some()),
+        any(&["conformance_protocol", "conformance_content"]),
+        String::new(),
+    );
+    add(
+        "slo",
+        features.values().any(|f| f.slo.is_some()),
+        any(&["slo", "invalid_measurement"]),
+        String::new(),
+    );
+    out
+}
+
+/// The required checks that could not be judged, and what would decide them.
+fn undecided_message(c: &Comparison) -> String {
+    let mut what: Vec<String> = c
+        .checks
+        .iter()
+        .filter(|ch| ch.required && ch.outcome == Outcome::Inconclusive)
+        .take(8)
+        .map(|ch| format!("{} {} ({})", ch.feature, ch.metric, ch.reason))
+        .collect();
+    if c.undecided > what.len() {
+        what.push(format!("and {} more", c.undecided - what.len()));
+    }
+    format!("{}: {}", compare::verdict_line(c), what.join("; "))
+}
+
+/// Folds the preflight stages and the gate into the summary (a failed stage, a latency
+/// regression: error findings) and lists the stages.
+pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<Stage>) -> Judged {
+    for stage in &preflight {
+        if let StageStatus::Failed(m) = &stage.status {
+            let m = format!("{}: {m}", stage.name);
+            summary
+                .findings
+                .push(Finding::new("preflight", Severity::Error, None, m));
+        }
+    }
+    // The gate holds the current run to its own verdict, preflight included.
+    summary.verdict = verdict::verdict(&summary.findings);
+    let (comparison, gate_stage) = gate_stage(dir, &summary, gate);
+    for ch in comparison.iter().flat_map(|c| &c.checks) {
+        // New conformance and routing findings already fail the run as themselves.
+        if ch.outcome == Outcome::Regression
+            && !matches!(ch.metric, GateMetric::Conformance | GateMetric::Routing)
+        {
+            let m = format!("{} {}: {}", ch.feature, ch.metric, ch.reason);
+            summary.findings.push(Finding::new(
+                "regression",
+                Severity::Error,
+                Some(&ch.feature),
+                m,
+            ));
+        }
+    }
+    if let Some(c) = comparison.as_ref().filter(|c| c.verdict == GateVerdict::Undecided) {
+        // No evidence is never a pass: the run cannot pass on a gate that could not decide.
+        summary.findings.push(Finding::new(
+            "gate_undecided",
+            Severity::Error,
+            None,
+            undecided_message(c),
+        ));
+    }
+    if let (Some(_), StageStatus::Skipped(m)) = (&gate.baseline, &gate_stage.status) {
+        // A configured gate that did not run is said out loud, never passed over silently.
+        let m = format!("the gate did not run: {m}");
+        summary
+            .findings
+            .push(Finding::new("gate_skipped", Severity::Warning, None, m));
+    }
+    if let StageStatus::Failed(m) = &gate_stage.status {
+        if comparison.is_none() {
+            summary.findings.push(Finding::new(
+                "gate_refused",
+                Severity::Error,
+                None,
+                m.clone(),
+            ));
+        }
+    }
+    summary.verdict = verdict::verdict(&summary.findings);
+    let mut stages = derived_stages(&summary, preflight);
+    stages.push(gate_stage);
+    Judged {
+        summary,
+        comparison,
+        stages,
+    }
+}
+
+/// The stages a run recorded before it sent its load (`preflight.json`), if any.
+pub fn read_preflight(dir: &Path) -> Vec<Stage> {
+    std::fs::read_to_string(dir.join("preflight.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+

@@ -1,0 +1,218 @@
+//! `report RUN_DIR…`: judges run folders again without sending a request (re-render, rebuild a
+//! killed run, merge the folders of one plan) and writes every output.
+
+use super::judge::{judge, read_preflight};
+use crate::compare;
+use crate::exit::Exit;
+use crate::report::{self, Outputs, Report};
+use crate::results::{self, RunFolder};
+use crate::verdict::{self, Finding, Severity};
+use std::path::{Path, PathBuf};
+
+/// `report RUN_DIR…`: options.
+pub struct ReportArgs {
+    pub dirs: Vec<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub outputs: Outputs,
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    crate::files::write_json(path, value).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), String> {
+    crate::files::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes the merged folder's own files: results (one clock), taps, plan.
+fn write_merged(merged: &RunFolder, sources: &[RunFolder], out: &Path) -> Result<(), String> {
+    crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut results = String::new();
+    for r in &merged.records {
+        results += &serde_json::to_string(r).map_err(|e| e.to_string())?;
+        results.push('\n');
+    }
+    write_text(&out.join("results.ndjson"), &results)?;
+    let taps: String = sources
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f.dir.join("taps.ndjson")).ok())
+        .collect();
+    if !taps.is_empty() {
+        write_text(&out.join("taps.ndjson"), &taps)?;
+    }
+    let mut plan = merged.plan_json.clone();
+    plan["merged_from"] = sources
+        .iter()
+        .map(|f| f.dir.display().to_string())
+        .collect();
+    write_json(&out.join("plan.json"), &plan)
+}
+
+/// `report`: judges run folders again without sending a request, and writes every output.
+pub fn command(args: ReportArgs) -> Exit {
+    match report(args) {
+        Ok(exit) => exit,
+        Err((exit, message)) => {
+            eprintln!("error: {message}");
+            exit
+        }
+    }
+}
+
+type Failure = (Exit, String);
+
+fn usage(m: impl Into<String>) -> Failure {
+    (Exit::Usage, m.into())
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Opens every folder, warning of lines it could not read; refuses a folder given twice.
+fn open_sources(dirs: &[PathBuf]) -> Result<Vec<RunFolder>, Failure> {
+    let mut sources: Vec<RunFolder> = Vec::new();
+    for d in dirs {
+        if let Some(twice) = sources.iter().find(|f| same_path(&f.dir, d)) {
+            return Err(usage(format!(
+                "{} is given twice (as {}): a run merged with itself counts every request twice",
+                d.display(),
+                twice.dir.display()
+            )));
+        }
+        let f = RunFolder::open(d).map_err(|e| usage(e.to_string()))?;
+        for bad in &f.bad_lines {
+            let what = match bad.torn {
+                true => "torn last line (the run was killed mid-write?), skipped",
+                false => "unreadable line, skipped",
+            };
+            let file = d.join("results.ndjson");
+            eprintln!("warning: {}:{}: {what}: {}", file.display(), bad.line, bad.message);
+        }
+        sources.push(f);
+    }
+    Ok(sources)
+}
+
+/// Where the report goes: one folder re-rendered in place, several merged into `--out`, which
+/// must be neither a source nor another run's folder.
+fn out_dir(out: Option<&PathBuf>, sources: &[RunFolder]) -> Result<PathBuf, Failure> {
+    let out = match (out, sources) {
+        (Some(o), _) => o.clone(),
+        (None, [only]) => return Ok(only.dir.clone()),
+        (None, _) => {
+            return Err(usage(
+                "several run folders merge into a new one: name it with --out DIR",
+            ))
+        }
+    };
+    if let [only] = sources {
+        if same_path(&only.dir, &out) {
+            return Ok(out);
+        }
+    }
+    if sources.iter().any(|f| same_path(&f.dir, &out)) {
+        return Err(usage(format!(
+            "--out {} is one of the run folders: a merge goes into a folder of its own",
+            out.display()
+        )));
+    }
+    if out.join("plan.json").exists() {
+        return Err(usage(format!(
+            "--out {} holds another run: writing there would mix two runs' files",
+            out.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Findings about the folders themselves: lines of another run found in a results file.
+fn foreign_findings(sources: &[RunFolder]) -> Vec<Finding> {
+    let at = |ms: f64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .map_or_else(|| format!("{ms} ms"), |t| t.to_rfc3339())
+    };
+    sources
+        .iter()
+        .flat_map(|f| f.foreign.iter().map(move |x| (f, x)))
+        .map(|(f, x)| {
+            let m = format!(
+                "{}: {} result lines belong to another run (its clock started at {}, this run's \
+                 at {}): they are not counted",
+                f.dir.join("results.ndjson").display(),
+                x.lines,
+                at(x.start_epoch_ms),
+                f.start_epoch_ms.map_or("?".into(), at)
+            );
+            Finding::new("foreign_results", Severity::Error, None, m)
+        })
+        .collect()
+}
+
+fn report(args: ReportArgs) -> Result<Exit, Failure> {
+    let sources = open_sources(&args.dirs)?;
+    let out = out_dir(args.out.as_ref(), &sources)?;
+    let merged = results::merge(sources.clone()).map_err(|e| usage(e.to_string()))?;
+    if sources.len() > 1 || out != sources[0].dir {
+        write_merged(&merged, &sources, &out).map_err(|e| (Exit::Unreachable, e))?;
+    }
+    let taps = out.join("taps.ndjson");
+    let mut rebuilt = report::rebuild(
+        &merged,
+        &sources,
+        &out.join("results.ndjson"),
+        taps.is_file().then_some(taps.as_path()),
+    )
+    .map_err(usage)?;
+    rebuilt.summary.findings.extend(foreign_findings(&sources));
+    rebuilt.summary.verdict = verdict::verdict(&rebuilt.summary.findings);
+    let preflight = match sources.as_slice() {
+        [only] => read_preflight(&only.dir),
+        _ => Vec::new(),
+    };
+    let judged = judge(&out, rebuilt.summary, &merged.plan.gate, preflight);
+    print!("{}", judged.summary.table());
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let mut save = |name: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            failed.push((out.join(name), e));
+        }
+    };
+    save(
+        "summary.json",
+        write_json(&out.join("summary.json"), &judged.summary),
+    );
+    let histograms = verdict::histograms(&rebuilt.agg, &rebuilt.receive_delay);
+    save(
+        "histograms.json",
+        write_json(&out.join("histograms.json"), &histograms),
+    );
+    if let Some(c) = &judged.comparison {
+        print!("{}", compare::table(c));
+        save(
+            "comparison.json",
+            write_json(&out.join("comparison.json"), c),
+        );
+    }
+    let outputs = args.outputs.or(Outputs::in_dir(&out));
+    let view = Report {
+        summary: &judged.summary,
+        agg: &rebuilt.agg,
+        plan: &merged.plan_json,
+        comparison: judged.comparison.as_ref(),
+        stages: &judged.stages,
+        capacity: None,
+    };
+    failed.extend(report::write(&view, &outputs));
+    println!("report folder: {}", out.display());
+    if !failed.is_empty() {
+        for (p, e) in failed {
+            eprintln!("error: could not write {}: {e}", p.display());
+        }
+        return Ok(Exit::Unreachable);
+    }
+    Ok(judged.summary.exit())
+}

@@ -1,0 +1,353 @@
+//! One check: a feature's metric in two runs, its change bootstrapped, the interval widened by
+//! the self-audit's bounds, held against the allowance.
+
+use super::bootstrap::{self, Statistic};
+use super::{Basis, Check, Outcome};
+use crate::audit::{Direction, Trust};
+use crate::measure::aggregate::{meets, Aggregate};
+use crate::measure::{Disposition, RequestRecord};
+use crate::plan::{GateMetric, GateSpec};
+use crate::results::RunFolder;
+use crate::stats::round3;
+
+/// What a metric is measured on, and which way is worse.
+struct MetricDef {
+    stat: Statistic,
+    /// The self-audit's figure whose bound applies (`None`: the harness's own delay cannot move
+    /// it, or no figure stands for it).
+    figure: Option<&'static str>,
+    /// +1: higher is worse; −1: lower is worse.
+    worse: f64,
+    /// Fewest samples per run before the metric is judged at all.
+    min_samples: usize,
+}
+
+fn metric_def(metric: GateMetric) -> MetricDef {
+    use GateMetric as M;
+    let q = |q: f64, figure, min_samples| MetricDef {
+        stat: Statistic::Quantile(q),
+        figure,
+        worse: 1.0,
+        min_samples,
+    };
+    let share = |figure, worse| MetricDef {
+        stat: Statistic::Mean,
+        figure,
+        worse,
+        min_samples: 10,
+    };
+    match metric {
+        M::TtftP50 => q(0.5, Some("ttft"), 10),
+        M::TtftP99 => q(0.99, Some("ttft"), 100),
+        M::TpotP50 => q(0.5, Some("tpot"), 10),
+        M::TpotP99 => q(0.99, Some("tpot"), 100),
+        M::E2eP99 => q(0.99, Some("e2e"), 100),
+        M::FirstActionP50 | M::ToolRoundTripP50 => q(0.5, None, 10),
+        M::SessionP99 => q(0.99, None, 100),
+        M::Goodput => share(Some("goodput"), -1.0),
+        M::ErrorRate | M::Conformance | M::Routing => share(None, 1.0),
+    }
+}
+
+/// One sample per measured request of `feature`, for `metric` (`None`: not applicable).
+fn samples(folder: &RunFolder, feature: &str, metric: GateMetric) -> Option<Vec<f64>> {
+    use GateMetric as M;
+    let measured = folder
+        .records
+        .iter()
+        .filter(|r| r.feature == feature && !r.warmup && r.disposition == Disposition::Completed);
+    let ok = |f: fn(&RequestRecord) -> Option<f64>| {
+        measured.clone().filter(|r| r.ok()).filter_map(f).collect()
+    };
+    let session_metric = matches!(
+        metric,
+        M::FirstActionP50 | M::ToolRoundTripP50 | M::SessionP99
+    );
+    if session_metric && !measured.clone().any(|r| r.session.is_some()) {
+        return None; // not an Agent Platform feature
+    }
+    Some(match metric {
+        M::FirstActionP50 => ok(|r| r.session.as_ref()?.first_action_ms),
+        M::ToolRoundTripP50 => measured
+            .filter(|r| r.ok())
+            .filter_map(|r| r.session.as_ref())
+            .flat_map(|s| s.tool_round_trips_ms.iter().copied())
+            .collect(),
+        M::SessionP99 => ok(|r| r.session.as_ref().map(|_| r.end_ms)),
+        M::TtftP50 | M::TtftP99 => ok(RequestRecord::ttft_ms),
+        M::TpotP50 | M::TpotP99 => ok(RequestRecord::tpot_ms),
+        M::E2eP99 => ok(RequestRecord::e2e_ms),
+        M::ErrorRate => measured.map(|r| f64::from(u8::from(r.failed()))).collect(),
+        M::Goodput => {
+            let agg = Aggregate::new(folder.plan.slo.clone());
+            let slo = *agg.slo(feature)?;
+            measured
+                .map(|r| f64::from(u8::from(meets(&slo, r))))
+                .collect()
+        }
+        M::Conformance | M::Routing => return None,
+    })
+}
+
+/// The figure as the run's `summary.json` gives it, where it gives it.
+fn summary_figure(folder: &RunFolder, feature: &str, metric: GateMetric) -> Option<f64> {
+    use GateMetric as M;
+    let f = folder.summary.as_ref()?.features.get(feature)?;
+    let (l, s) = (&f.latency_ms, f.sessions.as_ref());
+    match metric {
+        M::TtftP50 => l.ttft.p50,
+        M::TtftP99 => l.ttft.p99,
+        M::TpotP50 => l.tpot.p50,
+        M::TpotP99 => l.tpot.p99,
+        M::E2eP99 => l.e2e.p99,
+        M::FirstActionP50 => s?.first_action_ms.p50,
+        M::ToolRoundTripP50 => s?.tool_round_trip_ms.p50,
+        M::SessionP99 => s?.session_ms.p99,
+        M::ErrorRate => (f.requests > 0).then(|| f.errors as f64 / f.requests as f64),
+        M::Goodput => f.goodput.as_ref()?.attainment,
+        M::Conformance | M::Routing => None,
+    }
+}
+
+/// A stable seed per check, so the same two runs always give the same intervals.
+fn seed_of(feature: &str, metric: GateMetric) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{feature}/{metric}").as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+/// How far the harness's own error can have moved one run's figure: (how much lower the true
+/// value can be, how much higher), in the metric's unit. `Err`: it cannot say (no self-audit, or
+/// a disturbance with no bound).
+fn run_bound(folder: &RunFolder, feature: &str, def: &MetricDef) -> Result<(f64, f64), String> {
+    let Some(figure) = def.figure else {
+        return Ok((0.0, 0.0));
+    };
+    let Some(summary) = &folder.summary else {
+        return Err(format!(
+            "{} has no summary.json (killed?), so no self-audit says how far its {figure} can be \
+             trusted: `duo-harness report` on it first",
+            folder.dir.display()
+        ));
+    };
+    let f = summary.features.get(feature);
+    if figure == "goodput" {
+        // The SLO audit's attainment range is the goodput's bound.
+        let Some(a) = f.and_then(|f| f.slo_audit.as_ref()) else {
+            return Ok((0.0, 0.0));
+        };
+        return unbounded(f.and_then(|f| f.trust.get(figure)), figure)
+            .map(|_| (a.measured - a.range[0], a.range[1] - a.measured));
+    }
+    let Some(trust) = f.and_then(|f| f.trust.get(figure)) else {
+        return Ok((0.0, 0.0));
+    };
+    unbounded(Some(trust), figure)?;
+    let b = trust.bound_ms.unwrap_or(0.0);
+    Ok(match trust.direction {
+        // The figure can only read high: the truth is up to `b` lower.
+        Some(Direction::Over) => (b, 0.0),
+        _ => (b, b),
+    })
+}
+
+/// `Err` when the figure is degraded by a disturbance its bound does not cover.
+fn unbounded(trust: Option<&Trust>, figure: &str) -> Result<(), String> {
+    let Some(t) = trust.filter(|t| !t.is_ok()) else {
+        return Ok(());
+    };
+    match t.reasons.iter().find(|r| !r.bounded()) {
+        Some(r) => Err(format!(
+            "the self-audit marks {figure} degraded by {r:?}, which no bound covers"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The check before any sample is looked at.
+fn blank(feature: &str, metric: GateMetric, gate: &GateSpec, samples: [u64; 2]) -> Check {
+    Check {
+        feature: feature.into(),
+        metric,
+        outcome: Outcome::Inconclusive,
+        basis: Basis::TooFewSamples,
+        required: !gate.is_optional(feature, metric),
+        baseline: None,
+        current: None,
+        worse_by: None,
+        interval: None,
+        audit_widening: None,
+        threshold: gate.threshold(feature, metric),
+        allowed: 0.0,
+        samples,
+        more_requests: None,
+        reason: String::new(),
+    }
+}
+
+/// Judges `feature`'s `metric`; `None` when it does not apply (session metrics of an HTTP
+/// feature, goodput without an SLO).
+pub(super) fn judge(
+    base: &RunFolder,
+    cur: &RunFolder,
+    feature: &str,
+    metric: GateMetric,
+    gate: &GateSpec,
+) -> Option<Check> {
+    let def = metric_def(metric);
+    let (b, c) = (
+        samples(base, feature, metric)?,
+        samples(cur, feature, metric)?,
+    );
+    let mut check = blank(feature, metric, gate, [b.len() as u64, c.len() as u64]);
+    if b.len() < def.min_samples || c.len() < def.min_samples {
+        check.reason = format!(
+            "too few samples to judge ({} and {}; at least {} each)",
+            b.len(),
+            c.len(),
+            def.min_samples
+        );
+        check.more_requests = Some((def.min_samples - b.len().min(c.len())) as u64);
+        return Some(check);
+    }
+    let ch = bootstrap::change(
+        def.stat,
+        &b,
+        &c,
+        gate.confidence(),
+        seed_of(feature, metric),
+    )?;
+    let w = def.worse;
+    // One figure, one number: the runs' own summaries say what their figures are.
+    let (bv, cv) = (
+        summary_figure(base, feature, metric).unwrap_or(ch.baseline),
+        summary_figure(cur, feature, metric).unwrap_or(ch.current),
+    );
+    let worse = w * (cv - bv);
+    let (lo, hi) = ((w * ch.low).min(w * ch.high), (w * ch.low).max(w * ch.high));
+    check.baseline = Some(round3(bv));
+    check.current = Some(round3(cv));
+    check.worse_by = Some(round3(worse));
+    check.allowed = round3(check.threshold.allowance(bv));
+    let bounds = run_bound(base, feature, &def).and_then(|b| Ok((b, run_bound(cur, feature, &def)?)));
+    match bounds {
+        Err(why) => {
+            check.interval = Some([round3(lo), round3(hi)]);
+            check.basis = Basis::Degraded;
+            check.reason = why;
+        }
+        Ok((bb, cb)) => decide(&mut check, (lo, hi), widening(w, bb, cb), b.len().max(c.len())),
+    }
+    Some(check)
+}
+
+/// How far the interval of "worse by" widens, (below, above), from each run's (lower, higher)
+/// bound: the change is current − baseline, turned by `w` so that positive is worse.
+fn widening(w: f64, (b_lo, b_hi): (f64, f64), (c_lo, c_hi): (f64, f64)) -> (f64, f64) {
+    // current − baseline can be as low as (c − c_lo) − (b + b_hi), as high as (c + c_hi) − (b − b_lo).
+    let (down, up) = (c_lo + b_hi, c_hi + b_lo);
+    if w > 0.0 {
+        (down, up)
+    } else {
+        (up, down)
+    }
+}
+
+/// Holds the widened interval against the allowance.
+fn decide(check: &mut Check, (lo, hi): (f64, f64), (down, up): (f64, f64), n: usize) {
+    let allowed = check.allowed;
+    let worse = check.worse_by.unwrap_or(0.0);
+    let (wlo, whi) = (lo - down, hi + up);
+    check.interval = Some([round3(wlo), round3(whi)]);
+    let widened = down > 0.0 || up > 0.0;
+    check.audit_widening = widened.then_some([round3(down), round3(up)]);
+    let unit = if check.metric.is_share() { "" } else { " ms" };
+    check.basis = Basis::Interval;
+    if wlo > allowed {
+        check.outcome = Outcome::Regression;
+        check.reason = format!("worse by {wlo:.3} to {whi:.3}{unit}, past the {allowed:.3}{unit} allowed");
+    } else if whi <= allowed {
+        check.outcome = Outcome::NoRegression;
+        check.reason = match whi < 0.0 && -worse > allowed {
+            true => format!("better by {:.3} to {:.3}{unit}", -whi, -wlo),
+            false => format!("within the {allowed:.3}{unit} allowed (at most {whi:.3}{unit} worse)"),
+        };
+    } else if widened && (lo > allowed || hi <= allowed) {
+        // The sampling interval alone decides; the self-audit's bound is what spans the allowance.
+        check.basis = Basis::Degraded;
+        check.reason = format!(
+            "the self-audit's bound (−{down:.3}, +{up:.3}{unit}) could explain the change: \
+             {wlo:.3} to {whi:.3}{unit} spans the {allowed:.3}{unit} allowed; more requests will \
+             not decide it, a quieter host will"
+        );
+    } else {
+        let half = (whi - wlo) / 2.0;
+        let distance = (worse - allowed).abs();
+        let nf = n as f64;
+        check.more_requests = (distance > half * 0.05)
+            .then(|| ((nf * (half / distance).powi(2)).ceil() - nf).max(1.0) as u64);
+        check.reason = format!(
+            "the interval {wlo:.3} to {whi:.3}{unit} spans the {allowed:.3}{unit} allowed{}",
+            match check.more_requests {
+                Some(m) => format!("; about {m} more requests per run would decide it"),
+                None => "; the change sits on the threshold".into(),
+            }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_follows_the_direction_of_each_bound() {
+        // Latency (higher worse), both figures can only read high by 2.5 ms: the change can be
+        // 2.5 lower (the current read high) or 2.5 higher (the baseline read high).
+        assert_eq!(widening(1.0, (2.5, 0.0), (2.5, 0.0)), (2.5, 2.5));
+        // Only the baseline degraded.
+        assert_eq!(widening(1.0, (2.5, 0.0), (0.0, 0.0)), (0.0, 2.5));
+        // Goodput (lower worse): the current's attainment can truly be 0.125 higher and the
+        // baseline's 0.25 lower; both make the current run better than measured, so its loss
+        // can be 0.375 smaller, never larger.
+        assert_eq!(widening(-1.0, (0.25, 0.0), (0.0, 0.125)), (0.375, 0.0));
+    }
+
+    fn check(allowed: f64, worse: f64) -> Check {
+        let mut c = blank("duo_chat", GateMetric::TtftP50, &GateSpec::default(), [50, 50]);
+        c.allowed = allowed;
+        c.worse_by = Some(worse);
+        c
+    }
+
+    #[test]
+    fn a_ten_fold_regression_is_caught_through_a_degraded_baseline() {
+        // 20 → 200 ms, interval [179.9, 180.0], baseline TTFT degraded with a 2.5 ms bound.
+        let mut c = check(20.0, 180.0);
+        decide(&mut c, (179.9, 180.0), widening(1.0, (2.5, 0.0), (0.0, 0.0)), 100);
+        assert_eq!((c.outcome, c.basis), (Outcome::Regression, Basis::Interval), "{c:?}");
+        assert_eq!(c.interval, Some([179.9, 182.5]));
+    }
+
+    #[test]
+    fn a_bound_that_spans_the_allowance_leaves_the_check_undecided() {
+        // Worse by 22 ± 1 against 20 allowed: a regression on the samples alone, but a 5 ms bound
+        // on the current run could explain it.
+        let mut c = check(20.0, 22.0);
+        decide(&mut c, (21.0, 23.0), widening(1.0, (0.0, 0.0), (5.0, 0.0)), 100);
+        assert_eq!((c.outcome, c.basis), (Outcome::Inconclusive, Basis::Degraded), "{c:?}");
+        assert!(c.reason.contains("quieter host"), "{}", c.reason);
+        // With no bound, the same samples are a regression.
+        let mut c = check(20.0, 22.0);
+        decide(&mut c, (21.0, 23.0), (0.0, 0.0), 100);
+        assert_eq!(c.outcome, Outcome::Regression, "{c:?}");
+    }
+
+    #[test]
+    fn an_interval_that_spans_the_allowance_asks_for_more_requests() {
+        let mut c = check(20.0, 19.0);
+        decide(&mut c, (10.0, 28.0), (0.0, 0.0), 100);
+        assert_eq!((c.outcome, c.basis), (Outcome::Inconclusive, Basis::Interval));
+        assert!(c.more_requests.is_some_and(|m| m > 100), "{c:?}");
+    }
+}
