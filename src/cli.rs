@@ -71,6 +71,13 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write the JSON Schemas of the run folder's documents, made from the types that write and
+    /// read them.
+    Schemas {
+        /// Folder to write them into.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
     /// Review pending snapshots: show each difference and ask, or accept / reject them all.
     Snapshots {
         #[command(subcommand)]
@@ -457,6 +464,13 @@ async fn dispatch(cmd: Command) -> Exit {
             action: BaselineAction::Save { run, to, force },
         } => crate::cmd::baseline::save(&run, &to, force),
         Command::Snapshots { action } => snapshots(action),
+        Command::Schemas { out } => match crate::cmd::schemas::write(&out) {
+            Ok(()) => Exit::Pass,
+            Err(e) => {
+                eprintln!("error: {}: {e}", out.display());
+                Exit::Unreachable
+            }
+        },
     }
 }
 

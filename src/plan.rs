@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The scenario file as written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Name used in run ids and reports.
@@ -86,7 +86,7 @@ pub struct Scenario {
 }
 
 /// The scenario's routing expectations.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     /// Every feature that answers must have reached a tapped (self-hosted) backend; one that
@@ -106,7 +106,7 @@ impl Routing {
 }
 
 /// What must serve one feature.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The tap (backend) its upstream calls must reach.
@@ -123,7 +123,7 @@ pub struct Expect {
 /// A tap in front of one model backend. Model endpoints that point at it are routed through
 /// the tap; each upstream call is recorded (`taps.ndjson`) and tied to the request that caused
 /// it by a nonce the harness plants in the request's content.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TapSpec {
     /// The name routing expectations and the summary use; default: the backend's name, or the
@@ -154,7 +154,7 @@ fn default_timeout() -> f64 {
 }
 
 /// One feature's self-hosted model (PROTOCOL.md §4.1).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSetting {
     #[serde(default = "default_provider")]
@@ -175,7 +175,7 @@ fn default_provider() -> String {
 }
 
 /// One corpus file, or several read as one.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum CorpusFiles {
     One(PathBuf),
@@ -192,7 +192,7 @@ impl CorpusFiles {
 }
 
 /// Command-line overrides of `run`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Overrides {
     pub target: Option<String>,
     pub corpus: Option<PathBuf>,
@@ -214,11 +214,33 @@ pub enum PlanError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// `plan.json`: the plan, what the run resolved it to once its stack was up, and for a merged
+/// folder the folders it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PlanDocument {
+    pub plan: Plan,
+    pub resolved: Resolved,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<PathBuf>,
+}
+
+/// What a plan resolved to once the run's stack was up.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Resolved {
+    /// The base URL requests went to.
+    pub target_url: String,
+    /// The embedded stack's URLs, when it ran one.
+    pub stack: Option<crate::twin::StackUrls>,
+}
+
+/// The version of the plan this build writes and reads (`plan.json`'s `plan.schema`).
+pub const PLAN_SCHEMA: &str = "duo-harness/plan/v1";
+
 /// The resolved, immutable run plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
-    pub schema: &'static str,
-    pub harness_version: &'static str,
+    pub schema: String,
+    pub harness_version: String,
     pub scenario_name: String,
     pub scenario_path: PathBuf,
     pub corpus_path: PathBuf,
@@ -467,8 +489,8 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         .clone()
         .unwrap_or_else(|| sc.output.dir.join(&run_id));
     Ok(Plan {
-        schema: "duo-harness/plan/v1",
-        harness_version: env!("CARGO_PKG_VERSION"),
+        schema: PLAN_SCHEMA.into(),
+        harness_version: env!("CARGO_PKG_VERSION").into(),
         scenario_name: sc.name,
         scenario_path: path.into(),
         corpus_sha256: corpus_digest(std::iter::once(&corpus_path).chain(&more_corpora)),

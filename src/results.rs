@@ -8,13 +8,12 @@
 //! clock (each folder's wall-clock start), their self-measurements combined.
 
 use crate::measure::aggregate::Aggregate;
-use crate::measure::hist::Metric;
 use crate::measure::RequestRecord;
-use crate::plan::{ConformanceSpec, GateSpec, LoadSpec, Routing, Slo, TapSpec};
-use crate::verdict::{Summary, SUMMARY_SCHEMA};
-use serde::Deserialize;
+use crate::plan::{Plan, PlanDocument, PLAN_SCHEMA};
+use crate::verdict::{
+    Histograms, Preflight, Summary, HISTOGRAMS_SCHEMA, PREFLIGHT_SCHEMA, SUMMARY_SCHEMA,
+};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Why a run folder could not be read.
@@ -35,33 +34,6 @@ pub enum ResultsError {
     },
     #[error("{0}")]
     Mismatch(String),
-}
-
-/// The parts of `plan.json` the back half judges by.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RecordedPlan {
-    pub scenario_name: String,
-    pub corpus_path: PathBuf,
-    #[serde(default)]
-    pub more_corpora: Vec<PathBuf>,
-    #[serde(default)]
-    pub corpus_sha256: Option<String>,
-    #[serde(default)]
-    pub target_url: Option<String>,
-    #[serde(default)]
-    pub features: Vec<String>,
-    pub load: LoadSpec,
-    #[serde(default)]
-    pub slo: BTreeMap<String, Slo>,
-    #[serde(default)]
-    pub taps: Vec<TapSpec>,
-    #[serde(default)]
-    pub routing: Routing,
-    #[serde(default)]
-    pub conformance: ConformanceSpec,
-    #[serde(default)]
-    pub gate: GateSpec,
-    pub run_id: String,
 }
 
 /// A line of `results.ndjson` that could not be read.
@@ -123,17 +95,20 @@ fn own_records(records: Vec<RequestRecord>) -> (Vec<RequestRecord>, Vec<ForeignL
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     pub dir: PathBuf,
-    pub plan: RecordedPlan,
+    /// The plan the run followed (`plan_json.plan`).
+    pub plan: Plan,
     /// `plan.json` whole (the report shows the resolved plan).
-    pub plan_json: Value,
+    pub plan_json: PlanDocument,
     pub records: Vec<RequestRecord>,
     pub bad_lines: Vec<BadLine>,
     /// Result lines of another run (appended to this folder's file): not counted.
     pub foreign: Vec<ForeignLines>,
     /// `summary.json`, when the run wrote one.
     pub summary: Option<Summary>,
+    /// `preflight.json`, when the run got that far.
+    pub preflight: Option<Preflight>,
     /// `histograms.json`, when the run wrote one.
-    pub histograms: Option<Value>,
+    pub histograms: Option<Histograms>,
     /// The folder's run start on the wall clock, ms since the epoch (from its first record).
     pub start_epoch_ms: Option<f64>,
 }
@@ -145,16 +120,17 @@ fn read(path: &Path) -> Result<String, ResultsError> {
     })
 }
 
-/// A run-folder document of version `schema` (its `schema` field), typed; `None` when the file
-/// is absent. A document of another version is refused with its name and version.
+/// A run-folder document of version `schema` (the string at `pointer`), typed; `None` when the
+/// file is absent. A document of another version is refused with its name and version.
 pub fn document<T: serde::de::DeserializeOwned>(
     path: &Path,
+    pointer: &str,
     schema: &'static str,
 ) -> Result<Option<T>, ResultsError> {
     let Some(value) = json(path)? else {
         return Ok(None);
     };
-    let found = value.get("schema").and_then(Value::as_str).unwrap_or("none");
+    let found = value.pointer(pointer).and_then(Value::as_str).unwrap_or("none");
     if found != schema {
         return Err(ResultsError::Version {
             path: path.into(),
@@ -205,17 +181,14 @@ pub fn read_lines(text: &str) -> (Vec<RequestRecord>, Vec<BadLine>) {
 impl RunFolder {
     pub fn open(dir: &Path) -> Result<Self, ResultsError> {
         let plan_path = dir.join("plan.json");
-        let plan_json = json(&plan_path)?.ok_or_else(|| ResultsError::Invalid {
-            path: plan_path.clone(),
-            message: "missing: is this a run folder?".into(),
-        })?;
-        let plan: RecordedPlan =
-            serde_json::from_value(plan_json["plan"].clone()).map_err(|e| {
+        let plan_json: PlanDocument =
+            document(&plan_path, "/plan/schema", PLAN_SCHEMA)?.ok_or_else(|| {
                 ResultsError::Invalid {
                     path: plan_path.clone(),
-                    message: e.to_string(),
+                    message: "missing: is this a run folder?".into(),
                 }
             })?;
+        let plan = plan_json.plan.clone();
         let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);
         let (records, foreign, start_epoch_ms) = own_records(records);
         Ok(Self {
@@ -225,17 +198,11 @@ impl RunFolder {
             records,
             bad_lines,
             foreign,
-            summary: document(&dir.join("summary.json"), SUMMARY_SCHEMA)?,
-            histograms: json(&dir.join("histograms.json"))?,
+            summary: document(&dir.join("summary.json"), "/schema", SUMMARY_SCHEMA)?,
+            preflight: document(&dir.join("preflight.json"), "/schema", PREFLIGHT_SCHEMA)?,
+            histograms: document(&dir.join("histograms.json"), "/schema", HISTOGRAMS_SCHEMA)?,
             start_epoch_ms,
         })
-    }
-
-    /// A histogram of `histograms.json` by JSON pointer (`/receive_delay`,
-    /// `/features/code_suggestions/itl`).
-    pub fn histogram(&self, pointer: &str) -> Option<Metric> {
-        let text = self.histograms.as_ref()?.pointer(pointer)?.as_str()?;
-        Metric::decode(text).ok()
     }
 
     /// Whether every measured successful record kept its chunks (ITL can be rebuilt from them).
@@ -252,9 +219,10 @@ impl RunFolder {
         let mut agg = Aggregate::new(self.plan.slo.clone());
         self.records.iter().for_each(|r| agg.add(r));
         if !self.has_chunks() {
+            let kept = self.histograms.as_ref().map(|h| &h.features);
             for (k, f) in agg.features.iter_mut() {
-                if let Some(m) = self.histogram(&format!("/features/{k}/itl")) {
-                    f.itl = m;
+                if let Some(h) = kept.and_then(|h| h.get(k)) {
+                    f.itl = h.itl.clone();
                 }
             }
         }
@@ -263,7 +231,7 @@ impl RunFolder {
 }
 
 /// The load as two folders of one plan must share it (the seed may differ between pods).
-fn plan_key(p: &RecordedPlan) -> Value {
+fn plan_key(p: &Plan) -> Value {
     let mut load = serde_json::to_value(&p.load).unwrap_or_default();
     if let Some(l) = load.as_object_mut() {
         l.remove("seed");
@@ -347,33 +315,10 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
 
 /// The folders' histograms added (what a merged ITL and receive delay come from); `None` unless
 /// every folder has them.
-fn merged_histograms(folders: &[RunFolder]) -> Option<Value> {
+fn merged_histograms(folders: &[RunFolder]) -> Option<Histograms> {
     let mut out = folders.first()?.histograms.clone()?;
-    let add = |pointer: &str, out: &mut Value| {
-        let all: Option<Vec<Metric>> = folders.iter().map(|f| f.histogram(pointer)).collect();
-        if let (Some(all), Some(slot)) = (all, out.pointer_mut(pointer)) {
-            let mut m = Metric::default();
-            all.iter().for_each(|h| m.merge(h));
-            *slot = Value::String(m.encode());
-        }
-    };
-    add("/receive_delay", &mut out);
-    add("/send_lateness", &mut out);
-    let features: Vec<String> = out["features"]
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    for k in features {
-        for m in [
-            "ttft",
-            "ttft_from_intended",
-            "itl",
-            "tpot",
-            "e2e",
-            "queue_wait",
-        ] {
-            add(&format!("/features/{k}/{m}"), &mut out);
-        }
+    for f in &folders[1..] {
+        out.merge(f.histograms.as_ref()?);
     }
     Some(out)
 }

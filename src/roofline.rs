@@ -70,7 +70,7 @@ pub fn gpu_preset(name: &str) -> Option<Gpu> {
 
 /// `[roofline.<endpoint>]`: the model and GPUs behind an endpoint, for putting measurements
 /// beside the roofline. A twin backend with `[stack.backend.engine]` declares itself.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hardware {
     /// `llama-3.1-8b`, `mistral-7b`, `codestral-22b`.

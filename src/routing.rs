@@ -12,7 +12,7 @@ use crate::plan::{Expect, Routing};
 use crate::taps::BackendAgg;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Observed {
     pub backend: String,
     pub model: String,
@@ -20,7 +20,7 @@ pub struct Observed {
 }
 
 /// What a routing violation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ViolationKind {
     WrongBackend,
@@ -47,13 +47,13 @@ impl ViolationKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Violation {
     pub kind: ViolationKind,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct RoutingSummary {
     pub expected: Option<Expect>,
     /// The expectation is General Chat's, inherited by a chat sub-feature.

@@ -40,21 +40,21 @@ pub const COUNTERS: &[&str] = &[
 ];
 
 /// One gauge over the run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Gauge {
     pub mean: f64,
     pub max: f64,
 }
 
 /// One counter over the run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Counter {
     pub increase: f64,
     pub per_s: f64,
 }
 
 /// What one target showed over the run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Observed {
     pub url: String,
     pub scrapes: u64,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Percentiles of one metric, milliseconds; `None` fields when there was no sample.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Percentiles {
     pub n: u64,
     pub mean: Option<f64>,

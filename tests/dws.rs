@@ -506,7 +506,7 @@ fn sessions_reach_a_dws_behind_tls() {
     let r = &common::results(&out)[0];
     assert_like_capture(r, "chat_tool");
     let pre = common::json_file(&out.join("preflight.json"));
-    let stage = pre
+    let stage = pre["stages"]
         .as_array()
         .unwrap()
         .iter()

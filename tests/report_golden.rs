@@ -144,7 +144,15 @@ fn stages() -> Vec<Stage> {
 #[test]
 fn markdown_and_junit_are_stable() {
     let (summary, agg) = fixture();
-    let plan = json!({"plan": {"scenario_name": "golden"}});
+    let scenario = std::path::Path::new("scenarios/quickstart.toml");
+    let plan = duo_harness::plan::PlanDocument {
+        plan: duo_harness::plan::resolve(scenario, Default::default(), "20261129T000000Z").unwrap(),
+        resolved: duo_harness::plan::Resolved {
+            target_url: "http://aigw.example:5052".into(),
+            stack: None,
+        },
+        merged_from: Vec::new(),
+    };
     let (c, st) = (comparison(), stages());
     let report = Report {
         summary: &summary,

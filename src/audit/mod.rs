@@ -36,7 +36,7 @@ pub const BATCHED_READS: f64 = 0.10;
 const BURST_MIN_SAMPLES: u64 = 20;
 
 /// Whether a figure can be read as measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustStatus {
     Ok,
@@ -46,7 +46,7 @@ pub enum TrustStatus {
 }
 
 /// What disturbed a figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disturbance {
     /// The harness's receive-side delay.
@@ -67,7 +67,7 @@ impl Disturbance {
 }
 
 /// Which way the harness's own error can move a figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The figure can only read high.
@@ -77,7 +77,7 @@ pub enum Direction {
 }
 
 /// How far a figure can be trusted.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Trust {
     pub status: TrustStatus,
     /// Why; empty when ok.
@@ -130,7 +130,7 @@ impl Trust {
 }
 
 /// The harness's receive-side delay over the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReceiveAudit {
     /// Probe delays: from a datagram's send to its read by a task of the runtime, ms.
     pub delay_ms: Percentiles,
@@ -145,7 +145,7 @@ pub struct ReceiveAudit {
 }
 
 /// How an SLO judgement stands against the harness's own error.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SloAudit {
     /// Share that met the SLO as measured.
     pub measured: f64,
@@ -157,7 +157,7 @@ pub struct SloAudit {
 }
 
 /// One feature's trust in each of its figures, and its SLO judgement's standing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FeatureAudit {
     pub trust: BTreeMap<String, Trust>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,7 +168,7 @@ pub struct FeatureAudit {
 }
 
 /// Chunks that reached the client in bursts: its gaps say nothing about token timing.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Burst {
     /// ITL p50 at the client (between reads), ms.
     pub itl_p50_ms: f64,
@@ -179,7 +179,7 @@ pub struct Burst {
 }
 
 /// The whole self-audit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Audit {
     /// `None` for a closed loop: its sends wait for answers by design, there is no schedule.
     pub schedule: Option<ScheduleAudit>,

@@ -24,7 +24,7 @@ const WINDOW_MIN_SENDS: u64 = 20;
 const Z95: f64 = 1.96;
 
 /// Per-second rates, requests/s, over the whole seconds inside the run.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct WindowRates {
     pub seconds: u64,
     pub intended_min: f64,
@@ -36,7 +36,7 @@ pub struct WindowRates {
 }
 
 /// The open loop's delivered arrival process against the intended one.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ScheduleAudit {
     pub kept: bool,
     /// Sends judged (measured ones).

@@ -38,7 +38,7 @@ use probe::probe;
 const NEAR: f64 = 0.05;
 
 /// One probe's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Probe {
     /// The probed rate; with `--users`, the rate the developers achieved.
     pub rate_rps: f64,
@@ -63,8 +63,11 @@ pub struct Probe {
     pub limiter: Option<String>,
 }
 
+/// The version of `capacity.json` this build writes.
+pub const CAPACITY_SCHEMA: &str = "duo-harness/capacity/v1";
+
 /// The answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Capacity {
     pub schema: &'static str,
     pub scenario: String,
@@ -321,7 +324,7 @@ fn answer(
     };
     let max_rps = lo.and_then(|l| rate_at(l.0));
     Capacity {
-        schema: "duo-harness/capacity/v1",
+        schema: CAPACITY_SCHEMA,
         scenario: plan.scenario_name.clone(),
         axis: axis.name(),
         max_rps,

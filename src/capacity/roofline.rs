@@ -16,7 +16,7 @@ use crate::verdict::Summary;
 use std::collections::BTreeMap;
 
 /// One feature's measurement beside its ceiling.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Beside {
     pub feature: String,
     /// The model setting's endpoint that served it.

@@ -189,12 +189,3 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
         stages,
     }
 }
-
-/// The stages a run recorded before it sent its load (`preflight.json`), if any.
-pub fn read_preflight(dir: &Path) -> Vec<Stage> {
-    std::fs::read_to_string(dir.join("preflight.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-

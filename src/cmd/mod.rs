@@ -7,3 +7,4 @@ pub mod baseline;
 pub mod compare;
 pub mod judge;
 pub mod report;
+pub mod schemas;

@@ -1,7 +1,7 @@
 //! `report RUN_DIR…`: judges run folders again without sending a request (re-render, rebuild a
 //! killed run, merge the folders of one plan) and writes every output.
 
-use super::judge::{judge, read_preflight};
+use super::judge::judge;
 use crate::compare;
 use crate::exit::Exit;
 use crate::report::{self, Outputs, Report};
@@ -41,10 +41,7 @@ fn write_merged(merged: &RunFolder, sources: &[RunFolder], out: &Path) -> Result
         write_text(&out.join("taps.ndjson"), &taps)?;
     }
     let mut plan = merged.plan_json.clone();
-    plan["merged_from"] = sources
-        .iter()
-        .map(|f| f.dir.display().to_string())
-        .collect();
+    plan.merged_from = sources.iter().map(|f| f.dir.clone()).collect();
     write_json(&out.join("plan.json"), &plan)
 }
 
@@ -170,7 +167,7 @@ fn report(args: ReportArgs) -> Result<Exit, Failure> {
     rebuilt.summary.findings.extend(foreign_findings(&sources));
     rebuilt.summary.verdict = verdict::verdict(&rebuilt.summary.findings);
     let preflight = match sources.as_slice() {
-        [only] => read_preflight(&only.dir),
+        [only] => only.preflight.clone().map(|p| p.stages).unwrap_or_default(),
         _ => Vec::new(),
     };
     let judged = judge(&out, rebuilt.summary, &merged.plan.gate, preflight);

@@ -42,7 +42,7 @@ pub struct Refused {
 }
 
 /// One check's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The change is past the threshold with the interval's confidence.
@@ -65,7 +65,7 @@ impl Outcome {
 }
 
 /// What an outcome rests on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Basis {
     /// The change's confidence interval, widened by the self-audit's bounds, against the
@@ -81,7 +81,7 @@ pub enum Basis {
 }
 
 /// One feature's metric, compared.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Check {
     pub feature: String,
     pub metric: GateMetric,
@@ -118,7 +118,7 @@ pub struct Check {
 }
 
 /// The gate's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GateVerdict {
     /// Every required check was judged "no regression", and the current run passed.
@@ -144,7 +144,7 @@ impl GateVerdict {
 }
 
 /// A run against its baseline (`comparison.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Comparison {
     pub schema: String,
     pub baseline: String,

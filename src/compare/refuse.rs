@@ -1,6 +1,7 @@
 //! What two runs must share to be compared, and what they may differ in (said, not refused).
 
-use crate::results::{RecordedPlan, RunFolder};
+use crate::plan::Plan;
+use crate::results::RunFolder;
 use serde_json::Value;
 use std::path::Path;
 
@@ -19,7 +20,7 @@ const NOT_SHAPE: &[&str] = &[
 ];
 
 /// The arrival process and its rate, as a value to hold equal.
-fn load_shape(p: &RecordedPlan) -> Value {
+fn load_shape(p: &Plan) -> Value {
     let mut v = serde_json::to_value(&p.load).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         NOT_SHAPE.iter().for_each(|k| {
@@ -99,7 +100,7 @@ pub(super) fn differences(base: &RunFolder, cur: &RunFolder) -> Vec<String> {
         ));
     }
     if b.load.duration_s != c.load.duration_s || b.load.max_requests != c.load.max_requests {
-        let d = |p: &RecordedPlan| match (p.load.duration_s, p.load.max_requests) {
+        let d = |p: &Plan| match (p.load.duration_s, p.load.max_requests) {
             (Some(s), _) => format!("{s} s"),
             (None, Some(n)) => format!("{n} requests"),
             (None, None) => "the whole corpus".into(),

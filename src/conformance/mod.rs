@@ -39,7 +39,7 @@ impl ConformanceSpec {
 }
 
 /// The normalised, reviewable form of one answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Snapshot {
     pub schema: String,
     pub id: String,
@@ -221,7 +221,7 @@ pub const FIELDS: [&str; 7] = [
 ];
 
 /// One feature's conformance counts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Counts {
     pub compared: u64,
     pub mismatched: u64,
@@ -239,7 +239,7 @@ pub struct Counts {
 
 /// Share of compared cases whose field differed: between two baseline answers (`noise`) and
 /// between snapshot and this run (`candidate`).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FieldRate {
     pub noise: f64,
     pub candidate: f64,

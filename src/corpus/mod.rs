@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub const VERSION: u32 = 1;
 
 /// One recorded interaction.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interaction {
     /// Corpus format version; must be 1.
@@ -50,7 +50,7 @@ fn http() -> String {
 }
 
 /// The request half of an interaction. Secrets are redacted before a line is written.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordedRequest {
     pub method: String,

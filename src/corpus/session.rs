@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub const EXECUTE_WORKFLOW: &str = "/DuoWorkflow/ExecuteWorkflow";
 
 /// How the harness plays executor and Rails for one session, and what it expects.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Session {
     /// The project's files, path → content: `runReadFile`, `runReadFiles`, `listDirectory`,
@@ -36,7 +36,7 @@ pub struct Session {
 }
 
 /// What a replay of the session must show; unset parts are not checked.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The final gRPC status code (`OK`, `INVALID_ARGUMENT`…).

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FeatureStats {
     pub interactions: usize,
     /// Tokens of every string in the request body.
@@ -18,7 +18,7 @@ pub struct FeatureStats {
     pub output_tokens: Percentiles,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CorpusStats {
     pub interactions: usize,
     pub features: BTreeMap<String, FeatureStats>,

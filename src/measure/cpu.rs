@@ -44,7 +44,7 @@ impl CpuTimes {
 }
 
 /// The busiest of the harness's own threads over the run.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ThreadBusy {
     pub name: String,
     /// CPU time over wall time (1.0: the thread never left its core).
@@ -52,7 +52,7 @@ pub struct ThreadBusy {
 }
 
 /// One core over the run (every process on the machine counted).
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CoreBusy {
     pub cpu: usize,
     /// Share of the core's time spent running something.
@@ -63,7 +63,7 @@ pub struct CoreBusy {
 }
 
 /// What the harness spent between two readings, over `wall`.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ClientCpu {
     /// CPU seconds of the harness itself (the twin's threads excluded when measurable).
     pub cpu_s: f64,

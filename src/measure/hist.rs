@@ -157,6 +157,33 @@ impl Metric {
     }
 }
 
+/// In a document a histogram is its [`Metric::encode`] text.
+impl serde::Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metric {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Metric::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Metric {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Histogram".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An HDR histogram in microseconds: V2 deflate format, base64"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// One body chunk as it arrived.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Chunk {
     /// Arrival, milliseconds after the send.
     pub t_ms: f64,
@@ -34,7 +34,7 @@ pub struct Chunk {
 }
 
 /// Error classes counted in the summary.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// Could not connect, or the connection failed before a response.
@@ -89,7 +89,7 @@ impl ErrorClass {
 }
 
 /// Where a request's output token count came from.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
     /// The server's own `usage` figures.
@@ -112,14 +112,14 @@ impl TokenSource {
 }
 
 /// A failed request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct RequestError {
     pub class: ErrorClass,
     pub message: String,
 }
 
 /// How a scheduled request ended up.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// Sent, and answered or failed on its own.
@@ -132,7 +132,7 @@ pub enum Disposition {
 }
 
 /// Everything measured about one request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequestRecord {
     pub schema: String,
     pub seq: usize,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One session, as the executor saw it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SessionRecord {
     pub workflow_id: String,
     /// The final gRPC status (`OK`, `INTERNAL`…); `None` when the stream closed without one.

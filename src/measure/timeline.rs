@@ -43,7 +43,7 @@ pub struct Timeline {
 }
 
 /// The timeline as columns, ready to draw: `t_s[i]` is the start of point `i`'s span.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Series {
     /// Seconds per point (1 unless downsampled).
     pub step_s: u64,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[capacity]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySpec {
     /// The first probe's total rate, requests/s.
@@ -37,7 +37,7 @@ pub struct CapacitySpec {
 }
 
 /// How `capacity` chooses its next probe.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     #[default]
@@ -104,7 +104,7 @@ impl CapacitySpec {
 }
 
 /// `[metrics]`: backends' Prometheus endpoints read during the run.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
     /// `twin:<backend>` (the embedded backend's /metrics) or a full URL (a vLLM's `/metrics`, a

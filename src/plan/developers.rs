@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const GITLAB_THINK_S: f64 = 1000.0 / 7.0;
 
 /// `[load.developers]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevelopersSpec {
     /// How many developers work at once (after the ramp).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 /// How the run sends its requests. Without a `[load]` section: a closed loop with one request in
 /// flight, one pass over the corpus (a sequential conformance replay).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSpec {
     #[serde(default)]
@@ -104,7 +104,7 @@ fn default_late_share() -> f64 {
     0.05
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub rate: f64,
@@ -112,7 +112,7 @@ pub struct Step {
 }
 
 /// The concurrency cap's policy for open-loop sends that find every slot busy.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CapPolicy {
     /// Wait, first come first served, for a slot. Nothing is dropped; the wait is recorded per
@@ -125,7 +125,7 @@ pub enum CapPolicy {
 
 /// Per-feature latency objectives; a request meets its SLO when it succeeded and every set
 /// bound holds (TTFT from the intended send, as the developer would have waited).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +159,7 @@ impl Slo {
 }
 
 /// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`, `--users`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoadOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrival: Option<Arrival>,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How requests arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     /// Closed loop: the next request goes as soon as a concurrency slot frees (with the default
@@ -49,7 +49,7 @@ impl Arrival {
 
 /// One piece of a rate profile: the rate moves linearly from `from` to `to` over `duration_s`
 /// (which may be infinite for a run bounded by count only).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Segment {
     pub from: f64,
     pub to: f64,
@@ -78,7 +78,7 @@ impl Segment {
 }
 
 /// The planned rate over time: segments laid end to end.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RateProfile {
     pub segments: Vec<Segment>,
 }

@@ -14,7 +14,7 @@ use sse::SseDecoder;
 use std::borrow::Cow;
 
 /// How a response body is framed (PROTOCOL.md §0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Framing {
     /// One JSON document (non-streaming answers, error bodies).
@@ -67,7 +67,7 @@ impl Framing {
 }
 
 /// Token usage found in a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Usage {
     /// The model key the usage was reported under, where there is one.
     pub model: Option<String>,

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 /// What a [`Rule`] does to the values it selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Remove the field.

@@ -29,7 +29,7 @@ pub struct Report<'a> {
     pub summary: &'a Summary,
     pub agg: &'a Aggregate,
     /// `plan.json` as written (`{"plan": …, "resolved": …}`).
-    pub plan: &'a Value,
+    pub plan: &'a crate::plan::PlanDocument,
     pub comparison: Option<&'a Comparison>,
     /// The run's stages as checks of their own (pre-upgrade: health, models, gate…).
     pub stages: &'a [Stage],
@@ -37,22 +37,7 @@ pub struct Report<'a> {
     pub capacity: Option<&'a Value>,
 }
 
-/// One stage of a run, judged.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Stage {
-    pub name: String,
-    pub status: StageStatus,
-    /// What it saw.
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "status", content = "message", rename_all = "lowercase")]
-pub enum StageStatus {
-    Passed,
-    Failed(String),
-    Skipped(String),
-}
+pub use crate::verdict::{Stage, StageStatus};
 
 /// Where the report files go (`None`: not written).
 #[derive(Debug, Clone, Default)]
@@ -168,10 +153,12 @@ fn run_info(merged: &RunFolder, sources: &[RunFolder]) -> RunInfo {
         in_flight_cap: (load.arrival.open_loop() && load.concurrency.is_none())
             .then_some(load.max_in_flight),
         internal_errors,
-        request_timeout_s: merged.plan_json["plan"]["request_timeout_s"]
-            .as_f64()
-            .unwrap_or(0.0),
-        receive_delay: merged.histogram("/receive_delay").unwrap_or_default(),
+        request_timeout_s: merged.plan.request_timeout_s,
+        receive_delay: merged
+            .histograms
+            .as_ref()
+            .map(|h| h.receive_delay.clone())
+            .unwrap_or_default(),
     }
 }
 

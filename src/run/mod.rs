@@ -443,7 +443,7 @@ async fn measure(
 /// documents and reports. Returns the exit code.
 fn judge_and_write(
     plan: &Plan,
-    plan_json: &serde_json::Value,
+    plan_json: &plan::PlanDocument,
     measured: Measured,
     preflight: Vec<Stage>,
 ) -> Result<Exit, RunError> {
@@ -481,8 +481,11 @@ fn judge_and_write(
     }
     let documents = [
         ("summary.json", serde_json::to_value(&summary)),
-        ("histograms.json", Ok(verdict::histograms(&agg, &probe))),
-        ("preflight.json", serde_json::to_value(&preflight)),
+        ("histograms.json", serde_json::to_value(verdict::histograms(&agg, &probe))),
+        (
+            "preflight.json",
+            serde_json::to_value(verdict::Preflight::new(preflight.clone())),
+        ),
     ];
     let comparison = judged
         .comparison
@@ -524,8 +527,14 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let plan = plan::resolve(scenario, overrides, &started)?;
     let setup = setup(&plan).await?;
     crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
-    let resolved = serde_json::json!({"target_url": setup.base_url, "stack": setup.urls});
-    let plan_json = serde_json::json!({"plan": plan, "resolved": resolved});
+    let plan_json = plan::PlanDocument {
+        plan: plan.clone(),
+        resolved: plan::Resolved {
+            target_url: setup.base_url.clone(),
+            stack: setup.urls.clone(),
+        },
+        merged_from: Vec::new(),
+    };
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
     let health = drive::preflight(&setup.client, &setup.base_url)
         .await

@@ -17,7 +17,7 @@ use std::path::Path;
 use tokio::task::JoinHandle;
 
 /// The whole twin stack.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StackConfig {
     #[serde(default)]
@@ -182,7 +182,7 @@ pub fn json_error(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// URLs of a running stack, as `duo-harness stack` prints them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct StackUrls {
     /// Base URL of the twin AIGW.
     pub aigw: String,
@@ -192,7 +192,7 @@ pub struct StackUrls {
     pub backends: BTreeMap<String, BackendUrls>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct BackendUrls {
     pub url: String,
     pub openai_base: String,

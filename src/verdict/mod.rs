@@ -25,7 +25,7 @@ use crate::taps::{BackendAgg, TapAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Latency {
     /// First content chunk minus send.
     pub ttft: Percentiles,
@@ -41,14 +41,14 @@ pub struct Latency {
     pub queue_wait: Percentiles,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Throughput {
     /// Completed requests per second of the measured window.
     pub requests_per_s: f64,
     pub output_tokens_per_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Goodput {
     /// Successful requests that met every bound.
     pub met: u64,
@@ -58,7 +58,7 @@ pub struct Goodput {
     pub rps: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FeatureSummary {
     pub requests: u64,
     /// Requests answered with a 2xx (a stream cut after its start included): what routing judges.
@@ -113,7 +113,7 @@ pub struct Checks<'a> {
 }
 
 /// Where the time goes: the backend's own figures beside the client's, and the difference.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BackendSummary {
     /// Upstream calls attributed to this feature.
     pub calls: u64,
@@ -133,7 +133,7 @@ pub struct BackendSummary {
 }
 
 /// One tap's counts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TapSummary {
     pub calls: u64,
     /// Calls whose request could not be found (no nonce in the upstream prompt).
@@ -141,7 +141,7 @@ pub struct TapSummary {
 }
 
 /// How much a finding weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Fails the verdict.
@@ -162,7 +162,7 @@ impl Severity {
 }
 
 /// The run's one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
@@ -200,7 +200,7 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     pub kind: String,
     /// `error` findings fail the verdict; `warning` and `info` do not.
@@ -220,7 +220,7 @@ impl Finding {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Load {
     /// `closed` (next send when a slot frees) or `open` (sends on the schedule).
     pub mode: String,
@@ -253,11 +253,47 @@ pub struct Load {
     pub receive: ReceiveAudit,
 }
 
+/// One stage of a run, judged.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Stage {
+    pub name: String,
+    pub status: StageStatus,
+    /// What it saw.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(tag = "status", content = "message", rename_all = "lowercase")]
+pub enum StageStatus {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// The version of `preflight.json` this build writes and reads.
+pub const PREFLIGHT_SCHEMA: &str = "duo-harness/preflight/v1";
+
+/// `preflight.json`: the stages a run judged before it sent its load (health, models, DWS).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Preflight {
+    pub schema: String,
+    pub stages: Vec<Stage>,
+}
+
+impl Preflight {
+    pub fn new(stages: Vec<Stage>) -> Self {
+        Self {
+            schema: PREFLIGHT_SCHEMA.into(),
+            stages,
+        }
+    }
+}
+
 /// The version of `summary.json` this build writes and reads.
 pub const SUMMARY_SCHEMA: &str = "duo-harness/summary/v1";
 
 /// The whole `summary.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     pub schema: String,
     pub verdict: Verdict,
@@ -547,28 +583,101 @@ impl Summary {
 /// with the run's send lateness and the self-audit's receive-delay probes (what a re-rendered
 /// audit needs).
 /// Mergeable across runs or load-generator pods ([`Metric::decode`], [`Metric::merge`]).
-pub fn histograms(agg: &Aggregate, receive_delay: &Metric) -> serde_json::Value {
-    let enc = |m: &Metric| serde_json::Value::String(m.encode());
-    let features: serde_json::Map<String, serde_json::Value> = agg
+pub fn histograms(agg: &Aggregate, receive_delay: &Metric) -> Histograms {
+    let features = agg
         .features
         .iter()
         .map(|(k, f)| {
-            let v = serde_json::json!({
-                "ttft": enc(&f.ttft), "ttft_from_intended": enc(&f.ttft_from_intended),
-                "itl": enc(&f.itl), "tpot": enc(&f.tpot), "e2e": enc(&f.e2e),
-                "queue_wait": enc(&f.queue_wait),
-            });
-            (k.clone(), v)
+            let h = FeatureHistograms {
+                ttft: f.ttft.clone(),
+                ttft_from_intended: f.ttft_from_intended.clone(),
+                itl: f.itl.clone(),
+                tpot: f.tpot.clone(),
+                e2e: f.e2e.clone(),
+                queue_wait: f.queue_wait.clone(),
+            };
+            (k.clone(), h)
         })
         .collect();
-    serde_json::json!({
-        "schema": "duo-harness/histograms/v1",
-        "unit": "us",
-        "encoding": "hdrhistogram-v2-deflate-base64",
-        "send_lateness": enc(&agg.lateness),
-        "receive_delay": enc(receive_delay),
-        "features": features,
-    })
+    Histograms {
+        schema: HISTOGRAMS_SCHEMA.into(),
+        unit: "us".into(),
+        encoding: "hdrhistogram-v2-deflate-base64".into(),
+        send_lateness: agg.lateness.clone(),
+        receive_delay: receive_delay.clone(),
+        features,
+    }
+}
+
+/// The version of `histograms.json` this build writes and reads.
+pub const HISTOGRAMS_SCHEMA: &str = "duo-harness/histograms/v1";
+
+/// `histograms.json`: every (feature, metric) HDR histogram, mergeable across runs.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Histograms {
+    pub schema: String,
+    /// `us`.
+    pub unit: String,
+    /// `hdrhistogram-v2-deflate-base64`.
+    pub encoding: String,
+    /// Task start minus intended send, measured requests.
+    pub send_lateness: Metric,
+    /// The self-audit's receive-delay probes.
+    pub receive_delay: Metric,
+    pub features: BTreeMap<String, FeatureHistograms>,
+}
+
+/// One feature's histograms.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FeatureHistograms {
+    pub ttft: Metric,
+    pub ttft_from_intended: Metric,
+    pub itl: Metric,
+    pub tpot: Metric,
+    pub e2e: Metric,
+    pub queue_wait: Metric,
+}
+
+impl Histograms {
+    /// Every histogram of `others` added into these (features missing from one are kept as
+    /// they are).
+    pub fn merge(&mut self, other: &Histograms) {
+        self.send_lateness.merge(&other.send_lateness);
+        self.receive_delay.merge(&other.receive_delay);
+        for (k, theirs) in &other.features {
+            let Some(ours) = self.features.get_mut(k) else {
+                self.features.insert(k.clone(), theirs.clone());
+                continue;
+            };
+            for (a, b) in ours.each_mut().into_iter().zip(theirs.each()) {
+                a.merge(b);
+            }
+        }
+    }
+}
+
+impl FeatureHistograms {
+    fn each_mut(&mut self) -> [&mut Metric; 6] {
+        [
+            &mut self.ttft,
+            &mut self.ttft_from_intended,
+            &mut self.itl,
+            &mut self.tpot,
+            &mut self.e2e,
+            &mut self.queue_wait,
+        ]
+    }
+
+    fn each(&self) -> [&Metric; 6] {
+        [
+            &self.ttft,
+            &self.ttft_from_intended,
+            &self.itl,
+            &self.tpot,
+            &self.e2e,
+            &self.queue_wait,
+        ]
+    }
 }
 
 #[cfg(test)]

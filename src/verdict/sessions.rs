@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 /// A feature's sessions (`summary.json` `features.<f>.sessions`). TTFT and E2E of the feature
 /// are the first and last streamed checkpoint text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionSummary {
     pub sessions: u64,
     /// Final gRPC status → sessions (`none`: closed without one).

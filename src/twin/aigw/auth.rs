@@ -15,7 +15,7 @@ pub const AUDIENCE: &str = "gitlab-ai-gateway";
 pub const AIGW_ISSUER: &str = "gitlab-ai-gateway";
 
 /// Auth settings of the twin AIGW.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `bypass` (every request passes, as `AIGW_AUTH__BYPASS_EXTERNAL=true`) or `jwt`.
@@ -30,7 +30,7 @@ pub struct AuthConfig {
     pub signing_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     #[default]

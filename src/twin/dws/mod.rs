@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The twin DWS, as declared under `[stack.dws]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DwsConfig {
     /// Port on the stack's address; 0 picks a free one.

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 pub use crate::roofline::{gpu_preset, model_preset, Geometry, Gpu};
 
 /// `[stack.backend.engine]`: the simulated serving engine of a twin backend.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// `llama-3.1-8b`, `mistral-7b`, `codestral-22b`.
