@@ -93,10 +93,10 @@ pub struct Capacity {
     pub probes: Vec<Probe>,
     /// At the knee: per feature, the measured TPOT and rate beside the roofline of the
     /// endpoint's declared (or twin-simulated) GPUs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roofline: Vec<roofline::Beside>,
     /// At the knee, with taps: the gateway's share of each feature's TTFT p50.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateway: Vec<GatewayShare>,
 }
 

@@ -8,19 +8,19 @@ use crate::exit::Exit;
 use crate::measure::RequestRecord;
 use crate::plan::{self, Overrides, Plan, Slo};
 use crate::results::RunFolder;
-use crate::verdict::Severity;
+use crate::verdict::{FindingKind, Severity};
 use std::path::{Path, PathBuf};
 
 /// Error classes an overloaded stack produces.
 const LOAD_ERRORS: &[&str] = &["timeout", "http5xx", "connect", "dropped"];
 
 /// Findings that say the stack is saturated (the search goes on); any other failure stops it.
-const LOAD_FAILURES: &[&str] = &[
-    "slo",
-    "request_error",
-    "cut_off",
-    "in_flight_cap",
-    "skipped",
+const LOAD_FAILURES: &[FindingKind] = &[
+    FindingKind::Slo,
+    FindingKind::RequestError,
+    FindingKind::CutOff,
+    FindingKind::InFlightCap,
+    FindingKind::Skipped,
 ];
 
 /// A request's figure for one SLO bound, given its own send lateness.
@@ -116,7 +116,7 @@ pub(super) async fn probe(
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .filter(|f| {
-            !LOAD_FAILURES.contains(&f.kind.as_str()) && f.kind != "invalid_measurement"
+            !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement
         })
         .map(|f| format!("{}: {}", f.kind, f.message))
         .collect();

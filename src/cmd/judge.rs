@@ -5,7 +5,7 @@ use crate::compare::{self, Comparison, GateVerdict, Outcome};
 use crate::plan::{GateMetric, GateSpec};
 use crate::report::{Stage, StageStatus};
 use crate::results::RunFolder;
-use crate::verdict::{self, Finding, Severity, Summary};
+use crate::verdict::{self, Finding, FindingKind, Severity, StageName, Summary};
 use std::path::Path;
 
 /// A run's summary with the gate folded in, and its stages.
@@ -62,52 +62,51 @@ fn gate_stage(dir: &Path, summary: &Summary, gate: &GateSpec) -> (Option<Compari
     }
 }
 
-/// The stages a summary shows, after the run's own (`preflight`) ones.
+/// The stages a summary shows, after the run's own (`preflight`) ones: each fails on the first
+/// error finding whose kind belongs to it (`verdict::kind`), and is "not configured" when the
+/// scenario did not ask for it and nothing was found there.
 fn derived_stages(s: &Summary, preflight: Vec<Stage>) -> Vec<Stage> {
-    let mut out = preflight;
-    let any = |kinds: &[&str]| {
-        s.findings
-            .iter()
-            .find(|f| f.severity == Severity::Error && kinds.contains(&f.kind.as_str()))
-            .map(|f| f.message.clone())
+    let features = &s.features;
+    let configured = |stage: StageName| match stage {
+        StageName::Routing => features.values().any(|f| f.routing.is_some()),
+        StageName::Conformance => features.values().any(|f| f.conformance.is_some()),
+        StageName::Slo => features.values().any(|f| f.slo.is_some()),
+        _ => true,
     };
-    let mut add = |name: &str, applies: bool, failed: Option<String>, detail: String| {
-        let status = match (applies, failed) {
-            (false, _) => StageStatus::Skipped("not configured".into()),
-            (true, Some(m)) => StageStatus::Failed(m),
+    let rows = [
+        StageName::Replay,
+        StageName::Routing,
+        StageName::Conformance,
+        StageName::Slo,
+        StageName::Audit,
+    ];
+    let mut out = preflight;
+    for stage in rows {
+        let failed = s
+            .findings
+            .iter()
+            .find(|f| f.severity == Severity::Error && f.kind.stage() == stage)
+            .map(|f| f.message.clone());
+        let status = match (configured(stage), failed) {
+            (_, Some(m)) => StageStatus::Failed(m),
+            (false, None) => StageStatus::Skipped("not configured".into()),
             (true, None) => StageStatus::Passed,
         };
+        let detail = match stage {
+            StageName::Replay => format!("{} requests, {} errors", s.requests, s.errors),
+            StageName::Audit => format!(
+                "send lateness p99 {} ms, receive delay p99 {} ms",
+                s.load.send_lateness_ms.p99.map_or("-".into(), |v| format!("{v:.3}")),
+                s.load.receive.delay_ms.p99.map_or("-".into(), |v| format!("{v:.3}"))
+            ),
+            _ => String::new(),
+        };
         out.push(Stage {
-            name: name.into(),
+            name: stage.name().into(),
             status,
             detail,
         });
-    };
-    let features = &s.features;
-    add(
-        "replay",
-        true,
-        any(&["request_error", "protocol", "nothing_measured", "cut_off"]),
-        format!("{} requests, {} errors", s.requests, s.errors),
-    );
-    add(
-        "routing",
-        features.values().any(|f| f.routing.is_some()),
-        any(&["routing", "parameter_drift"]),
-        String::new(),
-    );
-    add(
-        "conformance",
-        features.values().any(|f| f.conformance.is_some()),
-        any(&["conformance_protocol", "conformance_content"]),
-        String::new(),
-    );
-    add(
-        "slo",
-        features.values().any(|f| f.slo.is_some()),
-        any(&["slo", "invalid_measurement"]),
-        String::new(),
-    );
+    }
     out
 }
 
@@ -134,7 +133,7 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
             let m = format!("{}: {m}", stage.name);
             summary
                 .findings
-                .push(Finding::new("preflight", Severity::Error, None, m));
+                .push(Finding::new(FindingKind::Preflight, Severity::Error, None, m));
         }
     }
     // The gate holds the current run to its own verdict, preflight included.
@@ -146,8 +145,7 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
             && !matches!(ch.metric, GateMetric::Conformance | GateMetric::Routing)
         {
             let m = format!("{} {}: {}", ch.feature, ch.metric, ch.reason);
-            summary.findings.push(Finding::new(
-                "regression",
+            summary.findings.push(Finding::new(FindingKind::Regression,
                 Severity::Error,
                 Some(&ch.feature),
                 m,
@@ -156,8 +154,7 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
     }
     if let Some(c) = comparison.as_ref().filter(|c| c.verdict == GateVerdict::Undecided) {
         // No evidence is never a pass: the run cannot pass on a gate that could not decide.
-        summary.findings.push(Finding::new(
-            "gate_undecided",
+        summary.findings.push(Finding::new(FindingKind::GateUndecided,
             Severity::Error,
             None,
             undecided_message(c),
@@ -168,12 +165,11 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
         let m = format!("the gate did not run: {m}");
         summary
             .findings
-            .push(Finding::new("gate_skipped", Severity::Warning, None, m));
+            .push(Finding::new(FindingKind::GateSkipped, Severity::Warning, None, m));
     }
     if let StageStatus::Failed(m) = &gate_stage.status {
         if comparison.is_none() {
-            summary.findings.push(Finding::new(
-                "gate_refused",
+            summary.findings.push(Finding::new(FindingKind::GateRefused,
                 Severity::Error,
                 None,
                 m.clone(),

@@ -6,7 +6,7 @@ use crate::compare;
 use crate::exit::Exit;
 use crate::report::{self, Outputs, Report};
 use crate::results::{self, RunFolder};
-use crate::verdict::{self, Finding, Severity};
+use crate::verdict::{self, Finding, FindingKind, Severity};
 use std::path::{Path, PathBuf};
 
 /// `report RUN_DIR…`: options.
@@ -144,7 +144,7 @@ fn foreign_findings(sources: &[RunFolder]) -> Vec<Finding> {
                 at(x.start_epoch_ms),
                 f.start_epoch_ms.map_or("?".into(), at)
             );
-            Finding::new("foreign_results", Severity::Error, None, m)
+            Finding::new(FindingKind::ForeignResults, Severity::Error, None, m)
         })
         .collect()
 }

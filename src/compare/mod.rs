@@ -24,7 +24,7 @@ mod table;
 use crate::exit::Exit;
 use crate::plan::{GateMetric, GateSpec, Threshold};
 use crate::results::RunFolder;
-use crate::verdict::{Finding, Verdict};
+use crate::verdict::{Finding, FindingKind, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 pub use table::{table, verdict_line};
@@ -177,11 +177,11 @@ impl Comparison {
 }
 
 /// The finding kinds that the gate judges as new, by the metric they count under.
-const NEW_FINDING_KINDS: &[(&str, GateMetric)] = &[
-    ("routing", GateMetric::Routing),
-    ("parameter_drift", GateMetric::Routing),
-    ("conformance_protocol", GateMetric::Conformance),
-    ("conformance_content", GateMetric::Conformance),
+const NEW_FINDING_KINDS: &[(FindingKind, GateMetric)] = &[
+    (FindingKind::Routing, GateMetric::Routing),
+    (FindingKind::ParameterDrift, GateMetric::Routing),
+    (FindingKind::ConformanceProtocol, GateMetric::Conformance),
+    (FindingKind::ConformanceContent, GateMetric::Conformance),
 ];
 
 /// Conformance and routing findings of the current run that the baseline did not have.
@@ -189,7 +189,7 @@ fn new_findings(base: &RunFolder, cur: &RunFolder, gate: &GateSpec) -> Vec<Check
     let findings = |f: &RunFolder| -> Vec<Finding> {
         f.summary.as_ref().map(|s| s.findings.clone()).unwrap_or_default()
     };
-    let key = |f: &Finding| (f.kind.clone(), f.feature.clone(), f.message.clone());
+    let key = |f: &Finding| (f.kind, f.feature.clone(), f.message.clone());
     let old: BTreeSet<_> = findings(base).iter().map(key).collect();
     findings(cur)
         .into_iter()

@@ -1,7 +1,7 @@
 //! The console report: the text table printed at the end of a run: one line per feature, then the load and the
 //! harness's self-audit.
 
-use crate::verdict::{Severity, Summary};
+use crate::verdict::{FindingKind, Severity, Summary};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |x| format!("{x:.1}"))
@@ -213,34 +213,9 @@ fn session_line(k: &str, s: &crate::verdict::sessions::SessionSummary, with_text
 /// Finding groups printed at most (kinds that always print are never counted out).
 const FINDING_LINES: usize = 20;
 
-/// Kinds printed whatever else there is: each changes what the run means.
-fn always_printed(kind: &str) -> bool {
-    matches!(
-        kind,
-        "internal_error"
-            | "invalid_measurement"
-            | "nothing_measured"
-            | "interrupted"
-            | "routing"
-            | "parameter_drift"
-            | "in_flight_cap"
-    )
-}
-
-/// Order of importance on the console: what voids the run, then routing, protocol and content.
-fn rank(kind: &str, severity: Severity) -> u8 {
-    let base = match kind {
-        "internal_error" => 0,
-        "invalid_measurement" | "nothing_measured" => 1,
-        "interrupted" | "in_flight_cap" => 2,
-        "routing" | "parameter_drift" => 3,
-        "protocol" | "conformance_protocol" => 4,
-        "slo" | "cut_off" => 5,
-        "request_error" => 6,
-        "conformance_content" => 7,
-        _ => 8,
-    };
-    base + if severity == Severity::Error { 0 } else { 10 }
+/// Order of importance on the console: the kind's rank (`verdict::kind`), errors first.
+fn rank(kind: FindingKind, severity: Severity) -> u8 {
+    kind.rank() + if severity == Severity::Error { 0 } else { 10 }
 }
 
 impl Summary {
@@ -248,7 +223,7 @@ impl Summary {
     /// `limit` groups, one line says how many more there are and where they are.
     fn findings_lines(&self, limit: usize) -> String {
         struct Group<'a> {
-            kind: &'a str,
+            kind: FindingKind,
             feature: Option<&'a str>,
             severity: Severity,
             first: &'a str,
@@ -267,7 +242,7 @@ impl Summary {
             {
                 Some(g) => g.count += 1,
                 None => groups.push(Group {
-                    kind: &f.kind,
+                    kind: f.kind,
                     feature,
                     severity: f.severity,
                     first: &f.message,
@@ -278,7 +253,7 @@ impl Summary {
         groups.sort_by_key(|g| rank(g.kind, g.severity)); // stable: first seen first
         let (mut out, mut shown, mut hidden, mut hidden_groups) = (String::new(), 0, 0, 0);
         for g in &groups {
-            if shown >= limit && !always_printed(g.kind) {
+            if shown >= limit && !g.kind.always_printed() {
                 hidden += g.count;
                 hidden_groups += 1;
                 continue;
@@ -338,22 +313,19 @@ mod tests {
         let mut findings: Vec<Finding> = (0..40)
             .map(|i| {
                 let feature = format!("feature_{}", i % 25);
-                Finding::new(
-                    "conformance_content",
+                Finding::new(FindingKind::ConformanceContent,
                     Severity::Error,
                     Some(&feature),
                     format!("text {i} differs"),
                 )
             })
             .collect();
-        findings.push(Finding::new(
-            "parameter_drift",
+        findings.push(Finding::new(FindingKind::ParameterDrift,
             Severity::Error,
             Some("duo_chat"),
             "temperature 0.1 → 0.9".into(),
         ));
-        findings.push(Finding::new(
-            "routing",
+        findings.push(Finding::new(FindingKind::Routing,
             Severity::Error,
             Some("code_completions"),
             "wrong_model: m2".into(),

@@ -5,7 +5,7 @@
 
 use super::{Report, StageStatus};
 use crate::compare::Outcome;
-use crate::verdict::{Finding, Severity};
+use crate::verdict::{FeatureSummary, Finding, Severity, StageName};
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 fn passed(name: &str, out: impl Into<String>) -> TestCase {
@@ -35,26 +35,35 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-/// The error findings of `feature` whose kind is one of `kinds`, as one failure case (or a pass).
-fn findings_case(name: &str, findings: &[&Finding], kinds: &[&str], ok_detail: String) -> TestCase {
+/// The error findings among `findings` of `stage`'s kinds (`verdict::kind`), as one failure
+/// case named after the stage (or a pass).
+fn stage_case(stage: StageName, findings: &[&Finding], ok_detail: String) -> TestCase {
     let hit: Vec<&&Finding> = findings
         .iter()
-        .filter(|f| f.severity == Severity::Error && kinds.contains(&f.kind.as_str()))
+        .filter(|f| f.severity == Severity::Error && f.kind.stage() == stage)
         .collect();
     match hit.first() {
-        None => passed(name, ok_detail),
+        None => passed(stage.name(), ok_detail),
         Some(first) => {
             let detail: Vec<String> = hit
                 .iter()
                 .map(|f| format!("{}: {}", f.kind, f.message))
                 .collect();
-            failed(name, &first.kind, &first.message, detail.join("\n\n"))
+            failed(stage.name(), first.kind.name(), &first.message, detail.join("\n\n"))
         }
     }
 }
 
+/// The stages a run-level case is made for when the run's own stage list lacks them.
+const STAGES: [StageName; 5] = [
+    StageName::Replay,
+    StageName::Routing,
+    StageName::Conformance,
+    StageName::Slo,
+    StageName::Audit,
+];
+
 fn run_suite(r: &Report) -> TestSuite {
-    let s = r.summary;
     let mut suite = TestSuite::new("run");
     for stage in r.stages {
         suite.add_test_case(match &stage.status {
@@ -63,33 +72,15 @@ fn run_suite(r: &Report) -> TestSuite {
             StageStatus::Skipped(m) => skipped(&stage.name, m),
         });
     }
-    let run_level: Vec<&Finding> = s.findings.iter().filter(|f| f.feature.is_none()).collect();
-    let audit = ["invalid_measurement", "internal_error"];
-    suite.add_test_case(findings_case(
-        "self-audit",
-        &run_level,
-        &audit,
-        format!(
-            "send lateness p99 {} ms, receive delay p99 {} ms",
-            num(s.load.send_lateness_ms.p99),
-            num(s.load.receive.delay_ms.p99)
-        ),
-    ));
-    let others: Vec<&Finding> = run_level
-        .iter()
-        .copied()
-        .filter(|f| !audit.contains(&f.kind.as_str()))
-        .collect();
-    let kinds: Vec<&str> = others.iter().map(|f| f.kind.as_str()).collect();
-    suite.add_test_case(findings_case(
-        "run",
-        &others,
-        &kinds,
-        format!(
-            "{} requests, {} errors, verdict {}",
-            s.requests, s.errors, s.verdict
-        ),
-    ));
+    // Run-level findings of a stage the list does not show still fail a case of that stage.
+    let run_level: Vec<&Finding> = r.summary.findings.iter().filter(|f| f.feature.is_none()).collect();
+    for stage in STAGES.into_iter().chain([StageName::Gate, StageName::Preflight]) {
+        let listed = r.stages.iter().any(|s| s.name == stage.name());
+        let found = run_level.iter().any(|f| f.kind.stage() == stage && f.severity == Severity::Error);
+        if !listed && found {
+            suite.add_test_case(stage_case(stage, &run_level, String::new()));
+        }
+    }
     suite
 }
 
@@ -124,42 +115,10 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
             });
         }
     }
-    let l = &f.latency_ms;
-    let figures = format!(
-        "TTFT p50 {} p99 {} ms, TPOT p50 {} ms, E2E p99 {} ms",
-        num(l.ttft.p50),
-        num(l.ttft.p99),
-        num(l.tpot.p50),
-        num(l.e2e.p99)
-    );
-    if f.slo.is_some() {
-        let attained = f.goodput.as_ref().and_then(|g| g.attainment);
-        suite.add_test_case(findings_case(
-            "slo",
-            &findings,
-            &["slo", "invalid_measurement"],
-            format!("attainment {}; {figures}", num(attained)),
-        ));
-    }
-    if let Some(rt) = &f.routing {
-        let seen: Vec<String> = rt.observed.iter().map(|o| format!("{o:?}")).collect();
-        suite.add_test_case(findings_case(
-            "routing",
-            &findings,
-            &["routing", "parameter_drift"],
-            seen.join("\n"),
-        ));
-    }
-    if let Some(c) = &f.conformance {
-        suite.add_test_case(findings_case(
-            "conformance",
-            &findings,
-            &["conformance_protocol", "conformance_content", "protocol"],
-            format!(
-                "{} compared, {} mismatched, {} new",
-                c.compared, c.mismatched, c.new
-            ),
-        ));
+    for stage in STAGES {
+        if let Some(detail) = stage_detail(f, stage, &findings) {
+            suite.add_test_case(stage_case(stage, &findings, detail));
+        }
     }
     for ch in r
         .comparison
@@ -183,26 +142,41 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
             (Outcome::NoRegression, _) => passed(&name, ch.reason.clone()),
         });
     }
-    // Request errors fail their corpus cases, gate regressions their gate cases.
-    let judged = [
-        "request_error",
-        "regression",
-        "slo",
-        "routing",
-        "parameter_drift",
-        "conformance_protocol",
-        "conformance_content",
-        "protocol",
-        "invalid_measurement",
-    ];
-    let rest: Vec<&Finding> = findings
-        .iter()
-        .copied()
-        .filter(|x| !judged.contains(&x.kind.as_str()))
-        .collect();
-    let kinds: Vec<&str> = rest.iter().map(|x| x.kind.as_str()).collect();
-    suite.add_test_case(findings_case("errors", &rest, &kinds, figures));
     suite
+}
+
+/// What a feature's case for `stage` says when it passes; `None`: the stage does not apply to
+/// the feature and found nothing there.
+fn stage_detail(f: &FeatureSummary, stage: StageName, findings: &[&Finding]) -> Option<String> {
+    let l = &f.latency_ms;
+    let figures = format!(
+        "TTFT p50 {} p99 {} ms, TPOT p50 {} ms, E2E p99 {} ms",
+        num(l.ttft.p50),
+        num(l.ttft.p99),
+        num(l.tpot.p50),
+        num(l.e2e.p99)
+    );
+    let found = findings.iter().any(|x| x.kind.stage() == stage);
+    let detail = match stage {
+        StageName::Replay => Some(format!("{} requests, {} errors; {figures}", f.requests, f.errors)),
+        StageName::Slo => f.slo.map(|_| {
+            let attained = f.goodput.as_ref().and_then(|g| g.attainment);
+            format!("attainment {}; {figures}", num(attained))
+        }),
+        StageName::Routing => f.routing.as_ref().map(|rt| {
+            let seen: Vec<String> = rt
+                .observed
+                .iter()
+                .map(|o| format!("{} served {} ({} calls)", o.backend, o.model, o.calls))
+                .collect();
+            seen.join("\n")
+        }),
+        StageName::Conformance => f.conformance.as_ref().map(|c| {
+            format!("{} compared, {} mismatched, {} new", c.compared, c.mismatched, c.new)
+        }),
+        _ => None,
+    };
+    detail.or_else(|| found.then(String::new))
 }
 
 /// The JUnit XML of a report.

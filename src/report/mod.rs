@@ -123,7 +123,7 @@ fn run_info(merged: &RunFolder, sources: &[RunFolder]) -> RunInfo {
     let internal_errors = summaries
         .iter()
         .flat_map(|s| &s.findings)
-        .filter(|f| f.kind == "internal_error")
+        .filter(|f| f.kind == crate::verdict::FindingKind::InternalError)
         .map(|f| f.message.clone())
         .collect();
     let first = summaries.first().filter(|_| all_wrote);

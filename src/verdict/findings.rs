@@ -2,7 +2,7 @@
 //! (protocol ones apart), SLOs, routing, retries, interruption, nothing measured, cut-offs, the
 //! in-flight bound, warm-up errors, the gateway's retry cycle, and the harness's self-audit.
 
-use super::{FeatureSummary, Finding, Load, RunInfo, Severity};
+use super::{FeatureSummary, Finding, FindingKind, Load, RunInfo, Severity};
 use crate::measure::aggregate::{Aggregate, ERROR_MESSAGES_KEPT};
 use crate::measure::ErrorClass;
 use crate::plan::LoadSpec;
@@ -32,30 +32,29 @@ pub(super) fn findings(
             // A broken framing is the protocol tier's verdict: the stream is not what the
             // route promises (garbage, a wrong content type, a missing marker or terminator).
             let kind = match class {
-                ErrorClass::Framing | ErrorClass::Truncated => "protocol",
-                _ => "request_error",
+                ErrorClass::Framing | ErrorClass::Truncated => FindingKind::Protocol,
+                _ => FindingKind::RequestError,
             };
             out.push(Finding::new(kind, severity, Some(k), m.clone()));
         }
         let more = f.errors.saturating_sub(ERROR_MESSAGES_KEPT as u64);
         if more > 0 {
             let m = format!("{more} more failed requests (see results.ndjson)");
-            out.push(Finding::new("request_error", severity, Some(k), m));
+            out.push(Finding::new(FindingKind::RequestError, severity, Some(k), m));
         }
     }
     for (k, f) in features {
         out.extend(slo_finding(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
             let m = format!("{}: {}", v.kind.name(), v.message);
-            out.push(Finding::new("routing", Severity::Error, Some(k), m));
+            out.push(Finding::new(FindingKind::Routing, Severity::Error, Some(k), m));
         }
         if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
             let m = format!(
                 "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
                 b.retries, b.calls, f.requests
             );
-            out.push(Finding::new(
-                "upstream_retries",
+            out.push(Finding::new(FindingKind::UpstreamRetries,
                 Severity::Warning,
                 Some(k),
                 m,
@@ -63,8 +62,7 @@ pub(super) fn findings(
         }
     }
     for p in &info.internal_errors {
-        out.push(Finding::new(
-            "internal_error",
+        out.push(Finding::new(FindingKind::InternalError,
             Severity::Error,
             None,
             p.clone(),
@@ -72,7 +70,7 @@ pub(super) fn findings(
     }
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();
-        out.push(Finding::new("interrupted", Severity::Error, None, m));
+        out.push(Finding::new(FindingKind::Interrupted, Severity::Error, None, m));
     }
     out.extend(nothing_measured(load, agg, l));
     if l.cut_off > 0 {
@@ -90,7 +88,7 @@ pub(super) fn findings(
             share * 100.0,
             load.max_cut_off_rate * 100.0
         );
-        out.push(Finding::new("cut_off", severity, None, m));
+        out.push(Finding::new(FindingKind::CutOff, severity, None, m));
     }
     match info.in_flight_cap {
         Some(cap) if l.skipped > 0 => {
@@ -99,11 +97,11 @@ pub(super) fn findings(
                  the offered load was not delivered. Set load.concurrency and cap_policy to choose",
                 l.skipped
             );
-            out.push(Finding::new("in_flight_cap", Severity::Error, None, m));
+            out.push(Finding::new(FindingKind::InFlightCap, Severity::Error, None, m));
         }
         _ if l.skipped > 0 => {
             let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-            out.push(Finding::new("skipped", Severity::Warning, None, m));
+            out.push(Finding::new(FindingKind::Skipped, Severity::Warning, None, m));
         }
         _ => {}
     }
@@ -123,14 +121,14 @@ pub(super) fn findings(
              with request_timeout_s under about 45 s its answer is never seen",
             info.request_timeout_s
         );
-        out.push(Finding::new("retry_cycle", Severity::Warning, None, m));
+        out.push(Finding::new(FindingKind::RetryCycle, Severity::Warning, None, m));
     }
     if agg.warmup_errors > 0 {
         let m = format!(
             "{} of {} warm-up requests failed (left out of the figures and of the verdict)",
             agg.warmup_errors, l.warmup
         );
-        out.push(Finding::new("warmup_errors", Severity::Warning, None, m));
+        out.push(Finding::new(FindingKind::WarmupErrors, Severity::Warning, None, m));
     }
     out.extend(super::sessions::findings(features, agg));
     out.extend(super::audit_findings::findings(l, features));
@@ -163,7 +161,7 @@ fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Findin
         format!("all {} measured requests failed", agg.completed())
     };
     let m = format!("no request was measured: {why}");
-    Some(Finding::new("nothing_measured", Severity::Error, None, m))
+    Some(Finding::new(FindingKind::NothingMeasured, Severity::Error, None, m))
 }
 
 fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
@@ -176,6 +174,6 @@ fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
             slo.describe(),
             slo.attainment * 100.0
         );
-        Finding::new("slo", Severity::Error, Some(feature), m)
+        Finding::new(FindingKind::Slo, Severity::Error, Some(feature), m)
     })
 }

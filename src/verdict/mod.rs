@@ -8,11 +8,13 @@
 
 mod audit_findings;
 mod findings;
+pub mod kind;
 pub mod sessions;
 
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
+pub use kind::{FindingKind, StageName, Weight};
 use crate::measure::aggregate::{Aggregate, FeatureAgg};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
@@ -202,7 +204,7 @@ impl std::fmt::Display for Verdict {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
-    pub kind: String,
+    pub kind: FindingKind,
     /// `error` findings fail the verdict; `warning` and `info` do not.
     pub severity: Severity,
     pub feature: Option<String>,
@@ -210,9 +212,9 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(kind: &str, severity: Severity, feature: Option<&str>, message: String) -> Self {
+    pub fn new(kind: FindingKind, severity: Severity, feature: Option<&str>, message: String) -> Self {
         Self {
-            kind: kind.into(),
+            kind,
             severity,
             feature: feature.map(str::to_owned),
             message,
@@ -514,10 +516,10 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         .flatten()
     {
         let (kind, severity) = match tier.as_str() {
-            "new" => ("snapshot_new", Severity::Warning),
-            "protocol" => ("conformance_protocol", Severity::Error),
-            "routing" => ("parameter_drift", Severity::Error),
-            _ => ("conformance_content", Severity::Error),
+            "new" => (FindingKind::SnapshotNew, Severity::Warning),
+            "protocol" => (FindingKind::ConformanceProtocol, Severity::Error),
+            "routing" => (FindingKind::ParameterDrift, Severity::Error),
+            _ => (FindingKind::ConformanceContent, Severity::Error),
         };
         findings.push(Finding::new(kind, severity, Some(feature), m.clone()));
     }
@@ -542,31 +544,26 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
 }
 
 /// Findings whose truth depends on the timing figures the self-audit can find degraded.
-fn timing_dependent(kind: &str) -> bool {
-    matches!(kind, "slo" | "invalid_measurement" | "gate_undecided")
-}
-
-/// The verdict: an internal error voids the run; a failure that does not depend on timing
-/// (errors, protocol, routing, conformance, nothing measured, a regression judged with the
-/// self-audit's bounds) fails it whatever the self-audit says; otherwise an invalid measurement
-/// makes it `invalid`, a missed SLO fails it, and a gate that could not decide leaves it
-/// `invalid`: no evidence is never a pass.
+/// The verdict, from the findings' weights (`kind::Weight`): an internal error voids the run; a
+/// failure that does not depend on timing (errors, protocol, routing, conformance, nothing
+/// measured, a regression judged with the self-audit's bounds) fails it whatever the self-audit
+/// says; otherwise an invalid measurement makes it `invalid`, a missed SLO fails it, and a gate
+/// that could not decide leaves it `invalid`: no evidence is never a pass.
 pub fn verdict(findings: &[Finding]) -> Verdict {
-    let error = |f: &&Finding| f.severity == Severity::Error;
-    let any = |kind: &str| findings.iter().filter(error).any(|f| f.kind == kind);
-    if findings.iter().any(|f| f.kind == "internal_error") {
+    let weighs = |w: Weight| {
+        findings
+            .iter()
+            .any(|f| f.severity == Severity::Error && f.kind.weight() == w)
+    };
+    if findings.iter().any(|f| f.kind.weight() == Weight::Harness) {
         Verdict::Error
-    } else if findings
-        .iter()
-        .filter(error)
-        .any(|f| !timing_dependent(&f.kind))
-    {
+    } else if weighs(Weight::Fails) {
         Verdict::Fail
-    } else if any("invalid_measurement") {
+    } else if weighs(Weight::Invalidates) {
         Verdict::Invalid
-    } else if any("slo") {
+    } else if weighs(Weight::Timing) {
         Verdict::Fail
-    } else if any("gate_undecided") {
+    } else if weighs(Weight::Undecided) {
         Verdict::Invalid
     } else {
         Verdict::Pass
@@ -685,6 +682,7 @@ mod tests {
     use super::*;
 
     fn f(kind: &str) -> Finding {
+        let kind = serde_json::from_value(kind.into()).unwrap();
         Finding::new(kind, Severity::Error, None, String::new())
     }
 

@@ -5,7 +5,7 @@
 //! another model is a wrong model) and findings (sessions unlike their case, a model that
 //! refuses tool calling).
 
-use super::{FeatureSummary, Finding, Severity};
+use super::{FeatureSummary, Finding, FindingKind, Severity};
 use crate::measure::session::SessionAgg;
 use crate::measure::ErrorClass;
 use crate::plan::Routing;
@@ -97,7 +97,7 @@ pub(super) fn findings(
                 s.sessions,
                 s.mismatch_examples.join(" | ")
             );
-            out.push(Finding::new("session", Severity::Error, Some(k), m));
+            out.push(Finding::new(FindingKind::Session, Severity::Error, Some(k), m));
         }
         let refused = agg
             .features
@@ -110,8 +110,7 @@ pub(super) fn findings(
             });
         if let Some((_, m)) = refused {
             let m = format!("the model behind the Duo Workflow Service refuses tool calling, which the Agent Platform needs (serve it with vLLM's --enable-auto-tool-choice and a --tool-call-parser): {m}");
-            out.push(Finding::new(
-                "model_tool_calling",
+            out.push(Finding::new(FindingKind::ModelToolCalling,
                 Severity::Error,
                 Some(k),
                 m,
