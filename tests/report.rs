@@ -226,3 +226,74 @@ fn a_killed_run_is_judged_from_what_it_left() {
         assert!(dir.join(f).is_file(), "{f}");
     }
 }
+
+/// `run` judges its folder with the one judgement `report` uses: re-judging a finished run
+/// gives its summary back, figure for figure.
+#[test]
+fn a_runs_summary_is_what_report_rebuilds_from_its_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    short_run(&dir, &[]);
+    let written = json_file(&dir.join("summary.json"));
+    let (code, stdout, stderr) = run_cli(&["report", dir.to_str().unwrap()]);
+    assert!(matches!(code, 0 | 4), "exit {code}: {stdout}{stderr}");
+    let rebuilt = json_file(&dir.join("summary.json"));
+    assert_eq!(written, rebuilt);
+}
+
+/// Every finding kind lands in the same stage in every output: the stage list (console,
+/// Markdown, HTML) and the JUnit case of its feature.
+#[test]
+fn every_finding_kind_lands_in_one_stage_everywhere() {
+    use duo_harness::verdict::{Finding, FindingKind, Severity, StageName};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    short_run(&dir, &[]);
+    let folder = duo_harness::results::RunFolder::open(&dir).unwrap();
+    for kind in FindingKind::ALL {
+        let mut summary = folder.summary.clone().unwrap();
+        summary.findings = vec![Finding::new(
+            kind,
+            Severity::Error,
+            Some("duo_chat"),
+            format!("planted {kind}"),
+        )];
+        let gate = duo_harness::plan::GateSpec::default();
+        let judged = duo_harness::cmd::judge::judge(&dir, summary, &gate, Vec::new());
+        let failed: Vec<&str> = judged
+            .stages
+            .iter()
+            .filter(|s| matches!(s.status, duo_harness::report::StageStatus::Failed(_)))
+            .map(|s| s.name.as_str())
+            .collect();
+        // A preflight or gate finding comes with its own stage row (health, models, gate),
+        // made by the code that makes the finding.
+        if !matches!(kind.stage(), StageName::Preflight | StageName::Gate) {
+            assert_eq!(failed, [kind.stage().name()], "{kind}: the stage list");
+        }
+        let agg = folder.aggregate();
+        let view = duo_harness::report::Report {
+            summary: &judged.summary,
+            agg: &agg,
+            plan: &folder.plan_json,
+            comparison: None,
+            stages: &judged.stages,
+            capacity: None,
+        };
+        let xml = duo_harness::report::junit::render(&view).unwrap();
+        let junit = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let chat = junit.test_suites.iter().find(|s| s.name.as_str() == "duo_chat").unwrap();
+        let failing: Vec<&str> = chat
+            .test_cases
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.status,
+                    quick_junit::TestCaseStatus::NonSuccess { .. }
+                )
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(failing, [kind.stage().name()], "{kind}: the JUnit case");
+    }
+}

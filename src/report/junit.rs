@@ -54,13 +54,16 @@ fn stage_case(stage: StageName, findings: &[&Finding], ok_detail: String) -> Tes
     }
 }
 
-/// The stages a run-level case is made for when the run's own stage list lacks them.
-const STAGES: [StageName; 5] = [
+/// The stages a case is made for: every feature's that apply or found something, and the
+/// run's that its own stage list lacks.
+const STAGES: [StageName; 7] = [
+    StageName::Preflight,
     StageName::Replay,
     StageName::Routing,
     StageName::Conformance,
     StageName::Slo,
     StageName::Audit,
+    StageName::Gate,
 ];
 
 fn run_suite(r: &Report) -> TestSuite {
@@ -74,7 +77,7 @@ fn run_suite(r: &Report) -> TestSuite {
     }
     // Run-level findings of a stage the list does not show still fail a case of that stage.
     let run_level: Vec<&Finding> = r.summary.findings.iter().filter(|f| f.feature.is_none()).collect();
-    for stage in STAGES.into_iter().chain([StageName::Gate, StageName::Preflight]) {
+    for stage in STAGES {
         let listed = r.stages.iter().any(|s| s.name == stage.name());
         let found = run_level.iter().any(|f| f.kind.stage() == stage && f.severity == Severity::Error);
         if !listed && found {

@@ -171,7 +171,6 @@ pub fn rebuild(
     taps: Option<&Path>,
 ) -> Result<Rebuilt, String> {
     let plan = &merged.plan;
-    let agg = merged.aggregate();
     let names: Vec<String> = plan.taps.iter().map(|t| t.name().to_owned()).collect();
     let tap_agg = match taps {
         Some(p) if !plan.taps.is_empty() => Some(
@@ -191,12 +190,26 @@ pub fn rebuild(
         }
         _ => None,
     };
+    Ok(judge_folder(merged, sources, tap_agg.as_ref(), conformance.as_ref()))
+}
+
+/// The one judgement of a run folder's files, `run`'s and `report`'s alike: its records
+/// aggregated, its own figures about itself (from the summary it wrote), the taps' and the
+/// snapshots' outcomes, summarised into findings and a verdict.
+pub fn judge_folder(
+    merged: &RunFolder,
+    sources: &[RunFolder],
+    tap_agg: Option<&TapAgg>,
+    conformance: Option<&crate::conformance::Outcome>,
+) -> Rebuilt {
+    let plan = &merged.plan;
+    let agg = merged.aggregate();
     let info = run_info(merged, sources);
     let receive_delay = info.receive_delay.clone();
     let checks = Checks {
-        taps: tap_agg.as_ref(),
+        taps: tap_agg,
         routing: plan.routing.clone(),
-        conformance: conformance.as_ref(),
+        conformance,
     };
     let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
     // What the backends' metrics showed is not in results.ndjson: a single run keeps its own.
@@ -207,9 +220,9 @@ pub fn rebuild(
             .map(|s| s.backend_metrics.clone())
             .unwrap_or_default();
     }
-    Ok(Rebuilt {
+    Rebuilt {
         summary,
         agg,
         receive_delay,
-    })
+    }
 }

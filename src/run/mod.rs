@@ -16,6 +16,7 @@ use crate::measure::tokenizer::Tokenizers;
 use crate::measure::ResultsSink;
 use crate::plan::{self, Overrides, Plan, PlanError};
 use crate::report::{self, Stage};
+use crate::results::RunFolder;
 
 mod load;
 mod preflight;
@@ -471,22 +472,38 @@ fn judge_and_write(
         conformance: conformance.as_ref(),
     };
     let probe = info.receive_delay.clone();
-    let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
-    summary.backend_metrics = backend_metrics;
-    let judged = crate::cmd::judge::judge(&plan.run_dir, summary, &plan.gate, preflight.clone());
+    // What only the live run knows (its CPU, schedule, backends' metrics) goes to disk first;
+    // then the run is judged from its folder by the one judgement `report` uses.
+    let mut live = verdict::summarise(info, &plan.load, &agg, &checks);
+    live.backend_metrics = backend_metrics;
+    let histograms = verdict::histograms(&agg, &probe);
+    for (name, doc) in [
+        ("summary.json", serde_json::to_value(&live)),
+        ("histograms.json", serde_json::to_value(&histograms)),
+        (
+            "preflight.json",
+            serde_json::to_value(verdict::Preflight::new(preflight.clone())),
+        ),
+    ] {
+        let path = plan.run_dir.join(name);
+        let written = doc
+            .map_err(|e| RunError::Internal(e.to_string()))
+            .and_then(|d| write_json(&path, &d));
+        if let Err(e) = written {
+            unwritten.push((path, e.to_string()));
+        }
+    }
+    let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
+    let sources = [folder];
+    let rebuilt = report::judge_folder(&sources[0], &sources, tap_agg.as_ref(), conformance.as_ref());
+    let (summary, agg) = (rebuilt.summary, rebuilt.agg);
+    let judged = crate::cmd::judge::judge(&plan.run_dir, summary, &plan.gate, preflight);
     let summary = judged.summary;
     print!("{}", summary.table());
     if let Some(c) = &judged.comparison {
         print!("{}", crate::compare::table(c));
     }
-    let documents = [
-        ("summary.json", serde_json::to_value(&summary)),
-        ("histograms.json", serde_json::to_value(verdict::histograms(&agg, &probe))),
-        (
-            "preflight.json",
-            serde_json::to_value(verdict::Preflight::new(preflight.clone())),
-        ),
-    ];
+    let documents = [("summary.json", serde_json::to_value(&summary))];
     let comparison = judged
         .comparison
         .as_ref()
