@@ -1,6 +1,7 @@
 //! The command line (clap). Parses arguments, runs the command on a tokio runtime, prints errors
 //! and turns every outcome into one of DESIGN.md's exit codes.
 
+use crate::cmd::Failure;
 use crate::exit::Exit;
 use crate::plan::{LoadOverrides, Overrides};
 use crate::schedule::Arrival;
@@ -120,7 +121,11 @@ pub enum Command {
         current: PathBuf,
         /// Threshold over the scenario's gate section: METRIC=10%,20ms or FEATURE.METRIC=... (repeatable).
         #[arg(long = "threshold", value_parser = crate::plan::parse_threshold)]
-        thresholds: Vec<(Option<String>, crate::plan::GateMetric, crate::plan::Threshold)>,
+        thresholds: Vec<(
+            Option<String>,
+            crate::plan::GateMetric,
+            crate::plan::Threshold,
+        )>,
         /// A check that may stay unjudged: METRIC or FEATURE.METRIC (repeatable; over the
         /// scenario's `[gate] optional`). Nothing is optional by default.
         #[arg(long = "optional")]
@@ -338,14 +343,22 @@ pub fn main() -> std::process::ExitCode {
         })
         .build()
         .expect("a tokio runtime starts");
-    let exit = rt.block_on(dispatch(cli.command));
+    let exit = match rt.block_on(dispatch(cli.command)) {
+        Ok(exit) => exit,
+        Err(f) => {
+            // A server's words can reach an error: the harness's own secrets never do.
+            eprintln!("error: {}", crate::redact::known(&f.to_string()));
+            f.exit()
+        }
+    };
     if !crate::exit::panics().is_empty() {
         return Exit::Unreachable.into();
     }
     exit.into()
 }
 
-async fn dispatch(cmd: Command) -> Exit {
+/// Runs one command; every error it ends on comes back typed, for [`Failure::exit`].
+async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
     match cmd {
         Command::Run {
             scenario,
@@ -354,26 +367,17 @@ async fn dispatch(cmd: Command) -> Exit {
             corpus,
             load,
             calibrate,
-        } => match crate::run::run(
-            &scenario,
-            Overrides {
+        } => {
+            let overrides = Overrides {
                 target,
                 corpus,
                 out,
                 load: load.into(),
                 calibrate,
-            },
-        )
-        .await
-        {
-            Ok(exit) => exit,
-            Err(e) => {
-                // A server's words can reach an error: the harness's own secrets never do.
-                eprintln!("error: {}", crate::redact::known(&e.to_string()));
-                e.exit()
-            }
-        },
-        Command::Stack { config } => stack(config).await,
+            };
+            Ok(crate::run::run(&scenario, overrides).await?)
+        }
+        Command::Stack { config } => Ok(stack(config).await),
         Command::Record {
             upstream,
             listen,
@@ -385,8 +389,8 @@ async fn dispatch(cmd: Command) -> Exit {
             force,
         } => {
             if let Some(mb) = rotate_mb.filter(|mb| !(mb.is_finite() && *mb > 0.0 && *mb <= 1e6)) {
-                eprintln!("error: --rotate-mb {mb}: must be a finite number > 0 and <= 1000000");
-                return Exit::Usage;
+                let m = format!("--rotate-mb {mb}: must be a finite number > 0 and <= 1000000");
+                return Err(Failure::Usage(m));
             }
             let opts = crate::record::RecordOptions {
                 upstream,
@@ -398,18 +402,16 @@ async fn dispatch(cmd: Command) -> Exit {
                 tap,
                 force,
             };
-            match crate::record::record(opts).await {
-                Ok(_) => Exit::Pass,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    match e {
-                        crate::record::RecordError::Config(_) => Exit::Usage,
-                        _ => Exit::Unreachable,
-                    }
-                }
-            }
+            crate::record::record(opts).await?;
+            Ok(Exit::Pass)
         }
-        Command::Corpus { action } => corpus(action),
+        other => back_half(other).await,
+    }
+}
+
+/// The commands that read run folders, or write files of their own.
+async fn back_half(cmd: Command) -> Result<Exit, Failure> {
+    match cmd {
         Command::Report {
             dirs,
             out,
@@ -417,16 +419,15 @@ async fn dispatch(cmd: Command) -> Exit {
             junit,
             md,
             html_link,
-        } => crate::cmd::report::command(crate::cmd::report::ReportArgs {
-            dirs,
-            out,
-            outputs: crate::report::Outputs {
+        } => {
+            let outputs = crate::report::Outputs {
                 html,
                 junit,
                 md,
                 html_link,
-            },
-        }),
+            };
+            crate::cmd::report::command(crate::cmd::report::ReportArgs { dirs, out, outputs })
+        }
         Command::Compare {
             baseline,
             current,
@@ -445,32 +446,28 @@ async fn dispatch(cmd: Command) -> Exit {
             token_env,
             out,
             force,
-        } => match crate::init::init(&gitlab, &token_env, &out, force).await {
-            Ok(()) => Exit::Pass,
-            Err(e) => {
-                eprintln!("error: {}", crate::redact::known(&e.to_string()));
-                match e {
-                    crate::init::InitError::Unreachable { .. } => Exit::Unreachable,
-                    _ => Exit::Usage,
-                }
-            }
-        },
+        } => {
+            crate::init::init(&gitlab, &token_env, &out, force).await?;
+            Ok(Exit::Pass)
+        }
         Command::Capacity {
             scenario,
             out,
             users,
-        } => crate::capacity::command(&scenario, out, users).await,
+        } => Ok(crate::capacity::command(&scenario, out, users).await?),
         Command::Baseline {
             action: BaselineAction::Save { run, to, force },
         } => crate::cmd::baseline::save(&run, &to, force),
-        Command::Snapshots { action } => snapshots(action),
-        Command::Schemas { out } => match crate::cmd::schemas::write(&out) {
-            Ok(()) => Exit::Pass,
-            Err(e) => {
-                eprintln!("error: {}: {e}", out.display());
-                Exit::Unreachable
-            }
-        },
+        Command::Schemas { out } => {
+            crate::cmd::schemas::write(&out)
+                .map_err(|source| Failure::Write { path: out, source })?;
+            Ok(Exit::Pass)
+        }
+        Command::Corpus { action } => Ok(corpus(action)),
+        Command::Snapshots { action } => Ok(snapshots(action)),
+        Command::Run { .. } | Command::Stack { .. } | Command::Record { .. } => {
+            unreachable!("dispatched before")
+        }
     }
 }
 

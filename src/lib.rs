@@ -21,8 +21,8 @@
 pub mod audit;
 pub mod capacity;
 pub mod cli;
-pub mod cmd;
 pub mod clock;
+pub mod cmd;
 pub mod compare;
 pub mod conformance;
 pub mod corpus;

@@ -325,164 +325,25 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
     }
 }
 
-/// Reads a scenario, applies overrides and resolves everything that can be resolved up front.
-/// `started` (a UTC timestamp) and the scenario name make the run id.
+/// Reads a scenario, applies overrides and resolves everything that can be resolved up front,
+/// one section at a time, each checked once. `started` (a UTC timestamp) and the scenario name
+/// make the run id.
 pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let text = env::expand(&text).map_err(|m| invalid(path, m))?;
-    let sc: Scenario =
-        toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
+    let sc = read_scenario(path)?;
+    let at = |m: String| invalid(path, m);
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut corpora: Vec<PathBuf> = match &overrides.corpus {
-        Some(c) => vec![c.clone()],
-        None => sc.corpus.files().iter().map(|f| base.join(f)).collect(),
-    };
-    if corpora.is_empty() {
-        return Err(invalid(path, "corpus: the list names no file"));
-    }
-    let corpus_path = corpora.remove(0);
-    let more_corpora = corpora;
-    let url = overrides
-        .target
-        .clone()
-        .unwrap_or_else(|| sc.target.url.clone());
-    let embedded_backend = url.strip_prefix("embedded:").map(str::to_owned);
-    let target_url = match url.as_str() {
-        "embedded" => None,
-        _ if embedded_backend.is_some() => None,
-        u if u.starts_with("http://") || u.starts_with("https://") => {
-            check::url("target.url", u).map_err(|m| invalid(path, m))?;
-            Some(u.trim_end_matches('/').to_owned())
-        }
-        u => {
-            return Err(invalid(
-                path,
-                format!("target.url: '{u}' is neither 'embedded' nor an http(s) URL"),
-            ))
-        }
-    };
-    match sc.target.dws.as_deref() {
-        None | Some("embedded") => {}
-        Some(u) if u.starts_with("https://") && sc.target.danger_accept_invalid_certs => {
-            return Err(invalid(
-                path,
-                format!("target.dws: '{u}': certificate checks cannot be turned off for the DWS; give its CA in target.ca_bundle"),
-            ))
-        }
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-            check::url("target.dws", u).map_err(|m| invalid(path, m))?;
-        }
-        Some(u) => {
-            return Err(invalid(
-                path,
-                format!("target.dws: '{u}' is neither 'embedded' nor an http(s):// URL"),
-            ))
-        }
-    }
-    for f in sc
-        .features
-        .iter()
-        .chain(sc.models.keys())
-        .chain(sc.slo.keys())
-        .chain(sc.routing.features.keys())
-        .chain(sc.tokenizers.keys().filter(|k| *k != "default"))
-    {
-        if crate::features::lookup(f).is_none() {
-            return Err(invalid(
-                path,
-                format!(
-                    "unknown Duo feature '{f}' (in 'features', 'models', 'slo', 'routing' or 'tokenizers')"
-                ),
-            ));
-        }
-    }
-    for t in &sc.taps {
-        match (&t.backend, &t.upstream) {
-            (Some(_), None) => {}
-            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
-            _ => {
-                return Err(invalid(
-                    path,
-                    "each [[tap]] needs either backend = \"<twin backend>\" or upstream = \"http(s)://...\"",
-                ))
-            }
-        }
-    }
-    let mut conformance = sc.conformance.clone();
-    conformance.snapshots = conformance.snapshots.map(|d| base.join(d));
-    conformance
-        .mask_rules()
-        .map_err(|m| invalid(path, format!("conformance.masks: {m}")))?;
-    for f in conformance.features.keys() {
-        if crate::features::lookup(f).is_none() {
-            return Err(invalid(
-                path,
-                format!("conformance.features: unknown Duo feature '{f}'"),
-            ));
-        }
-    }
-    sc.capacity.check().map_err(|m| invalid(path, m))?;
-    sc.metrics.check().map_err(|m| invalid(path, m))?;
-    let mut gate = sc.gate.clone();
-    gate.check().map_err(|m| invalid(path, m))?;
-    if let Some(f) = gate
-        .named_features()
-        .find(|f| crate::features::lookup(f).is_none())
-    {
-        return Err(invalid(path, format!("gate: unknown Duo feature '{f}'")));
-    }
-    gate.baseline = gate.baseline.map(|b| base.join(b));
-    let mut load = sc.load.clone();
-    load.apply(&overrides.load);
-    if overrides.calibrate {
-        if conformance.snapshots.is_none() {
-            return Err(invalid(
-                path,
-                "--calibrate needs [conformance] snapshots = \"<folder>\"",
-            ));
-        }
-        // Four answers per case, one at a time (every case in turn, four times over): two
-        // baseline pairs per case, so the noise floor sees more of ordinary variation's tail.
-        load = LoadSpec {
-            seed: load.seed,
-            ..LoadSpec::default()
-        };
-        load.calibration_passes = 4;
-    }
-    check::load(&load).map_err(|m| invalid(path, m))?;
-    load.check().map_err(|m| invalid(path, m))?;
-    check::scenario(&sc).map_err(|m| invalid(path, m))?;
-    let mut target = sc.target.clone();
-    match target.auth {
-        AuthKind::Bearer if target.token_env.is_none() => {
-            return Err(invalid(
-                path,
-                "target.auth = 'bearer' needs target.token_env",
-            ))
-        }
-        AuthKind::Mint => {
-            let key = target
-                .key_file
-                .as_ref()
-                .ok_or_else(|| invalid(path, "target.auth = 'mint' needs target.key_file"))?;
-            target.key_file = Some(base.join(key));
-        }
-        _ => {}
-    }
-    // An empty path (`${VAR:-}` left unset) is no path.
-    target.ca_bundle = target
-        .ca_bundle
-        .filter(|c| !c.as_os_str().is_empty())
-        .map(|c| base.join(c));
-    if target_url.is_none() && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass {
-        return Err(invalid(
-            path,
-            "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'",
-        ));
-    }
+    let (corpus_path, more_corpora) = corpora(&sc, &overrides, base).map_err(at)?;
+    let (target_url, embedded_backend) = target_url(&sc, &overrides).map_err(at)?;
+    check_dws(&sc).map_err(at)?;
+    check_features(&sc).map_err(at)?;
+    check_taps(&sc).map_err(at)?;
+    let conformance = conformance(&sc, base).map_err(at)?;
+    sc.capacity.check().map_err(at)?;
+    sc.metrics.check().map_err(at)?;
+    let gate = gate(&sc, base).map_err(at)?;
+    let load = load(&sc, &overrides, &conformance).map_err(at)?;
+    check::scenario(&sc).map_err(at)?;
+    let target = target(&sc, base, target_url.is_none()).map_err(at)?;
     let run_id = format!("{started}-{}", sc.name);
     let run_dir = overrides
         .out
@@ -524,6 +385,192 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         run_dir,
         overrides,
     })
+}
+
+/// The scenario file, its `${VAR}`s expanded, parsed.
+fn read_scenario(path: &Path) -> Result<Scenario, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let text = env::expand(&text).map_err(|m| invalid(path, m))?;
+    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))
+}
+
+/// `corpus` (or `--corpus`): the first file, and the others read after it as one corpus.
+fn corpora(
+    sc: &Scenario,
+    overrides: &Overrides,
+    base: &Path,
+) -> Result<(PathBuf, Vec<PathBuf>), String> {
+    let mut corpora: Vec<PathBuf> = match &overrides.corpus {
+        Some(c) => vec![c.clone()],
+        None => sc.corpus.files().iter().map(|f| base.join(f)).collect(),
+    };
+    if corpora.is_empty() {
+        return Err("corpus: the list names no file".into());
+    }
+    let first = corpora.remove(0);
+    Ok((first, corpora))
+}
+
+/// `target.url` (or `--target`): an http(s) base URL, or `None` for the embedded stack (with
+/// the twin backend of `embedded:<backend>`).
+fn target_url(
+    sc: &Scenario,
+    overrides: &Overrides,
+) -> Result<(Option<String>, Option<String>), String> {
+    let url = overrides.target.as_deref().unwrap_or(&sc.target.url);
+    let embedded_backend = url.strip_prefix("embedded:").map(str::to_owned);
+    let target_url = match url {
+        "embedded" => None,
+        _ if embedded_backend.is_some() => None,
+        u if u.starts_with("http://") || u.starts_with("https://") => {
+            check::url("target.url", u)?;
+            Some(u.trim_end_matches('/').to_owned())
+        }
+        u => {
+            return Err(format!(
+                "target.url: '{u}' is neither 'embedded' nor an http(s) URL"
+            ))
+        }
+    };
+    Ok((target_url, embedded_backend))
+}
+
+/// `target.dws`: `embedded`, or an http(s) URL whose certificates are checked.
+fn check_dws(sc: &Scenario) -> Result<(), String> {
+    match sc.target.dws.as_deref() {
+        None | Some("embedded") => Ok(()),
+        Some(u) if u.starts_with("https://") && sc.target.danger_accept_invalid_certs => {
+            Err(format!("target.dws: '{u}': certificate checks cannot be turned off for the DWS; give its CA in target.ca_bundle"))
+        }
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            check::url("target.dws", u)
+        }
+        Some(u) => Err(format!(
+            "target.dws: '{u}' is neither 'embedded' nor an http(s):// URL"
+        )),
+    }
+}
+
+/// Every feature a section names is a Duo feature.
+fn check_features(sc: &Scenario) -> Result<(), String> {
+    let named = sc
+        .features
+        .iter()
+        .chain(sc.models.keys())
+        .chain(sc.slo.keys())
+        .chain(sc.routing.features.keys())
+        .chain(sc.tokenizers.keys().filter(|k| *k != "default"));
+    match named
+        .into_iter()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        Some(f) => Err(format!(
+            "unknown Duo feature '{f}' (in 'features', 'models', 'slo', 'routing' or 'tokenizers')"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Each `[[tap]]` fronts a twin backend or an http(s) upstream.
+fn check_taps(sc: &Scenario) -> Result<(), String> {
+    for t in &sc.taps {
+        match (&t.backend, &t.upstream) {
+            (Some(_), None) => {}
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+            _ => {
+                return Err("each [[tap]] needs either backend = \"<twin backend>\" or upstream = \"http(s)://...\"".into())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[conformance]`, its snapshot folder resolved against the scenario's folder.
+fn conformance(sc: &Scenario, base: &Path) -> Result<ConformanceSpec, String> {
+    let mut conformance = sc.conformance.clone();
+    conformance.snapshots = conformance.snapshots.map(|d| base.join(d));
+    conformance
+        .mask_rules()
+        .map_err(|m| format!("conformance.masks: {m}"))?;
+    match conformance
+        .features
+        .keys()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        Some(f) => Err(format!("conformance.features: unknown Duo feature '{f}'")),
+        None => Ok(conformance),
+    }
+}
+
+/// `[gate]`, its baseline resolved against the scenario's folder.
+fn gate(sc: &Scenario, base: &Path) -> Result<GateSpec, String> {
+    let mut gate = sc.gate.clone();
+    gate.check()?;
+    if let Some(f) = gate
+        .named_features()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        return Err(format!("gate: unknown Duo feature '{f}'"));
+    }
+    gate.baseline = gate.baseline.map(|b| base.join(b));
+    Ok(gate)
+}
+
+/// `[load]` with the command line's overrides; a calibration's own load.
+fn load(
+    sc: &Scenario,
+    overrides: &Overrides,
+    conformance: &ConformanceSpec,
+) -> Result<LoadSpec, String> {
+    let mut load = sc.load.clone();
+    load.apply(&overrides.load);
+    if overrides.calibrate {
+        if conformance.snapshots.is_none() {
+            return Err("--calibrate needs [conformance] snapshots = \"<folder>\"".into());
+        }
+        // Four answers per case, one at a time (every case in turn, four times over): two
+        // baseline pairs per case, so the noise floor sees more of ordinary variation's tail.
+        load = LoadSpec {
+            seed: load.seed,
+            ..LoadSpec::default()
+        };
+        load.calibration_passes = 4;
+    }
+    check::load(&load)?;
+    load.check()?;
+    Ok(load)
+}
+
+/// `[target]`: its auth complete, its files resolved against the scenario's folder.
+fn target(sc: &Scenario, base: &Path, embedded: bool) -> Result<Target, String> {
+    let mut target = sc.target.clone();
+    match target.auth {
+        AuthKind::Bearer if target.token_env.is_none() => {
+            return Err("target.auth = 'bearer' needs target.token_env".into())
+        }
+        AuthKind::Mint => {
+            let key = target
+                .key_file
+                .as_ref()
+                .ok_or("target.auth = 'mint' needs target.key_file")?;
+            target.key_file = Some(base.join(key));
+        }
+        _ => {}
+    }
+    // An empty path (`${VAR:-}` left unset) is no path.
+    target.ca_bundle = target
+        .ca_bundle
+        .filter(|c| !c.as_os_str().is_empty())
+        .map(|c| base.join(c));
+    if embedded && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass {
+        return Err(
+            "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'".into(),
+        );
+    }
+    Ok(target)
 }
 
 #[cfg(test)]

@@ -64,7 +64,9 @@ fn record_epoch_ms(r: &RequestRecord) -> Option<f64> {
 
 /// Splits the records into the run's own (those on the clock most of them share) and another
 /// run's, grouped by their clock; with the run's start.
-fn own_records(records: Vec<RequestRecord>) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
+fn own_records(
+    records: Vec<RequestRecord>,
+) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
     let mut epochs: Vec<f64> = records.iter().filter_map(record_epoch_ms).collect();
     epochs.sort_by(f64::total_cmp);
     let Some(own) = epochs.get(epochs.len() / 2).copied() else {
@@ -130,7 +132,10 @@ pub fn document<T: serde::de::DeserializeOwned>(
     let Some(value) = json(path)? else {
         return Ok(None);
     };
-    let found = value.pointer(pointer).and_then(Value::as_str).unwrap_or("none");
+    let found = value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("none");
     if found != schema {
         return Err(ResultsError::Version {
             path: path.into(),
@@ -181,12 +186,10 @@ pub fn read_lines(text: &str) -> (Vec<RequestRecord>, Vec<BadLine>) {
 impl RunFolder {
     pub fn open(dir: &Path) -> Result<Self, ResultsError> {
         let plan_path = dir.join("plan.json");
-        let plan_json: PlanDocument =
-            document(&plan_path, "/plan/schema", PLAN_SCHEMA)?.ok_or_else(|| {
-                ResultsError::Invalid {
-                    path: plan_path.clone(),
-                    message: "missing: is this a run folder?".into(),
-                }
+        let plan_json: PlanDocument = document(&plan_path, "/plan/schema", PLAN_SCHEMA)?
+            .ok_or_else(|| ResultsError::Invalid {
+                path: plan_path.clone(),
+                message: "missing: is this a run folder?".into(),
             })?;
         let plan = plan_json.plan.clone();
         let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);

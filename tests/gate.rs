@@ -178,7 +178,10 @@ fn degraded_figures_are_judged_with_their_bound(a: &Path, slow: &Path) {
     chat_ttft_trust(&mut cur).reasons = vec![Disturbance::TransportBatching];
     let c = compare(&base, &cur, &GateSpec::default()).unwrap();
     let p50 = chat(&c, GateMetric::TtftP50);
-    assert_eq!((p50.outcome, p50.basis), (Outcome::Inconclusive, Basis::Degraded));
+    assert_eq!(
+        (p50.outcome, p50.basis),
+        (Outcome::Inconclusive, Basis::Degraded)
+    );
     assert_ne!(c.verdict, GateVerdict::Pass);
 }
 
@@ -201,7 +204,11 @@ fn the_current_runs_own_verdict_and_missing_evidence_decide(tmp: &Path, a: &Path
     let mut cur = RunFolder::open(b).unwrap();
     cur.summary.as_mut().unwrap().verdict = Verdict::Invalid;
     let c = compare(&RunFolder::open(a).unwrap(), &cur, &GateSpec::default()).unwrap();
-    assert_ne!(c.verdict, GateVerdict::Pass, "an invalid current run never passes");
+    assert_ne!(
+        c.verdict,
+        GateVerdict::Pass,
+        "an invalid current run never passes"
+    );
 
     // Two short runs: the p99 checks get too few samples, so the gate cannot pass…
     let (s1, s2) = (tmp.join("short1"), tmp.join("short2"));

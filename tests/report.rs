@@ -259,7 +259,7 @@ fn every_finding_kind_lands_in_one_stage_everywhere() {
             format!("planted {kind}"),
         )];
         let gate = duo_harness::plan::GateSpec::default();
-        let judged = duo_harness::cmd::judge::judge(&dir, summary, &gate, Vec::new());
+        let judged = duo_harness::compare::gate::judge(&dir, summary, &gate, Vec::new());
         let failed: Vec<&str> = judged
             .stages
             .iter()
@@ -282,16 +282,15 @@ fn every_finding_kind_lands_in_one_stage_everywhere() {
         };
         let xml = duo_harness::report::junit::render(&view).unwrap();
         let junit = quick_junit::Report::deserialize_from_str(&xml).unwrap();
-        let chat = junit.test_suites.iter().find(|s| s.name.as_str() == "duo_chat").unwrap();
+        let chat = junit
+            .test_suites
+            .iter()
+            .find(|s| s.name.as_str() == "duo_chat")
+            .unwrap();
         let failing: Vec<&str> = chat
             .test_cases
             .iter()
-            .filter(|c| {
-                matches!(
-                    c.status,
-                    quick_junit::TestCaseStatus::NonSuccess { .. }
-                )
-            })
+            .filter(|c| matches!(c.status, quick_junit::TestCaseStatus::NonSuccess { .. }))
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(failing, [kind.stage().name()], "{kind}: the JUnit case");

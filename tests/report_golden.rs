@@ -171,8 +171,10 @@ fn markdown_and_junit_are_stable() {
     insta::assert_snapshot!("junit_xml", xml);
     let parsed = quick_junit::Report::deserialize_from_str(&xml).expect("well-formed JUnit");
     let failures: usize = parsed.test_suites.iter().map(|s| s.failures).sum();
-    // models, slo (duo_chat missed 300 ms for half its requests), the request error, the gate.
-    assert_eq!(failures, 4, "{xml}");
+    // models, slo (duo_chat missed 300 ms for half its requests), the request error (its case
+    // and its feature's replay stage), the gate's regression and its required check that could
+    // not be judged.
+    assert_eq!(failures, 6, "{xml}");
     assert!(
         xml.contains("case code_completions-1"),
         "a case per corpus case"

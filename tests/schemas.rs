@@ -26,8 +26,14 @@ fn the_checked_in_schemas_are_the_generated_ones() {
 #[test]
 fn a_generated_schema_refuses_what_its_type_refuses() {
     let d = duo_harness::cmd::schemas::documents();
-    let comparison = d.iter().find(|d| d.file == "comparison-v1.schema.json").unwrap();
+    let comparison = d
+        .iter()
+        .find(|d| d.file == "comparison-v1.schema.json")
+        .unwrap();
     let v = jsonschema::validator_for(&comparison.schema()).unwrap();
     let doc = serde_json::json!({"schema": "duo-harness/comparison/v1", "verdict": "maybe"});
-    assert!(!v.is_valid(&doc), "an unknown verdict and missing fields are refused");
+    assert!(
+        !v.is_valid(&doc),
+        "an unknown verdict and missing fields are refused"
+    );
 }

@@ -232,8 +232,14 @@ fn feature_audit(
         f.tpot.percentiles(),
     );
     let mut trust = BTreeMap::new();
-    trust.insert("ttft".to_owned(), Trust::bounded(waits, Direction::Over, ttft.p50));
-    trust.insert("e2e".to_owned(), Trust::bounded(waits, Direction::Over, e2e.p50));
+    trust.insert(
+        "ttft".to_owned(),
+        Trust::bounded(waits, Direction::Over, ttft.p50),
+    );
+    trust.insert(
+        "e2e".to_owned(),
+        Trust::bounded(waits, Direction::Over, e2e.p50),
+    );
     // TTFT from the intended send carries the send lateness on top of the receive delay.
     let from_intended = f.ttft_from_intended.percentiles();
     let mut t = Trust::bounded(waits, Direction::Over, from_intended.p50);

@@ -25,12 +25,14 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 mod axis;
+mod error;
 mod limiter;
 mod pchip;
 mod probe;
 pub mod roofline;
 mod serve_sla;
 pub use axis::Axis;
+pub use error::CapacityError;
 pub use limiter::{gateway_shares, limiter, GatewayShare};
 use probe::probe;
 
@@ -116,29 +118,40 @@ fn interpolate(lo: Point, hi: Point) -> f64 {
 }
 
 /// The search. Every probe's folder goes under `out`. `users`: search over closed-loop virtual
-/// developers instead of the rate.
-pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity, String> {
+/// developers instead of the rate. `Err`: the search could not start. A search that a failure
+/// ended early still answers with the probes it measured, and the failure beside.
+pub async fn search(
+    scenario: &Path,
+    out: &Path,
+    users: bool,
+) -> Result<(Capacity, Option<CapacityError>), CapacityError> {
     let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let plan =
-        plan::resolve(scenario, Overrides::default(), &started).map_err(|e| e.to_string())?;
-    let axis = Axis::of(&plan, users).map_err(|e| format!("{}: {e}", scenario.display()))?;
+    let plan = plan::resolve(scenario, Overrides::default(), &started)?;
+    let config = |m: String| CapacityError::Config(format!("{}: {m}", scenario.display()));
+    let axis = Axis::of(&plan, users).map_err(config)?;
     if plan.slo.is_empty() {
-        return Err(format!(
-            "{}: capacity needs [slo.<feature>] sections",
-            scenario.display()
-        ));
+        return Err(config("capacity needs [slo.<feature>] sections".into()));
     }
-    crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let (lo, hi, stopped, probes) = match (plan.capacity.strategy, axis) {
+    crate::files::create_dir_private(out).map_err(|source| CapacityError::Write {
+        path: out.into(),
+        source,
+    })?;
+    let (lo, hi, stop, probes) = match (plan.capacity.strategy, axis) {
         (plan::Strategy::ServeSla, Axis::Rate) => {
-            let (probes, stopped) = serve_sla::search(scenario, &plan, out).await?;
+            let (probes, stop) = serve_sla::search(scenario, &plan, out).await;
             let (lo, hi) = bracket_of(&probes);
-            (lo, hi, stopped, probes)
+            (lo, hi, stop, probes)
         }
         (plan::Strategy::ServeSla, _) => {
-            return Err("capacity.strategy = \"serve_sla\" searches the rate only".into())
+            return Err(config(
+                "capacity.strategy = \"serve_sla\" searches the rate only".into(),
+            ))
         }
-        (plan::Strategy::Bracket, _) => bracket(scenario, &plan, axis, out).await?,
+        (plan::Strategy::Bracket, _) => bracket(scenario, &plan, axis, out).await,
+    };
+    let (stopped, failure) = match stop {
+        Ok(why) => (why, None),
+        Err(e) => (format!("stopped early: {e}"), Some(e)),
     };
     let mut c = answer(&plan, axis, lo, hi, stopped, probes);
     let knee = knee_probe(&c).and_then(|p| RunFolder::open(&p.dir).ok());
@@ -146,7 +159,7 @@ pub async fn search(scenario: &Path, out: &Path, users: bool) -> Result<Capacity
         c.roofline = roofline::beside(&plan, &folder, &summary);
         c.gateway = gateway_shares(&summary);
     }
-    Ok(c)
+    Ok((c, failure))
 }
 
 /// The probes that judged their point: a first look followed by a second is superseded by it.
@@ -173,28 +186,38 @@ fn bracket_of(probes: &[Probe]) -> (Option<Point>, Option<Point>) {
 }
 
 /// What a search leaves: the bracket's ends, why it stopped, every probe.
-type Searched = (Option<Point>, Option<Point>, String, Vec<Probe>);
+type Searched = (Option<Point>, Option<Point>, Stop, Vec<Probe>);
+
+/// Why a search stopped: its own rule (`Ok`), or a failure that ends it early.
+type Stop = Result<String, CapacityError>;
 
 /// Our search: bracket by doubling or halving, then regula falsi on the margin, with a second
 /// look near the boundary and at invalid probes.
-async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result<Searched, String> {
+async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Searched {
     let spec = &plan.capacity;
     let mut probes: Vec<Probe> = Vec::new();
     let (mut lo, mut hi): (Option<Point>, Option<Point>) = (None, None);
     let mut at = axis.start(plan);
-    let stopped = loop {
+    let mut signals = crate::signals::stop_signals();
+    let stopped: Stop = loop {
         if probes.len() >= spec.max_probes {
-            break format!("the probe budget ({}) is spent", spec.max_probes);
+            break Ok(format!("the probe budget ({}) is spent", spec.max_probes));
         }
-        let p = look(scenario, plan, (axis, at), out, &mut probes).await?;
+        if signals.try_recv().is_ok() {
+            break Err(CapacityError::Interrupted(String::new()));
+        }
+        let p = match look(scenario, plan, (axis, at), out, &mut probes).await {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
         let (refused, compliant, m) =
             (p.verdict == "invalid", p.compliant, p.margin.unwrap_or(0.0));
         probes.push(p);
         if refused {
-            break format!(
+            break Ok(format!(
                 "the probe at {} was invalid twice (the harness could not measure it): refused",
                 axis.describe(at)
-            );
+            ));
         }
         // A pass at or above a failing point, or a failure at or below a passing one: the
         // stack does not answer monotonically at this probe length. The answer stays below
@@ -211,12 +234,12 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
                     .map(|p| (p.at, p.margin.unwrap_or(0.0).max(0.0)))
                     .max_by(|a, b| a.0.total_cmp(&b.0));
             }
-            break format!(
+            break Ok(format!(
                 "the probes are not monotone (the one at {} contradicts an earlier one): probes \
                  too short for this stack's variance, or an unstable stack; raise \
                  capacity.probe_s",
                 axis.describe(at)
-            );
+            ));
         }
         match compliant {
             true => lo = Some((at, m.max(0.0))),
@@ -224,18 +247,18 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
         }
         at = match (lo, hi) {
             (Some((l, _)), None) if l >= axis.max(plan) => {
-                break format!(
+                break Ok(format!(
                     "every probe up to the most allowed ({}) complied",
                     axis.describe(axis.max(plan))
-                )
+                ))
             }
             (_, None) => axis.up(at, plan),
             (None, Some((h, _))) if h <= axis.floor(plan) => {
-                break "no probed point complied".into()
+                break Ok("no probed point complied".into())
             }
             (None, Some(_)) => axis.down(at),
             (Some(l), Some(h)) if axis.narrow(l.0, h.0, spec.resolution) => {
-                break format!(
+                break Ok(format!(
                     "the bracket is within the resolution ({:.1} %{})",
                     spec.resolution * 100.0,
                     if axis == Axis::Rate {
@@ -243,12 +266,12 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Result
                     } else {
                         ", or one developer"
                     }
-                )
+                ))
             }
             (Some(l), Some(h)) => axis.inside(interpolate(l, h), l.0, h.0),
         };
     };
-    Ok((lo, hi, stopped, probes))
+    (lo, hi, stopped, probes)
 }
 
 /// One point judged: a probe, and a second look when the first lands close to the boundary or
@@ -260,7 +283,7 @@ pub(super) async fn look(
     (axis, at): (Axis, f64),
     out: &Path,
     probes: &mut Vec<Probe>,
-) -> Result<Probe, String> {
+) -> Result<Probe, CapacityError> {
     let dir = |n: usize| out.join(axis.folder(n, at));
     let p = probe(scenario, plan, (axis, at), dir(probes.len() + 1), false).await?;
     let near = p.margin.is_some_and(|m| m.abs() < NEAR);
@@ -439,19 +462,19 @@ fn knee_probe(c: &Capacity) -> Option<&Probe> {
 }
 
 /// `capacity`: searches, writes `capacity.json` and the knee's summary, prints the answer.
-pub async fn command(scenario: &Path, out: Option<PathBuf>, users: bool) -> Exit {
+/// Every ending writes `capacity.json` with the probes measured and why the search stopped;
+/// a failure that ended it early is returned after, for its exit code.
+pub async fn command(
+    scenario: &Path,
+    out: Option<PathBuf>,
+    users: bool,
+) -> Result<Exit, CapacityError> {
     let out = out.unwrap_or_else(|| {
         let stem = scenario.file_stem().unwrap_or_default().to_string_lossy();
         let at = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         PathBuf::from("reports").join(format!("{at}-{stem}-capacity"))
     });
-    let c = match search(scenario, &out, users).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {}", crate::redact::known(&e));
-            return Exit::Usage;
-        }
-    };
+    let (c, failure) = search(scenario, &out, users).await?;
     print!("{}", table(&c));
     let write = |name: &str, v: &Value| crate::files::write_json(&out.join(name), v);
     let doc = serde_json::to_value(&c).unwrap_or_default();
@@ -472,14 +495,19 @@ pub async fn command(scenario: &Path, out: Option<PathBuf>, users: bool) -> Exit
         }
     }
     println!("capacity folder: {}", out.display());
-    match (
-        failed,
-        c.max_rps,
-        c.probes.iter().any(|p| p.verdict == "invalid" && !p.repeat),
-    ) {
-        (true, _, _) => Exit::Unreachable,
-        (false, Some(_), _) => Exit::Pass,
-        (false, None, true) => Exit::Invalid,
-        (false, None, false) => Exit::VerdictFailed,
+    if let Some(e) = failure {
+        return Err(e);
     }
+    Ok(
+        match (
+            failed,
+            c.max_rps,
+            c.probes.iter().any(|p| p.verdict == "invalid" && !p.repeat),
+        ) {
+            (true, _, _) => Exit::Unreachable,
+            (false, Some(_), _) => Exit::Pass,
+            (false, None, true) => Exit::Invalid,
+            (false, None, false) => Exit::VerdictFailed,
+        },
+    )
 }

@@ -2,7 +2,7 @@
 //! smallest SLO margin and where, whether it complied, and what its backends' metrics say
 //! limits the stack. A failure that load does not explain stops the search.
 
-use super::{limiter, roofline, Axis, Probe};
+use super::{limiter, roofline, Axis, CapacityError, Probe};
 use crate::compare::bootstrap::Statistic;
 use crate::exit::Exit;
 use crate::measure::RequestRecord;
@@ -77,7 +77,7 @@ pub(super) async fn probe(
     (axis, at): (Axis, f64),
     dir: PathBuf,
     repeat: bool,
-) -> Result<Probe, String> {
+) -> Result<Probe, CapacityError> {
     let duration = match axis {
         Axis::Rate => plan.capacity.probe_s,
         Axis::Users { .. } => plan.capacity.probe_s.ceil(), // goose counts whole seconds
@@ -96,28 +96,35 @@ pub(super) async fn probe(
     let rate = axis.describe(at);
     let exit = crate::run::run(scenario, overrides)
         .await
-        .map_err(|e| e.to_string())?;
-    if matches!(exit, Exit::Usage | Exit::Unreachable) {
-        return Err(format!(
-            "the probe at {rate} could not run (exit {})",
-            exit as u8
-        ));
-    }
-    let folder = RunFolder::open(&dir).map_err(|e| e.to_string())?;
-    let Some(summary) = folder.summary.as_ref() else {
-        return Err(format!(
-            "the probe at {rate} wrote no summary.json: see {}",
-            dir.display()
-        ));
+        .map_err(|source| CapacityError::Probe {
+            at: rate.clone(),
+            source,
+        })?;
+    let unjudged = |reason: String| CapacityError::Unjudged {
+        at: rate.clone(),
+        reason,
     };
+    if exit == Exit::Unreachable {
+        return Err(unjudged(format!(
+            "the run failed (exit 3): see {}",
+            dir.display()
+        )));
+    }
+    let folder = RunFolder::open(&dir).map_err(|e| unjudged(e.to_string()))?;
+    let Some(summary) = folder.summary.as_ref() else {
+        return Err(unjudged(format!("no summary.json in {}", dir.display())));
+    };
+    if summary.interrupted {
+        return Err(CapacityError::Interrupted(format!(
+            " during the probe at {rate}"
+        )));
+    }
     let verdict = summary.verdict.name().to_owned();
     let other: Vec<String> = summary
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
-        .filter(|f| {
-            !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement
-        })
+        .filter(|f| !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement)
         .map(|f| format!("{}: {}", f.kind, f.message))
         .collect();
     // Timeouts, 5xx, refused and dropped connections are what overload looks like; any other
@@ -129,18 +136,21 @@ pub(super) async fn probe(
         .map(|(c, n)| format!("{n} {}", c.name()))
         .collect();
     if !broken.is_empty() {
-        return Err(format!(
-            "the probe at {rate} had errors load does not explain ({}; a gateway's \
-             rate limit answers 429, counted as http4xx): see {}",
-            broken.join(", "),
-            dir.display()
-        ));
+        return Err(CapacityError::Broken {
+            at: rate,
+            reason: format!(
+                "errors of class {} (a gateway's rate limit answers 429, counted as http4xx): \
+                 see {}",
+                broken.join(", "),
+                dir.display()
+            ),
+        });
     }
     if !other.is_empty() {
-        return Err(format!(
-            "the probe at {rate} failed for a reason load does not explain: {}",
-            other.join("; ")
-        ));
+        return Err(CapacityError::Broken {
+            at: rate,
+            reason: other.join("; "),
+        });
     }
     let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let found = margin(&folder.records, &|f| agg.slo(f).copied());

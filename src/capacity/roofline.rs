@@ -11,8 +11,8 @@ use crate::measure::RequestRecord;
 use crate::plan::Plan;
 use crate::roofline::Hardware;
 use crate::scrape::Observed;
-use serde::Serialize;
 use crate::verdict::Summary;
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One feature's measurement beside its ceiling.

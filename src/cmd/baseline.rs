@@ -1,5 +1,6 @@
 //! `baseline save RUN_DIR --to DIR`: keeps a judged, passing run where `[gate] baseline` points.
 
+use super::Failure;
 use crate::exit::Exit;
 use crate::results::RunFolder;
 use crate::verdict::Verdict;
@@ -58,42 +59,35 @@ fn refusal(folder: &RunFolder, run: &Path, to: &Path, force: bool) -> Option<Str
 }
 
 /// Copies the run's files into `to`, removing any of them an older baseline left there.
-fn copy(run: &Path, to: &Path) -> Result<(), String> {
-    crate::files::create_dir_private(to).map_err(|e| format!("{}: {e}", to.display()))?;
+fn copy(run: &Path, to: &Path) -> Result<(), Failure> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Failure::Write { path, source }
+    };
+    crate::files::create_dir_private(to).map_err(failed(to))?;
     for name in FILES {
         let (from, into) = (run.join(name), to.join(name));
         if !from.is_file() {
             let _ = std::fs::remove_file(&into);
             continue;
         }
-        std::fs::copy(&from, &into)
-            .map_err(|e| format!("{} → {}: {e}", from.display(), into.display()))?;
+        std::fs::copy(&from, &into).map_err(failed(&into))?;
     }
     Ok(())
 }
 
 /// `baseline save`.
-pub fn save(run: &Path, to: &Path, force: bool) -> Exit {
-    let folder = match RunFolder::open(run) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage;
-        }
-    };
+pub fn save(run: &Path, to: &Path, force: bool) -> Result<Exit, Failure> {
+    let folder = RunFolder::open(run)?;
     if let Some(why) = refusal(&folder, run, to, force) {
-        eprintln!("error: {why}");
-        return Exit::Usage;
+        return Err(Failure::Usage(why));
     }
-    if let Err(e) = copy(run, to) {
-        eprintln!("error: {e}");
-        return Exit::Unreachable;
-    }
+    copy(run, to)?;
     println!(
         "baseline: {} ({}) stored in {}",
         folder.plan.run_id,
         run.display(),
         to.display()
     );
-    Exit::Pass
+    Ok(Exit::Pass)
 }

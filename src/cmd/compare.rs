@@ -1,11 +1,12 @@
 //! `compare BASELINE CURRENT`: the gate between two run folders, from the command line.
 
+use super::Failure;
 use crate::compare;
 use crate::exit::Exit;
 use crate::plan::{GateMetric, GateSpec, Threshold};
 use crate::results::RunFolder;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `compare BASELINE CURRENT`: options.
 pub struct CompareArgs {
@@ -22,7 +23,12 @@ pub struct CompareArgs {
 fn features(folders: [&RunFolder; 2]) -> BTreeSet<String> {
     folders
         .iter()
-        .flat_map(|f| f.plan.features.iter().chain(f.records.iter().map(|r| &r.feature)))
+        .flat_map(|f| {
+            f.plan
+                .features
+                .iter()
+                .chain(f.records.iter().map(|r| &r.feature))
+        })
         .cloned()
         .collect()
 }
@@ -51,21 +57,14 @@ fn gate(args: &CompareArgs, base: &RunFolder, cur: &RunFolder) -> Result<GateSpe
     Ok(gate)
 }
 
-fn open(dir: &Path) -> Result<RunFolder, Exit> {
-    RunFolder::open(dir).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Usage
-    })
-}
-
 /// `compare`: 0 only when every required check was judged "no regression" and the current run
 /// passed; 1 on a regression or a failed current run; 4 when a required check could not be
 /// judged; 2 when the runs cannot be compared or a flag is wrong.
-pub fn command(args: CompareArgs) -> Exit {
-    let (base, cur) = match (open(&args.baseline), open(&args.current)) {
-        (Ok(b), Ok(c)) => (b, c),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
+pub fn command(args: CompareArgs) -> Result<Exit, Failure> {
+    let (base, cur) = (
+        RunFolder::open(&args.baseline)?,
+        RunFolder::open(&args.current)?,
+    );
     for f in [&base, &cur].into_iter().filter(|f| f.summary.is_none()) {
         eprintln!(
             "warning: {} has no summary.json (killed?): run `duo-harness report {}` first",
@@ -73,26 +72,14 @@ pub fn command(args: CompareArgs) -> Exit {
             f.dir.display()
         );
     }
-    let gate = match gate(&args, &base, &cur) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage;
-        }
-    };
-    let c = match compare::compare(&base, &cur, &gate) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage;
-        }
-    };
+    let gate = gate(&args, &base, &cur).map_err(Failure::Usage)?;
+    let c = compare::compare(&base, &cur, &gate)?;
     print!("{}", compare::table(&c));
     let out = args.out.unwrap_or_else(|| cur.dir.join("comparison.json"));
-    if let Err(e) = crate::files::write_json(&out, &c) {
-        eprintln!("error: could not write {}: {e}", out.display());
-        return Exit::Unreachable;
-    }
+    crate::files::write_json(&out, &c).map_err(|source| Failure::Write {
+        path: out.clone(),
+        source,
+    })?;
     println!("comparison: {}", out.display());
-    c.exit()
+    Ok(c.exit())
 }

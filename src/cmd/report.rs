@@ -1,8 +1,9 @@
 //! `report RUN_DIR…`: judges run folders again without sending a request (re-render, rebuild a
 //! killed run, merge the folders of one plan) and writes every output.
 
-use super::judge::judge;
+use super::Failure;
 use crate::compare;
+use crate::compare::gate::{judge, Judged};
 use crate::exit::Exit;
 use crate::report::{self, Outputs, Report};
 use crate::results::{self, RunFolder};
@@ -16,20 +17,28 @@ pub struct ReportArgs {
     pub outputs: Outputs,
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
-    crate::files::write_json(path, value).map_err(|e| format!("{}: {e}", path.display()))
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
+    crate::files::write_json(path, value).map_err(write_failure(path))
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), String> {
-    crate::files::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+fn write_text(path: &Path, text: &str) -> Result<(), Failure> {
+    crate::files::write_atomic(path, text.as_bytes()).map_err(write_failure(path))
+}
+
+fn write_failure(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
+    move |source| Failure::Write {
+        path: path.into(),
+        source,
+    }
 }
 
 /// Writes the merged folder's own files: results (one clock), taps, plan.
-fn write_merged(merged: &RunFolder, sources: &[RunFolder], out: &Path) -> Result<(), String> {
-    crate::files::create_dir_private(out).map_err(|e| format!("{}: {e}", out.display()))?;
+fn write_merged(merged: &RunFolder, sources: &[RunFolder], out: &Path) -> Result<(), Failure> {
+    crate::files::create_dir_private(out).map_err(write_failure(out))?;
     let mut results = String::new();
     for r in &merged.records {
-        results += &serde_json::to_string(r).map_err(|e| e.to_string())?;
+        // A record always serialises: it was read from JSON.
+        results += &serde_json::to_string(r).unwrap_or_default();
         results.push('\n');
     }
     write_text(&out.join("results.ndjson"), &results)?;
@@ -45,21 +54,8 @@ fn write_merged(merged: &RunFolder, sources: &[RunFolder], out: &Path) -> Result
     write_json(&out.join("plan.json"), &plan)
 }
 
-/// `report`: judges run folders again without sending a request, and writes every output.
-pub fn command(args: ReportArgs) -> Exit {
-    match report(args) {
-        Ok(exit) => exit,
-        Err((exit, message)) => {
-            eprintln!("error: {message}");
-            exit
-        }
-    }
-}
-
-type Failure = (Exit, String);
-
 fn usage(m: impl Into<String>) -> Failure {
-    (Exit::Usage, m.into())
+    Failure::Usage(m.into())
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
@@ -80,14 +76,19 @@ fn open_sources(dirs: &[PathBuf]) -> Result<Vec<RunFolder>, Failure> {
                 twice.dir.display()
             )));
         }
-        let f = RunFolder::open(d).map_err(|e| usage(e.to_string()))?;
+        let f = RunFolder::open(d)?;
         for bad in &f.bad_lines {
             let what = match bad.torn {
                 true => "torn last line (the run was killed mid-write?), skipped",
                 false => "unreadable line, skipped",
             };
             let file = d.join("results.ndjson");
-            eprintln!("warning: {}:{}: {what}: {}", file.display(), bad.line, bad.message);
+            eprintln!(
+                "warning: {}:{}: {what}: {}",
+                file.display(),
+                bad.line,
+                bad.message
+            );
         }
         sources.push(f);
     }
@@ -149,12 +150,13 @@ fn foreign_findings(sources: &[RunFolder]) -> Vec<Finding> {
         .collect()
 }
 
-fn report(args: ReportArgs) -> Result<Exit, Failure> {
+/// `report`: judges run folders again without sending a request, and writes every output.
+pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
     let sources = open_sources(&args.dirs)?;
     let out = out_dir(args.out.as_ref(), &sources)?;
-    let merged = results::merge(sources.clone()).map_err(|e| usage(e.to_string()))?;
+    let merged = results::merge(sources.clone())?;
     if sources.len() > 1 || out != sources[0].dir {
-        write_merged(&merged, &sources, &out).map_err(|e| (Exit::Unreachable, e))?;
+        write_merged(&merged, &sources, &out)?;
     }
     let taps = out.join("taps.ndjson");
     let mut rebuilt = report::rebuild(
@@ -172,29 +174,11 @@ fn report(args: ReportArgs) -> Result<Exit, Failure> {
     };
     let judged = judge(&out, rebuilt.summary, &merged.plan.gate, preflight);
     print!("{}", judged.summary.table());
-    let mut failed: Vec<(PathBuf, String)> = Vec::new();
-    let mut save = |name: &str, r: Result<(), String>| {
-        if let Err(e) = r {
-            failed.push((out.join(name), e));
-        }
-    };
-    save(
-        "summary.json",
-        write_json(&out.join("summary.json"), &judged.summary),
-    );
-    let histograms = verdict::histograms(&rebuilt.agg, &rebuilt.receive_delay);
-    save(
-        "histograms.json",
-        write_json(&out.join("histograms.json"), &histograms),
-    );
     if let Some(c) = &judged.comparison {
         print!("{}", compare::table(c));
-        save(
-            "comparison.json",
-            write_json(&out.join("comparison.json"), c),
-        );
     }
-    let outputs = args.outputs.or(Outputs::in_dir(&out));
+    let histograms = verdict::histograms(&rebuilt.agg, &rebuilt.receive_delay);
+    let mut failed = write_documents(&out, &judged, &histograms);
     let view = Report {
         summary: &judged.summary,
         agg: &rebuilt.agg,
@@ -203,7 +187,10 @@ fn report(args: ReportArgs) -> Result<Exit, Failure> {
         stages: &judged.stages,
         capacity: None,
     };
-    failed.extend(report::write(&view, &outputs));
+    failed.extend(report::write(
+        &view,
+        &args.outputs.or(Outputs::in_dir(&out)),
+    ));
     println!("report folder: {}", out.display());
     if !failed.is_empty() {
         for (p, e) in failed {
@@ -212,4 +199,30 @@ fn report(args: ReportArgs) -> Result<Exit, Failure> {
         return Ok(Exit::Unreachable);
     }
     Ok(judged.summary.exit())
+}
+
+/// Writes the judged folder's documents; what could not be written, and why.
+fn write_documents(
+    out: &Path,
+    judged: &Judged,
+    histograms: &verdict::Histograms,
+) -> Vec<(PathBuf, String)> {
+    let mut results = vec![
+        (
+            out.join("summary.json"),
+            write_json(&out.join("summary.json"), &judged.summary),
+        ),
+        (
+            out.join("histograms.json"),
+            write_json(&out.join("histograms.json"), histograms),
+        ),
+    ];
+    if let Some(c) = &judged.comparison {
+        let path = out.join("comparison.json");
+        results.push((path.clone(), write_json(&path, c)));
+    }
+    results
+        .into_iter()
+        .filter_map(|(p, r)| r.err().map(|e| (p, e.to_string())))
+        .collect()
 }

@@ -115,12 +115,18 @@ mod tests {
         // Two samples: the median is their mean, as summary.json says (not the lower one).
         let mut v = [294.1, 139.5];
         assert_eq!(Statistic::Quantile(0.5).of(&mut v), Some(216.8));
-        let samples: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 3.0).collect();
+        let samples: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 3.0)
+            .collect();
         for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
             let mut sorted = samples.clone();
             sorted.sort_by(f64::total_cmp);
             let want = crate::stats::percentile(&sorted, q);
-            assert_eq!(Statistic::Quantile(q).of(&mut samples.clone()), want, "q = {q}");
+            assert_eq!(
+                Statistic::Quantile(q).of(&mut samples.clone()),
+                want,
+                "q = {q}"
+            );
         }
     }
 }

@@ -229,14 +229,20 @@ pub(super) fn judge(
     check.current = Some(round3(cv));
     check.worse_by = Some(round3(worse));
     check.allowed = round3(check.threshold.allowance(bv));
-    let bounds = run_bound(base, feature, &def).and_then(|b| Ok((b, run_bound(cur, feature, &def)?)));
+    let bounds =
+        run_bound(base, feature, &def).and_then(|b| Ok((b, run_bound(cur, feature, &def)?)));
     match bounds {
         Err(why) => {
             check.interval = Some([round3(lo), round3(hi)]);
             check.basis = Basis::Degraded;
             check.reason = why;
         }
-        Ok((bb, cb)) => decide(&mut check, (lo, hi), widening(w, bb, cb), b.len().max(c.len())),
+        Ok((bb, cb)) => decide(
+            &mut check,
+            (lo, hi),
+            widening(w, bb, cb),
+            b.len().max(c.len()),
+        ),
     }
     Some(check)
 }
@@ -265,12 +271,15 @@ fn decide(check: &mut Check, (lo, hi): (f64, f64), (down, up): (f64, f64), n: us
     check.basis = Basis::Interval;
     if wlo > allowed {
         check.outcome = Outcome::Regression;
-        check.reason = format!("worse by {wlo:.3} to {whi:.3}{unit}, past the {allowed:.3}{unit} allowed");
+        check.reason =
+            format!("worse by {wlo:.3} to {whi:.3}{unit}, past the {allowed:.3}{unit} allowed");
     } else if whi <= allowed {
         check.outcome = Outcome::NoRegression;
         check.reason = match whi < 0.0 && -worse > allowed {
             true => format!("better by {:.3} to {:.3}{unit}", -whi, -wlo),
-            false => format!("within the {allowed:.3}{unit} allowed (at most {whi:.3}{unit} worse)"),
+            false => {
+                format!("within the {allowed:.3}{unit} allowed (at most {whi:.3}{unit} worse)")
+            }
         };
     } else if widened && (lo > allowed || hi <= allowed) {
         // The sampling interval alone decides; the self-audit's bound is what spans the allowance.
@@ -314,7 +323,12 @@ mod tests {
     }
 
     fn check(allowed: f64, worse: f64) -> Check {
-        let mut c = blank("duo_chat", GateMetric::TtftP50, &GateSpec::default(), [50, 50]);
+        let mut c = blank(
+            "duo_chat",
+            GateMetric::TtftP50,
+            &GateSpec::default(),
+            [50, 50],
+        );
         c.allowed = allowed;
         c.worse_by = Some(worse);
         c
@@ -324,8 +338,17 @@ mod tests {
     fn a_ten_fold_regression_is_caught_through_a_degraded_baseline() {
         // 20 → 200 ms, interval [179.9, 180.0], baseline TTFT degraded with a 2.5 ms bound.
         let mut c = check(20.0, 180.0);
-        decide(&mut c, (179.9, 180.0), widening(1.0, (2.5, 0.0), (0.0, 0.0)), 100);
-        assert_eq!((c.outcome, c.basis), (Outcome::Regression, Basis::Interval), "{c:?}");
+        decide(
+            &mut c,
+            (179.9, 180.0),
+            widening(1.0, (2.5, 0.0), (0.0, 0.0)),
+            100,
+        );
+        assert_eq!(
+            (c.outcome, c.basis),
+            (Outcome::Regression, Basis::Interval),
+            "{c:?}"
+        );
         assert_eq!(c.interval, Some([179.9, 182.5]));
     }
 
@@ -334,8 +357,17 @@ mod tests {
         // Worse by 22 ± 1 against 20 allowed: a regression on the samples alone, but a 5 ms bound
         // on the current run could explain it.
         let mut c = check(20.0, 22.0);
-        decide(&mut c, (21.0, 23.0), widening(1.0, (0.0, 0.0), (5.0, 0.0)), 100);
-        assert_eq!((c.outcome, c.basis), (Outcome::Inconclusive, Basis::Degraded), "{c:?}");
+        decide(
+            &mut c,
+            (21.0, 23.0),
+            widening(1.0, (0.0, 0.0), (5.0, 0.0)),
+            100,
+        );
+        assert_eq!(
+            (c.outcome, c.basis),
+            (Outcome::Inconclusive, Basis::Degraded),
+            "{c:?}"
+        );
         assert!(c.reason.contains("quieter host"), "{}", c.reason);
         // With no bound, the same samples are a regression.
         let mut c = check(20.0, 22.0);
@@ -347,7 +379,10 @@ mod tests {
     fn an_interval_that_spans_the_allowance_asks_for_more_requests() {
         let mut c = check(20.0, 19.0);
         decide(&mut c, (10.0, 28.0), (0.0, 0.0), 100);
-        assert_eq!((c.outcome, c.basis), (Outcome::Inconclusive, Basis::Interval));
+        assert_eq!(
+            (c.outcome, c.basis),
+            (Outcome::Inconclusive, Basis::Interval)
+        );
         assert!(c.more_requests.is_some_and(|m| m > 100), "{c:?}");
     }
 }

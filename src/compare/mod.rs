@@ -17,6 +17,7 @@
 //! passing: no evidence is never a pass. A current run that failed its own verdict fails the gate.
 
 pub mod bootstrap;
+pub mod gate;
 mod judge;
 mod refuse;
 mod table;
@@ -187,7 +188,10 @@ const NEW_FINDING_KINDS: &[(FindingKind, GateMetric)] = &[
 /// Conformance and routing findings of the current run that the baseline did not have.
 fn new_findings(base: &RunFolder, cur: &RunFolder, gate: &GateSpec) -> Vec<Check> {
     let findings = |f: &RunFolder| -> Vec<Finding> {
-        f.summary.as_ref().map(|s| s.findings.clone()).unwrap_or_default()
+        f.summary
+            .as_ref()
+            .map(|s| s.findings.clone())
+            .unwrap_or_default()
     };
     let key = |f: &Finding| (f.kind, f.feature.clone(), f.message.clone());
     let old: BTreeSet<_> = findings(base).iter().map(key).collect();

@@ -34,7 +34,11 @@ fn few_samples(out: &mut String, c: &Comparison) {
         return;
     }
     let features: BTreeSet<&str> = few.iter().map(|ch| ch.feature.as_str()).collect();
-    let most = few.iter().filter_map(|ch| ch.more_requests).max().unwrap_or(0);
+    let most = few
+        .iter()
+        .filter_map(|ch| ch.more_requests)
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(
         out,
         "  inconclusive: {} checks had too few samples (a median or a rate needs 10 requests per \
@@ -46,10 +50,7 @@ fn few_samples(out: &mut String, c: &Comparison) {
 
 /// The table `compare` and `run` print.
 pub fn table(c: &Comparison) -> String {
-    let mut out = format!(
-        "compare: {} against baseline {}\n",
-        c.current, c.baseline
-    );
+    let mut out = format!("compare: {} against baseline {}\n", c.current, c.baseline);
     for d in &c.differences {
         let _ = writeln!(out, "  differs: {d}");
     }
@@ -97,7 +98,8 @@ pub fn verdict_line(c: &Comparison) -> String {
         GateVerdict::Regression => format!("fail: {} regression(s)", c.regressions),
         GateVerdict::RunFailed => format!(
             "fail: the current run failed its own verdict ({}), whatever its latency",
-            c.current_verdict.map_or("no summary.json: interrupted".into(), |v| v.to_string())
+            c.current_verdict
+                .map_or("no summary.json: interrupted".into(), |v| v.to_string())
         ),
         GateVerdict::Undecided => {
             let mut why = format!(
@@ -108,9 +110,17 @@ pub fn verdict_line(c: &Comparison) -> String {
             if c.current_verdict == Some(crate::verdict::Verdict::Invalid) {
                 why += "; the current run's own measurement was invalid";
             }
-            let more = c.checks.iter().filter(|ch| ch.required).filter_map(|ch| ch.more_requests).max();
+            let more = c
+                .checks
+                .iter()
+                .filter(|ch| ch.required)
+                .filter_map(|ch| ch.more_requests)
+                .max();
             if let Some(m) = more {
-                let _ = write!(why, "; about {m} more requests per feature would decide the rest of them");
+                let _ = write!(
+                    why,
+                    "; about {m} more requests per feature would decide the rest of them"
+                );
             }
             why
         }

@@ -6,7 +6,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A metric the gate judges, per feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GateMetric {
     TtftP50,
@@ -151,7 +163,10 @@ impl GateSpec {
     /// The threshold of one feature's metric: the feature's own, over the scenario's, over the
     /// built-in one.
     pub fn threshold(&self, feature: &str, metric: GateMetric) -> Threshold {
-        let own = self.features.get(feature).and_then(|m| m.get(metric.name()));
+        let own = self
+            .features
+            .get(feature)
+            .and_then(|m| m.get(metric.name()));
         let all = self.thresholds.get(metric.name());
         own.copied()
             .unwrap_or_default()
@@ -174,7 +189,10 @@ impl GateSpec {
     /// The features this section names (thresholds and optional checks): each must be a
     /// feature of the runs it judges.
     pub fn named_features(&self) -> impl Iterator<Item = &str> {
-        let optional = self.optional.iter().filter_map(|o| Some(o.rsplit_once('.')?.0));
+        let optional = self
+            .optional
+            .iter()
+            .filter_map(|o| Some(o.rsplit_once('.')?.0));
         self.features.keys().map(String::as_str).chain(optional)
     }
 

@@ -112,7 +112,9 @@ pub struct Step {
 }
 
 /// The concurrency cap's policy for open-loop sends that find every slot busy.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CapPolicy {
     /// Wait, first come first served, for a slot. Nothing is dropped; the wait is recorded per

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 /// How requests arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     /// Closed loop: the next request goes as soon as a concurrency slot frees (with the default

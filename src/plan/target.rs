@@ -65,7 +65,9 @@ pub struct Target {
     pub model_api_key_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
     /// No Authorization header (the AIGW runs with auth bypassed).

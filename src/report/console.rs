@@ -313,19 +313,22 @@ mod tests {
         let mut findings: Vec<Finding> = (0..40)
             .map(|i| {
                 let feature = format!("feature_{}", i % 25);
-                Finding::new(FindingKind::ConformanceContent,
+                Finding::new(
+                    FindingKind::ConformanceContent,
                     Severity::Error,
                     Some(&feature),
                     format!("text {i} differs"),
                 )
             })
             .collect();
-        findings.push(Finding::new(FindingKind::ParameterDrift,
+        findings.push(Finding::new(
+            FindingKind::ParameterDrift,
             Severity::Error,
             Some("duo_chat"),
             "temperature 0.1 → 0.9".into(),
         ));
-        findings.push(Finding::new(FindingKind::Routing,
+        findings.push(Finding::new(
+            FindingKind::Routing,
             Severity::Error,
             Some("code_completions"),
             "wrong_model: m2".into(),

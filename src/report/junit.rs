@@ -49,7 +49,12 @@ fn stage_case(stage: StageName, findings: &[&Finding], ok_detail: String) -> Tes
                 .iter()
                 .map(|f| format!("{}: {}", f.kind, f.message))
                 .collect();
-            failed(stage.name(), first.kind.name(), &first.message, detail.join("\n\n"))
+            failed(
+                stage.name(),
+                first.kind.name(),
+                &first.message,
+                detail.join("\n\n"),
+            )
         }
     }
 }
@@ -76,10 +81,17 @@ fn run_suite(r: &Report) -> TestSuite {
         });
     }
     // Run-level findings of a stage the list does not show still fail a case of that stage.
-    let run_level: Vec<&Finding> = r.summary.findings.iter().filter(|f| f.feature.is_none()).collect();
+    let run_level: Vec<&Finding> = r
+        .summary
+        .findings
+        .iter()
+        .filter(|f| f.feature.is_none())
+        .collect();
     for stage in STAGES {
         let listed = r.stages.iter().any(|s| s.name == stage.name());
-        let found = run_level.iter().any(|f| f.kind.stage() == stage && f.severity == Severity::Error);
+        let found = run_level
+            .iter()
+            .any(|f| f.kind.stage() == stage && f.severity == Severity::Error);
         if !listed && found {
             suite.add_test_case(stage_case(stage, &run_level, String::new()));
         }
@@ -131,9 +143,7 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
     {
         let name = format!("gate {}", ch.metric);
         suite.add_test_case(match (ch.outcome, ch.required) {
-            (Outcome::Regression, _) => {
-                failed(&name, "regression", &ch.reason, ch.reason.clone())
-            }
+            (Outcome::Regression, _) => failed(&name, "regression", &ch.reason, ch.reason.clone()),
             // No evidence is never a pass: a required check that could not be judged fails.
             (Outcome::Inconclusive, true) => {
                 let m = format!("could not be judged: {}", ch.reason);
@@ -161,7 +171,10 @@ fn stage_detail(f: &FeatureSummary, stage: StageName, findings: &[&Finding]) -> 
     );
     let found = findings.iter().any(|x| x.kind.stage() == stage);
     let detail = match stage {
-        StageName::Replay => Some(format!("{} requests, {} errors; {figures}", f.requests, f.errors)),
+        StageName::Replay => Some(format!(
+            "{} requests, {} errors; {figures}",
+            f.requests, f.errors
+        )),
         StageName::Slo => f.slo.map(|_| {
             let attained = f.goodput.as_ref().and_then(|g| g.attainment);
             format!("attainment {}; {figures}", num(attained))
@@ -175,7 +188,10 @@ fn stage_detail(f: &FeatureSummary, stage: StageName, findings: &[&Finding]) -> 
             seen.join("\n")
         }),
         StageName::Conformance => f.conformance.as_ref().map(|c| {
-            format!("{} compared, {} mismatched, {} new", c.compared, c.mismatched, c.new)
+            format!(
+                "{} compared, {} mismatched, {} new",
+                c.compared, c.mismatched, c.new
+            )
         }),
         _ => None,
     };

@@ -190,7 +190,12 @@ pub fn rebuild(
         }
         _ => None,
     };
-    Ok(judge_folder(merged, sources, tap_agg.as_ref(), conformance.as_ref()))
+    Ok(judge_folder(
+        merged,
+        sources,
+        tap_agg.as_ref(),
+        conformance.as_ref(),
+    ))
 }
 
 /// The one judgement of a run folder's files, `run`'s and `report`'s alike: its records

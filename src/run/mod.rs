@@ -54,18 +54,6 @@ pub enum RunError {
     Internal(String),
 }
 
-impl RunError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            Self::Plan(_) | Self::Corpus(_) | Self::Drive(_) | Self::Config(_) => Exit::Usage,
-            Self::Stack(StackError::Invalid(_) | StackError::Parse { .. }) => Exit::Usage,
-            Self::Stack(_) | Self::Unreachable { .. } | Self::Write { .. } | Self::Internal(_) => {
-                Exit::Unreachable
-            }
-        }
-    }
-}
-
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Write {
         path: path.into(),
@@ -495,9 +483,14 @@ fn judge_and_write(
     }
     let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
     let sources = [folder];
-    let rebuilt = report::judge_folder(&sources[0], &sources, tap_agg.as_ref(), conformance.as_ref());
+    let rebuilt = report::judge_folder(
+        &sources[0],
+        &sources,
+        tap_agg.as_ref(),
+        conformance.as_ref(),
+    );
     let (summary, agg) = (rebuilt.summary, rebuilt.agg);
-    let judged = crate::cmd::judge::judge(&plan.run_dir, summary, &plan.gate, preflight);
+    let judged = crate::compare::gate::judge(&plan.run_dir, summary, &plan.gate, preflight);
     let summary = judged.summary;
     print!("{}", summary.table());
     if let Some(c) = &judged.comparison {

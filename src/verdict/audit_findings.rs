@@ -18,7 +18,8 @@ const STEAL: f64 = 0.02;
 pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(s) = l.schedule.as_ref().filter(|s| !s.kept) {
-        out.push(Finding::new(FindingKind::InvalidMeasurement,
+        out.push(Finding::new(
+            FindingKind::InvalidMeasurement,
             Severity::Error,
             None,
             schedule_message(s),
@@ -39,7 +40,8 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
                 l.receive.worst_ms,
                 a.required * 100.0
             );
-            out.push(Finding::new(FindingKind::InvalidMeasurement,
+            out.push(Finding::new(
+                FindingKind::InvalidMeasurement,
                 Severity::Error,
                 Some(k),
                 m,
@@ -55,21 +57,32 @@ pub(super) fn findings(l: &Load, features: &BTreeMap<String, FeatureSummary>) ->
                 b.tpot_p50_ms,
                 pct(b.multi_event_reads)
             );
-            out.push(Finding::new(FindingKind::BurstDistorted,
+            out.push(Finding::new(
+                FindingKind::BurstDistorted,
                 Severity::Warning,
                 Some(k),
                 m,
             ));
         }
         if let Some(m) = tokens_message(f) {
-            out.push(Finding::new(FindingKind::TokensEstimated, Severity::Info, Some(k), m));
+            out.push(Finding::new(
+                FindingKind::TokensEstimated,
+                Severity::Info,
+                Some(k),
+                m,
+            ));
         }
     }
     if probes == 0 && features.values().any(|f| f.latency_ms.ttft.n > 0) {
         let m = "the receive-delay probe did not run (see stderr): the latency figures carry no \
                  bound on the harness's own delay"
             .to_owned();
-        out.push(Finding::new(FindingKind::Unaudited, Severity::Warning, None, m));
+        out.push(Finding::new(
+            FindingKind::Unaudited,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     out.extend(degraded(features, bound, probes));
     out.extend(saturation(l));
@@ -92,11 +105,7 @@ fn degraded(
             let moved: Vec<String> = f
                 .trust
                 .iter()
-                .filter(|(_, t)| {
-                    t.reasons
-                        .iter()
-                        .any(|r| r.bounded())
-                })
+                .filter(|(_, t)| t.reasons.iter().any(|r| r.bounded()))
                 .map(|(figure, t)| describe(figure, t))
                 .collect();
             (!moved.is_empty()).then(|| format!("{k}: {}", moved.join(", ")))
@@ -118,7 +127,12 @@ fn degraded(
             "; and {more} more features (summary.json: features.*.trust)"
         ));
     }
-    Some(Finding::new(FindingKind::DegradedFigures, Severity::Warning, None, m))
+    Some(Finding::new(
+        FindingKind::DegradedFigures,
+        Severity::Warning,
+        None,
+        m,
+    ))
 }
 
 fn pct(v: f64) -> String {
@@ -211,7 +225,12 @@ fn saturation(l: &Load) -> Vec<Finding> {
         let m = "the harness's own CPU use is unknown (a summary rebuilt from results.ndjson \
                  of a run that wrote none): whether it was saturated cannot be judged"
             .to_owned();
-        out.push(Finding::new(FindingKind::Unaudited, Severity::Warning, None, m));
+        out.push(Finding::new(
+            FindingKind::Unaudited,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     if l.duration_s < SATURATION_MIN_S {
         return out;
@@ -224,7 +243,12 @@ fn saturation(l: &Load) -> Vec<Finding> {
             pct(t.busy),
             l.receive.bound_ms
         );
-        out.push(Finding::new(FindingKind::ClientSaturated, Severity::Warning, None, m));
+        out.push(Finding::new(
+            FindingKind::ClientSaturated,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     for core in &c.cores {
         if core.busy >= SATURATED {
@@ -234,7 +258,12 @@ fn saturation(l: &Load) -> Vec<Finding> {
                 core.cpu,
                 pct(core.busy)
             );
-            out.push(Finding::new(FindingKind::ClientSaturated, Severity::Warning, None, m));
+            out.push(Finding::new(
+                FindingKind::ClientSaturated,
+                Severity::Warning,
+                None,
+                m,
+            ));
         }
         if core.steal >= STEAL {
             let m = format!(
@@ -244,7 +273,12 @@ fn saturation(l: &Load) -> Vec<Finding> {
                 core.cpu,
                 pct(core.steal)
             );
-            out.push(Finding::new(FindingKind::HostSteal, Severity::Info, None, m));
+            out.push(Finding::new(
+                FindingKind::HostSteal,
+                Severity::Info,
+                None,
+                m,
+            ));
         }
     }
     out

@@ -40,21 +40,32 @@ pub(super) fn findings(
         let more = f.errors.saturating_sub(ERROR_MESSAGES_KEPT as u64);
         if more > 0 {
             let m = format!("{more} more failed requests (see results.ndjson)");
-            out.push(Finding::new(FindingKind::RequestError, severity, Some(k), m));
+            out.push(Finding::new(
+                FindingKind::RequestError,
+                severity,
+                Some(k),
+                m,
+            ));
         }
     }
     for (k, f) in features {
         out.extend(slo_finding(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
             let m = format!("{}: {}", v.kind.name(), v.message);
-            out.push(Finding::new(FindingKind::Routing, Severity::Error, Some(k), m));
+            out.push(Finding::new(
+                FindingKind::Routing,
+                Severity::Error,
+                Some(k),
+                m,
+            ));
         }
         if let Some(b) = f.backend.as_ref().filter(|b| b.retries > 0) {
             let m = format!(
                 "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
                 b.retries, b.calls, f.requests
             );
-            out.push(Finding::new(FindingKind::UpstreamRetries,
+            out.push(Finding::new(
+                FindingKind::UpstreamRetries,
                 Severity::Warning,
                 Some(k),
                 m,
@@ -62,7 +73,8 @@ pub(super) fn findings(
         }
     }
     for p in &info.internal_errors {
-        out.push(Finding::new(FindingKind::InternalError,
+        out.push(Finding::new(
+            FindingKind::InternalError,
             Severity::Error,
             None,
             p.clone(),
@@ -70,7 +82,12 @@ pub(super) fn findings(
     }
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();
-        out.push(Finding::new(FindingKind::Interrupted, Severity::Error, None, m));
+        out.push(Finding::new(
+            FindingKind::Interrupted,
+            Severity::Error,
+            None,
+            m,
+        ));
     }
     out.extend(nothing_measured(load, agg, l));
     if l.cut_off > 0 {
@@ -97,11 +114,21 @@ pub(super) fn findings(
                  the offered load was not delivered. Set load.concurrency and cap_policy to choose",
                 l.skipped
             );
-            out.push(Finding::new(FindingKind::InFlightCap, Severity::Error, None, m));
+            out.push(Finding::new(
+                FindingKind::InFlightCap,
+                Severity::Error,
+                None,
+                m,
+            ));
         }
         _ if l.skipped > 0 => {
             let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-            out.push(Finding::new(FindingKind::Skipped, Severity::Warning, None, m));
+            out.push(Finding::new(
+                FindingKind::Skipped,
+                Severity::Warning,
+                None,
+                m,
+            ));
         }
         _ => {}
     }
@@ -121,14 +148,24 @@ pub(super) fn findings(
              with request_timeout_s under about 45 s its answer is never seen",
             info.request_timeout_s
         );
-        out.push(Finding::new(FindingKind::RetryCycle, Severity::Warning, None, m));
+        out.push(Finding::new(
+            FindingKind::RetryCycle,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     if agg.warmup_errors > 0 {
         let m = format!(
             "{} of {} warm-up requests failed (left out of the figures and of the verdict)",
             agg.warmup_errors, l.warmup
         );
-        out.push(Finding::new(FindingKind::WarmupErrors, Severity::Warning, None, m));
+        out.push(Finding::new(
+            FindingKind::WarmupErrors,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     out.extend(super::sessions::findings(features, agg));
     out.extend(super::audit_findings::findings(l, features));
@@ -161,7 +198,12 @@ fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Findin
         format!("all {} measured requests failed", agg.completed())
     };
     let m = format!("no request was measured: {why}");
-    Some(Finding::new(FindingKind::NothingMeasured, Severity::Error, None, m))
+    Some(Finding::new(
+        FindingKind::NothingMeasured,
+        Severity::Error,
+        None,
+        m,
+    ))
 }
 
 fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {

@@ -6,7 +6,17 @@ use serde::{Deserialize, Serialize};
 
 /// What a finding is about.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
@@ -46,7 +56,17 @@ pub enum FindingKind {
 
 /// The stage of a run a finding belongs to: its case in JUnit, its row in the stage tables.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum StageName {
@@ -119,12 +139,38 @@ impl FindingKind {
     pub const ALL: [FindingKind; 32] = {
         use FindingKind::*;
         [
-            RequestError, Protocol, CutOff, NothingMeasured, Interrupted, InFlightCap, Skipped,
-            RetryCycle, WarmupErrors, ForeignResults, Session, ModelToolCalling, Routing,
-            ParameterDrift, UpstreamRetries, ConformanceProtocol, ConformanceContent, SnapshotNew,
-            Slo, InvalidMeasurement, BurstDistorted, TokensEstimated, Unaudited, DegradedFigures,
-            ClientSaturated, HostSteal, InternalError, Preflight, Regression, GateUndecided,
-            GateSkipped, GateRefused,
+            RequestError,
+            Protocol,
+            CutOff,
+            NothingMeasured,
+            Interrupted,
+            InFlightCap,
+            Skipped,
+            RetryCycle,
+            WarmupErrors,
+            ForeignResults,
+            Session,
+            ModelToolCalling,
+            Routing,
+            ParameterDrift,
+            UpstreamRetries,
+            ConformanceProtocol,
+            ConformanceContent,
+            SnapshotNew,
+            Slo,
+            InvalidMeasurement,
+            BurstDistorted,
+            TokensEstimated,
+            Unaudited,
+            DegradedFigures,
+            ClientSaturated,
+            HostSteal,
+            InternalError,
+            Preflight,
+            Regression,
+            GateUndecided,
+            GateSkipped,
+            GateRefused,
         ]
     };
 

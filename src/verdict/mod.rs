@@ -14,7 +14,6 @@ pub mod sessions;
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
 use crate::exit::Exit;
-pub use kind::{FindingKind, StageName, Weight};
 use crate::measure::aggregate::{Aggregate, FeatureAgg};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
@@ -24,6 +23,7 @@ use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
 use crate::taps::{BackendAgg, TapAgg};
+pub use kind::{FindingKind, StageName, Weight};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -143,7 +143,9 @@ pub struct TapSummary {
 }
 
 /// How much a finding weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Fails the verdict.
@@ -212,7 +214,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(kind: FindingKind, severity: Severity, feature: Option<&str>, message: String) -> Self {
+    pub fn new(
+        kind: FindingKind,
+        severity: Severity,
+        feature: Option<&str>,
+        message: String,
+    ) -> Self {
         Self {
             kind,
             severity,

@@ -97,7 +97,12 @@ pub(super) fn findings(
                 s.sessions,
                 s.mismatch_examples.join(" | ")
             );
-            out.push(Finding::new(FindingKind::Session, Severity::Error, Some(k), m));
+            out.push(Finding::new(
+                FindingKind::Session,
+                Severity::Error,
+                Some(k),
+                m,
+            ));
         }
         let refused = agg
             .features
@@ -110,7 +115,8 @@ pub(super) fn findings(
             });
         if let Some((_, m)) = refused {
             let m = format!("the model behind the Duo Workflow Service refuses tool calling, which the Agent Platform needs (serve it with vLLM's --enable-auto-tool-choice and a --tool-call-parser): {m}");
-            out.push(Finding::new(FindingKind::ModelToolCalling,
+            out.push(Finding::new(
+                FindingKind::ModelToolCalling,
                 Severity::Error,
                 Some(k),
                 m,

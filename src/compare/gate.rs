@@ -1,11 +1,13 @@
-//! The judgement `run` and `report` share: a run's summary with the gate against the scenario's
-//! baseline folded into the one verdict, and the stages listed as checks of their own.
+//! The gate folded into a run's verdict, as `run` and `report` both judge: the run's summary
+//! against the scenario's baseline, the comparison's regressions and undecided checks as
+//! findings, and the stages listed as checks of their own.
 
 use crate::compare::{self, Comparison, GateVerdict, Outcome};
 use crate::plan::{GateMetric, GateSpec};
-use crate::report::{Stage, StageStatus};
 use crate::results::RunFolder;
-use crate::verdict::{self, Finding, FindingKind, Severity, StageName, Summary};
+use crate::verdict::{
+    self, Finding, FindingKind, Severity, Stage, StageName, StageStatus, Summary,
+};
 use std::path::Path;
 
 /// A run's summary with the gate folded in, and its stages.
@@ -96,8 +98,15 @@ fn derived_stages(s: &Summary, preflight: Vec<Stage>) -> Vec<Stage> {
             StageName::Replay => format!("{} requests, {} errors", s.requests, s.errors),
             StageName::Audit => format!(
                 "send lateness p99 {} ms, receive delay p99 {} ms",
-                s.load.send_lateness_ms.p99.map_or("-".into(), |v| format!("{v:.3}")),
-                s.load.receive.delay_ms.p99.map_or("-".into(), |v| format!("{v:.3}"))
+                s.load
+                    .send_lateness_ms
+                    .p99
+                    .map_or("-".into(), |v| format!("{v:.3}")),
+                s.load
+                    .receive
+                    .delay_ms
+                    .p99
+                    .map_or("-".into(), |v| format!("{v:.3}"))
             ),
             _ => String::new(),
         };
@@ -131,9 +140,12 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
     for stage in &preflight {
         if let StageStatus::Failed(m) = &stage.status {
             let m = format!("{}: {m}", stage.name);
-            summary
-                .findings
-                .push(Finding::new(FindingKind::Preflight, Severity::Error, None, m));
+            summary.findings.push(Finding::new(
+                FindingKind::Preflight,
+                Severity::Error,
+                None,
+                m,
+            ));
         }
     }
     // The gate holds the current run to its own verdict, preflight included.
@@ -145,16 +157,21 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
             && !matches!(ch.metric, GateMetric::Conformance | GateMetric::Routing)
         {
             let m = format!("{} {}: {}", ch.feature, ch.metric, ch.reason);
-            summary.findings.push(Finding::new(FindingKind::Regression,
+            summary.findings.push(Finding::new(
+                FindingKind::Regression,
                 Severity::Error,
                 Some(&ch.feature),
                 m,
             ));
         }
     }
-    if let Some(c) = comparison.as_ref().filter(|c| c.verdict == GateVerdict::Undecided) {
+    if let Some(c) = comparison
+        .as_ref()
+        .filter(|c| c.verdict == GateVerdict::Undecided)
+    {
         // No evidence is never a pass: the run cannot pass on a gate that could not decide.
-        summary.findings.push(Finding::new(FindingKind::GateUndecided,
+        summary.findings.push(Finding::new(
+            FindingKind::GateUndecided,
             Severity::Error,
             None,
             undecided_message(c),
@@ -163,13 +180,17 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
     if let (Some(_), StageStatus::Skipped(m)) = (&gate.baseline, &gate_stage.status) {
         // A configured gate that did not run is said out loud, never passed over silently.
         let m = format!("the gate did not run: {m}");
-        summary
-            .findings
-            .push(Finding::new(FindingKind::GateSkipped, Severity::Warning, None, m));
+        summary.findings.push(Finding::new(
+            FindingKind::GateSkipped,
+            Severity::Warning,
+            None,
+            m,
+        ));
     }
     if let StageStatus::Failed(m) = &gate_stage.status {
         if comparison.is_none() {
-            summary.findings.push(Finding::new(FindingKind::GateRefused,
+            summary.findings.push(Finding::new(
+                FindingKind::GateRefused,
                 Severity::Error,
                 None,
                 m.clone(),
