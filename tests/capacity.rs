@@ -202,3 +202,80 @@ fn with_taps_the_answer_gives_the_gateways_share() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("The gateway's share"), "{md}");
 }
+
+/// `scenarios/capacity-knee.toml` with `edit` applied, written into `dir` (the corpus path made
+/// absolute), for a short search.
+fn knee_scenario(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(common::repo().join("scenarios/capacity-knee.toml"))
+        .unwrap()
+        .replace(
+            "../fixtures/corpus/openai-bench.jsonl",
+            common::repo()
+                .join("fixtures/corpus/openai-bench.jsonl")
+                .to_str()
+                .unwrap(),
+        )
+        .replace("probe_s = 6", "probe_s = 2")
+        .replace("max_probes = 10", "max_probes = 3");
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+/// A search that cannot go on ends with the exit code of its cause, and still writes
+/// `capacity.json` with every probe it measured and why it stopped.
+#[test]
+fn a_search_that_cannot_go_on_keeps_its_probes_and_exits_by_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A backend that does not serve the corpus's model answers 404: broken, not full (exit 1).
+    let broken = knee_scenario(tmp.path(), |t| {
+        t.replace(
+            r#"models = ["codestral-22b"]"#,
+            r#"models = ["another-model"]"#,
+        )
+    });
+    let out = tmp.path().join("broken");
+    let (code, stdout, stderr) = run_cli(&[
+        "capacity",
+        broken.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let c = json_file(&out.join("capacity.json"));
+    assert_schema("capacity-v1.schema.json", &c);
+    let probes = c["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 1, "the probe that broke is kept: {c}");
+    assert!(probes[0]["broken"].is_string(), "{c}");
+    assert!(
+        c["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("load does not explain"),
+        "{c}"
+    );
+    assert!(stderr.contains("load does not explain"), "{stderr}");
+
+    // A target nobody answers at: exit 3, and capacity.json says so.
+    let port = common::closed_port();
+    let unreachable = knee_scenario(tmp.path(), |t| {
+        t.replace(
+            r#"url = "embedded:vllm-code""#,
+            &format!("url = \"http://127.0.0.1:{port}\"\nauth = \"bypass\""),
+        )
+        .replace(r#"targets = ["twin:vllm-code"]"#, "targets = []")
+    });
+    let out = tmp.path().join("unreachable");
+    let (code, stdout, stderr) = run_cli(&[
+        "capacity",
+        unreachable.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    let c = json_file(&out.join("capacity.json"));
+    assert!(
+        c["stopped"].as_str().unwrap().contains("did not answer"),
+        "{c}"
+    );
+}

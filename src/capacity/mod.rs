@@ -63,6 +63,20 @@ pub struct Probe {
     pub repeat: bool,
     /// What its backends' metrics say limits the stack (with `[metrics]`).
     pub limiter: Option<String>,
+    /// The probe failed for a reason load does not explain (the stack is broken, not full):
+    /// the search stops on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
+}
+
+impl Probe {
+    /// The failure a broken probe ends the search with.
+    fn failure(&self) -> Option<CapacityError> {
+        Some(CapacityError::Broken {
+            at: format!("{} ({})", self.at, self.dir.display()),
+            reason: self.broken.clone()?,
+        })
+    }
 }
 
 /// The version of `capacity.json` this build writes.
@@ -210,6 +224,10 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Search
             Ok(p) => p,
             Err(e) => break Err(e),
         };
+        if let Some(e) = p.failure() {
+            probes.push(p);
+            break Err(e);
+        }
         let (refused, compliant, m) =
             (p.verdict == "invalid", p.compliant, p.margin.unwrap_or(0.0));
         probes.push(p);
@@ -288,7 +306,8 @@ pub(super) async fn look(
     let p = probe(scenario, plan, (axis, at), dir(probes.len() + 1), false).await?;
     let near = p.margin.is_some_and(|m| m.abs() < NEAR);
     let invalid = p.verdict == "invalid";
-    if !(near || invalid) || probes.len() + 1 >= plan.capacity.max_probes {
+    let last = probes.len() + 1 >= plan.capacity.max_probes;
+    if !(near || invalid) || last || p.broken.is_some() {
         return Ok(p);
     }
     probes.push(p.clone());

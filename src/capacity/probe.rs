@@ -135,23 +135,14 @@ pub(super) async fn probe(
         .filter(|(c, n)| !LOAD_ERRORS.contains(&c.name()) && **n > 0)
         .map(|(c, n)| format!("{n} {}", c.name()))
         .collect();
-    if !broken.is_empty() {
-        return Err(CapacityError::Broken {
-            at: rate,
-            reason: format!(
-                "errors of class {} (a gateway's rate limit answers 429, counted as http4xx): \
-                 see {}",
-                broken.join(", "),
-                dir.display()
-            ),
-        });
-    }
-    if !other.is_empty() {
-        return Err(CapacityError::Broken {
-            at: rate,
-            reason: other.join("; "),
-        });
-    }
+    let broken = match (broken.is_empty(), other.is_empty()) {
+        (false, _) => Some(format!(
+            "errors of class {} (a gateway's rate limit answers 429, counted as http4xx)",
+            broken.join(", ")
+        )),
+        (true, false) => Some(other.join("; ")),
+        (true, true) => None,
+    };
     let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let found = margin(&folder.records, &|f| agg.slo(f).copied());
     // The backend serving the feature that broke: its model setting's endpoint, as a target.
@@ -167,12 +158,13 @@ pub(super) async fn probe(
         developers: matches!(axis, Axis::Users { .. }).then_some(at as usize),
         at,
         dir,
-        compliant: verdict == "pass",
+        compliant: verdict == "pass" && broken.is_none(),
         verdict,
         margin: found.as_ref().map(|(m, _)| crate::stats::round3(*m)),
         limiting: found.map(|(_, w)| w),
         achieved_rps,
         repeat,
         limiter: limiter(&summary.backend_metrics, serving.as_deref()),
+        broken,
     })
 }

@@ -52,6 +52,10 @@ pub(super) async fn search(scenario: &Path, plan: &Plan, out: &Path) -> (Vec<Pro
             Ok(p) => p,
             Err(e) => break Err(e),
         };
+        if let Some(e) = p.failure() {
+            probes.push(p);
+            break Err(e);
+        }
         let m = p.margin.unwrap_or(0.0);
         let vllm_margin = match p.compliant {
             true => -m.max(0.0),
