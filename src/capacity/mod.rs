@@ -263,33 +263,47 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Search
             true => lo = Some((at, m.max(0.0))),
             false => hi = Some((at, m.min(0.0))),
         }
-        at = match (lo, hi) {
-            (Some((l, _)), None) if l >= axis.max(plan) => {
-                break Ok(format!(
-                    "every probe up to the most allowed ({}) complied",
-                    axis.describe(axis.max(plan))
-                ))
-            }
-            (_, None) => axis.up(at, plan),
-            (None, Some((h, _))) if h <= axis.floor(plan) => {
-                break Ok("no probed point complied".into())
-            }
-            (None, Some(_)) => axis.down(at),
-            (Some(l), Some(h)) if axis.narrow(l.0, h.0, spec.resolution) => {
-                break Ok(format!(
-                    "the bracket is within the resolution ({:.1} %{})",
-                    spec.resolution * 100.0,
-                    if axis == Axis::Rate {
-                        ""
-                    } else {
-                        ", or one developer"
-                    }
-                ))
-            }
-            (Some(l), Some(h)) => axis.inside(interpolate(l, h), l.0, h.0),
+        at = match next_point(axis, plan, (lo, hi), at) {
+            Ok(next) => next,
+            Err(why) => break Ok(why),
         };
     };
     (lo, hi, stopped, probes)
+}
+
+/// Where the search probes next, or why it stops (`Err`).
+fn next_point(
+    axis: Axis,
+    plan: &Plan,
+    (lo, hi): (Option<Point>, Option<Point>),
+    at: f64,
+) -> Result<f64, String> {
+    let spec = &plan.capacity;
+    Ok(match (lo, hi) {
+        (Some((l, _)), None) if l >= axis.max(plan) => {
+            return Err(format!(
+                "every probe up to the most allowed ({}) complied",
+                axis.describe(axis.max(plan))
+            ))
+        }
+        (_, None) => axis.up(at, plan),
+        (None, Some((h, _))) if h <= axis.floor(plan) => {
+            return Err("no probed point complied".into())
+        }
+        (None, Some(_)) => axis.down(at),
+        (Some(l), Some(h)) if axis.narrow(l.0, h.0, spec.resolution) => {
+            let developers = if axis == Axis::Rate {
+                ""
+            } else {
+                ", or one developer"
+            };
+            return Err(format!(
+                "the bracket is within the resolution ({:.1} %{developers})",
+                spec.resolution * 100.0
+            ));
+        }
+        (Some(l), Some(h)) => axis.inside(interpolate(l, h), l.0, h.0),
+    })
 }
 
 /// One point judged: a probe, and a second look when the first lands close to the boundary or

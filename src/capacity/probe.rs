@@ -70,6 +70,32 @@ pub fn margin(
     worst
 }
 
+/// Why a probe's failure says the stack is broken rather than full, if it does: timeouts, 5xx,
+/// refused and dropped connections are what overload looks like; any other error class, or a
+/// failure of another kind than load's, says the stack (or the harness) is broken.
+fn broken(summary: &crate::verdict::Summary) -> Option<String> {
+    let classes: Vec<String> = summary
+        .errors_by_class
+        .iter()
+        .filter(|(c, n)| !LOAD_ERRORS.contains(&c.name()) && **n > 0)
+        .map(|(c, n)| format!("{n} {}", c.name()))
+        .collect();
+    if !classes.is_empty() {
+        return Some(format!(
+            "errors of class {} (a gateway's rate limit answers 429, counted as http4xx)",
+            classes.join(", ")
+        ));
+    }
+    let other: Vec<String> = summary
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement)
+        .map(|f| format!("{}: {}", f.kind, f.message))
+        .collect();
+    (!other.is_empty()).then(|| other.join("; "))
+}
+
 /// Runs one probe at `at` on the axis into `dir` and judges it.
 pub(super) async fn probe(
     scenario: &Path,
@@ -120,29 +146,7 @@ pub(super) async fn probe(
         )));
     }
     let verdict = summary.verdict.name().to_owned();
-    let other: Vec<String> = summary
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .filter(|f| !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement)
-        .map(|f| format!("{}: {}", f.kind, f.message))
-        .collect();
-    // Timeouts, 5xx, refused and dropped connections are what overload looks like; any other
-    // error class says the stack (or the harness) is broken, not full.
-    let broken: Vec<String> = summary
-        .errors_by_class
-        .iter()
-        .filter(|(c, n)| !LOAD_ERRORS.contains(&c.name()) && **n > 0)
-        .map(|(c, n)| format!("{n} {}", c.name()))
-        .collect();
-    let broken = match (broken.is_empty(), other.is_empty()) {
-        (false, _) => Some(format!(
-            "errors of class {} (a gateway's rate limit answers 429, counted as http4xx)",
-            broken.join(", ")
-        )),
-        (true, false) => Some(other.join("; ")),
-        (true, true) => None,
-    };
+    let broken = broken(summary);
     let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let found = margin(&folder.records, &|f| agg.slo(f).copied());
     // The backend serving the feature that broke: its model setting's endpoint, as a target.

@@ -9,13 +9,13 @@ pub mod start;
 pub mod steps;
 
 /// The `DuoWorkflow` service (no proto package, so method paths are `/DuoWorkflow/<Rpc>`).
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("_");
 }
 
 /// `grpc.health.v1`, which the DWS serves without auth.
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod health {
     tonic::include_proto!("grpc.health.v1");
 }

@@ -74,6 +74,24 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
         s.scenario,
         s.target
     );
+    stages(&mut out, r);
+    features(&mut out, s);
+    sessions(&mut out, s);
+    if let Some(c) = r.capacity {
+        capacity(&mut out, c);
+    }
+    if let Some(c) = r.comparison {
+        comparison(&mut out, c);
+    }
+    findings(&mut out, s);
+    if let Some(link) = html_link {
+        let _ = writeln!(out, "\n📊 [Full report (HTML)]({link})");
+    }
+    out
+}
+
+/// The stages on one line.
+fn stages(out: &mut String, r: &Report) {
     let stages: Vec<String> = r
         .stages
         .iter()
@@ -86,8 +104,12 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
     if !stages.is_empty() {
         let _ = writeln!(out, "Stages: {}\n", stages.join(" · "));
     }
-    out += "| feature | requests | errors | TTFT p50 / p99 ms | TPOT p50 ms | E2E p99 ms | SLO attainment |\n";
-    out += "|---|---:|---:|---:|---:|---:|---:|\n";
+}
+
+/// A row per feature.
+fn features(out: &mut String, s: &crate::verdict::Summary) {
+    *out += "| feature | requests | errors | TTFT p50 / p99 ms | TPOT p50 ms | E2E p99 ms | SLO attainment |\n";
+    *out += "|---|---:|---:|---:|---:|---:|---:|\n";
     for (name, f) in &s.features {
         let l = &f.latency_ms;
         let attained = f
@@ -106,79 +128,79 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
             num(l.e2e.p99)
         );
     }
-    sessions(&mut out, s);
-    if let Some(c) = r.capacity {
-        capacity(&mut out, c);
+}
+
+/// The gate's verdict, and a row per check that is not "no regression".
+fn comparison(out: &mut String, c: &crate::compare::Comparison) {
+    let _ = writeln!(
+        out,
+        "\n**Against the baseline** ({} checks: {} regression(s), {} inconclusive, {} of them \
+         required): gate {}\n",
+        c.checks.len(),
+        c.regressions,
+        c.inconclusive,
+        c.undecided,
+        crate::compare::verdict_line(c)
+    );
+    let moved: Vec<_> = c
+        .checks
+        .iter()
+        .filter(|ch| ch.outcome != Outcome::NoRegression)
+        .collect();
+    if moved.is_empty() {
+        return;
     }
-    if let Some(c) = r.comparison {
-        let moved: Vec<_> = c
-            .checks
-            .iter()
-            .filter(|ch| ch.outcome != Outcome::NoRegression)
-            .collect();
+    *out += "| feature | metric | baseline | current | worse by [interval] | allowed | outcome |\n";
+    *out += "|---|---|---:|---:|---:|---:|---|\n";
+    for ch in moved {
+        let interval = ch
+            .interval
+            .map_or("–".into(), |[lo, hi]| format!("[{lo:.1}, {hi:.1}]"));
         let _ = writeln!(
             out,
-            "\n**Against the baseline** ({} checks: {} regression(s), {} inconclusive, {} of them \
-             required): gate {}\n",
-            c.checks.len(),
-            c.regressions,
-            c.inconclusive,
-            c.undecided,
-            crate::compare::verdict_line(c)
+            "| {} | {} | {} | {} | {} {interval} | {:.1} | {} |",
+            ch.feature,
+            ch.metric,
+            num(ch.baseline),
+            num(ch.current),
+            num(ch.worse_by),
+            ch.allowed,
+            ch.outcome.name()
         );
-        if !moved.is_empty() {
-            out += "| feature | metric | baseline | current | worse by [interval] | allowed | outcome |\n";
-            out += "|---|---|---:|---:|---:|---:|---|\n";
-            for ch in moved {
-                let interval = ch
-                    .interval
-                    .map_or("–".into(), |[lo, hi]| format!("[{lo:.1}, {hi:.1}]"));
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} {interval} | {:.1} | {} |",
-                    ch.feature,
-                    ch.metric,
-                    num(ch.baseline),
-                    num(ch.current),
-                    num(ch.worse_by),
-                    ch.allowed,
-                    ch.outcome.name()
-                );
-            }
-        }
     }
+}
+
+/// The findings that are not notes, the first few.
+fn findings(out: &mut String, s: &crate::verdict::Summary) {
     let shown: Vec<_> = s
         .findings
         .iter()
         .filter(|f| f.severity != Severity::Info)
         .collect();
-    if !shown.is_empty() {
-        out += "\n**Findings**\n\n";
-        for f in shown.iter().take(FINDINGS_SHOWN) {
-            let feature = f
-                .feature
-                .as_deref()
-                .map_or(String::new(), |x| format!(" [{x}]"));
-            let _ = writeln!(
-                out,
-                "- {} `{}`{feature}: {}",
-                f.severity.name(),
-                f.kind,
-                cell(&f.message)
-            );
-        }
-        if shown.len() > FINDINGS_SHOWN {
-            let _ = writeln!(
-                out,
-                "- and {} more: see the HTML report",
-                shown.len() - FINDINGS_SHOWN
-            );
-        }
+    if shown.is_empty() {
+        return;
     }
-    if let Some(link) = html_link {
-        let _ = writeln!(out, "\n📊 [Full report (HTML)]({link})");
+    *out += "\n**Findings**\n\n";
+    for f in shown.iter().take(FINDINGS_SHOWN) {
+        let feature = f
+            .feature
+            .as_deref()
+            .map_or(String::new(), |x| format!(" [{x}]"));
+        let _ = writeln!(
+            out,
+            "- {} `{}`{feature}: {}",
+            f.severity.name(),
+            f.kind,
+            cell(&f.message)
+        );
     }
-    out
+    if shown.len() > FINDINGS_SHOWN {
+        let _ = writeln!(
+            out,
+            "- and {} more: see the HTML report",
+            shown.len() - FINDINGS_SHOWN
+        );
+    }
 }
 
 /// The capacity section: the answer, why, and the roofline beside the measurement.
@@ -231,7 +253,16 @@ fn capacity(out: &mut String, c: &serde_json::Value) {
             shares.join("; ")
         );
     }
-    let rows = c["roofline"].as_array().map_or(&[][..], |v| v.as_slice());
+    roofline(
+        out,
+        c["roofline"].as_array().map_or(&[][..], |v| v.as_slice()),
+    );
+}
+
+/// The roofline beside the measurement, a row per feature, and each row's note.
+fn roofline(out: &mut String, rows: &[serde_json::Value]) {
+    let f =
+        |v: &serde_json::Value, d: usize| v.as_f64().map_or("–".into(), |x| format!("{x:.d$}"));
     if rows.is_empty() {
         return;
     }

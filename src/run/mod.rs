@@ -428,6 +428,24 @@ async fn measure(
     })
 }
 
+/// Writes each document into `dir`; what could not be written, and why.
+fn write_documents<'a>(
+    dir: &Path,
+    documents: impl IntoIterator<Item = (&'a str, serde_json::Result<serde_json::Value>)>,
+) -> Vec<(PathBuf, String)> {
+    let mut unwritten = Vec::new();
+    for (name, doc) in documents {
+        let path = dir.join(name);
+        let written = doc
+            .map_err(|e| RunError::Internal(e.to_string()))
+            .and_then(|d| write_json(&path, &d));
+        if let Err(e) = written {
+            unwritten.push((path, e.to_string()));
+        }
+    }
+    unwritten
+}
+
 /// Conformance → verdict (with the preflight stages and the gate) → the run folder's
 /// documents and reports. Returns the exit code.
 fn judge_and_write(
@@ -465,22 +483,15 @@ fn judge_and_write(
     let mut live = verdict::summarise(info, &plan.load, &agg, &checks);
     live.backend_metrics = backend_metrics;
     let histograms = verdict::histograms(&agg, &probe);
-    for (name, doc) in [
-        ("summary.json", serde_json::to_value(&live)),
-        ("histograms.json", serde_json::to_value(&histograms)),
-        (
-            "preflight.json",
-            serde_json::to_value(verdict::Preflight::new(preflight.clone())),
-        ),
-    ] {
-        let path = plan.run_dir.join(name);
-        let written = doc
-            .map_err(|e| RunError::Internal(e.to_string()))
-            .and_then(|d| write_json(&path, &d));
-        if let Err(e) = written {
-            unwritten.push((path, e.to_string()));
-        }
-    }
+    let preflight_doc = verdict::Preflight::new(preflight.clone());
+    unwritten.extend(write_documents(
+        &plan.run_dir,
+        [
+            ("summary.json", serde_json::to_value(&live)),
+            ("histograms.json", serde_json::to_value(&histograms)),
+            ("preflight.json", serde_json::to_value(&preflight_doc)),
+        ],
+    ));
     let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
     let sources = [folder];
     let rebuilt = report::judge_folder(
@@ -496,20 +507,15 @@ fn judge_and_write(
     if let Some(c) = &judged.comparison {
         print!("{}", crate::compare::table(c));
     }
-    let documents = [("summary.json", serde_json::to_value(&summary))];
     let comparison = judged
         .comparison
         .as_ref()
         .map(|c| ("comparison.json", serde_json::to_value(c)));
-    for (name, doc) in documents.into_iter().chain(comparison) {
-        let path = plan.run_dir.join(name);
-        let written = doc
-            .map_err(|e| RunError::Internal(e.to_string()))
-            .and_then(|d| write_json(&path, &d));
-        if let Err(e) = written {
-            unwritten.push((path, e.to_string()));
-        }
-    }
+    let documents = [("summary.json", serde_json::to_value(&summary))];
+    unwritten.extend(write_documents(
+        &plan.run_dir,
+        documents.into_iter().chain(comparison),
+    ));
     let view = report::Report {
         summary: &summary,
         agg: &agg,

@@ -19,15 +19,26 @@ pub(super) fn findings(
     features: &BTreeMap<String, FeatureSummary>,
     l: &Load,
 ) -> Vec<Finding> {
-    let mut out = Vec::new();
+    let mut out = request_errors(load, agg);
+    out.extend(feature_findings(features));
+    out.extend(run_findings(info, load, agg, l));
+    out.extend(unsent(info, l));
+    out.extend(notes(info, agg, features, l));
+    out.extend(super::sessions::findings(features, agg));
+    out.extend(super::audit_findings::findings(l, features));
+    out
+}
+
+/// Each failed request (up to the kept few per feature, then a count): an error past
+/// `load.max_error_rate`, a warning within it.
+fn request_errors(load: &LoadSpec, agg: &Aggregate) -> Vec<Finding> {
     let error_rate = agg.errors() as f64 / agg.completed().max(1) as f64;
-    let errors_fail = agg.errors() > 0 && error_rate > load.max_error_rate;
+    let severity = match agg.errors() > 0 && error_rate > load.max_error_rate {
+        true => Severity::Error,
+        false => Severity::Warning,
+    };
+    let mut out = Vec::new();
     for (k, f) in &agg.features {
-        let severity = if errors_fail {
-            Severity::Error
-        } else {
-            Severity::Warning
-        };
         for (class, m) in &f.error_messages {
             // A broken framing is the protocol tier's verdict: the stream is not what the
             // route promises (garbage, a wrong content type, a missing marker or terminator).
@@ -48,6 +59,12 @@ pub(super) fn findings(
             ));
         }
     }
+    out
+}
+
+/// Per feature: its SLO, its routing violations, its gateway's retries.
+fn feature_findings(features: &BTreeMap<String, FeatureSummary>) -> Vec<Finding> {
+    let mut out = Vec::new();
     for (k, f) in features {
         out.extend(slo_finding(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
@@ -64,22 +81,21 @@ pub(super) fn findings(
                 "{} upstream calls were retries ({} calls for {} requests): each multiplies the load on a failing backend",
                 b.retries, b.calls, f.requests
             );
-            out.push(Finding::new(
-                FindingKind::UpstreamRetries,
-                Severity::Warning,
-                Some(k),
-                m,
-            ));
+            let kind = FindingKind::UpstreamRetries;
+            out.push(Finding::new(kind, Severity::Warning, Some(k), m));
         }
     }
-    for p in &info.internal_errors {
-        out.push(Finding::new(
-            FindingKind::InternalError,
-            Severity::Error,
-            None,
-            p.clone(),
-        ));
-    }
+    out
+}
+
+/// What voids or cuts the run short: the harness's panics, an interruption, nothing measured,
+/// requests cut off.
+fn run_findings(info: &RunInfo, load: &LoadSpec, agg: &Aggregate, l: &Load) -> Vec<Finding> {
+    let mut out: Vec<Finding> = info
+        .internal_errors
+        .iter()
+        .map(|p| Finding::new(FindingKind::InternalError, Severity::Error, None, p.clone()))
+        .collect();
     if info.interrupted {
         let m = "the run was interrupted before its schedule ended".to_owned();
         out.push(Finding::new(
@@ -92,10 +108,9 @@ pub(super) fn findings(
     out.extend(nothing_measured(load, agg, l));
     if l.cut_off > 0 {
         let share = l.cut_off as f64 / (agg.completed() + l.cut_off) as f64;
-        let severity = if share > load.max_cut_off_rate {
-            Severity::Error
-        } else {
-            Severity::Warning
+        let severity = match share > load.max_cut_off_rate {
+            true => Severity::Error,
+            false => Severity::Warning,
         };
         let m = format!(
             "{} of {} measured requests ({:.2} %) had no complete answer when the run stopped \
@@ -107,39 +122,51 @@ pub(super) fn findings(
         );
         out.push(Finding::new(FindingKind::CutOff, severity, None, m));
     }
+    out
+}
+
+/// Sends that did not go out: past the in-flight cap (the offered load was not delivered: an
+/// error), or with every slot busy.
+fn unsent(info: &RunInfo, l: &Load) -> Option<Finding> {
     match info.in_flight_cap {
-        Some(cap) if l.skipped > 0 => {
+        _ if l.skipped == 0 => None,
+        Some(cap) => {
             let m = format!(
                 "{} sends were skipped: {cap} requests were already in flight (load.max_in_flight); \
                  the offered load was not delivered. Set load.concurrency and cap_policy to choose",
                 l.skipped
             );
-            out.push(Finding::new(
+            Some(Finding::new(
                 FindingKind::InFlightCap,
                 Severity::Error,
                 None,
                 m,
-            ));
+            ))
         }
-        _ if l.skipped > 0 => {
+        None => {
             let m = format!("{} requests were not sent: every slot was busy", l.skipped);
-            out.push(Finding::new(
+            Some(Finding::new(
                 FindingKind::Skipped,
                 Severity::Warning,
                 None,
                 m,
-            ));
+            ))
         }
-        _ => {}
     }
+}
+
+/// Warnings that explain a figure: timeouts shorter than a gateway's retry cycle, failed
+/// warm-up requests.
+fn notes(
+    info: &RunInfo,
+    agg: &Aggregate,
+    features: &BTreeMap<String, FeatureSummary>,
+    l: &Load,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
     let timeouts: u64 = features
         .values()
-        .map(|f| {
-            f.errors_by_class
-                .get(&ErrorClass::Timeout)
-                .copied()
-                .unwrap_or(0)
-        })
+        .filter_map(|f| f.errors_by_class.get(&ErrorClass::Timeout))
         .sum();
     if timeouts > 0 && info.request_timeout_s < RETRY_CYCLE_S + 6.0 {
         let m = format!(
@@ -167,8 +194,6 @@ pub(super) fn findings(
             m,
         ));
     }
-    out.extend(super::sessions::findings(features, agg));
-    out.extend(super::audit_findings::findings(l, features));
     out
 }
 

@@ -415,7 +415,6 @@ fn backend_summary(b: &BackendAgg, client: &Latency) -> BackendSummary {
 
 /// Builds the summary, its findings and its verdict.
 pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Checks) -> Summary {
-    let (taps, routing) = (checks.taps, &checks.routing);
     let window_s = agg.window_s();
     let mut audit = crate::audit::audit(load, agg, &info.receive_delay);
     let mut features: BTreeMap<String, FeatureSummary> = agg
@@ -429,6 +428,36 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
             (k.clone(), s)
         })
         .collect();
+    add_checks(&mut features, agg, checks);
+    let load_summary = load_summary(&info, load, agg, &features, audit);
+    let mut findings = findings::findings(&info, load, agg, &features, &load_summary);
+    findings.extend(conformance_findings(checks));
+    let mut errors_by_class = BTreeMap::new();
+    for (c, n) in features.values().flat_map(|f| &f.errors_by_class) {
+        *errors_by_class.entry(*c).or_default() += n;
+    }
+    Summary {
+        schema: SUMMARY_SCHEMA.into(),
+        verdict: verdict(&findings),
+        run_id: info.run_id,
+        scenario: info.scenario,
+        target: info.target,
+        started_at: info.started_at,
+        interrupted: info.interrupted,
+        requests: agg.completed(),
+        errors: agg.errors(),
+        errors_by_class,
+        load: load_summary,
+        features,
+        taps: tap_counts(checks.taps),
+        backend_metrics: BTreeMap::new(),
+        findings,
+    }
+}
+
+/// What the taps, the routing expectations and the snapshots say of each feature.
+fn add_checks(features: &mut BTreeMap<String, FeatureSummary>, agg: &Aggregate, checks: &Checks) {
+    let (taps, routing) = (checks.taps, &checks.routing);
     for (k, b) in taps.map(|t| &t.features).into_iter().flatten() {
         if let Some(f) = features.get_mut(k) {
             f.backend = Some(backend_summary(b, &f.latency_ms));
@@ -444,44 +473,65 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
             f.routing = Some(r);
         }
     }
-    for (k, c) in checks
-        .conformance
-        .map(|c| &c.features)
-        .into_iter()
-        .flatten()
-    {
+    let conformance = checks.conformance.map(|c| &c.features);
+    for (k, c) in conformance.into_iter().flatten() {
         if let Some(f) = features.get_mut(k) {
             f.conformance = Some(c.clone());
         }
     }
-    let tap_counts = taps
-        .map(|t| &t.calls)
-        .into_iter()
-        .flatten()
+}
+
+/// Each tap's call counts.
+fn tap_counts(taps: Option<&TapAgg>) -> BTreeMap<String, TapSummary> {
+    let calls = taps.map(|t| &t.calls).into_iter().flatten();
+    calls
         .map(|(k, &(calls, unattributed))| {
-            (
-                k.clone(),
-                TapSummary {
-                    calls,
-                    unattributed,
-                },
-            )
+            let s = TapSummary {
+                calls,
+                unattributed,
+            };
+            (k.clone(), s)
         })
-        .collect();
-    let mut errors_by_class = BTreeMap::new();
-    for f in features.values() {
-        for (c, n) in &f.errors_by_class {
-            *errors_by_class.entry(*c).or_default() += n;
-        }
-    }
+        .collect()
+}
+
+/// The snapshot comparison's findings, by tier.
+fn conformance_findings(checks: &Checks) -> Vec<Finding> {
+    let found = checks
+        .conformance
+        .map(|c| &c.findings)
+        .into_iter()
+        .flatten();
+    found
+        .map(|(feature, tier, m)| {
+            let (kind, severity) = match tier.as_str() {
+                "new" => (FindingKind::SnapshotNew, Severity::Warning),
+                "protocol" => (FindingKind::ConformanceProtocol, Severity::Error),
+                "routing" => (FindingKind::ParameterDrift, Severity::Error),
+                _ => (FindingKind::ConformanceContent, Severity::Error),
+            };
+            Finding::new(kind, severity, Some(feature), m.clone())
+        })
+        .collect()
+}
+
+/// The load as offered and delivered, and the self-audit's word on the schedule and the
+/// receive side.
+fn load_summary(
+    info: &RunInfo,
+    load: &LoadSpec,
+    agg: &Aggregate,
+    features: &BTreeMap<String, FeatureSummary>,
+    audit: crate::audit::Audit,
+) -> Load {
+    let window_s = agg.window_s();
     let ok: u64 = features.values().map(|f| f.requests - f.errors).sum();
     let tokens: u64 = features.values().map(|f| f.output_tokens).sum();
     let good: Option<u64> = features
         .values()
         .filter_map(|f| f.goodput.as_ref().map(|g| g.met))
         .reduce(|a, b| a + b);
-    let lateness = agg.lateness.percentiles();
-    let load_summary = Load {
+    Load {
         mode: if load.arrival.open_loop() {
             "open"
         } else {
@@ -504,7 +554,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         warmup: features.values().map(|f| f.warmup).sum(),
         cut_off: agg.cut_off(),
         skipped: agg.skipped(),
-        send_lateness_ms: lateness,
+        send_lateness_ms: agg.lateness.percentiles(),
         max_send_lateness_ms: load.late_threshold_ms(agg.sends.mean_gap_ms()),
         throughput: Throughput {
             requests_per_s: per_s(ok, window_s),
@@ -514,43 +564,9 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         client: info.client.clone(),
         schedule: audit.schedule,
         receive: audit.receive,
-    };
-    let mut findings = findings::findings(&info, load, agg, &features, &load_summary);
-    for (feature, tier, m) in checks
-        .conformance
-        .map(|c| &c.findings)
-        .into_iter()
-        .flatten()
-    {
-        let (kind, severity) = match tier.as_str() {
-            "new" => (FindingKind::SnapshotNew, Severity::Warning),
-            "protocol" => (FindingKind::ConformanceProtocol, Severity::Error),
-            "routing" => (FindingKind::ParameterDrift, Severity::Error),
-            _ => (FindingKind::ConformanceContent, Severity::Error),
-        };
-        findings.push(Finding::new(kind, severity, Some(feature), m.clone()));
-    }
-    let verdict = verdict(&findings);
-    Summary {
-        schema: SUMMARY_SCHEMA.into(),
-        verdict,
-        run_id: info.run_id,
-        scenario: info.scenario,
-        target: info.target,
-        started_at: info.started_at,
-        interrupted: info.interrupted,
-        requests: agg.completed(),
-        errors: agg.errors(),
-        errors_by_class,
-        load: load_summary,
-        features,
-        taps: tap_counts,
-        backend_metrics: BTreeMap::new(),
-        findings,
     }
 }
 
-/// Findings whose truth depends on the timing figures the self-audit can find degraded.
 /// The verdict, from the findings' weights (`kind::Weight`): an internal error voids the run; a
 /// failure that does not depend on timing (errors, protocol, routing, conformance, nothing
 /// measured, a regression judged with the self-audit's bounds) fails it whatever the self-audit
