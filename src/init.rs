@@ -140,6 +140,55 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// A feature served by a self-hosted model: its model setting, and the routing it must show
+/// (the backend behind `tap`, the model the identifier names).
+fn self_hosted(
+    out: &mut String,
+    routing: &mut String,
+    feature: &str,
+    m: &SelfHostedModel,
+    tap: &str,
+) {
+    let upstream = m
+        .identifier
+        .split_once('/')
+        .map_or(m.identifier.as_str(), |(_, id)| id);
+    let _ = writeln!(
+        out,
+        "\n[models.{feature}]\nname = {}\nendpoint = {}\nidentifier = {}",
+        quoted(&m.family),
+        quoted(&m.endpoint),
+        quoted(&m.identifier)
+    );
+    if m.has_api_token {
+        let _ = writeln!(
+            out,
+            "api_key_env = \"DUO_MODEL_KEY_{}\"",
+            slug(&m.name).to_uppercase()
+        );
+    }
+    let _ = writeln!(
+        routing,
+        "\n[routing.features.{feature}]\nbackend = {}\nmodel = {}",
+        quoted(tap),
+        quoted(upstream)
+    );
+}
+
+/// One tap per backend endpoint, named after the first model served there.
+fn taps(models: &[SelfHostedModel], settings: &[FeatureSetting]) -> BTreeMap<String, String> {
+    let mut taps: BTreeMap<String, String> = BTreeMap::new();
+    for m in models
+        .iter()
+        .chain(settings.iter().filter_map(|s| s.model.as_ref()))
+    {
+        if !m.endpoint.is_empty() && !taps.contains_key(&m.endpoint) {
+            taps.insert(m.endpoint.clone(), slug(&m.name));
+        }
+    }
+    taps
+}
+
 /// The scenario text for these settings.
 pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSetting]) -> String {
     let mut out = String::new();
@@ -162,16 +211,7 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
         models.len(),
         settings.len()
     );
-    // One tap per backend endpoint, named after the first model served there.
-    let mut taps: BTreeMap<String, String> = BTreeMap::new();
-    for m in models
-        .iter()
-        .chain(settings.iter().filter_map(|s| s.model.as_ref()))
-    {
-        if !m.endpoint.is_empty() && !taps.contains_key(&m.endpoint) {
-            taps.insert(m.endpoint.clone(), slug(&m.name));
-        }
-    }
+    let taps = taps(models, settings);
     for (endpoint, name) in &taps {
         let _ = writeln!(
             out,
@@ -194,32 +234,7 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
         }
         match (s.provider.as_str(), &s.model) {
             ("self_hosted", Some(m)) => {
-                let upstream = m
-                    .identifier
-                    .split_once('/')
-                    .map_or(m.identifier.as_str(), |(_, id)| id);
-                let _ = writeln!(
-                    out,
-                    "\n[models.{}]\nname = {}\nendpoint = {}\nidentifier = {}",
-                    s.feature,
-                    quoted(&m.family),
-                    quoted(&m.endpoint),
-                    quoted(&m.identifier)
-                );
-                if m.has_api_token {
-                    let _ = writeln!(
-                        out,
-                        "api_key_env = \"DUO_MODEL_KEY_{}\"",
-                        slug(&m.name).to_uppercase()
-                    );
-                }
-                let _ = writeln!(
-                    routing,
-                    "\n[routing.features.{}]\nbackend = {}\nmodel = {}",
-                    s.feature,
-                    quoted(&taps[&m.endpoint]),
-                    quoted(upstream)
-                );
+                self_hosted(&mut out, &mut routing, &s.feature, m, &taps[&m.endpoint]);
             }
             ("self_hosted", None) => {
                 notes.push(format!("{}: self_hosted without a model", s.feature))
@@ -241,6 +256,12 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
             )),
         }
     }
+    footer(&mut out, hybrid, &routing, &notes);
+    out
+}
+
+/// `[routing]` with the expectations gathered, and what was not turned into a check.
+fn footer(out: &mut String, hybrid: bool, routing: &str, notes: &[String]) {
     let _ = writeln!(
         out,
         "\n# {}\n[routing]\nfully_self_hosted = {}{}",
@@ -253,12 +274,11 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
         routing
     );
     if !notes.is_empty() {
-        out += "\n# Feature settings not turned into checks:\n";
+        *out += "\n# Feature settings not turned into checks:\n";
         for n in notes {
             let _ = writeln!(out, "#   {n}");
         }
     }
-    out
 }
 
 /// `init`: reads the token, asks the instance, writes the scenario to `out`.

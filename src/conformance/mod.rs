@@ -263,6 +263,37 @@ fn derived(spec: &ConformanceSpec, noise: Option<&Noise>, feature: &str) -> Opti
     noise?.derived_threshold(feature)
 }
 
+/// Each feature's fields that differed at all: this run's rate of differences beside the
+/// baseline's noise rate.
+fn field_rates(
+    out: &mut Outcome,
+    compared: &[(PathBuf, Snapshot, Vec<Mismatch>)],
+    noise: Option<&Noise>,
+) {
+    let mut rates: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for (_, new, diffs) in compared {
+        for d in diffs {
+            *rates.entry((new.feature.clone(), d.field)).or_default() += 1;
+        }
+    }
+    for ((feature, field), n) in &rates {
+        let Some(counts) = out.features.get_mut(feature) else {
+            continue;
+        };
+        let candidate = *n as f64 / counts.compared.max(1) as f64;
+        // Under a derived similarity policy the baseline pairs all passed by construction:
+        // the text's noise is zero, so a changed answer counts.
+        let derived_text = *field == "text" && counts.derived_similarity.is_some();
+        let noise = noise
+            .filter(|_| !derived_text)
+            .and_then(|z| z.features.get(feature)?.get(*field).copied())
+            .unwrap_or(0.0);
+        counts
+            .fields
+            .insert((*field).to_owned(), FieldRate { noise, candidate });
+    }
+}
+
 /// Compares the first answer of every case in `results` with its snapshot. A field's
 /// differences count only where their rate stands out of the measured noise (`noise`, when
 /// calibrated) by `margins`. `write` says whether pending files may be written (not under CI).
@@ -322,28 +353,7 @@ pub fn check(
         let diffs = compare(&old, &new, content, threshold);
         compared.push((path, new, diffs));
     }
-    // Candidate difference rates per feature and field.
-    let mut rates: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    for (_, new, diffs) in &compared {
-        for d in diffs {
-            *rates.entry((new.feature.clone(), d.field)).or_default() += 1;
-        }
-    }
-    for ((feature, field), n) in &rates {
-        let counts = out.features.get_mut(feature).expect("counted above");
-        let candidate = *n as f64 / counts.compared.max(1) as f64;
-        // Under a derived similarity policy the baseline pairs all passed by construction:
-        // the text's noise is zero, so a changed answer counts.
-        let derived_text = *field == "text" && counts.derived_similarity.is_some();
-        let noise = noise
-            .as_ref()
-            .filter(|_| !derived_text)
-            .and_then(|z| z.features.get(feature)?.get(*field).copied())
-            .unwrap_or(0.0);
-        counts
-            .fields
-            .insert((*field).to_owned(), FieldRate { noise, candidate });
-    }
+    field_rates(&mut out, &compared, noise.as_ref());
     for (path, new, diffs) in compared {
         let rates = &out.features[&new.feature].fields;
         let real: Vec<&Mismatch> = diffs

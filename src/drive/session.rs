@@ -161,17 +161,16 @@ pub async fn exchange(
     outcome
 }
 
-/// The conversation itself.
-async fn run(
+/// Opens `ExecuteWorkflow` with the case's headers and the session's auth: the server's
+/// stream, or the status it refused with.
+async fn open(
     dws: &DwsTarget,
     p: &Prepared,
-    start: crate::dws::proto::StartWorkflowRequest,
-    seen: &mut Seen,
-    rec: &mut RequestRecord,
-) -> Result<(), Failure> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<ClientEvent>(16);
-    let event = |e| ClientEvent { response: Some(e) };
-    let _ = tx.send(event(Event::StartRequest(start))).await;
+    rx: tokio::sync::mpsc::Receiver<ClientEvent>,
+) -> Result<
+    Result<tonic::Response<tonic::Streaming<crate::dws::proto::Action>>, tonic::Status>,
+    Failure,
+> {
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let auth = super::dws_probe::session_auth(dws)
         .await
@@ -185,7 +184,21 @@ async fn run(
     let mut client = DuoWorkflowClient::new(dws.channel.clone())
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let mut stream = match client.execute_workflow(req).await {
+    Ok(client.execute_workflow(req).await)
+}
+
+/// The conversation itself.
+async fn run(
+    dws: &DwsTarget,
+    p: &Prepared,
+    start: crate::dws::proto::StartWorkflowRequest,
+    seen: &mut Seen,
+    rec: &mut RequestRecord,
+) -> Result<(), Failure> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<ClientEvent>(16);
+    let event = |e| ClientEvent { response: Some(e) };
+    let _ = tx.send(event(Event::StartRequest(start))).await;
+    let mut stream = match open(dws, p, rx).await? {
         Ok(r) => {
             rec.status = Some(200);
             rec.headers_ms = Some(seen.now_ms());

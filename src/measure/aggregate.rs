@@ -62,6 +62,63 @@ pub struct FeatureAgg {
     pub cases: BTreeMap<String, CaseTally>,
 }
 
+impl FeatureAgg {
+    /// A failed request: its class counted, its message kept while there are few.
+    fn add_error(&mut self, r: &RequestRecord, e: &super::RequestError) {
+        self.errors += 1;
+        *self.errors_by_class.entry(e.class).or_default() += 1;
+        if self.error_messages.len() < ERROR_MESSAGES_KEPT {
+            let m = format!(
+                "request '{}' ({} {}): {}: {}",
+                r.id,
+                r.method,
+                r.path,
+                e.class.name(),
+                e.message
+            );
+            self.error_messages.push((e.class, m));
+        }
+    }
+
+    /// A successful request: its figures recorded, its tokens counted, its SLO judged.
+    fn add_ok(&mut self, r: &RequestRecord, slo: Option<Slo>) {
+        let record = |m: &mut Metric, v: Option<f64>| v.into_iter().for_each(|v| m.record(v));
+        record(&mut self.ttft, r.ttft_ms());
+        record(&mut self.ttft_from_intended, r.ttft_from_intended_ms());
+        record(&mut self.tpot, r.tpot_ms());
+        record(&mut self.e2e, r.e2e_ms());
+        r.content_gaps_ms()
+            .into_iter()
+            .for_each(|g| self.itl.record(g));
+        self.output_tokens += r.output_tokens.unwrap_or(0);
+        self.tokens_estimated += u64::from(r.tokens_estimated);
+        self.content_reads += r.chunks.iter().filter(|c| !c.content.is_empty()).count() as u64;
+        self.multi_event_reads += r.multi_event_reads;
+        if let Some(src) = r.token_source {
+            *self.token_sources.entry(src).or_default() += 1;
+        }
+        self.multi_token_chunks += u64::from(r.multi_token_chunks);
+        if r.tpot_ms().is_some() {
+            let n = r.output_tokens.unwrap_or(0);
+            self.min_tpot_tokens = Some(self.min_tpot_tokens.map_or(n, |m| m.min(n)));
+        }
+        match slo.map(|s| standing(&s, r)) {
+            None => self.slo_met += 1,
+            Some(SloStanding::Met { tpot_headroom_ms }) => {
+                self.slo_met += 1;
+                if let Some(h) = tpot_headroom_ms {
+                    self.slo_tpot_headroom.record(h);
+                }
+            }
+            Some(SloStanding::Missed { correction_ms }) => {
+                if let Some(c) = correction_ms {
+                    self.slo_miss_correction.record(c);
+                }
+            }
+        }
+    }
+}
+
 /// One corpus case's measured sends.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CaseTally {
@@ -263,58 +320,11 @@ impl Aggregate {
         self.last_sent_ms = Some(self.last_sent_ms.map_or(r.sent_ms, |t| t.max(r.sent_ms)));
         let end = r.sent_ms + r.end_ms;
         self.last_end_ms = Some(self.last_end_ms.map_or(end, |t| t.max(end)));
-        if r.failed() {
-            f.errors += 1;
-            let e = r.error.as_ref().expect("failed() means an error");
-            *f.errors_by_class.entry(e.class).or_default() += 1;
-            if f.error_messages.len() < ERROR_MESSAGES_KEPT {
-                let m = format!(
-                    "request '{}' ({} {}): {}: {}",
-                    r.id,
-                    r.method,
-                    r.path,
-                    e.class.name(),
-                    e.message
-                );
-                f.error_messages.push((e.class, m));
-            }
+        if let (true, Some(e)) = (r.failed(), &r.error) {
+            f.add_error(r, e);
         }
-        if !r.ok() {
-            return;
-        }
-        let record = |m: &mut Metric, v: Option<f64>| v.into_iter().for_each(|v| m.record(v));
-        record(&mut f.ttft, r.ttft_ms());
-        record(&mut f.ttft_from_intended, r.ttft_from_intended_ms());
-        record(&mut f.tpot, r.tpot_ms());
-        record(&mut f.e2e, r.e2e_ms());
-        r.content_gaps_ms()
-            .into_iter()
-            .for_each(|g| f.itl.record(g));
-        f.output_tokens += r.output_tokens.unwrap_or(0);
-        f.tokens_estimated += u64::from(r.tokens_estimated);
-        f.content_reads += r.chunks.iter().filter(|c| !c.content.is_empty()).count() as u64;
-        f.multi_event_reads += r.multi_event_reads;
-        if let Some(src) = r.token_source {
-            *f.token_sources.entry(src).or_default() += 1;
-        }
-        f.multi_token_chunks += u64::from(r.multi_token_chunks);
-        if r.tpot_ms().is_some() {
-            let n = r.output_tokens.unwrap_or(0);
-            f.min_tpot_tokens = Some(f.min_tpot_tokens.map_or(n, |m| m.min(n)));
-        }
-        match slo.map(|s| standing(&s, r)) {
-            None => f.slo_met += 1,
-            Some(SloStanding::Met { tpot_headroom_ms }) => {
-                f.slo_met += 1;
-                if let Some(h) = tpot_headroom_ms {
-                    f.slo_tpot_headroom.record(h);
-                }
-            }
-            Some(SloStanding::Missed { correction_ms }) => {
-                if let Some(c) = correction_ms {
-                    f.slo_miss_correction.record(c);
-                }
-            }
+        if r.ok() {
+            f.add_ok(r, slo);
         }
     }
 

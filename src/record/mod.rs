@@ -215,59 +215,23 @@ fn client(opts: &RecordOptions) -> Result<reqwest::Client, RecordError> {
     crate::http::client(opts.ca_bundle.as_deref(), false).map_err(RecordError::Config)
 }
 
-/// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.
-pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
-    crate::plan::check::url("--upstream", &opts.upstream).map_err(RecordError::Config)?;
-    let client = client(&opts)?;
-    let mut writer =
-        writer::CorpusWriter::open(&opts.out, opts.rotate_bytes, opts.force).map_err(|source| {
-            match source.kind() {
-                std::io::ErrorKind::AlreadyExists => RecordError::Config(source.to_string()),
-                _ => RecordError::Write {
-                    path: opts.out.clone(),
-                    source,
-                },
-            }
-        })?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| RecordError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| RecordError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Capture>();
-    let proxy = Arc::new(Proxy::new(
-        client,
-        &opts.upstream,
-        tx,
-        writer.existing_lines(),
-    ));
-    let stats = proxy.stats.clone();
-    let app = axum::Router::new()
-        .fallback(proxy::forward)
-        .with_state(proxy);
-    println!(
-        "{}",
-        json!({"listen": format!("http://{local}"), "upstream": opts.upstream, "out": opts.out, "tap": opts.tap})
-    );
-    // Each chunk leaves as it arrives: no Nagle delay behind an unacknowledged one.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await
-    });
+/// Listens on `addr`; the listener and the address it got.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RecordError> {
+    let listen = |source| RecordError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((listener, local))
+}
+
+/// Writes each captured exchange of a Duo route as it ends, until a stop signal (and the
+/// drain after it) or the proxy's end: lines written, exchanges on no Duo route, and the first
+/// write error.
+async fn collect(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Capture>,
+    writer: &mut writer::CorpusWriter,
+    opts: &RecordOptions,
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+) -> (u64, u64, Option<std::io::Error>) {
     let mut lines = 0u64;
     let mut not_duo = 0u64;
     let mut write_error = None;
@@ -311,6 +275,52 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         }
         lines += 1;
     }
+    (lines, not_duo, write_error)
+}
+
+/// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.
+pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
+    crate::plan::check::url("--upstream", &opts.upstream).map_err(RecordError::Config)?;
+    let client = client(&opts)?;
+    let mut writer =
+        writer::CorpusWriter::open(&opts.out, opts.rotate_bytes, opts.force).map_err(|source| {
+            match source.kind() {
+                std::io::ErrorKind::AlreadyExists => RecordError::Config(source.to_string()),
+                _ => RecordError::Write {
+                    path: opts.out.clone(),
+                    source,
+                },
+            }
+        })?;
+    let (listener, local) = bind(opts.listen).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Capture>();
+    let proxy = Arc::new(Proxy::new(
+        client,
+        &opts.upstream,
+        tx,
+        writer.existing_lines(),
+    ));
+    let stats = proxy.stats.clone();
+    let app = axum::Router::new()
+        .fallback(proxy::forward)
+        .with_state(proxy);
+    println!(
+        "{}",
+        json!({"listen": format!("http://{local}"), "upstream": opts.upstream, "out": opts.out, "tap": opts.tap})
+    );
+    // Each chunk leaves as it arrives: no Nagle delay behind an unacknowledged one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let (lines, not_duo, write_error) = collect(&mut rx, &mut writer, &opts, &stop_tx).await;
     let open = stats.exchanges.load(Relaxed) - lines - not_duo;
     if !server.is_finished() {
         server.abort();

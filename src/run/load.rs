@@ -33,6 +33,43 @@ pub(super) struct Ended {
 /// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
 /// scheduled, how it ended).
 ///
+/// The receive-delay probe, started on every worker. Without it the run still measures; the
+/// audit then has no receive-side bound.
+async fn start_probe() -> Option<probe::Probe> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    match probe::start(workers).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: the receive-delay probe could not start: {e}");
+            None
+        }
+    }
+}
+
+/// How the dispatcher sends: its window, warm-up, cap on requests in flight and what happens
+/// at the cap; and the cap the harness set itself, when the scenario set none.
+fn send_options(plan: &Plan) -> (dispatch::Options, Option<usize>) {
+    let closed = !plan.load.arrival.open_loop();
+    // Without a cap of its own, an open loop against a server that stops answering would hold
+    // a task and a socket per send until memory or descriptors ran out.
+    let default_cap =
+        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
+    let concurrency = match plan.load.arrival {
+        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
+        _ => plan.load.concurrency.or(default_cap),
+    };
+    let opts = dispatch::Options {
+        window: plan.load.send_window_s().map(Duration::from_secs_f64),
+        warmup: Duration::from_secs_f64(plan.load.warmup_s),
+        concurrency,
+        policy: match default_cap {
+            Some(_) => crate::plan::CapPolicy::Skip,
+            None => plan.load.cap_policy,
+        },
+    };
+    (opts, default_cap)
+}
+
 /// Draining: after the last send, an open loop gives requests in flight `grace_s`; a closed loop
 /// gives them their full request timeout (a sequential run's last request is timed like any
 /// other). A stop signal stops sending and drains briefly; a second signal, or one during the
@@ -56,34 +93,10 @@ pub(super) async fn drive_load(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(false);
     let cpu_start = CpuTimes::now();
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    // Without its probe the run still measures; the audit then has no receive-side bound.
-    let probe = match probe::start(workers).await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            eprintln!("warning: the receive-delay probe could not start: {e}");
-            None
-        }
-    };
+    let probe = start_probe().await;
     let view = live::wanted().then(|| LiveView::start(live.clone(), schedule.max_requests));
     let closed = !plan.load.arrival.open_loop();
-    // Without a cap of its own, an open loop against a server that stops answering would hold
-    // a task and a socket per send until memory or descriptors ran out.
-    let default_cap =
-        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
-    let concurrency = match plan.load.arrival {
-        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
-        _ => plan.load.concurrency.or(default_cap),
-    };
-    let opts = dispatch::Options {
-        window: plan.load.send_window_s().map(Duration::from_secs_f64),
-        warmup: Duration::from_secs_f64(plan.load.warmup_s),
-        concurrency,
-        policy: match default_cap {
-            Some(_) => crate::plan::CapPolicy::Skip,
-            None => plan.load.cap_policy,
-        },
-    };
+    let (opts, default_cap) = send_options(plan);
     let mut scheduled = start_sending(
         plan,
         target.clone(),
@@ -137,11 +150,14 @@ pub(super) async fn drive_load(
         Some(p) => p.finish().await,
         None => Metric::default(),
     };
-    let wall = target.run_start.elapsed();
-    let cpu = ClientCpu::between(&cpu_start, &CpuTimes::now(), wall, agg.sent);
     let ended = Ended {
         flag: signalled > 0,
-        cpu,
+        cpu: ClientCpu::between(
+            &cpu_start,
+            &CpuTimes::now(),
+            target.run_start.elapsed(),
+            agg.sent,
+        ),
         default_cap,
         receive_delay,
     };

@@ -307,133 +307,42 @@ mod tests {
         registry().resolve(id, family, c).expect("known prompt")
     }
 
+    /// (prompt, family, version, max_tokens, temperature, stop count).
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<u32>,
+        Option<f64>,
+        usize,
+    );
+
+    /// (prompt, family) → (version, max_tokens, temperature, stop count) from PROMPTS.md's
+    /// table (b).
+    #[rustfmt::skip]
+    const TABLE_B: &[Row] = &[
+        ("chat/explain_code", "mistral", "1.1.0", Some(2048), Some(0.0), 0),
+        ("chat/explain_code", "gpt", "1.1.0", Some(2048), None, 0),
+        ("chat/write_tests", "mixtral", "1.1.0", Some(2048), Some(0.0), 0),
+        ("chat/write_tests", "codestral", "1.1.0", Some(2048), Some(0.3), 0),
+        ("chat/write_tests", "claude_3", "1.2.0", Some(2048), Some(0.1), 0),
+        ("chat/fix_code", "mistral", "1.2.0", Some(2048), Some(0.1), 0),
+        ("chat/explain_vulnerability", "codestral", "1.0.0", Some(2048), Some(0.0), 0),
+        ("chat/explain_vulnerability", "gpt", "1.0.0", Some(2048), None, 0),
+        ("generate_commit_message", "mistral", "1.2.0", Some(4096), Some(0.0), 0),
+        ("generate_commit_message", "gpt", "1.2.0", None, None, 0),
+        ("summarize_new_merge_request", "qwen", "1.0.0", Some(8192), Some(0.0), 0),
+        ("review_merge_request", "mistral", "1.3.0", Some(8192), Some(0.0), 0),
+        ("resolve_vulnerability", "gemini", "1.0.2", Some(65536), Some(0.1), 0),
+        ("code_suggestions/completions", "codestral", "1.0.0", Some(64), Some(0.32), 5),
+        ("code_suggestions/completions", "claude_3", "1.0.0", Some(128), Some(0.0), 0),
+        ("code_suggestions/generations", "mixtral", "1.0.0", Some(4096), Some(0.0), 0),
+        ("code_suggestions/generations", "claude_3", "1.2.0", Some(2048), Some(0.2), 1),
+    ];
+
     #[test]
     fn the_registry_parses_and_resolves_as_prompts_md_says() {
-        // (prompt, family) → (version, max_tokens, temperature, stop count) from table (b).
-        for (id, family, version, max, temp, stops) in [
-            (
-                "chat/explain_code",
-                "mistral",
-                "1.1.0",
-                Some(2048),
-                Some(0.0),
-                0,
-            ),
-            ("chat/explain_code", "gpt", "1.1.0", Some(2048), None, 0),
-            (
-                "chat/write_tests",
-                "mixtral",
-                "1.1.0",
-                Some(2048),
-                Some(0.0),
-                0,
-            ),
-            (
-                "chat/write_tests",
-                "codestral",
-                "1.1.0",
-                Some(2048),
-                Some(0.3),
-                0,
-            ),
-            (
-                "chat/write_tests",
-                "claude_3",
-                "1.2.0",
-                Some(2048),
-                Some(0.1),
-                0,
-            ),
-            (
-                "chat/fix_code",
-                "mistral",
-                "1.2.0",
-                Some(2048),
-                Some(0.1),
-                0,
-            ),
-            (
-                "chat/explain_vulnerability",
-                "codestral",
-                "1.0.0",
-                Some(2048),
-                Some(0.0),
-                0,
-            ),
-            (
-                "chat/explain_vulnerability",
-                "gpt",
-                "1.0.0",
-                Some(2048),
-                None,
-                0,
-            ),
-            (
-                "generate_commit_message",
-                "mistral",
-                "1.2.0",
-                Some(4096),
-                Some(0.0),
-                0,
-            ),
-            ("generate_commit_message", "gpt", "1.2.0", None, None, 0),
-            (
-                "summarize_new_merge_request",
-                "qwen",
-                "1.0.0",
-                Some(8192),
-                Some(0.0),
-                0,
-            ),
-            (
-                "review_merge_request",
-                "mistral",
-                "1.3.0",
-                Some(8192),
-                Some(0.0),
-                0,
-            ),
-            (
-                "resolve_vulnerability",
-                "gemini",
-                "1.0.2",
-                Some(65536),
-                Some(0.1),
-                0,
-            ),
-            (
-                "code_suggestions/completions",
-                "codestral",
-                "1.0.0",
-                Some(64),
-                Some(0.32),
-                5,
-            ),
-            (
-                "code_suggestions/completions",
-                "claude_3",
-                "1.0.0",
-                Some(128),
-                Some(0.0),
-                0,
-            ),
-            (
-                "code_suggestions/generations",
-                "mixtral",
-                "1.0.0",
-                Some(4096),
-                Some(0.0),
-                0,
-            ),
-            (
-                "code_suggestions/generations",
-                "claude_3",
-                "1.2.0",
-                Some(2048),
-                Some(0.2),
-                1,
-            ),
-        ] {
+        for &(id, family, version, max, temp, stops) in TABLE_B {
             let r = get(id, family, None).unwrap();
             assert_eq!(
                 (

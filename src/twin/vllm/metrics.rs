@@ -251,12 +251,23 @@ impl Metrics {
             });
             render_dcgm(&mut out, e);
         }
+        self.render_totals(&mut out);
+        out
+    }
+
+    /// The token and request counters and the latency histograms, per model.
+    fn render_totals(&self, out: &mut String) {
+        let each = |out: &mut String, f: &dyn Fn(&mut String, &str, &ModelSeries)| {
+            for (m, s) in &self.models {
+                f(out, &format!("engine=\"0\",model_name=\"{m}\""), s);
+            }
+        };
         let _ = writeln!(out, "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n# TYPE vllm:prompt_tokens_total counter");
-        each(&mut out, &|o, l, s| {
+        each(out, &|o, l, s| {
             let _ = writeln!(o, "vllm:prompt_tokens_total{{{l}}} {}", s.prompt_tokens);
         });
         let _ = writeln!(out, "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n# TYPE vllm:generation_tokens_total counter");
-        each(&mut out, &|o, l, s| {
+        each(out, &|o, l, s| {
             let _ = writeln!(
                 o,
                 "vllm:generation_tokens_total{{{l}}} {}",
@@ -264,7 +275,7 @@ impl Metrics {
             );
         });
         let _ = writeln!(out, "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter");
-        each(&mut out, &|o, l, s| {
+        each(out, &|o, l, s| {
             for (reason, n) in &s.success {
                 let _ = writeln!(
                     o,
@@ -296,9 +307,8 @@ impl Metrics {
         ];
         for (name, help, pick) in hists {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            each(&mut out, &|o, l, s| pick(s).render(o, name, l));
+            each(out, &|o, l, s| pick(s).render(o, name, l));
         }
-        out
     }
 }
 
