@@ -33,6 +33,26 @@ pub(super) struct Ended {
 /// Sends the schedule, drains, and collects: (aggregate, results-file outcome, requests
 /// scheduled, how it ended).
 ///
+/// The run's own figures: the receive-delay probe's, then the harness's CPU over the run.
+async fn finish(
+    probe: Option<probe::Probe>,
+    cpu_start: &CpuTimes,
+    run_start: std::time::Instant,
+    sent: u64,
+) -> Ended {
+    let receive_delay = match probe {
+        Some(p) => p.finish().await,
+        None => Metric::default(),
+    };
+    let cpu = ClientCpu::between(cpu_start, &CpuTimes::now(), run_start.elapsed(), sent);
+    Ended {
+        flag: false,
+        cpu,
+        default_cap: None,
+        receive_delay,
+    }
+}
+
 /// The receive-delay probe, started on every worker. Without it the run still measures; the
 /// audit then has no receive-side bound.
 async fn start_probe() -> Option<probe::Probe> {
@@ -146,21 +166,8 @@ pub(super) async fn drive_load(
     };
     let count = count.transpose().map_err(RunError::Internal)?;
     drop(view);
-    let receive_delay = match probe {
-        Some(p) => p.finish().await,
-        None => Metric::default(),
-    };
-    let ended = Ended {
-        flag: signalled > 0,
-        cpu: ClientCpu::between(
-            &cpu_start,
-            &CpuTimes::now(),
-            target.run_start.elapsed(),
-            agg.sent,
-        ),
-        default_cap,
-        receive_delay,
-    };
+    let mut ended = finish(probe, &cpu_start, target.run_start, agg.sent).await;
+    (ended.flag, ended.default_cap) = (signalled > 0, default_cap);
     let count = count.unwrap_or(agg.sent);
     Ok((agg, written, count, ended))
 }
