@@ -294,6 +294,42 @@ fn field_rates(
     }
 }
 
+/// The compared cases' differences that stand out of the noise: counted, said, and (outside
+/// CI) written as pending snapshots.
+fn mismatches(
+    spec: &ConformanceSpec,
+    out: &mut Outcome,
+    compared: Vec<(PathBuf, Snapshot, Vec<Mismatch>)>,
+    write: bool,
+) -> std::io::Result<()> {
+    for (path, new, diffs) in compared {
+        let rates = &out.features[&new.feature].fields;
+        let real: Vec<&Mismatch> = diffs
+            .iter()
+            .filter(|d| {
+                let r = &rates[d.field];
+                spec.margins.exceeds(r.candidate, r.noise)
+            })
+            .collect();
+
+        if real.is_empty() {
+            continue;
+        }
+        out.features
+            .get_mut(&new.feature)
+            .expect("counted above")
+            .mismatched += 1;
+        for d in &real {
+            let m = format!("case '{}': {}", new.id, d.message);
+            out.findings.push((new.feature.clone(), d.tier.into(), m));
+        }
+        if write {
+            write_pending(&path, &new)?;
+        }
+    }
+    Ok(())
+}
+
 /// Compares the first answer of every case in `results` with its snapshot. A field's
 /// differences count only where their rate stands out of the measured noise (`noise`, when
 /// calibrated) by `margins`. `write` says whether pending files may be written (not under CI).
@@ -354,31 +390,7 @@ pub fn check(
         compared.push((path, new, diffs));
     }
     field_rates(&mut out, &compared, noise.as_ref());
-    for (path, new, diffs) in compared {
-        let rates = &out.features[&new.feature].fields;
-        let real: Vec<&Mismatch> = diffs
-            .iter()
-            .filter(|d| {
-                let r = &rates[d.field];
-                spec.margins.exceeds(r.candidate, r.noise)
-            })
-            .collect();
-
-        if real.is_empty() {
-            continue;
-        }
-        out.features
-            .get_mut(&new.feature)
-            .expect("counted above")
-            .mismatched += 1;
-        for d in &real {
-            let m = format!("case '{}': {}", new.id, d.message);
-            out.findings.push((new.feature.clone(), d.tier.into(), m));
-        }
-        if write {
-            write_pending(&path, &new)?;
-        }
-    }
+    mismatches(spec, &mut out, compared, write)?;
     Ok(out)
 }
 

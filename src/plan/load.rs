@@ -217,8 +217,8 @@ impl LoadSpec {
         self.seed.get_or_insert_with(rand::random);
     }
 
-    /// Checks the section; the message names the key at fault.
-    pub fn check(&self) -> Result<(), String> {
+    /// A rate-based arrival's rate, steps, ramp and length; none of them on another arrival.
+    fn check_rate(&self) -> Result<(), String> {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if self.arrival.rate_based() {
             match (self.rate, self.steps.is_empty()) {
@@ -257,6 +257,13 @@ impl LoadSpec {
                 "load.rate, ramp_to and steps need arrival constant, poisson or gamma".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Checks the section; the message names the key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        self.check_rate()?;
         // A rate-based scenario may carry [load.developers] too: `--users` and `capacity
         // --users` use it.
         match (&self.developers, self.arrival) {

@@ -387,19 +387,18 @@ async fn measure(
         None => Default::default(),
     };
     // What could not be written is named at the end; the verdict is still computed and printed.
-    let mut unwritten: Vec<(PathBuf, String)> = Vec::new();
-    if let Err(e) = written {
-        unwritten.push((results_path, e.to_string()));
-    }
+    let mut unwritten: Vec<(PathBuf, String)> = written
+        .err()
+        .map(|e| (results_path, e.to_string()))
+        .into_iter()
+        .collect();
     let tap_agg = match tap_collector {
         Some((running, task)) => {
             drop(running); // stops the tap servers, which ends the collector
-            let (tap_agg, tap_written) = task
+            let (tap_agg, written) = task
                 .await
                 .map_err(|e| RunError::Internal(format!("the tap collector failed: {e}")))?;
-            if let Err(e) = tap_written {
-                unwritten.push((taps_path, e.to_string()));
-            }
+            unwritten.extend(written.err().map(|e| (taps_path, e.to_string())));
             Some(tap_agg)
         }
         None => None,
@@ -446,6 +445,31 @@ fn write_documents<'a>(
     unwritten
 }
 
+/// What each backend's metrics showed over the run.
+type BackendMetrics = std::collections::BTreeMap<String, crate::scrape::Observed>;
+
+/// The live run's documents: its summary (what only it knows: its CPU, its schedule, the
+/// backends' metrics), its histograms and its preflight stages.
+fn write_live(
+    plan: &Plan,
+    (info, agg, backend_metrics): (RunInfo, Aggregate, BackendMetrics),
+    checks: &verdict::Checks,
+    preflight: &[Stage],
+) -> Vec<(PathBuf, String)> {
+    let histograms = verdict::histograms(&agg, &info.receive_delay);
+    let mut live = verdict::summarise(info, &plan.load, &agg, checks);
+    live.backend_metrics = backend_metrics;
+    let preflight = verdict::Preflight::new(preflight.to_vec());
+    write_documents(
+        &plan.run_dir,
+        [
+            ("summary.json", serde_json::to_value(&live)),
+            ("histograms.json", serde_json::to_value(&histograms)),
+            ("preflight.json", serde_json::to_value(&preflight)),
+        ],
+    )
+}
+
 /// Conformance → verdict (with the preflight stages and the gate) → the run folder's
 /// documents and reports. Returns the exit code.
 fn judge_and_write(
@@ -477,21 +501,10 @@ fn judge_and_write(
         routing: plan.routing.clone(),
         conformance: conformance.as_ref(),
     };
-    let probe = info.receive_delay.clone();
     // What only the live run knows (its CPU, schedule, backends' metrics) goes to disk first;
     // then the run is judged from its folder by the one judgement `report` uses.
-    let mut live = verdict::summarise(info, &plan.load, &agg, &checks);
-    live.backend_metrics = backend_metrics;
-    let histograms = verdict::histograms(&agg, &probe);
-    let preflight_doc = verdict::Preflight::new(preflight.clone());
-    unwritten.extend(write_documents(
-        &plan.run_dir,
-        [
-            ("summary.json", serde_json::to_value(&live)),
-            ("histograms.json", serde_json::to_value(&histograms)),
-            ("preflight.json", serde_json::to_value(&preflight_doc)),
-        ],
-    ));
+    let live = (info, agg, backend_metrics);
+    unwritten.extend(write_live(plan, live, &checks, &preflight));
     let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
     let sources = [folder];
     let rebuilt = report::judge_folder(
