@@ -283,4 +283,67 @@ fn refusals(tmp: &Path, a: &Path, b: &Path) {
         true
     });
     refused(&["compare", &a, &arg(&future)], "summary/v9");
+    baseline_and_report_refusals(tmp, Path::new(&a), Path::new(&b));
+}
+
+/// `baseline save` keeps an existing baseline unless told, and refuses a folder that mixes two
+/// runs; `report` refuses a folder given twice and an `--out` holding another run, and counts
+/// no line of another run appended to a results file.
+fn baseline_and_report_refusals(tmp: &Path, a: &Path, b: &Path) {
+    let passed = copy_run(a, &tmp.join("a-passed"), |s| {
+        s["verdict"] = "pass".into();
+        true
+    });
+    let store = tmp.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("notes.txt"), "an operator's file").unwrap();
+    let save = |from: &Path, force: bool| {
+        let mut args = vec!["baseline", "save", from.to_str().unwrap(), "--to"];
+        args.push(store.to_str().unwrap());
+        if force {
+            args.push("--force");
+        }
+        run_cli(&args)
+    };
+    let (code, _, stderr) = save(&passed, false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not empty"), "{stderr}");
+    let (code, stdout, stderr) = save(&passed, true);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mixed = copy_run(a, &tmp.join("a-mixed"), |s| {
+        s["run_id"] = "another-run".into();
+        true
+    });
+    let (code, _, stderr) = save(&mixed, true);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("mixes two runs"), "{stderr}");
+
+    let (a, b) = (arg(a), arg(b));
+    let merged = arg(&tmp.join("merged"));
+    let (code, _, stderr) = run_cli(&["report", &a, &a, "--out", &merged]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("given twice"), "{stderr}");
+    let (code, _, stderr) = run_cli(&["report", &a, "--out", &b]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("holds another run"), "{stderr}");
+    // Another run's lines appended to a results file: a finding, not counted.
+    let appended = copy_run(Path::new(&b), &tmp.join("appended"), |_| true);
+    let theirs = std::fs::read_to_string(Path::new(&a).join("results.ndjson")).unwrap();
+    let ours = appended.join("results.ndjson");
+    let before = common::results_lines(&ours);
+    let mut text = std::fs::read_to_string(&ours).unwrap();
+    text.push_str(&theirs);
+    std::fs::write(&ours, text).unwrap();
+    let (code, stdout, _) = run_cli(&["report", &arg(&appended)]);
+    assert_eq!(code, 1, "{stdout}");
+    let summary = json_file(&appended.join("summary.json"));
+    let message = common::finding_message(&summary, "foreign_results");
+    assert!(message.contains("belong to another run"), "{message}");
+    let counted: u64 = summary["features"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|f| f["requests"].as_u64().unwrap() + f["warmup"].as_u64().unwrap())
+        .sum();
+    assert!(counted <= before as u64, "{counted} of {before} lines counted");
 }
