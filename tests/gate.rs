@@ -345,5 +345,8 @@ fn baseline_and_report_refusals(tmp: &Path, a: &Path, b: &Path) {
         .values()
         .map(|f| f["requests"].as_u64().unwrap() + f["warmup"].as_u64().unwrap())
         .sum();
-    assert!(counted <= before as u64, "{counted} of {before} lines counted");
+    assert!(
+        counted <= before as u64,
+        "{counted} of {before} lines counted"
+    );
 }

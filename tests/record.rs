@@ -303,7 +303,7 @@ fn upstream_resets_and_client_disconnects_are_recorded_as_such() {
     s.write_all(req.as_bytes()).unwrap();
     let _ = s.read(&mut buf).unwrap();
     drop(s);
-    std::thread::sleep(Duration::from_millis(300));
+    rec.wait_for_lines(1); // the cancelled exchange is written once the proxy sees the close
     let (_, _, lines) = rec.stop();
     assert_eq!(lines[0]["kind"], "tap");
     assert_eq!(lines[0]["cancelled"], true);

@@ -133,8 +133,16 @@ async fn a_small_kv_cache_queues_and_preempts_and_metrics_say_so() {
     let url = server.url();
     let p = prompt(1000);
     let tasks = streams(&url, &p, 8, 600);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (text, values) = metrics(&url).await;
+    // Poll the metrics, as a scraper would, until the queue shows (60 s at most).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (text, values) = loop {
+        let (text, values) = metrics(&url).await;
+        let waiting = values.get("vllm:num_requests_waiting").copied();
+        if waiting.is_some_and(|w| w >= 1.0) || std::time::Instant::now() > deadline {
+            break (text, values);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let value = |name: &str| -> f64 {
         *values
             .get(name)

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 pub struct Recorder {
     child: Child,
     pub url: String,
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 impl Recorder {
@@ -36,6 +36,19 @@ impl Recorder {
     }
 
     /// Stops the proxy; returns its exit code and stderr, and the corpus lines.
+    /// Waits (up to 10 s) until the corpus file holds `n` lines, the way a client would poll.
+    #[allow(dead_code)]
+    pub fn wait_for_lines(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if text.lines().count() >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn stop(self) -> (i32, String, Vec<Value>) {
         self.stop_with(libc::SIGINT)
     }
