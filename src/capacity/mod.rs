@@ -466,7 +466,8 @@ fn render(dir: &Path, out: &Path, capacity: &Value) -> Result<(), String> {
     let taps = dir.join("taps.ndjson");
     let taps = taps.is_file().then_some(taps.as_path());
     let sources = [folder.clone()];
-    let rebuilt = crate::report::rebuild(&folder, &sources, &dir.join("results.ndjson"), taps)?;
+    let rebuilt = crate::report::rebuild(&folder, &sources, &dir.join("results.ndjson"), taps)
+        .map_err(|e| e.to_string())?;
     let view = crate::report::Report {
         summary: &rebuilt.summary,
         agg: &rebuilt.agg,

@@ -21,6 +21,9 @@ pub enum Failure {
     Results(#[from] crate::results::ResultsError),
     #[error(transparent)]
     Refused(#[from] crate::compare::Refused),
+    /// A run folder whose taps or snapshots cannot be read.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     #[error(transparent)]
     Capacity(#[from] CapacityError),
     #[error(transparent)]
@@ -39,7 +42,7 @@ impl Failure {
     pub fn exit(&self) -> Exit {
         use CapacityError as C;
         match self {
-            Self::Usage(_) | Self::Results(_) | Self::Refused(_) => Exit::Usage,
+            Self::Usage(_) | Self::Results(_) | Self::Refused(_) | Self::Report(_) => Exit::Usage,
             Self::Run(e) | Self::Capacity(C::Probe { source: e, .. }) => match e {
                 RunError::Plan(_) | RunError::Corpus(_) | RunError::Drive(_) => Exit::Usage,
                 RunError::Config(_) => Exit::Usage,

@@ -164,8 +164,7 @@ pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
         &sources,
         &out.join("results.ndjson"),
         taps.is_file().then_some(taps.as_path()),
-    )
-    .map_err(usage)?;
+    )?;
     rebuilt.summary.findings.extend(foreign_findings(&sources));
     rebuilt.summary.verdict = verdict::verdict(&rebuilt.summary.findings);
     let preflight = match sources.as_slice() {

@@ -97,6 +97,21 @@ pub fn write(report: &Report, out: &Outputs) -> Vec<(PathBuf, String)> {
     failed
 }
 
+/// Why a run folder could not be judged again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Taps {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Snapshots {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A run folder judged again: the summary, the aggregate it came from, and the receive delay.
 pub struct Rebuilt {
     pub summary: Summary,
@@ -169,14 +184,17 @@ pub fn rebuild(
     sources: &[RunFolder],
     results: &Path,
     taps: Option<&Path>,
-) -> Result<Rebuilt, String> {
+) -> Result<Rebuilt, ReportError> {
     let plan = &merged.plan;
     let names: Vec<String> = plan.taps.iter().map(|t| t.name().to_owned()).collect();
     let tap_agg = match taps {
         Some(p) if !plan.taps.is_empty() => Some(
             TapAgg::read(p, &names)
                 .map(|(agg, _)| agg)
-                .map_err(|e| format!("{}: {e}", p.display()))?,
+                .map_err(|source| ReportError::Taps {
+                    path: p.into(),
+                    source,
+                })?,
         ),
         _ => None,
     };
@@ -186,7 +204,10 @@ pub fn rebuild(
             let corpus = corpus.to_string_lossy();
             let outcome =
                 crate::conformance::check(&plan.conformance, dir, &corpus, results, taps, false);
-            Some(outcome.map_err(|e| format!("{}: {e}", dir.display()))?)
+            Some(outcome.map_err(|source| ReportError::Snapshots {
+                path: dir.clone(),
+                source,
+            })?)
         }
         _ => None,
     };
