@@ -182,19 +182,17 @@ pub struct Taps {
 }
 
 /// Starts one tap per spec. `backends` resolves `backend = "<name>"` (the embedded stack).
+/// `client` is the run's shared client: the site's CA bundle and connect timeout apply to the
+/// upstream calls the taps forward, and it never follows a redirect.
 pub async fn start_all(
     specs: &[TapSpec],
     backends: Option<&crate::twin::StackUrls>,
     horizon: Duration,
+    client: reqwest::Client,
 ) -> Result<Option<Taps>, String> {
     if specs.is_empty() {
         return Ok(None);
     }
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
     let (tx, calls) = mpsc::unbounded_channel();
     let mut running = Vec::new();
     for (i, spec) in specs.iter().enumerate() {

@@ -270,7 +270,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
     features.sort();
     features.dedup();
     let horizon = Duration::from_secs_f64(plan.request_timeout_s + plan.load.grace_s + 60.0);
-    let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon)
+    let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon, client.clone())
         .await
         .map_err(RunError::Config)?;
     let models = resolve_models(plan, urls.as_ref(), taps.as_ref(), &features)?;
