@@ -250,7 +250,7 @@ fn every_finding_kind_lands_in_one_stage_everywhere() {
     let dir = tmp.path().join("run");
     short_run(&dir, &[]);
     let folder = duo_harness::results::RunFolder::open(&dir).unwrap();
-    for kind in FindingKind::ALL {
+    for &kind in FindingKind::ALL {
         let mut summary = folder.summary.clone().unwrap();
         summary.findings = vec![Finding::new(
             kind,

@@ -4,54 +4,65 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a finding is about.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    RequestError,
-    Protocol,
-    CutOff,
-    NothingMeasured,
-    Interrupted,
-    InFlightCap,
-    Skipped,
-    RetryCycle,
-    WarmupErrors,
-    ForeignResults,
-    Session,
-    ModelToolCalling,
-    Routing,
-    ParameterDrift,
-    UpstreamRetries,
-    ConformanceProtocol,
-    ConformanceContent,
-    SnapshotNew,
-    Slo,
-    InvalidMeasurement,
-    BurstDistorted,
-    TokensEstimated,
-    Unaudited,
-    DegradedFigures,
-    ClientSaturated,
-    HostSteal,
-    InternalError,
-    Preflight,
-    Regression,
-    GateUndecided,
-    GateSkipped,
-    GateRefused,
+/// Declares the kinds once: the enum, its serde names and [`FindingKind::ALL`].
+macro_rules! finding_kinds {
+    ($($variant:ident => $name:literal,)*) => {
+        /// What a finding is about.
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
+        pub enum FindingKind {
+            $(#[serde(rename = $name)] $variant,)*
+        }
+
+        impl FindingKind {
+            /// Every kind, for the tests that walk them.
+            pub const ALL: &[FindingKind] = &[$(Self::$variant,)*];
+
+            /// The kind's name in every output (`request_error`…): what summary.json says.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+finding_kinds! {
+    RequestError => "request_error",
+    Protocol => "protocol",
+    CutOff => "cut_off",
+    NothingMeasured => "nothing_measured",
+    Interrupted => "interrupted",
+    InFlightCap => "in_flight_cap",
+    Skipped => "skipped",
+    RetryCycle => "retry_cycle",
+    WarmupErrors => "warmup_errors",
+    ForeignResults => "foreign_results",
+    Session => "session",
+    ModelToolCalling => "model_tool_calling",
+    Routing => "routing",
+    ParameterDrift => "parameter_drift",
+    UpstreamRetries => "upstream_retries",
+    ConformanceProtocol => "conformance_protocol",
+    ConformanceContent => "conformance_content",
+    SnapshotNew => "snapshot_new",
+    Slo => "slo",
+    InvalidMeasurement => "invalid_measurement",
+    BurstDistorted => "burst_distorted",
+    TokensEstimated => "tokens_estimated",
+    Unaudited => "unaudited",
+    DegradedFigures => "degraded_figures",
+    ClientSaturated => "client_saturated",
+    HostSteal => "host_steal",
+    InternalError => "internal_error",
+    Preflight => "preflight",
+    Regression => "regression",
+    GateUndecided => "gate_undecided",
+    GateSkipped => "gate_skipped",
+    GateRefused => "gate_refused",
 }
 
 /// The stage of a run a finding belongs to: its case in JUnit, its row in the stage tables.
@@ -135,45 +146,6 @@ const fn row(stage: StageName, weight: Weight, rank: u8, always_printed: bool) -
 }
 
 impl FindingKind {
-    /// Every kind, for the tests that walk them.
-    pub const ALL: [FindingKind; 32] = {
-        use FindingKind::*;
-        [
-            RequestError,
-            Protocol,
-            CutOff,
-            NothingMeasured,
-            Interrupted,
-            InFlightCap,
-            Skipped,
-            RetryCycle,
-            WarmupErrors,
-            ForeignResults,
-            Session,
-            ModelToolCalling,
-            Routing,
-            ParameterDrift,
-            UpstreamRetries,
-            ConformanceProtocol,
-            ConformanceContent,
-            SnapshotNew,
-            Slo,
-            InvalidMeasurement,
-            BurstDistorted,
-            TokensEstimated,
-            Unaudited,
-            DegradedFigures,
-            ClientSaturated,
-            HostSteal,
-            InternalError,
-            Preflight,
-            Regression,
-            GateUndecided,
-            GateSkipped,
-            GateRefused,
-        ]
-    };
-
     /// The table: each kind's stage, weight and console rank, written once.
     fn row(self) -> Row {
         use FindingKind::*;
@@ -229,48 +201,7 @@ impl FindingKind {
     pub fn always_printed(self) -> bool {
         self.row().always_printed
     }
-
-    /// The kind's name in every output (`request_error`…).
-    pub fn name(self) -> &'static str {
-        NAMES[self as usize]
-    }
 }
-
-/// The kinds' names, in the order of the enum (checked against serde by a test).
-const NAMES: [&str; 32] = [
-    "request_error",
-    "protocol",
-    "cut_off",
-    "nothing_measured",
-    "interrupted",
-    "in_flight_cap",
-    "skipped",
-    "retry_cycle",
-    "warmup_errors",
-    "foreign_results",
-    "session",
-    "model_tool_calling",
-    "routing",
-    "parameter_drift",
-    "upstream_retries",
-    "conformance_protocol",
-    "conformance_content",
-    "snapshot_new",
-    "slo",
-    "invalid_measurement",
-    "burst_distorted",
-    "tokens_estimated",
-    "unaudited",
-    "degraded_figures",
-    "client_saturated",
-    "host_steal",
-    "internal_error",
-    "preflight",
-    "regression",
-    "gate_undecided",
-    "gate_skipped",
-    "gate_refused",
-];
 
 impl std::fmt::Display for FindingKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -284,8 +215,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_serde_name_and_a_row() {
-        for (i, k) in FindingKind::ALL.iter().enumerate() {
-            assert_eq!(*k as usize, i, "ALL is in the enum's order");
+        for k in FindingKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.name(), "{k:?}");
             let _ = k.stage();
         }
