@@ -481,7 +481,9 @@ fn cases_from_captures(captures: &[PathBuf]) -> Exit {
             .unwrap_or_default();
         let case = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| crate::corpus::capture::session_case(name, &text));
+            .and_then(|text| {
+                crate::corpus::capture::session_case(name, &text).map_err(|e| e.to_string())
+            });
         match case {
             Ok(mut it) => {
                 it.arrival_offset_ms = 1000.0 * (i + 1) as f64;

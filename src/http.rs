@@ -5,11 +5,28 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read ca_bundle {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ca_bundle {path}: {message}")]
+    Bundle {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
 /// Builds a client. No overall timeout: streams last as long as the server makes them.
 pub fn client(
     ca_bundle: Option<&Path>,
     accept_invalid_certs: bool,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         // Under open-loop load every in-flight request holds a connection; keeping them all
@@ -20,15 +37,18 @@ pub fn client(
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true);
     if let Some(path) = ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read ca_bundle {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_bundle {}: {e}", path.display()))?;
+        let bundle = |message: String| ClientError::Bundle {
+            path: path.into(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|source| ClientError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bundle(e.to_string()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "ca_bundle {}: no PEM certificate in it",
-                path.display()
-            ));
+            return Err(bundle("no PEM certificate in it".into()));
         }
         for cert in certs {
             b = b.add_root_certificate(cert);
@@ -37,7 +57,7 @@ pub fn client(
     if accept_invalid_certs {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b.build()?)
 }
 
 /// An error with every cause after it (`a: b: c`): reqwest's own text hides the cause.

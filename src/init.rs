@@ -66,7 +66,7 @@ pub async fn fetch(
     token: &str,
 ) -> Result<(Vec<SelfHostedModel>, Vec<FeatureSetting>), InitError> {
     let url = format!("{}/api/graphql", gitlab.trim_end_matches('/'));
-    let client = crate::http::client(None, false).map_err(InitError::Config)?;
+    let client = crate::http::client(None, false).map_err(|e| InitError::Config(e.to_string()))?;
     let sent = client
         .post(&url)
         .bearer_auth(token)
@@ -288,7 +288,7 @@ pub async fn init(
     out: &std::path::Path,
     force: bool,
 ) -> Result<(), InitError> {
-    crate::plan::check::url("--gitlab", gitlab).map_err(InitError::Config)?;
+    crate::plan::check::url("--gitlab", gitlab).map_err(|e| InitError::Config(e.0))?;
     let token = std::env::var(token_env).map_err(|_| {
         InitError::Config(format!("--token-env {token_env}: the variable is not set"))
     })?;

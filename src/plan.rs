@@ -446,7 +446,7 @@ fn check_dws(sc: &Scenario) -> Result<(), String> {
             Err(format!("target.dws: '{u}': certificate checks cannot be turned off for the DWS; give its CA in target.ca_bundle"))
         }
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-            check::url("target.dws", u)
+            Ok(check::url("target.dws", u)?)
         }
         Some(u) => Err(format!(
             "target.dws: '{u}' is neither 'embedded' nor an http(s):// URL"

@@ -101,20 +101,26 @@ fn mfu() -> f64 {
 /// The batch ROOFLINE.md's per-request costs assume.
 pub const REFERENCE_BATCH: f64 = 64.0;
 
+/// What is wrong with a hardware declaration.
+#[derive(Debug, thiserror::Error)]
+pub enum HardwareError {
+    #[error("model '{0}': one of llama-3.1-8b, mistral-7b, codestral-22b")]
+    Model(String),
+    #[error("gpu '{0}': one of h100-sxm, h200")]
+    Gpu(String),
+    #[error("mbu and mfu must be in (0, 1], gpus at least 1")]
+    Shares,
+}
+
 impl Hardware {
     /// The presets, or what is wrong with the declaration.
-    pub fn resolve(&self) -> Result<(Geometry, Gpu), String> {
-        let g = model_preset(&self.model).ok_or_else(|| {
-            format!(
-                "model '{}': one of llama-3.1-8b, mistral-7b, codestral-22b",
-                self.model
-            )
-        })?;
-        let gpu = gpu_preset(&self.gpu)
-            .ok_or_else(|| format!("gpu '{}': one of h100-sxm, h200", self.gpu))?;
+    pub fn resolve(&self) -> Result<(Geometry, Gpu), HardwareError> {
+        let g =
+            model_preset(&self.model).ok_or_else(|| HardwareError::Model(self.model.clone()))?;
+        let gpu = gpu_preset(&self.gpu).ok_or_else(|| HardwareError::Gpu(self.gpu.clone()))?;
         let share = |v: f64| v > 0.0 && v <= 1.0;
         if !(share(self.mbu) && share(self.mfu) && self.gpus >= 1) {
-            return Err("mbu and mfu must be in (0, 1], gpus at least 1".into());
+            return Err(HardwareError::Shares);
         }
         Ok((g, gpu))
     }

@@ -104,9 +104,20 @@ pub struct Picker {
     rng: ChaCha8Rng,
 }
 
+/// Why a schedule cannot be drawn for this load and corpus.
+#[derive(Debug, thiserror::Error)]
+pub enum MixError {
+    #[error("load.arrival: a rate-based arrival needs a rate")]
+    NoRate,
+    #[error("load.mix: no interaction of feature '{0}'")]
+    NoInteraction(String),
+    #[error("load.mix: {0}")]
+    Weights(String),
+}
+
 impl Picker {
     /// `features[i]` is interaction i's feature; `mix` maps features to weights (empty: none).
-    pub fn new(features: &[&str], mix: &[(String, f64)], seed: u64) -> Result<Self, String> {
+    pub fn new(features: &[&str], mix: &[(String, f64)], seed: u64) -> Result<Self, MixError> {
         let rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_785f_7069_636b);
         if mix.is_empty() {
             return Ok(Self {
@@ -122,12 +133,12 @@ impl Picker {
                 .filter(|&i| features[i] == feature)
                 .collect();
             if cases.is_empty() {
-                return Err(format!("load.mix: no interaction of feature '{feature}'"));
+                return Err(MixError::NoInteraction(feature.clone()));
             }
             groups.push(cases);
         }
         let weights = WeightedIndex::new(mix.iter().map(|(_, w)| *w))
-            .map_err(|e| format!("load.mix: {e}"))?;
+            .map_err(|e| MixError::Weights(e.to_string()))?;
         Ok(Self {
             next_in_group: vec![0; groups.len()],
             groups,
@@ -162,7 +173,7 @@ pub struct Schedule {
 /// Builds the schedule of `load` over the selected interactions (`features[i]` and
 /// `offsets_ms[i]` belong to interaction i). A closed loop or a trace without other bounds makes
 /// one pass over the interactions.
-pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<Schedule, String> {
+pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<Schedule, MixError> {
     let mix: Vec<(String, f64)> = load.mix.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let mut picker = Picker::new(features, &mix, load.seed())?;
     let one_pass = offsets_ms.len() as u64;
@@ -198,7 +209,7 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
             (Box::new(it), Some(max))
         }
         rate_based => {
-            let profile = load.profile().ok_or("a rate-based arrival needs a rate")?;
+            let profile = load.profile().ok_or(MixError::NoRate)?;
             let arrivals = Arrivals::new(rate_based, profile, load.burstiness, load.seed());
             let it = arrivals.map(move |t| Planned {
                 at: Some(t),

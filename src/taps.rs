@@ -181,6 +181,15 @@ pub struct Taps {
     pub salt: u64,
 }
 
+/// Why the taps could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("[[tap]] backend '{0}': no such backend in the embedded stack")]
+    NoBackend(String),
+    #[error("cannot start the tap for {tap}: {source}")]
+    Start { tap: String, source: std::io::Error },
+}
+
 /// Starts one tap per spec. `backends` resolves `backend = "<name>"` (the embedded stack).
 /// `client` is the run's shared client: the site's CA bundle and connect timeout apply to the
 /// upstream calls the taps forward, and it never follows a redirect.
@@ -189,7 +198,7 @@ pub async fn start_all(
     backends: Option<&crate::twin::StackUrls>,
     horizon: Duration,
     client: reqwest::Client,
-) -> Result<Option<Taps>, String> {
+) -> Result<Option<Taps>, TapError> {
     if specs.is_empty() {
         return Ok(None);
     }
@@ -200,15 +209,17 @@ pub async fn start_all(
             (Some(b), _) => backends
                 .and_then(|u| u.backends.get(b))
                 .map(|u| u.url.clone())
-                .ok_or_else(|| {
-                    format!("[[tap]] backend '{b}': no such backend in the embedded stack")
-                })?,
+                .ok_or_else(|| TapError::NoBackend(b.clone()))?,
             (None, Some(u)) => u.trim_end_matches('/').to_owned(),
-            (None, None) => unreachable!("the plan checked every tap"),
+            // The plan refuses such a tap; should one come, it is named, not a panic.
+            (None, None) => return Err(TapError::NoBackend(spec.name().to_owned())),
         };
         let tap = start(spec, i, &upstream, client.clone(), tx.clone())
             .await
-            .map_err(|e| format!("cannot start the tap for {}: {e}", spec.name()))?;
+            .map_err(|source| TapError::Start {
+                tap: spec.name().to_owned(),
+                source,
+            })?;
         running.push(tap);
     }
     Ok(Some(Taps {

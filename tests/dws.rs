@@ -436,7 +436,7 @@ fn made_from_captures(corpus: &str) {
         .next()
         .unwrap()
         .replace("\"goal\"", "\"goall\"");
-    let e = duo_harness::corpus::parse_line(&bad).unwrap_err();
+    let e = duo_harness::corpus::parse_line(&bad).unwrap_err().0;
     assert!(e.contains("request.body") && e.contains("goall"), "{e}");
 }
 

@@ -7,6 +7,7 @@ use crate::exit::Exit;
 use crate::init::InitError;
 use crate::record::RecordError;
 use crate::run::RunError;
+use crate::taps::TapError;
 use crate::twin::StackError;
 use std::path::PathBuf;
 
@@ -44,8 +45,10 @@ impl Failure {
         match self {
             Self::Usage(_) | Self::Results(_) | Self::Refused(_) | Self::Report(_) => Exit::Usage,
             Self::Run(e) | Self::Capacity(C::Probe { source: e, .. }) => match e {
+                RunError::Drive(crate::drive::DriveError::Unanswered { .. }) => Exit::Unreachable,
                 RunError::Plan(_) | RunError::Corpus(_) | RunError::Drive(_) => Exit::Usage,
-                RunError::Config(_) => Exit::Usage,
+                RunError::Config(_) | RunError::Taps(TapError::NoBackend(_)) => Exit::Usage,
+                RunError::Taps(TapError::Start { .. }) => Exit::Unreachable,
                 RunError::Stack(StackError::Invalid(_) | StackError::Parse { .. }) => Exit::Usage,
                 RunError::Stack(_) | RunError::Unreachable { .. } => Exit::Unreachable,
                 RunError::Write { .. } | RunError::Internal(_) => Exit::Unreachable,

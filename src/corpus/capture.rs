@@ -6,19 +6,19 @@
 
 use super::session::{Expect, Session, EXECUTE_WORKFLOW};
 use super::{Interaction, RecordedRequest};
-use crate::dws::steps;
+use crate::dws::steps::{self, CaptureError};
 use serde_json::{Map, Value};
 
 /// Metadata never copied into a case: credentials, and the model the scenario chooses.
 const NOT_COPIED: &[&str] = &["authorization", crate::dws::MODEL_METADATA_HEADER];
 
 /// The case a capture shows. `name` is the capture's name (its file stem).
-pub fn session_case(name: &str, text: &str) -> Result<Interaction, String> {
+pub fn session_case(name: &str, text: &str) -> Result<Interaction, CaptureError> {
     let captured = steps::from_capture(text)?;
     let lines: Vec<Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("{name}: {e}")))
+        .map(|l| serde_json::from_str(l).map_err(|e| CaptureError(format!("{name}: {e}"))))
         .collect::<Result<_, _>>()?;
     let mut session = Session::default();
     let (mut headers, mut start, mut actions) = (Map::new(), None, 0usize);
@@ -57,7 +57,8 @@ pub fn session_case(name: &str, text: &str) -> Result<Interaction, String> {
             _ => {}
         }
     }
-    let start = start.ok_or_else(|| format!("{name}: the capture has no startRequest"))?;
+    let start =
+        start.ok_or_else(|| CaptureError(format!("{name}: the capture has no startRequest")))?;
     let feature = feature_of(&start["startRequest"]);
     session.expect = Expect {
         status: captured.code.clone(),

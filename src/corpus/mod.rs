@@ -146,7 +146,7 @@ pub fn scan(path: &Path) -> Result<Scan, CorpusError> {
             .map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))
             .and_then(|text| match text.trim().is_empty() {
                 true => Ok(None),
-                false => parse_line(text).map(Some),
+                false => parse_line_text(text).map(Some),
             });
         match parsed {
             Ok(None) => {}
@@ -236,8 +236,17 @@ fn check_session(it: &Interaction) -> Result<(), String> {
         .map_err(|e| format!("field 'request.body': {e}"))
 }
 
+/// A corpus line that is not a valid interaction; the message names the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(pub String);
+
 /// Parses one line; the message names the field at fault.
-pub fn parse_line(raw: &str) -> Result<Interaction, String> {
+pub fn parse_line(raw: &str) -> Result<Interaction, LineError> {
+    parse_line_text(raw).map_err(LineError)
+}
+
+fn parse_line_text(raw: &str) -> Result<Interaction, String> {
     let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
     let it: Interaction = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();
@@ -277,17 +286,17 @@ mod tests {
 
     #[test]
     fn names_the_field_at_fault() {
-        let e = parse_line(r#"{"v":1,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x","bodyy":{}}}"#).unwrap_err();
+        let e = parse_line_text(r#"{"v":1,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x","bodyy":{}}}"#).unwrap_err();
         assert!(e.contains("request"), "{e}");
         assert!(e.contains("bodyy"), "{e}");
-        let e = parse_line(r#"{"v":2,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
+        let e = parse_line_text(r#"{"v":2,"id":"a","feature":"code_completions","request":{"method":"POST","path":"/x"}}"#).unwrap_err();
         assert!(e.contains("field 'v'"), "{e}");
-        let e = parse_line(
+        let e = parse_line_text(
             r#"{"v":1,"id":"a","feature":"nope","request":{"method":"POST","path":"/x"}}"#,
         )
         .unwrap_err();
         assert!(e.contains("field 'feature'"), "{e}");
-        let e = parse_line(
+        let e = parse_line_text(
             r#"{"v":1,"id":"a","feature":"duo_chat","request":{"method":"POST","path":5}}"#,
         )
         .unwrap_err();
@@ -314,7 +323,7 @@ mod tests {
                 "request.body_b64",
             ),
         ] {
-            let e = parse_line(line).unwrap_err();
+            let e = parse_line_text(line).unwrap_err();
             assert!(e.contains(field), "{e}");
         }
     }

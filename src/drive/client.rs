@@ -28,6 +28,9 @@ pub struct ResolvedModel {
 pub enum DriveError {
     #[error("{0}")]
     Config(String),
+    /// A server that did not answer, or not as it must.
+    #[error("{url}: {reason}")]
+    Unanswered { url: String, reason: String },
 }
 
 /// Builds the HTTP client for a target (custom CA bundle, certificate checks on unless turned off).
@@ -36,7 +39,7 @@ pub fn client(target: &Target) -> Result<reqwest::Client, DriveError> {
         target.ca_bundle.as_deref(),
         target.danger_accept_invalid_certs,
     )
-    .map_err(DriveError::Config)
+    .map_err(|e| DriveError::Config(e.to_string()))
 }
 
 /// How long a minted instance token is valid (its `exp`), and when the harness mints the next.
@@ -210,13 +213,15 @@ pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
 }
 
 /// Checks that something answers HTTP at `base_url` (any status counts).
-pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<u16, String> {
+pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<u16, DriveError> {
     let url = format!("{base_url}/monitoring/healthz");
-    match tokio::time::timeout(Duration::from_secs(10), client.get(&url).send()).await {
-        Ok(Ok(r)) => Ok(r.status().as_u16()),
-        Ok(Err(e)) => Err(crate::http::error_chain(&e)),
-        Err(_) => Err("no answer within 10 s".into()),
-    }
+    let reason = match tokio::time::timeout(Duration::from_secs(10), client.get(&url).send()).await
+    {
+        Ok(Ok(r)) => return Ok(r.status().as_u16()),
+        Ok(Err(e)) => crate::http::error_chain(&e),
+        Err(_) => "no answer within 10 s".into(),
+    };
+    Err(DriveError::Unanswered { url, reason })
 }
 
 /// `GET {base}/models` (OpenAI's list): the model ids a backend serves.
@@ -224,8 +229,12 @@ pub async fn list_models(
     client: &reqwest::Client,
     base: &str,
     api_key: Option<&str>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, DriveError> {
     let url = format!("{}/models", base.trim_end_matches('/'));
+    let unanswered = |reason: String| DriveError::Unanswered {
+        url: format!("GET {url}"),
+        reason,
+    };
     let mut req = client.get(&url);
     if let Some(k) = api_key {
         req = req.bearer_auth(k);
@@ -234,17 +243,18 @@ pub async fn list_models(
         let r = req.send().await.map_err(|e| crate::http::error_chain(&e))?;
         let status = r.status();
         if !status.is_success() {
-            return Err(format!("GET {url} answered {status}"));
+            return Err(format!("answered {status}"));
         }
         r.json::<Value>()
             .await
-            .map_err(|e| format!("GET {url}: not a JSON model list: {e}"))
+            .map_err(|e| format!("not a JSON model list: {e}"))
     })
     .await
-    .map_err(|_| format!("GET {url}: no answer within 10 s"))??;
+    .map_err(|_| unanswered("no answer within 10 s".into()))?
+    .map_err(unanswered)?;
     let ids = answer["data"]
         .as_array()
-        .ok_or_else(|| format!("GET {url}: no `data` list in the answer"))?;
+        .ok_or_else(|| unanswered("no `data` list in the answer".into()))?;
     Ok(ids
         .iter()
         .filter_map(|m| m["id"].as_str().map(str::to_owned))

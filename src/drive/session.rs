@@ -39,9 +39,10 @@ impl DwsTarget {
         auth: super::Auth,
         ca_bundle: Option<&std::path::Path>,
         generate_token: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, super::DriveError> {
+        let config = super::DriveError::Config;
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("DWS URL '{url}': {e}"))?
+            .map_err(|e| config(format!("DWS URL '{url}': {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(10));
         if url.starts_with("https://") {
@@ -50,12 +51,12 @@ impl DwsTarget {
                 .assume_http2(true);
             if let Some(path) = ca_bundle {
                 let pem = std::fs::read(path)
-                    .map_err(|e| format!("target.ca_bundle {}: {e}", path.display()))?;
+                    .map_err(|e| config(format!("target.ca_bundle {}: {e}", path.display())))?;
                 tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
             }
             endpoint = endpoint
                 .tls_config(tls)
-                .map_err(|e| format!("DWS URL '{url}': TLS: {e}"))?;
+                .map_err(|e| config(format!("DWS URL '{url}': TLS: {e}")))?;
         }
         Ok(Self {
             url: url.to_owned(),

@@ -4,9 +4,18 @@
 use super::proto::{approval, AdditionalContext, Approval, StartWorkflowRequest};
 use serde_json::Value;
 
+/// A start request that does not follow the contract (an unknown field, a wrong type).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+pub fn from_json(body: &Value) -> Result<StartWorkflowRequest, StartError> {
+    from_json_text(body).map_err(StartError)
+}
+
 /// Reads `{"startRequest": {…}}` or the bare start request; the message names the field at
 /// fault, and an unknown field is refused (a misspelt one would be silently dropped).
-pub fn from_json(body: &Value) -> Result<StartWorkflowRequest, String> {
+fn from_json_text(body: &Value) -> Result<StartWorkflowRequest, String> {
     let v = body.get("startRequest").unwrap_or(body);
     let o = v.as_object().ok_or("the start request must be an object")?;
     let mut r = StartWorkflowRequest::default();
@@ -102,8 +111,8 @@ mod tests {
         assert_eq!(r.flow_config_id.as_deref(), Some("agentic_chat"));
         assert!(r.approval.is_some());
         let e = from_json(&json!({"startRequest": {"goall": "x"}})).unwrap_err();
-        assert!(e.contains("goall"), "{e}");
+        assert!(e.0.contains("goall"), "{e}");
         let e = from_json(&json!({"startRequest": {"goal": 5}})).unwrap_err();
-        assert!(e.contains("goal"), "{e}");
+        assert!(e.0.contains("goal"), "{e}");
     }
 }

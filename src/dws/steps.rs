@@ -125,8 +125,17 @@ pub struct Captured {
     pub checkpoint_status: Option<String>,
 }
 
+/// A capture of a DWS session that cannot be read (naming the line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CaptureError(pub String);
+
+pub fn from_capture(text: &str) -> Result<Captured, CaptureError> {
+    from_capture_text(text).map_err(CaptureError)
+}
+
 /// Reads a capture's lines (proto3 JSON, `MessageToDict`) into what a replay is compared with.
-pub fn from_capture(text: &str) -> Result<Captured, String> {
+fn from_capture_text(text: &str) -> Result<Captured, String> {
     let mut steps = Vec::new();
     let (mut code, mut details, mut status) = (None, String::new(), None);
     for (i, line) in text

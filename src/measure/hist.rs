@@ -140,14 +140,14 @@ impl Metric {
     }
 
     /// Reads a histogram written by [`Metric::encode`] (exact samples are not kept there).
-    pub fn decode(text: &str) -> Result<Self, String> {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
         use base64::Engine;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DecodeError(e.to_string()))?;
         let mut hist: Histogram<u64> = Deserializer::new()
             .deserialize(&mut bytes.as_slice())
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| DecodeError(format!("{e:?}")))?;
         hist.auto(true);
         Ok(Self {
             hist,
@@ -156,6 +156,11 @@ impl Metric {
         })
     }
 }
+
+/// A histogram text that is not one [`Metric::encode`] wrote.
+#[derive(Debug, thiserror::Error)]
+#[error("not an HDR histogram: {0}")]
+pub struct DecodeError(pub String);
 
 /// In a document a histogram is its [`Metric::encode`] text.
 impl serde::Serialize for Metric {

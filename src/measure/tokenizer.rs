@@ -22,17 +22,29 @@ pub struct Tokenizers {
     by_feature: BTreeMap<String, Arc<dyn TokenCounter>>,
 }
 
+/// A tokenizer file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("tokenizers.{feature}: {}: {message}", path.display())]
+pub struct TokenizerError {
+    pub feature: String,
+    pub path: PathBuf,
+    pub message: String,
+}
+
 impl Tokenizers {
     /// Reads every file (each path once); the error names the file and what is wrong with it.
-    pub fn load(paths: &BTreeMap<String, PathBuf>) -> Result<Self, String> {
+    pub fn load(paths: &BTreeMap<String, PathBuf>) -> Result<Self, TokenizerError> {
         let mut read: BTreeMap<&Path, Arc<dyn TokenCounter>> = BTreeMap::new();
         let mut by_feature = BTreeMap::new();
         for (feature, path) in paths {
             let counter = match read.get(path.as_path()) {
                 Some(c) => c.clone(),
                 None => {
-                    let t = tokenizers::Tokenizer::from_file(path)
-                        .map_err(|e| format!("tokenizers.{feature}: {}: {e}", path.display()))?;
+                    let t = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError {
+                        feature: feature.clone(),
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
                     let c: Arc<dyn TokenCounter> = Arc::new(t);
                     read.insert(path, c.clone());
                     c
@@ -77,7 +89,7 @@ mod tests {
             "duo_chat".into(),
             PathBuf::from("/nonexistent/tokenizer.json"),
         );
-        let e = Tokenizers::load(&paths).err().unwrap();
+        let e = Tokenizers::load(&paths).err().unwrap().to_string();
         assert!(
             e.contains("tokenizers.duo_chat") && e.contains("/nonexistent"),
             "{e}"
@@ -85,7 +97,8 @@ mod tests {
         let bad = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let e = Tokenizers::load(&BTreeMap::from([("default".into(), bad)]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("Cargo.toml"), "{e}");
     }
 }

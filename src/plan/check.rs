@@ -88,8 +88,23 @@ pub fn slo(feature: &str, s: &Slo) -> Result<(), String> {
     within(&key("attainment"), s.attainment, 0.0, 1.0, false)
 }
 
+/// A URL that is not an http(s) URL with a host and a valid port.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadUrl(pub String);
+
+impl From<BadUrl> for String {
+    fn from(e: BadUrl) -> Self {
+        e.0
+    }
+}
+
 /// An http(s) URL with a host and a valid port; `key` names where it came from.
-pub fn url(key: &str, u: &str) -> Result<(), String> {
+pub fn url(key: &str, u: &str) -> Result<(), BadUrl> {
+    url_text(key, u).map_err(BadUrl)
+}
+
+fn url_text(key: &str, u: &str) -> Result<(), String> {
     let parsed =
         reqwest::Url::parse(u).map_err(|e| format!("{key}: '{u}' is not a valid URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {

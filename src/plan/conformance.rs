@@ -30,9 +30,18 @@ pub struct ConformanceSpec {
     pub masks: Vec<String>,
 }
 
+/// A `conformance.masks` entry that is no selector.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MaskError(pub String);
+
 impl ConformanceSpec {
     /// The masks as redaction rules; the message names the bad selector.
-    pub fn mask_rules(&self) -> Result<Vec<crate::redact::Rule>, String> {
+    pub fn mask_rules(&self) -> Result<Vec<crate::redact::Rule>, MaskError> {
+        self.mask_rules_text().map_err(MaskError)
+    }
+
+    fn mask_rules_text(&self) -> Result<Vec<crate::redact::Rule>, String> {
         self.masks
             .iter()
             .map(|m| format!("{m}=mask").parse())

@@ -73,11 +73,11 @@ impl GateMetric {
     }
 
     /// A measured metric by name; the error lists the names.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    pub fn parse(name: &str) -> Result<Self, UnknownMetric> {
         Self::MEASURED
             .into_iter()
             .find(|m| m.name() == name)
-            .ok_or_else(|| format!("unknown metric '{name}' (one of {})", Self::names()))
+            .ok_or_else(|| UnknownMetric(name.to_owned()))
     }
 
     fn names() -> String {
@@ -89,6 +89,16 @@ impl GateMetric {
         matches!(self, Self::ErrorRate | Self::Goodput)
     }
 }
+
+/// A metric name the gate does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown metric '{0}' (one of {names})", names = GateMetric::names())]
+pub struct UnknownMetric(pub String);
+
+/// A `--threshold` the gate cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ThresholdError(pub String);
 
 impl std::fmt::Display for GateMetric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,7 +239,13 @@ impl GateSpec {
 
 /// A threshold from the command line: `METRIC=10%`, `METRIC=20ms`, `METRIC=10%,20ms`, or
 /// `FEATURE.METRIC=…`; shares (`error_rate`, `goodput`) take `2%` as two points.
-pub fn parse_threshold(text: &str) -> Result<(Option<String>, GateMetric, Threshold), String> {
+pub fn parse_threshold(
+    text: &str,
+) -> Result<(Option<String>, GateMetric, Threshold), ThresholdError> {
+    parse_threshold_text(text).map_err(ThresholdError)
+}
+
+fn parse_threshold_text(text: &str) -> Result<(Option<String>, GateMetric, Threshold), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("--threshold '{text}': expected METRIC=VALUE"))?;

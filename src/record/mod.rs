@@ -212,7 +212,8 @@ pub fn find_nonce(text: &str) -> Option<String> {
 }
 
 fn client(opts: &RecordOptions) -> Result<reqwest::Client, RecordError> {
-    crate::http::client(opts.ca_bundle.as_deref(), false).map_err(RecordError::Config)
+    crate::http::client(opts.ca_bundle.as_deref(), false)
+        .map_err(|e| RecordError::Config(e.to_string()))
 }
 
 /// Listens on `addr`; the listener and the address it got.
@@ -280,7 +281,7 @@ async fn collect(
 
 /// Runs the proxy until SIGINT/SIGTERM; returns how many lines were written.
 pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
-    crate::plan::check::url("--upstream", &opts.upstream).map_err(RecordError::Config)?;
+    crate::plan::check::url("--upstream", &opts.upstream).map_err(|e| RecordError::Config(e.0))?;
     let client = client(&opts)?;
     let mut writer =
         writer::CorpusWriter::open(&opts.out, opts.rotate_bytes, opts.force).map_err(|source| {

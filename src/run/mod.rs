@@ -43,6 +43,8 @@ pub enum RunError {
     Config(String),
     #[error("embedded stack: {0}")]
     Stack(#[from] StackError),
+    #[error(transparent)]
+    Taps(#[from] taps::TapError),
     #[error("target {url} did not answer: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("cannot write {path}: {source}")]
@@ -190,7 +192,7 @@ fn dws_target(
             let ca = plan.target.ca_bundle.as_deref();
             drive::session::DwsTarget::new(&u, auth, ca, plan.target.dws_generate_token)
                 .map(Some)
-                .map_err(RunError::Config)
+                .map_err(RunError::from)
         }
         None => Err(RunError::Config(
             "the corpus has Agent Platform sessions (grpc lines) but no Duo Workflow Service: set target.dws".into(),
@@ -270,9 +272,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
     features.sort();
     features.dedup();
     let horizon = Duration::from_secs_f64(plan.request_timeout_s + plan.load.grace_s + 60.0);
-    let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon, client.clone())
-        .await
-        .map_err(RunError::Config)?;
+    let taps = taps::start_all(&plan.taps, urls.as_ref(), horizon, client.clone()).await?;
     let models = resolve_models(plan, urls.as_ref(), taps.as_ref(), &features)?;
     let feature_of: Vec<&str> = interactions.iter().map(|i| i.feature.as_str()).collect();
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
@@ -567,9 +567,12 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
     let health = drive::preflight(&setup.client, &setup.base_url)
         .await
-        .map_err(|reason| RunError::Unreachable {
+        .map_err(|e| RunError::Unreachable {
             url: setup.base_url.clone(),
-            reason,
+            reason: match e {
+                DriveError::Unanswered { reason, .. } => reason,
+                other => other.to_string(),
+            },
         })?;
     let mut preflight = vec![health_stage(&setup.base_url, health)];
     let models = models_stage(&setup.client, &plan, setup.urls.as_ref(), &setup.models);

@@ -78,7 +78,7 @@ pub(super) async fn models_stage(
         return None;
     }
     let (mut missing, mut unlisted, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, String>> =
+    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, drive::DriveError>> =
         Default::default();
     for (feature, m) in models.iter().filter(|(f, _)| plan.models.contains_key(f)) {
         let base = match m.setting.endpoint.strip_prefix("twin:") {

@@ -76,9 +76,18 @@ pub struct Cost {
     pub kv_capacity_tokens: u64,
 }
 
+/// What is wrong with an engine's config.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
 impl EngineConfig {
     /// The cost model, or what is wrong with the config.
-    pub fn cost(&self) -> Result<Cost, String> {
+    pub fn cost(&self) -> Result<Cost, EngineError> {
+        self.cost_text().map_err(EngineError)
+    }
+
+    fn cost_text(&self) -> Result<Cost, String> {
         let geometry = model_preset(&self.model).ok_or_else(|| {
             format!(
                 "engine.model '{}': one of llama-3.1-8b, mistral-7b, codestral-22b",
