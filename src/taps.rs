@@ -15,7 +15,8 @@ use crate::measure::hist::Metric;
 use crate::plan::TapSpec;
 use crate::record::proxy::{Capture, Proxy};
 use crate::record::writer::CorpusWriter;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -262,6 +263,26 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
     }
 }
 
+/// One line of `taps.ndjson`: which tap saw the call, when, the request it was tied to (by the
+/// nonce planted in the prompt), and the call as the record stage writes a tap line (method,
+/// path, model, parameters, timings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TapLine {
+    pub tap: String,
+    /// The call's arrival at the tap, ms from the run's start.
+    pub arrival_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    /// The tied request's send, ms from the run's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<f64>,
+    /// A further call for a request already seen (a gateway's retry, an agent's next step).
+    #[serde(default)]
+    pub retry: bool,
+    #[serde(flatten)]
+    pub call: Map<String, Value>,
+}
+
 /// The tap stage's collector: writes `taps.ndjson` and folds each call into a [`TapAgg`].
 pub async fn collect(
     mut calls: mpsc::UnboundedReceiver<(usize, Instant, Capture)>,
@@ -277,17 +298,23 @@ pub async fn collect(
     }
     let mut writer = CorpusWriter::create(&path, None);
     while let Some((index, started, cap)) = calls.recv().await {
-        let mut line = crate::record::tap_line(&cap, &[]);
-        let tap = names.get(index).cloned().unwrap_or_default();
-        line["tap"] = Value::String(tap);
-        line["arrival_ms"] =
-            serde_json::json!(ms_between(run_start, started) + cap.arrival_offset_ms);
-        let found = line["nonce"].as_str().and_then(|n| correlator.attribute(n));
-        if let Some((feature, sent_ms, retry)) = found {
-            line["feature"] = Value::String(feature);
-            line["sent_ms"] = serde_json::json!(sent_ms);
-            line["retry"] = Value::Bool(retry);
-        }
+        let call = match crate::record::tap_line(&cap, &[]) {
+            Value::Object(call) => call,
+            _ => Map::new(),
+        };
+        let found = call["nonce"].as_str().and_then(|n| correlator.attribute(n));
+        let (feature, sent_ms, retry) = match found {
+            Some((f, s, r)) => (Some(f), Some(s), r),
+            None => (None, None, false),
+        };
+        let line = TapLine {
+            tap: names.get(index).cloned().unwrap_or_default(),
+            arrival_ms: ms_between(run_start, started) + cap.arrival_offset_ms,
+            feature,
+            sent_ms,
+            retry,
+            call,
+        };
         agg.fold(&line);
         write(&mut writer, &line);
     }
@@ -298,33 +325,29 @@ pub async fn collect(
 impl TapAgg {
     /// Folds one line of `taps.ndjson` in: counted for its tap, and, when a request was found
     /// for it (`feature`, `sent_ms`, `retry`), for that request's feature.
-    pub fn fold(&mut self, line: &Value) {
-        let tap = line["tap"].as_str().unwrap_or_default().to_owned();
-        let counts = self.calls.entry(tap.clone()).or_default();
+    pub fn fold(&mut self, line: &TapLine) {
+        let counts = self.calls.entry(line.tap.clone()).or_default();
         counts.0 += 1;
-        let (Some(feature), Some(sent_ms)) = (line["feature"].as_str(), line["sent_ms"].as_f64())
-        else {
+        let (Some(feature), Some(sent_ms)) = (line.feature.as_deref(), line.sent_ms) else {
             counts.1 += 1;
             return;
         };
         let f = self.features.entry(feature.to_owned()).or_default();
         f.calls += 1;
-        let model = line["model"].as_str().unwrap_or_default().to_owned();
-        *f.observed.entry((tap, model)).or_default() += 1;
+        let model = line.call["model"].as_str().unwrap_or_default().to_owned();
+        *f.observed.entry((line.tap.clone(), model)).or_default() += 1;
         // An Agent Platform session calls the model once per agent step: its further calls are
         // the loop, not retries, and its wait is the time to its first model call.
-        let repeat = line["retry"].as_bool().unwrap_or(false);
         let agent = crate::features::lookup(feature)
             .is_some_and(|x| x.entry == crate::features::Entry::Workflow);
-        f.retries += u64::from(repeat && !agent);
-        match line["arrival_ms"].as_f64() {
-            Some(arrival_ms) if !(agent && repeat) => f.upstream_wait.record(arrival_ms - sent_ms),
-            _ => {}
+        f.retries += u64::from(line.retry && !agent);
+        if !(agent && line.retry) {
+            f.upstream_wait.record(line.arrival_ms - sent_ms);
         }
-        if let Some(t) = line["first_content_ms"].as_f64() {
+        if let Some(t) = line.call["first_content_ms"].as_f64() {
             f.ttft.record(t);
         }
-        if let Some(t) = line["end_ms"].as_f64() {
+        if let Some(t) = line.call["end_ms"].as_f64() {
             f.e2e.record(t);
         }
     }
@@ -338,18 +361,19 @@ impl TapAgg {
         }
         let mut bad = 0;
         for line in std::fs::read_to_string(path)?.lines() {
-            match serde_json::from_str::<Value>(line) {
-                Ok(v) if v.is_object() => agg.fold(&v),
-                _ => bad += 1,
+            match serde_json::from_str::<TapLine>(line) {
+                Ok(l) => agg.fold(&l),
+                Err(_) => bad += 1,
             }
         }
         Ok((agg, bad))
     }
 }
 
-fn write(writer: &mut std::io::Result<CorpusWriter>, line: &Value) {
+fn write(writer: &mut std::io::Result<CorpusWriter>, line: &TapLine) {
     if let Ok(w) = writer {
-        if let Err(e) = w.append(&line.to_string()) {
+        let text = serde_json::to_string(line).unwrap_or_default();
+        if let Err(e) = w.append(&text) {
             *writer = Err(e);
         }
     }
