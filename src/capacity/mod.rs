@@ -21,12 +21,12 @@ use crate::exit::Exit;
 use crate::plan::{self, Overrides, Plan};
 use crate::results::RunFolder;
 use serde::Serialize;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 mod axis;
 mod error;
 mod limiter;
+mod markdown;
 mod pchip;
 mod probe;
 pub mod roofline;
@@ -77,6 +77,14 @@ impl Probe {
             reason: self.broken.clone()?,
         })
     }
+}
+
+/// The capacity folder's `summary.json`: the knee probe's summary with the answer beside it.
+#[derive(Serialize)]
+struct CapacitySummary<'a> {
+    #[serde(flatten)]
+    summary: crate::verdict::Summary,
+    capacity: &'a Capacity,
 }
 
 /// The version of `capacity.json` this build writes.
@@ -461,7 +469,7 @@ pub fn table(c: &Capacity) -> String {
 }
 
 /// The reports of the probe `dir` with the capacity section, into `out`.
-fn render(dir: &Path, out: &Path, capacity: &Value) -> Result<(), String> {
+fn render(dir: &Path, out: &Path, capacity: &Capacity) -> Result<(), String> {
     let folder = RunFolder::open(dir).map_err(|e| e.to_string())?;
     let taps = dir.join("taps.ndjson");
     let taps = taps.is_file().then_some(taps.as_path());
@@ -510,20 +518,18 @@ pub async fn command(
     });
     let (c, failure) = search(scenario, &out, users).await?;
     print!("{}", table(&c));
-    let write = |name: &str, v: &Value| crate::files::write_json(&out.join(name), v);
-    let doc = serde_json::to_value(&c).unwrap_or_default();
-    let mut failed = write("capacity.json", &doc).is_err();
+    let mut failed = crate::files::write_json(&out.join("capacity.json"), &c).is_err();
     let knee = knee_probe(&c);
-    if let Some(summary) =
-        knee.and_then(|p| std::fs::read_to_string(p.dir.join("summary.json")).ok())
-    {
-        let mut s: Value = serde_json::from_str(&summary).unwrap_or_default();
-        s["capacity"] = doc.clone();
-        failed |= write("summary.json", &s).is_err();
+    if let Some(summary) = knee.and_then(|p| RunFolder::open(&p.dir).ok()?.summary) {
+        let doc = CapacitySummary {
+            summary,
+            capacity: &c,
+        };
+        failed |= crate::files::write_json(&out.join("summary.json"), &doc).is_err();
     }
     let shown = knee.or(c.probes.first());
     if let Some(p) = shown {
-        if let Err(e) = render(&p.dir, &out, &doc) {
+        if let Err(e) = render(&p.dir, &out, &c) {
             eprintln!("error: the capacity report: {e}");
             failed = true;
         }

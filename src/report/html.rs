@@ -76,7 +76,7 @@ fn data(r: &Report) -> Result<Value, String> {
         "plan": r.plan,
         "comparison": r.comparison,
         "stages": r.stages,
-        "capacity": r.capacity,
+        "capacity": r.capacity.map(|c| c.json()),
         "cdf": cdfs,
         "timeline": r.agg.timeline.series(TIMELINE_POINTS),
         "schedule": schedule(r),

@@ -23,7 +23,7 @@ fn badge(v: Verdict) -> &'static str {
 }
 
 /// One line, safe inside a table cell or a list item.
-fn cell(s: &str) -> String {
+pub fn cell(s: &str) -> String {
     let one = s.lines().next().unwrap_or_default().replace('|', "\\|");
     match one.chars().count() > 160 {
         true => format!("{}…", one.chars().take(160).collect::<String>()),
@@ -78,7 +78,7 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
     features(&mut out, s);
     sessions(&mut out, s);
     if let Some(c) = r.capacity {
-        capacity(&mut out, c);
+        c.markdown(&mut out);
     }
     if let Some(c) = r.comparison {
         comparison(&mut out, c);
@@ -200,101 +200,5 @@ fn findings(out: &mut String, s: &crate::verdict::Summary) {
             "- and {} more: see the HTML report",
             shown.len() - FINDINGS_SHOWN
         );
-    }
-}
-
-/// The capacity section: the answer, why, and the roofline beside the measurement.
-fn capacity(out: &mut String, c: &serde_json::Value) {
-    let f =
-        |v: &serde_json::Value, d: usize| v.as_f64().map_or("–".into(), |x| format!("{x:.d$}"));
-    let _ = match c["axis"].as_str() {
-        Some("users") => writeln!(
-            out,
-            "\n**Capacity**: {} virtual developers with every SLO met (knee between {} and {}), \
-             {} requests/s achieved; breaks first: {}",
-            f(&c["users"], 0),
-            f(&c["users_interval"][0], 0),
-            f(&c["users_interval"][1], 0),
-            f(&c["max_rps"], 2),
-            c["limiting"].as_str().unwrap_or("–")
-        ),
-        _ => writeln!(
-            out,
-            "\n**Capacity**: {} requests/s with every SLO met (knee between {} and {}), about {} \
-             active developers; breaks first: {}",
-            f(&c["max_rps"], 2),
-            f(&c["max_rps_interval"][0], 2),
-            f(&c["max_rps_interval"][1], 2),
-            f(&c["users"], 0),
-            c["limiting"].as_str().unwrap_or("–")
-        ),
-    };
-    if let Some(why) = c["limiter"].as_str() {
-        let _ = writeln!(out, "\nWhy: {}", cell(why));
-    }
-    let shares: Vec<String> = c["gateway"]
-        .as_array()
-        .map_or(&[][..], |v| v.as_slice())
-        .iter()
-        .map(|g| {
-            format!(
-                "{} {} ms of {} ms ({:.0} %)",
-                g["feature"].as_str().unwrap_or("–"),
-                f(&g["gateway_ttft_p50_ms"], 1),
-                f(&g["client_ttft_p50_ms"], 1),
-                g["share"].as_f64().unwrap_or(0.0) * 100.0
-            )
-        })
-        .collect();
-    if !shares.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nThe gateway's share of TTFT p50 (taps): {}",
-            shares.join("; ")
-        );
-    }
-    roofline(
-        out,
-        c["roofline"].as_array().map_or(&[][..], |v| v.as_slice()),
-    );
-}
-
-/// The roofline beside the measurement, a row per feature, and each row's note.
-fn roofline(out: &mut String, rows: &[serde_json::Value]) {
-    let f =
-        |v: &serde_json::Value, d: usize| v.as_f64().map_or("–".into(), |x| format!("{x:.d$}"));
-    if rows.is_empty() {
-        return;
-    }
-    out.push_str("\n| feature | hardware | TPOT p50 ms | server step ms | batch | achieved MBU | req/s | ceiling req/s | share |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} on {} × {} | {} | {} | {} | {} | {} | {} | {} |",
-            r["feature"].as_str().unwrap_or("–"),
-            r["model"].as_str().unwrap_or("–"),
-            r["gpus"],
-            r["gpu"].as_str().unwrap_or("–"),
-            f(&r["tpot_ms"], 2),
-            f(&r["server_itl_ms"], 2),
-            f(&r["batch"], 1),
-            f(&r["achieved_mbu"], 2),
-            f(&r["achieved_rps"], 2),
-            f(&r["ceiling_rps"], 1),
-            r["ceiling_share"]
-                .as_f64()
-                .map_or("–".into(), |s| format!("{:.1} %", s * 100.0))
-        );
-    }
-    for r in rows {
-        if let Some(n) = r["note"].as_str() {
-            let _ = writeln!(
-                out,
-                "\n{}: {}",
-                r["feature"].as_str().unwrap_or("–"),
-                cell(n)
-            );
-        }
     }
 }

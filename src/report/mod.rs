@@ -21,7 +21,6 @@ use crate::measure::hist::Metric;
 use crate::results::RunFolder;
 use crate::taps::TapAgg;
 use crate::verdict::{self, Checks, RunInfo, Summary};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Everything a report shows.
@@ -33,8 +32,8 @@ pub struct Report<'a> {
     pub comparison: Option<&'a Comparison>,
     /// The run's stages as checks of their own (pre-upgrade: health, models, gate…).
     pub stages: &'a [Stage],
-    /// `capacity.json`, when the run is a capacity search's knee.
-    pub capacity: Option<&'a Value>,
+    /// The capacity search's answer, when the run is its knee.
+    pub capacity: Option<&'a dyn CapacitySection>,
 }
 
 pub use crate::verdict::{Stage, StageStatus};
@@ -95,6 +94,15 @@ pub fn write(report: &Report, out: &Outputs) -> Vec<(PathBuf, String)> {
         }
     }
     failed
+}
+
+/// A capacity search's answer as the reports show it (the capacity stage writes it; the
+/// reports only place it).
+pub trait CapacitySection {
+    /// The Markdown section: the answer, why, the roofline beside the measurement.
+    fn markdown(&self, out: &mut String);
+    /// The document as the HTML report embeds it.
+    fn json(&self) -> serde_json::Value;
 }
 
 /// Why a run folder could not be judged again.
