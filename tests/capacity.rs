@@ -279,3 +279,47 @@ fn a_search_that_cannot_go_on_keeps_its_probes_and_exits_by_its_cause() {
         "{c}"
     );
 }
+
+/// A stop signal ends the search with exit 1, and `capacity.json` still says what was measured
+/// and why it stopped.
+#[test]
+fn a_stop_signal_ends_the_search_and_keeps_what_it_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = knee_scenario(tmp.path(), |t| t.replace("probe_s = 2", "probe_s = 20"));
+    let out = tmp.path().join("stopped");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["capacity", scenario.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .env_remove("CI")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Poll until the first probe is sending, then stop the search.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sending = || {
+        std::fs::read_dir(&out)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let results = e.path().join("results.ndjson");
+                common::results_lines(&results) > 0
+            })
+    };
+    while !sending() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(sending(), "the first probe never sent");
+    common::signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let c = json_file(&out.join("capacity.json"));
+    assert!(
+        c["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by a signal"),
+        "{c}"
+    );
+}
