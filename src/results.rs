@@ -3,9 +3,12 @@
 //! it, for `report` (re-render, rebuild after a kill, merge) and `compare`.
 //!
 //! In: one or more run folders. Out: a [`RunFolder`] each: the plan as recorded, every whole
-//! result line (a torn last line, what a kill leaves, is reported and skipped), and what the run
-//! measured about itself. Several folders of one plan [`merge`] into one: their records on one
-//! clock (each folder's wall-clock start), their self-measurements combined.
+//! result line (a torn last line, what a kill leaves, is reported and skipped; lines of another
+//! run, appended, are set aside), and what the run measured about itself. Every document is read
+//! by the type that wrote it ([`document`]: a document of another version is refused with its
+//! name and version). Several folders of one plan [`merge`] into one: their records on one clock
+//! (each folder's wall-clock start), their self-measurements combined; the same run twice, or
+//! runs of different plans or targets, are refused.
 
 use crate::measure::aggregate::Aggregate;
 use crate::measure::RequestRecord;
