@@ -45,8 +45,13 @@ fn developers_keep_one_request_each_and_think_between_them() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(code == 0 || code == 1, "{stdout}{stderr}");
+    // A host too busy for the SLO verdict to stand is the audit's word (exit 4), not a failure
+    // of the developers: what they sent is checked either way.
+    assert!(matches!(code, 0 | 1 | 4), "{stdout}{stderr}");
     let sm = json_file(&out.join("summary.json"));
+    if code == 4 {
+        assert_eq!(sm["verdict"], "invalid", "{stdout}");
+    }
     assert_schema("summary-v1.schema.json", &sm);
     assert_eq!(sm["load"]["arrival"], "developers");
     assert_eq!(sm["load"]["mode"], "closed");

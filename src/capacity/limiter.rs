@@ -87,7 +87,7 @@ pub fn limiter(
 /// The gateway's share of one feature's time to first token at a probe, from the taps: the
 /// client's TTFT p50 less the backend's own (measured at the tap, from the upstream call's
 /// arrival), over the client's.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GatewayShare {
     pub feature: String,
     pub client_ttft_p50_ms: f64,

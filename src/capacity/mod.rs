@@ -40,7 +40,7 @@ use probe::probe;
 const NEAR: f64 = 0.05;
 
 /// One probe's outcome.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Probe {
     /// The probed rate; with `--users`, the rate the developers achieved.
     pub rate_rps: f64,
@@ -90,13 +90,13 @@ struct CapacitySummary<'a> {
 /// The version of `capacity.json` this build writes.
 pub const CAPACITY_SCHEMA: &str = "duo-harness/capacity/v1";
 
-/// The answer.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+/// The answer (`capacity.json`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Capacity {
-    pub schema: &'static str,
+    pub schema: String,
     pub scenario: String,
     /// What the search varied: `rate`, or `users` (closed-loop virtual developers).
-    pub axis: &'static str,
+    pub axis: String,
     /// The highest compliant rate probed (`None`: none complied).
     pub max_rps: Option<f64>,
     /// Between the highest compliant and the lowest failing rate: where the knee lies.
@@ -388,9 +388,9 @@ fn answer(
     };
     let max_rps = lo.and_then(|l| rate_at(l.0));
     Capacity {
-        schema: CAPACITY_SCHEMA,
+        schema: CAPACITY_SCHEMA.into(),
         scenario: plan.scenario_name.clone(),
-        axis: axis.name(),
+        axis: axis.name().into(),
         max_rps,
         max_rps_interval: [max_rps, hi.and_then(|h| rate_at(h.0))],
         resolution: spec.resolution,

@@ -14,15 +14,6 @@ use std::path::{Path, PathBuf};
 /// Error classes an overloaded stack produces.
 const LOAD_ERRORS: &[&str] = &["timeout", "http5xx", "connect", "dropped"];
 
-/// Findings that say the stack is saturated (the search goes on); any other failure stops it.
-const LOAD_FAILURES: &[FindingKind] = &[
-    FindingKind::Slo,
-    FindingKind::RequestError,
-    FindingKind::CutOff,
-    FindingKind::InFlightCap,
-    FindingKind::Skipped,
-];
-
 /// A request's figure for one SLO bound, given its own send lateness.
 type Figure = fn(&RequestRecord, f64) -> Option<f64>;
 
@@ -90,7 +81,7 @@ fn broken(summary: &crate::verdict::Summary) -> Option<String> {
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
-        .filter(|f| !LOAD_FAILURES.contains(&f.kind) && f.kind != FindingKind::InvalidMeasurement)
+        .filter(|f| !f.kind.overload() && f.kind != FindingKind::InvalidMeasurement)
         .map(|f| format!("{}: {}", f.kind, f.message))
         .collect();
     (!other.is_empty()).then(|| other.join("; "))

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One feature's measurement beside its ceiling.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Beside {
     pub feature: String,
     /// The model setting's endpoint that served it.
@@ -30,7 +30,7 @@ pub struct Beside {
     /// Where `prompt_tokens` came from: `usage` (the feature's own answers), or `endpoint` (the
     /// endpoint's `vllm:prompt_tokens_total` increase over the requests it served, every
     /// feature it serves pooled: through a gateway whose answers carry no usage).
-    pub prompt_source: Option<&'static str>,
+    pub prompt_source: Option<String>,
     /// Mean output tokens.
     pub output_tokens: f64,
     /// Median measured time per output token at the client, ms.
@@ -45,7 +45,7 @@ pub struct Beside {
     /// when its metrics have it, else the client's TPOT.
     pub achieved_mbu: Option<f64>,
     /// `server` or `client`: which step `achieved_mbu` used.
-    pub mbu_from: Option<&'static str>,
+    pub mbu_from: Option<String>,
     /// What to make of a figure that cannot be physical (an MBU above 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -200,11 +200,11 @@ fn row(
         gpu: h.gpu.clone(),
         gpus: h.gpus,
         prompt_tokens: prompt_tokens.map(crate::stats::round3),
-        prompt_source,
+        prompt_source: prompt_source.map(str::to_owned),
         output_tokens: crate::stats::round3(output_tokens),
         tpot_ms: tpot_ms.map(crate::stats::round3),
         server_itl_ms: server_itl_ms.map(crate::stats::round3),
-        mbu_from,
+        mbu_from: mbu_from.map(str::to_owned),
         note,
         batch: batch.map(crate::stats::round3),
         achieved_mbu,
@@ -239,7 +239,7 @@ pub fn lines(rows: &[Beside]) -> String {
                 f2(r.ceiling_rps),
                 r.ceiling_share
                     .map_or("-".into(), |s| format!("{:.0} %", s * 100.0)),
-                match (r.prompt_tokens, r.prompt_source) {
+                match (r.prompt_tokens, r.prompt_source.as_deref()) {
                     (Some(p), Some("endpoint")) => format!("{p:.0} (endpoint mean)"),
                     (Some(p), _) => format!("{p:.0}"),
                     (None, _) => "unknown".into(),

@@ -25,7 +25,7 @@ mod table;
 use crate::exit::Exit;
 use crate::plan::{GateMetric, GateSpec, Threshold};
 use crate::results::RunFolder;
-use crate::verdict::{Finding, FindingKind, Verdict};
+use crate::verdict::{Finding, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 pub use table::{table, verdict_line};
@@ -177,14 +177,6 @@ impl Comparison {
     }
 }
 
-/// The finding kinds that the gate judges as new, by the metric they count under.
-const NEW_FINDING_KINDS: &[(FindingKind, GateMetric)] = &[
-    (FindingKind::Routing, GateMetric::Routing),
-    (FindingKind::ParameterDrift, GateMetric::Routing),
-    (FindingKind::ConformanceProtocol, GateMetric::Conformance),
-    (FindingKind::ConformanceContent, GateMetric::Conformance),
-];
-
 /// Conformance and routing findings of the current run that the baseline did not have.
 fn new_findings(base: &RunFolder, cur: &RunFolder, gate: &GateSpec) -> Vec<Check> {
     let findings = |f: &RunFolder| -> Vec<Finding> {
@@ -199,12 +191,12 @@ fn new_findings(base: &RunFolder, cur: &RunFolder, gate: &GateSpec) -> Vec<Check
         .into_iter()
         .filter(|f| !old.contains(&key(f)))
         .filter_map(|f| {
-            let (_, metric) = NEW_FINDING_KINDS.iter().find(|(k, _)| f.kind == *k)?;
+            let metric = f.kind.gate_metric()?;
             let feature = f.feature.clone().unwrap_or_else(|| "(run)".into());
             Some(Check {
-                required: !gate.is_optional(&feature, *metric),
+                required: !gate.is_optional(&feature, metric),
                 feature,
-                metric: *metric,
+                metric,
                 outcome: Outcome::Regression,
                 basis: Basis::NewFinding,
                 baseline: None,

@@ -201,6 +201,23 @@ impl FindingKind {
     pub fn always_printed(self) -> bool {
         self.row().always_printed
     }
+
+    /// What a stack that is full (not broken) fails with: a capacity search goes on past it.
+    pub fn overload(self) -> bool {
+        use FindingKind::*;
+        matches!(self, Slo | RequestError | CutOff | InFlightCap | Skipped)
+    }
+
+    /// The gate metric a finding of this kind counts under when the baseline did not have it.
+    pub fn gate_metric(self) -> Option<crate::plan::GateMetric> {
+        use crate::plan::GateMetric as M;
+        use FindingKind::*;
+        match self {
+            Routing | ParameterDrift => Some(M::Routing),
+            ConformanceProtocol | ConformanceContent => Some(M::Conformance),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for FindingKind {
