@@ -539,7 +539,6 @@ fn load(
         };
         load.calibration_passes = 4;
     }
-    check::load(&load)?;
     load.check()?;
     Ok(load)
 }

@@ -158,7 +158,12 @@ fn record_never_truncates_and_stops_on_sigterm_with_a_stalled_stream() {
             .send();
         let _ = r.map(|r| r.bytes());
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop once the stalled request has reached the upstream through the proxy (both requests
+    // read there): its exchange is open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.requests.load(std::sync::atomic::Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let stopped = Instant::now();
     let (code, stderr, lines) = rec.stop_with(libc::SIGTERM);
     assert!(

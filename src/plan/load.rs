@@ -260,9 +260,10 @@ impl LoadSpec {
         Ok(())
     }
 
-    /// Checks the section; the message names the key at fault.
+    /// Checks the section: its numbers against their one set of bounds (`plan::check::load`),
+    /// then how its keys go together; the message names the key at fault.
     pub fn check(&self) -> Result<(), String> {
-        let positive = |v: f64| v.is_finite() && v > 0.0;
+        super::check::load(self)?;
         self.check_rate()?;
         // A rate-based scenario may carry [load.developers] too: `--users` and `capacity
         // --users` use it.
@@ -281,26 +282,7 @@ impl LoadSpec {
                     .into(),
             );
         }
-        if !positive(self.time_scale) {
-            return Err("load.time_scale must be > 0".into());
-        }
-        if self.duration_s.is_some_and(|d| !positive(d)) {
-            return Err("load.duration_s must be > 0".into());
-        }
-        if self.concurrency == Some(0) {
-            return Err("load.concurrency must be at least 1".into());
-        }
-        let lateness_ok = self.max_send_lateness_ms.is_none_or(positive);
-        if !(self.warmup_s >= 0.0 && self.grace_s >= 0.0 && lateness_ok) {
-            return Err("load.warmup_s and grace_s must be >= 0, max_send_lateness_ms > 0".into());
-        }
-        if !(0.0..=1.0).contains(&self.max_error_rate) {
-            return Err("load.max_error_rate must be within 0..1".into());
-        }
-        for (f, w) in &self.mix {
-            if !(w.is_finite() && *w >= 0.0) {
-                return Err(format!("load.mix.{f}: weight must be >= 0"));
-            }
+        for f in self.mix.keys() {
             if crate::features::lookup(f).is_none() {
                 return Err(format!("load.mix: unknown Duo feature '{f}'"));
             }
