@@ -279,6 +279,16 @@ pub struct TapLine {
     /// A further call for a request already seen (a gateway's retry, an agent's next step).
     #[serde(default)]
     pub retry: bool,
+    /// The model the call asked for.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The backend's first content and end, ms from the call's arrival at the tap.
+    #[serde(default)]
+    pub first_content_ms: Option<f64>,
+    #[serde(default)]
+    pub end_ms: Option<f64>,
+    /// The rest of the call as the record stage writes a tap line (method, path, parameters,
+    /// chunks, usage…): reported, not judged.
     #[serde(flatten)]
     pub call: Map<String, Value>,
 }
@@ -298,11 +308,17 @@ pub async fn collect(
     }
     let mut writer = CorpusWriter::create(&path, None);
     while let Some((index, started, cap)) = calls.recv().await {
-        let call = match crate::record::tap_line(&cap, &[]) {
+        let mut call = match crate::record::tap_line(&cap, &[]) {
             Value::Object(call) => call,
             _ => Map::new(),
         };
-        let found = call["nonce"].as_str().and_then(|n| correlator.attribute(n));
+        let mut take = |k: &str| call.remove(k).unwrap_or(Value::Null);
+        let (model, first_content_ms, end_ms) =
+            (take("model"), take("first_content_ms"), take("end_ms"));
+        let found = call
+            .get("nonce")
+            .and_then(Value::as_str)
+            .and_then(|n| correlator.attribute(n));
         let (feature, sent_ms, retry) = match found {
             Some((f, s, r)) => (Some(f), Some(s), r),
             None => (None, None, false),
@@ -313,6 +329,9 @@ pub async fn collect(
             feature,
             sent_ms,
             retry,
+            model: model.as_str().map(str::to_owned),
+            first_content_ms: first_content_ms.as_f64(),
+            end_ms: end_ms.as_f64(),
             call,
         };
         agg.fold(&line);
@@ -334,7 +353,7 @@ impl TapAgg {
         };
         let f = self.features.entry(feature.to_owned()).or_default();
         f.calls += 1;
-        let model = line.call["model"].as_str().unwrap_or_default().to_owned();
+        let model = line.model.clone().unwrap_or_default();
         *f.observed.entry((line.tap.clone(), model)).or_default() += 1;
         // An Agent Platform session calls the model once per agent step: its further calls are
         // the loop, not retries, and its wait is the time to its first model call.
@@ -344,10 +363,10 @@ impl TapAgg {
         if !(agent && line.retry) {
             f.upstream_wait.record(line.arrival_ms - sent_ms);
         }
-        if let Some(t) = line.call["first_content_ms"].as_f64() {
+        if let Some(t) = line.first_content_ms {
             f.ttft.record(t);
         }
-        if let Some(t) = line.call["end_ms"].as_f64() {
+        if let Some(t) = line.end_ms {
             f.e2e.record(t);
         }
     }
