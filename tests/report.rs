@@ -1,7 +1,9 @@
 //! `report` through the real command line: a killed run judged from what it left (a torn last
 //! line reported and skipped), two runs of one plan merged exactly (the merged percentiles are
 //! those of the union of the requests), runs of different plans refused, and every file a run
-//! writes valid against its schema. The HTML report itself is tested in `html_report.rs`.
+//! writes valid against its schema; a run's summary is what `report` rebuilds from its folder,
+//! and every finding kind lands in one stage in every output. The HTML report itself is tested
+//! in `html_report.rs`.
 
 mod common;
 
@@ -58,6 +60,8 @@ fn a_run_writes_every_report_and_each_file_is_valid() {
         !html.contains("http://") || !html.contains("src=\"http"),
         "no remote script"
     );
+    every_finding_kind_lands_in_one_stage_everywhere(&dir);
+    report_rebuilds_the_runs_own_summary(&dir);
 }
 
 /// The ttft figures of one feature over several run folders' results, as the harness computes
@@ -229,11 +233,7 @@ fn a_killed_run_is_judged_from_what_it_left() {
 
 /// `run` judges its folder with the one judgement `report` uses: re-judging a finished run
 /// gives its summary back, figure for figure.
-#[test]
-fn a_runs_summary_is_what_report_rebuilds_from_its_folder() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("run");
-    short_run(&dir, &[]);
+fn report_rebuilds_the_runs_own_summary(dir: &Path) {
     let written = json_file(&dir.join("summary.json"));
     let (code, stdout, stderr) = run_cli(&["report", dir.to_str().unwrap()]);
     assert!(matches!(code, 0 | 4), "exit {code}: {stdout}{stderr}");
@@ -243,13 +243,9 @@ fn a_runs_summary_is_what_report_rebuilds_from_its_folder() {
 
 /// Every finding kind lands in the same stage in every output: the stage list (console,
 /// Markdown, HTML) and the JUnit case of its feature.
-#[test]
-fn every_finding_kind_lands_in_one_stage_everywhere() {
+fn every_finding_kind_lands_in_one_stage_everywhere(dir: &Path) {
     use duo_harness::verdict::{Finding, FindingKind, Severity, StageName};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("run");
-    short_run(&dir, &[]);
-    let folder = duo_harness::results::RunFolder::open(&dir).unwrap();
+    let folder = duo_harness::results::RunFolder::open(dir).unwrap();
     for &kind in FindingKind::ALL {
         let mut summary = folder.summary.clone().unwrap();
         summary.findings = vec![Finding::new(
@@ -259,7 +255,7 @@ fn every_finding_kind_lands_in_one_stage_everywhere() {
             format!("planted {kind}"),
         )];
         let gate = duo_harness::plan::GateSpec::default();
-        let judged = duo_harness::compare::gate::judge(&dir, summary, &gate, Vec::new());
+        let judged = duo_harness::compare::gate::judge(dir, summary, &gate, Vec::new());
         let failed: Vec<&str> = judged
             .stages
             .iter()
