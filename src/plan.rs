@@ -19,6 +19,9 @@ mod target;
 pub use capacity::{CapacitySpec, MetricsSpec, Strategy};
 pub use conformance::{ConformanceSpec, ContentPolicy, FeaturePolicy, Margins};
 pub use developers::{DevelopersSpec, GITLAB_THINK_S, MAX_USERS};
+mod document;
+use document::corpus_digest;
+pub use document::{PlanDocument, Resolved, PLAN_SCHEMA};
 pub use gate::{parse_threshold, GateMetric, GateSpec, Threshold};
 pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};
@@ -214,28 +217,6 @@ pub enum PlanError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// `plan.json`: the plan, what the run resolved it to once its stack was up, and for a merged
-/// folder the folders it came from.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct PlanDocument {
-    pub plan: Plan,
-    pub resolved: Resolved,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub merged_from: Vec<PathBuf>,
-}
-
-/// What a plan resolved to once the run's stack was up.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Resolved {
-    /// The base URL requests went to.
-    pub target_url: String,
-    /// The embedded stack's URLs, when it ran one.
-    pub stack: Option<crate::twin::StackUrls>,
-}
-
-/// The version of the plan this build writes and reads (`plan.json`'s `plan.schema`).
-pub const PLAN_SCHEMA: &str = "duo-harness/plan/v1";
-
 /// The resolved, immutable run plan.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
@@ -279,17 +260,6 @@ pub struct Plan {
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
     pub run_dir: PathBuf,
     pub overrides: Overrides,
-}
-
-/// SHA-256 of the files' bytes, one after the other; `None` if one cannot be read.
-fn corpus_digest<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Option<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    for f in files {
-        hasher.update(std::fs::read(f).ok()?);
-    }
-    let digest = hasher.finalize();
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl Plan {

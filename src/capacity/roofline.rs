@@ -132,6 +132,22 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+/// What to make of an MBU above 1, by the step it was computed from.
+fn unphysical(mbu: f64, step_from: Option<&str>) -> String {
+    let why = match step_from {
+        Some("client") => {
+            "a gateway that buffers and re-chunks the stream, or an estimated token count; \
+             scrape the backend's /metrics for its own inter-token time"
+        }
+        _ => "the declared model or GPU is not what serves this endpoint",
+    };
+    format!(
+        "MBU {mbu:.2} is above the physical limit: the {} step is shorter than reading the \
+         weights takes, so it is not the engine's decode step ({why})",
+        step_from.unwrap_or("measured")
+    )
+}
+
 fn row(
     feature: &str,
     endpoint: &str,
@@ -172,20 +188,9 @@ fn row(
     let achieved_mbu = step_ms
         .and_then(|t| h.achieved_mbu(t / 1000.0, batch.unwrap_or(1.0), context))
         .map(crate::stats::round3);
-    let note = achieved_mbu.filter(|m| *m > 1.0).map(|m| {
-        format!(
-            "MBU {m:.2} is above the physical limit: the {} step is shorter than reading the \
-             weights takes, so it is not the engine's decode step ({})",
-            mbu_from.unwrap_or("measured"),
-            match mbu_from {
-                Some("client") =>
-                    "a gateway that buffers and re-chunks the stream, or an \
-                                   estimated token count; scrape the backend's /metrics for \
-                                   its own inter-token time",
-                _ => "the declared model or GPU is not what serves this endpoint",
-            }
-        )
-    });
+    let note = achieved_mbu
+        .filter(|m| *m > 1.0)
+        .map(|m| unphysical(m, mbu_from));
     let achieved_rps = summary
         .features
         .get(feature)

@@ -256,6 +256,15 @@ async fn run(
             seen.tool_pending = Some(seen.now_ms());
         }
     }
+    closed(stream, seen, rec).await
+}
+
+/// The stream's end: its gRPC status from the trailers; none is a truncated stream.
+async fn closed(
+    mut stream: tonic::Streaming<crate::dws::proto::Action>,
+    seen: &mut Seen,
+    rec: &mut RequestRecord,
+) -> Result<(), Failure> {
     let status = match stream.trailers().await {
         Ok(Some(md)) => tonic::Status::from_header_map(&md.into_headers()),
         _ => None,

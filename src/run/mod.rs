@@ -18,12 +18,14 @@ use crate::plan::{self, Overrides, Plan, PlanError};
 use crate::report::{self, Stage};
 use crate::results::RunFolder;
 
+mod documents;
 mod load;
 mod preflight;
 use crate::schedule;
 use crate::taps::{self, TapAgg, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
+use documents::{write_documents, write_live};
 use load::drive_load;
 use preflight::{dws_stage, health_stage, models_stage};
 use std::path::{Path, PathBuf};
@@ -341,6 +343,20 @@ struct Measured {
     unwritten: Vec<(PathBuf, String)>,
 }
 
+/// The taps' collector, running until the taps stop: it writes `taps.ndjson`.
+fn collect_taps(
+    t: Taps,
+    run_start: Instant,
+    path: &Path,
+) -> (
+    Vec<taps::RunningTap>,
+    tokio::task::JoinHandle<(TapAgg, std::io::Result<()>)>,
+) {
+    let names = t.names();
+    let fut = taps::collect(t.calls, names, t.correlator, run_start, path.into());
+    (t.running, tokio::spawn(fut))
+}
+
 /// Sends the load and collects: the results stage (`results.ndjson`), the taps stage
 /// (`taps.ndjson`), and what the harness measured about itself.
 async fn measure(
@@ -363,17 +379,7 @@ async fn measure(
         dws: setup.dws,
     });
     let taps_path = plan.run_dir.join("taps.ndjson");
-    let tap_collector = taps.map(|t| {
-        let names = t.names();
-        let fut = taps::collect(
-            t.calls,
-            names,
-            t.correlator,
-            target.run_start,
-            taps_path.clone(),
-        );
-        (t.running, tokio::spawn(fut))
-    });
+    let tap_collector = taps.map(|t| collect_taps(t, target.run_start, &taps_path));
     let scraper = (!setup.scrape.is_empty()).then(|| {
         let every = Duration::from_secs_f64(plan.metrics.interval_s);
         let path = plan.run_dir.join("metrics.ndjson");
@@ -425,49 +431,6 @@ async fn measure(
         info,
         unwritten,
     })
-}
-
-/// Writes each document into `dir`; what could not be written, and why.
-fn write_documents<'a>(
-    dir: &Path,
-    documents: impl IntoIterator<Item = (&'a str, serde_json::Result<serde_json::Value>)>,
-) -> Vec<(PathBuf, String)> {
-    let mut unwritten = Vec::new();
-    for (name, doc) in documents {
-        let path = dir.join(name);
-        let written = doc
-            .map_err(|e| RunError::Internal(e.to_string()))
-            .and_then(|d| write_json(&path, &d));
-        if let Err(e) = written {
-            unwritten.push((path, e.to_string()));
-        }
-    }
-    unwritten
-}
-
-/// What each backend's metrics showed over the run.
-type BackendMetrics = std::collections::BTreeMap<String, crate::scrape::Observed>;
-
-/// The live run's documents: its summary (what only it knows: its CPU, its schedule, the
-/// backends' metrics), its histograms and its preflight stages.
-fn write_live(
-    plan: &Plan,
-    (info, agg, backend_metrics): (RunInfo, Aggregate, BackendMetrics),
-    checks: &verdict::Checks,
-    preflight: &[Stage],
-) -> Vec<(PathBuf, String)> {
-    let histograms = verdict::histograms(&agg, &info.receive_delay);
-    let mut live = verdict::summarise(info, &plan.load, &agg, checks);
-    live.backend_metrics = backend_metrics;
-    let preflight = verdict::Preflight::new(preflight.to_vec());
-    write_documents(
-        &plan.run_dir,
-        [
-            ("summary.json", serde_json::to_value(&live)),
-            ("histograms.json", serde_json::to_value(&histograms)),
-            ("preflight.json", serde_json::to_value(&preflight)),
-        ],
-    )
 }
 
 /// Conformance → verdict (with the preflight stages and the gate) → the run folder's

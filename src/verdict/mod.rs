@@ -8,8 +8,10 @@
 
 mod audit_findings;
 mod findings;
+mod histograms;
 pub mod kind;
 pub mod sessions;
+mod stages;
 
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
 use crate::conformance::{Counts, Outcome};
@@ -23,8 +25,10 @@ use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
 use crate::taps::{BackendAgg, TapAgg};
+pub use histograms::{histograms, FeatureHistograms, Histograms, HISTOGRAMS_SCHEMA};
 pub use kind::{FindingKind, StageName, Weight};
 use serde::{Deserialize, Serialize};
+pub use stages::{Preflight, Stage, StageStatus, PREFLIGHT_SCHEMA};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -260,42 +264,6 @@ pub struct Load {
     pub schedule: Option<ScheduleAudit>,
     /// The harness's receive-side delay and the bound it puts on every figure.
     pub receive: ReceiveAudit,
-}
-
-/// One stage of a run, judged.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct Stage {
-    pub name: String,
-    pub status: StageStatus,
-    /// What it saw.
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(tag = "status", content = "message", rename_all = "lowercase")]
-pub enum StageStatus {
-    Passed,
-    Failed(String),
-    Skipped(String),
-}
-
-/// The version of `preflight.json` this build writes and reads.
-pub const PREFLIGHT_SCHEMA: &str = "duo-harness/preflight/v1";
-
-/// `preflight.json`: the stages a run judged before it sent its load (health, models, DWS).
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Preflight {
-    pub schema: String,
-    pub stages: Vec<Stage>,
-}
-
-impl Preflight {
-    pub fn new(stages: Vec<Stage>) -> Self {
-        Self {
-            schema: PREFLIGHT_SCHEMA.into(),
-            stages,
-        }
-    }
 }
 
 /// The version of `summary.json` this build writes and reads.
@@ -599,157 +567,5 @@ impl Summary {
     }
 }
 
-/// `histograms.json`: every (feature, metric) HDR histogram, V2-deflate, base64, in microseconds,
-/// with the run's send lateness and the self-audit's receive-delay probes (what a re-rendered
-/// audit needs).
-/// Mergeable across runs or load-generator pods ([`Metric::decode`], [`Metric::merge`]).
-pub fn histograms(agg: &Aggregate, receive_delay: &Metric) -> Histograms {
-    let features = agg
-        .features
-        .iter()
-        .map(|(k, f)| {
-            let h = FeatureHistograms {
-                ttft: f.ttft.clone(),
-                ttft_from_intended: f.ttft_from_intended.clone(),
-                itl: f.itl.clone(),
-                tpot: f.tpot.clone(),
-                e2e: f.e2e.clone(),
-                queue_wait: f.queue_wait.clone(),
-            };
-            (k.clone(), h)
-        })
-        .collect();
-    Histograms {
-        schema: HISTOGRAMS_SCHEMA.into(),
-        unit: "us".into(),
-        encoding: "hdrhistogram-v2-deflate-base64".into(),
-        send_lateness: agg.lateness.clone(),
-        receive_delay: receive_delay.clone(),
-        features,
-    }
-}
-
-/// The version of `histograms.json` this build writes and reads.
-pub const HISTOGRAMS_SCHEMA: &str = "duo-harness/histograms/v1";
-
-/// `histograms.json`: every (feature, metric) HDR histogram, mergeable across runs.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Histograms {
-    pub schema: String,
-    /// `us`.
-    pub unit: String,
-    /// `hdrhistogram-v2-deflate-base64`.
-    pub encoding: String,
-    /// Task start minus intended send, measured requests.
-    pub send_lateness: Metric,
-    /// The self-audit's receive-delay probes.
-    pub receive_delay: Metric,
-    pub features: BTreeMap<String, FeatureHistograms>,
-}
-
-/// One feature's histograms.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct FeatureHistograms {
-    pub ttft: Metric,
-    pub ttft_from_intended: Metric,
-    pub itl: Metric,
-    pub tpot: Metric,
-    pub e2e: Metric,
-    pub queue_wait: Metric,
-}
-
-impl Histograms {
-    /// Every histogram of `others` added into these (features missing from one are kept as
-    /// they are).
-    pub fn merge(&mut self, other: &Histograms) {
-        self.send_lateness.merge(&other.send_lateness);
-        self.receive_delay.merge(&other.receive_delay);
-        for (k, theirs) in &other.features {
-            let Some(ours) = self.features.get_mut(k) else {
-                self.features.insert(k.clone(), theirs.clone());
-                continue;
-            };
-            for (a, b) in ours.each_mut().into_iter().zip(theirs.each()) {
-                a.merge(b);
-            }
-        }
-    }
-}
-
-impl FeatureHistograms {
-    fn each_mut(&mut self) -> [&mut Metric; 6] {
-        [
-            &mut self.ttft,
-            &mut self.ttft_from_intended,
-            &mut self.itl,
-            &mut self.tpot,
-            &mut self.e2e,
-            &mut self.queue_wait,
-        ]
-    }
-
-    fn each(&self) -> [&Metric; 6] {
-        [
-            &self.ttft,
-            &self.ttft_from_intended,
-            &self.itl,
-            &self.tpot,
-            &self.e2e,
-            &self.queue_wait,
-        ]
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(kind: &str) -> Finding {
-        let kind = serde_json::from_value(kind.into()).unwrap();
-        Finding::new(kind, Severity::Error, None, String::new())
-    }
-
-    /// An invalid measurement never hides a failure that does not depend on timing.
-    #[test]
-    fn an_invalid_measurement_never_hides_a_timing_free_failure() {
-        assert_eq!(
-            verdict(&[f("invalid_measurement"), f("slo")]),
-            Verdict::Invalid
-        );
-        for kind in [
-            "request_error",
-            "protocol",
-            "routing",
-            "conformance_content",
-            "nothing_measured",
-        ] {
-            assert_eq!(
-                verdict(&[f("invalid_measurement"), f(kind)]),
-                Verdict::Fail,
-                "{kind}"
-            );
-        }
-        assert_eq!(
-            verdict(&[f("internal_error"), f("routing")]),
-            Verdict::Error
-        );
-        assert_eq!(verdict(&[f("slo")]), Verdict::Fail);
-        assert_eq!(verdict(&[]), Verdict::Pass);
-    }
-
-    /// A regression is judged with the self-audit's bounds: an invalid measurement elsewhere
-    /// does not soften it. A gate that could not decide is never a pass.
-    #[test]
-    fn a_regression_fails_and_an_undecided_gate_never_passes() {
-        assert_eq!(
-            verdict(&[f("invalid_measurement"), f("regression")]),
-            Verdict::Fail
-        );
-        assert_eq!(verdict(&[f("gate_undecided")]), Verdict::Invalid);
-        assert_eq!(verdict(&[f("gate_undecided"), f("slo")]), Verdict::Fail);
-        assert_eq!(
-            verdict(&[f("gate_undecided"), f("request_error")]),
-            Verdict::Fail
-        );
-    }
-}
+mod tests;
