@@ -65,35 +65,57 @@ fn record_epoch_ms(r: &RequestRecord) -> Option<f64> {
     Some(at.timestamp_micros() as f64 / 1000.0 - r.sent_ms)
 }
 
-/// Splits the records into the run's own (those on the clock most of them share) and another
-/// run's, grouped by their clock; with the run's start.
-fn own_records(
-    records: Vec<RequestRecord>,
-) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
-    let mut epochs: Vec<f64> = records.iter().filter_map(record_epoch_ms).collect();
-    epochs.sort_by(f64::total_cmp);
-    let Some(own) = epochs.get(epochs.len() / 2).copied() else {
-        return (records, Vec::new(), None);
-    };
-    let mut foreign: Vec<ForeignLines> = Vec::new();
-    let mut kept = Vec::with_capacity(records.len());
-    for r in records {
-        match record_epoch_ms(&r).filter(|e| (e - own).abs() > CLOCK_TOLERANCE_MS) {
-            None => kept.push(r),
-            Some(e) => match foreign
-                .iter_mut()
-                .find(|f| (f.start_epoch_ms - e).abs() <= CLOCK_TOLERANCE_MS)
-            {
-                Some(f) => f.lines += 1,
-                None => foreign.push(ForeignLines {
-                    lines: 1,
-                    start_epoch_ms: e,
-                }),
-            },
+/// The run's start on the wall clock from its id (`<UTC start>-<name>`, to the second), ms.
+fn run_id_start_ms(run_id: &str) -> Option<f64> {
+    let stamp = run_id.get(..16)?;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
+    Some(t.and_utc().timestamp_millis() as f64)
+}
+
+/// The clocks the records were written on: each a start (ms since the epoch) and its lines.
+fn clocks(records: &[RequestRecord]) -> Vec<ForeignLines> {
+    let mut out: Vec<ForeignLines> = Vec::new();
+    for e in records.iter().filter_map(record_epoch_ms) {
+        match out
+            .iter_mut()
+            .find(|c| (c.start_epoch_ms - e).abs() <= CLOCK_TOLERANCE_MS)
+        {
+            Some(c) => c.lines += 1,
+            None => out.push(ForeignLines {
+                lines: 1,
+                start_epoch_ms: e,
+            }),
         }
     }
+    out
+}
+
+/// Splits the records into the run's own and another run's, grouped by clock; with the run's
+/// start. The run's own clock is the first to start at or after the start its id names (a run
+/// starts its clock after its setup); without one, the clock most lines share.
+fn own_records(
+    records: Vec<RequestRecord>,
+    run_id: &str,
+) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
+    let mut found = clocks(&records);
+    let after_start =
+        |c: &&ForeignLines| run_id_start_ms(run_id).is_some_and(|s| c.start_epoch_ms >= s - 1000.0);
+    let own = found
+        .iter()
+        .filter(after_start)
+        .min_by(|a, b| a.start_epoch_ms.total_cmp(&b.start_epoch_ms))
+        .or_else(|| found.iter().max_by_key(|c| c.lines))
+        .map(|c| c.start_epoch_ms);
+    let Some(own) = own else {
+        return (records, Vec::new(), None);
+    };
+    found.retain(|c| (c.start_epoch_ms - own).abs() > CLOCK_TOLERANCE_MS);
+    let kept: Vec<RequestRecord> = records
+        .into_iter()
+        .filter(|r| record_epoch_ms(r).is_none_or(|e| (e - own).abs() <= CLOCK_TOLERANCE_MS))
+        .collect();
     let start = kept.iter().find_map(record_epoch_ms);
-    (kept, foreign, start)
+    (kept, found, start)
 }
 
 /// One run folder, read.
@@ -196,7 +218,7 @@ impl RunFolder {
             })?;
         let plan = plan_json.plan.clone();
         let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);
-        let (records, foreign, start_epoch_ms) = own_records(records);
+        let (records, foreign, start_epoch_ms) = own_records(records, &plan.run_id);
         Ok(Self {
             dir: dir.into(),
             plan,
