@@ -113,11 +113,9 @@ pub fn gateway_shares(summary: &crate::verdict::Summary) -> Vec<GatewayShare> {
         .collect()
 }
 
-/// One console line for the shares, or nothing.
-pub fn gateway_line(shares: &[GatewayShare]) -> String {
-    if shares.is_empty() {
-        return String::new();
-    }
+/// The shares in words (`duo_chat 12.0 ms of 40.0 ms (30 %); …`), as the console and the
+/// Markdown say them.
+pub fn shares_text(shares: &[GatewayShare]) -> String {
     let parts: Vec<String> = shares
         .iter()
         .map(|g| {
@@ -130,8 +128,16 @@ pub fn gateway_line(shares: &[GatewayShare]) -> String {
             )
         })
         .collect();
-    format!(
-        "gateway (taps): its share of TTFT p50 at the knee: {}\n",
-        parts.join("; ")
-    )
+    parts.join("; ")
+}
+
+/// One console line for the shares, or nothing.
+pub fn gateway_line(shares: &[GatewayShare]) -> String {
+    match shares.is_empty() {
+        true => String::new(),
+        false => format!(
+            "gateway (taps): its share of TTFT p50 at the knee: {}\n",
+            shares_text(shares)
+        ),
+    }
 }

@@ -35,24 +35,11 @@ impl crate::report::CapacitySection for Capacity {
         if let Some(why) = &self.limiter {
             let _ = writeln!(out, "\nWhy: {}", cell(why));
         }
-        let shares: Vec<String> = self
-            .gateway
-            .iter()
-            .map(|g| {
-                format!(
-                    "{} {:.1} ms of {:.1} ms ({:.0} %)",
-                    g.feature,
-                    g.gateway_ttft_p50_ms,
-                    g.client_ttft_p50_ms,
-                    g.share * 100.0
-                )
-            })
-            .collect();
-        if !shares.is_empty() {
+        if !self.gateway.is_empty() {
             let _ = writeln!(
                 out,
                 "\nThe gateway's share of TTFT p50 (taps): {}",
-                shares.join("; ")
+                super::limiter::shares_text(&self.gateway)
             );
         }
         roofline(out, self);
