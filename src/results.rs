@@ -98,8 +98,8 @@ fn own_records(
     run_id: &str,
 ) -> (Vec<RequestRecord>, Vec<ForeignLines>, Option<f64>) {
     let mut found = clocks(&records);
-    let after_start =
-        |c: &&ForeignLines| run_id_start_ms(run_id).is_some_and(|s| c.start_epoch_ms >= s - 1000.0);
+    let started = run_id_start_ms(run_id);
+    let after_start = |c: &&ForeignLines| started.is_some_and(|s| c.start_epoch_ms >= s - 1000.0);
     let own = found
         .iter()
         .filter(after_start)

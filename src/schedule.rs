@@ -106,7 +106,7 @@ pub struct Picker {
 
 /// Why a schedule cannot be drawn for this load and corpus.
 #[derive(Debug, thiserror::Error)]
-pub enum MixError {
+pub enum ScheduleError {
     #[error("load.arrival: a rate-based arrival needs a rate")]
     NoRate,
     #[error("load.mix: no interaction of feature '{0}'")]
@@ -117,7 +117,7 @@ pub enum MixError {
 
 impl Picker {
     /// `features[i]` is interaction i's feature; `mix` maps features to weights (empty: none).
-    pub fn new(features: &[&str], mix: &[(String, f64)], seed: u64) -> Result<Self, MixError> {
+    pub fn new(features: &[&str], mix: &[(String, f64)], seed: u64) -> Result<Self, ScheduleError> {
         let rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_785f_7069_636b);
         if mix.is_empty() {
             return Ok(Self {
@@ -133,12 +133,12 @@ impl Picker {
                 .filter(|&i| features[i] == feature)
                 .collect();
             if cases.is_empty() {
-                return Err(MixError::NoInteraction(feature.clone()));
+                return Err(ScheduleError::NoInteraction(feature.clone()));
             }
             groups.push(cases);
         }
         let weights = WeightedIndex::new(mix.iter().map(|(_, w)| *w))
-            .map_err(|e| MixError::Weights(e.to_string()))?;
+            .map_err(|e| ScheduleError::Weights(e.to_string()))?;
         Ok(Self {
             next_in_group: vec![0; groups.len()],
             groups,
@@ -173,7 +173,11 @@ pub struct Schedule {
 /// Builds the schedule of `load` over the selected interactions (`features[i]` and
 /// `offsets_ms[i]` belong to interaction i). A closed loop or a trace without other bounds makes
 /// one pass over the interactions.
-pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<Schedule, MixError> {
+pub fn build(
+    load: &LoadSpec,
+    features: &[&str],
+    offsets_ms: &[f64],
+) -> Result<Schedule, ScheduleError> {
     let mix: Vec<(String, f64)> = load.mix.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let mut picker = Picker::new(features, &mix, load.seed())?;
     let one_pass = offsets_ms.len() as u64;
@@ -209,7 +213,7 @@ pub fn build(load: &LoadSpec, features: &[&str], offsets_ms: &[f64]) -> Result<S
             (Box::new(it), Some(max))
         }
         rate_based => {
-            let profile = load.profile().ok_or(MixError::NoRate)?;
+            let profile = load.profile().ok_or(ScheduleError::NoRate)?;
             let arrivals = Arrivals::new(rate_based, profile, load.burstiness, load.seed());
             let it = arrivals.map(move |t| Planned {
                 at: Some(t),

@@ -187,6 +187,8 @@ pub struct Taps {
 pub enum TapError {
     #[error("[[tap]] backend '{0}': no such backend in the embedded stack")]
     NoBackend(String),
+    #[error("[[tap]] '{0}' names neither a backend nor an upstream")]
+    Unrouted(String),
     #[error("cannot start the tap for {tap}: {source}")]
     Start { tap: String, source: std::io::Error },
 }
@@ -213,7 +215,7 @@ pub async fn start_all(
                 .ok_or_else(|| TapError::NoBackend(b.clone()))?,
             (None, Some(u)) => u.trim_end_matches('/').to_owned(),
             // The plan refuses such a tap; should one come, it is named, not a panic.
-            (None, None) => return Err(TapError::NoBackend(spec.name().to_owned())),
+            (None, None) => return Err(TapError::Unrouted(spec.name().to_owned())),
         };
         let tap = start(spec, i, &upstream, client.clone(), tx.clone())
             .await

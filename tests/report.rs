@@ -245,7 +245,7 @@ fn report_rebuilds_the_runs_own_summary(dir: &Path) {
 /// Markdown, HTML) and the JUnit case of its feature.
 fn every_finding_kind_lands_in_one_stage_everywhere(dir: &Path) {
     use duo_harness::verdict::{Finding, FindingKind, Severity, StageName};
-    let folder = duo_harness::results::RunFolder::open(dir).unwrap();
+    let mut folder = duo_harness::results::RunFolder::open(dir).unwrap();
     for &kind in FindingKind::ALL {
         let mut summary = folder.summary.clone().unwrap();
         summary.findings = vec![Finding::new(
@@ -255,7 +255,7 @@ fn every_finding_kind_lands_in_one_stage_everywhere(dir: &Path) {
             format!("planted {kind}"),
         )];
         let gate = duo_harness::plan::GateSpec::default();
-        let judged = duo_harness::compare::gate::judge(dir, summary, &gate, Vec::new());
+        let judged = duo_harness::compare::gate::judge(&mut folder, summary, &gate, Vec::new());
         let failed: Vec<&str> = judged
             .stages
             .iter()

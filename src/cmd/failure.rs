@@ -47,7 +47,8 @@ impl Failure {
             Self::Run(e) | Self::Capacity(C::Probe { source: e, .. }) => match e {
                 RunError::Drive(crate::drive::DriveError::Unanswered { .. }) => Exit::Unreachable,
                 RunError::Plan(_) | RunError::Corpus(_) | RunError::Drive(_) => Exit::Usage,
-                RunError::Config(_) | RunError::Taps(TapError::NoBackend(_)) => Exit::Usage,
+                RunError::Config(_)
+                | RunError::Taps(TapError::NoBackend(_) | TapError::Unrouted(_)) => Exit::Usage,
                 RunError::Taps(TapError::Start { .. }) => Exit::Unreachable,
                 RunError::Stack(StackError::Invalid(_) | StackError::Parse { .. }) => Exit::Usage,
                 RunError::Stack(_) | RunError::Unreachable { .. } => Exit::Unreachable,

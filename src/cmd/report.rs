@@ -154,7 +154,7 @@ fn foreign_findings(sources: &[RunFolder]) -> Vec<Finding> {
 pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
     let sources = open_sources(&args.dirs)?;
     let out = out_dir(args.out.as_ref(), &sources)?;
-    let merged = results::merge(sources.clone())?;
+    let mut merged = results::merge(sources.clone())?;
     if sources.len() > 1 || out != sources[0].dir {
         write_merged(&merged, &sources, &out)?;
     }
@@ -171,7 +171,10 @@ pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
         [only] => only.preflight.clone().map(|p| p.stages).unwrap_or_default(),
         _ => Vec::new(),
     };
-    let judged = judge(&out, rebuilt.summary, &merged.plan.gate, preflight);
+    // The judged folder is the one the reports go to.
+    merged.dir = out.clone();
+    let gate = merged.plan.gate.clone();
+    let judged = judge(&mut merged, rebuilt.summary, &gate, preflight);
     print!("{}", judged.summary.table());
     if let Some(c) = &judged.comparison {
         print!("{}", compare::table(c));

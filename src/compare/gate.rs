@@ -8,7 +8,6 @@ use crate::results::RunFolder;
 use crate::verdict::{
     self, Finding, FindingKind, Severity, Stage, StageName, StageStatus, Summary,
 };
-use std::path::Path;
 
 /// A run's summary with the gate folded in, and its stages.
 pub struct Judged {
@@ -17,8 +16,12 @@ pub struct Judged {
     pub stages: Vec<Stage>,
 }
 
-/// The gate stage: the run in `dir` (its `summary` not yet written) against `gate.baseline`.
-fn gate_stage(dir: &Path, summary: &Summary, gate: &GateSpec) -> (Option<Comparison>, Stage) {
+/// The gate stage: the `current` run (its `summary` not yet written) against `gate.baseline`.
+fn gate_stage(
+    current: &mut RunFolder,
+    summary: &Summary,
+    gate: &GateSpec,
+) -> (Option<Comparison>, Stage) {
     let stage = |status, detail: String| Stage {
         name: "gate".into(),
         status,
@@ -36,14 +39,10 @@ fn gate_stage(dir: &Path, summary: &Summary, gate: &GateSpec) -> (Option<Compari
         );
         return (None, stage(StageStatus::Skipped(why), String::new()));
     }
-    let opened = RunFolder::open(baseline).and_then(|b| {
-        let mut c = RunFolder::open(dir)?;
-        c.summary = Some(summary.clone());
-        Ok((b, c))
-    });
-    let compared = opened
+    current.summary = Some(summary.clone());
+    let compared = RunFolder::open(baseline)
         .map_err(|e| e.to_string())
-        .and_then(|(b, c)| compare::compare(&b, &c, gate).map_err(|e| e.to_string()));
+        .and_then(|b| compare::compare(&b, current, gate).map_err(|e| e.to_string()));
     match compared {
         Err(e) => (None, stage(StageStatus::Failed(e), String::new())),
         Ok(c) => {
@@ -136,7 +135,14 @@ fn undecided_message(c: &Comparison) -> String {
 
 /// Folds the preflight stages and the gate into the summary (a failed stage, a latency
 /// regression: error findings) and lists the stages.
-pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<Stage>) -> Judged {
+/// `current` is the run's folder as judged (its records already read): the gate compares it
+/// without reading it again, its summary replaced by this one.
+pub fn judge(
+    current: &mut RunFolder,
+    mut summary: Summary,
+    gate: &GateSpec,
+    preflight: Vec<Stage>,
+) -> Judged {
     for stage in &preflight {
         if let StageStatus::Failed(m) = &stage.status {
             let m = format!("{}: {m}", stage.name);
@@ -150,7 +156,7 @@ pub fn judge(dir: &Path, mut summary: Summary, gate: &GateSpec, preflight: Vec<S
     }
     // The gate holds the current run to its own verdict, preflight included.
     summary.verdict = verdict::verdict(&summary.findings);
-    let (comparison, gate_stage) = gate_stage(dir, &summary, gate);
+    let (comparison, gate_stage) = gate_stage(current, &summary, gate);
     for ch in comparison.iter().flat_map(|c| &c.checks) {
         // New conformance and routing findings already fail the run as themselves.
         if ch.outcome == Outcome::Regression

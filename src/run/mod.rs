@@ -469,7 +469,7 @@ fn judge_and_write(
     let live = (info, agg, backend_metrics);
     unwritten.extend(write_live(plan, live, &checks, &preflight));
     let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
-    let sources = [folder];
+    let mut sources = [folder];
     let rebuilt = report::judge_folder(
         &sources[0],
         &sources,
@@ -477,7 +477,8 @@ fn judge_and_write(
         conformance.as_ref(),
     );
     let (summary, agg) = (rebuilt.summary, rebuilt.agg);
-    let judged = crate::compare::gate::judge(&plan.run_dir, summary, &plan.gate, preflight);
+    let [current] = &mut sources;
+    let judged = crate::compare::gate::judge(current, summary, &plan.gate, preflight);
     let summary = judged.summary;
     print!("{}", summary.table());
     if let Some(c) = &judged.comparison {
