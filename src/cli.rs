@@ -43,6 +43,11 @@ pub enum Command {
         /// snapshot folder's noise.json.
         #[arg(long)]
         calibrate: bool,
+        /// The first run against this stack: stages with no reference yet (the gate, conformance
+        /// without reviewed snapshots) are not run and do not fail it; a passing run is stored as
+        /// the scenario's [gate] baseline.
+        #[arg(long, conflicts_with = "calibrate")]
+        first_run: bool,
     },
     /// Record traffic through a streaming reverse proxy into a corpus (secrets redacted).
     Record {
@@ -327,8 +332,11 @@ pub fn main() -> std::process::ExitCode {
     };
     crate::exit::install_panic_hook();
     crate::clock::raise_open_file_limit();
+    // Colour codes only for a person at a terminal: CI logs and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -367,6 +375,7 @@ async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
             corpus,
             load,
             calibrate,
+            first_run,
         } => {
             let overrides = Overrides {
                 target,
@@ -374,6 +383,7 @@ async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
                 out,
                 load: load.into(),
                 calibrate,
+                first_run,
             };
             Ok(crate::run::run(&scenario, overrides).await?)
         }

@@ -23,8 +23,12 @@ mod document;
 use document::corpus_digest;
 pub use document::{PlanDocument, Resolved, PLAN_SCHEMA};
 pub use gate::{parse_threshold, GateMetric, GateSpec, Threshold};
-pub use load::{CapPolicy, LoadOverrides, LoadSpec, Slo, Step};
+pub use load::{CapPolicy, LoadOverrides, LoadSpec, PreflightPolicy, Slo, Step};
 pub use rate::{Arrival, RateProfile, Segment};
+
+/// `[slo.default]`: the objective of every feature the scenario gives none of its own (chat
+/// sub-features take General Chat's first).
+pub const DEFAULT_SLO: &str = "default";
 pub use target::{AuthKind, Target};
 
 use crate::twin::StackConfig;
@@ -139,6 +143,14 @@ pub struct TapSpec {
     /// ...or a real backend's base URL: model endpoints starting with it go through the tap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Where the tap listens (default `127.0.0.1:0`: this host's loopback, a free port). A
+    /// gateway in another container or pod needs an address it can reach, e.g. `0.0.0.0:9101`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The base URL the gateway must use for the tap (`http://harness.ci:9101`), when it is not
+    /// the listening address itself (a wildcard or a NATed one). Empty: not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl TapSpec {
@@ -203,6 +215,11 @@ pub struct Overrides {
     pub load: LoadOverrides,
     /// `--calibrate`: measure the noise floor instead of checking.
     pub calibrate: bool,
+    /// `--first-run`: nothing to compare with yet. Stages that need a reference (the gate,
+    /// conformance without reviewed snapshots) are not run and do not fail the run, and a
+    /// passing run is stored as `[gate] baseline`.
+    #[serde(default)]
+    pub first_run: bool,
 }
 
 /// Why a plan could not be made (exit code 2).
@@ -306,7 +323,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     let (target_url, embedded_backend) = target_url(&sc, &overrides).map_err(at)?;
     check_dws(&sc).map_err(at)?;
     check_features(&sc).map_err(at)?;
-    check_taps(&sc).map_err(at)?;
+    check::taps(&sc).map_err(at)?;
     let conformance = conformance(&sc, base).map_err(at)?;
     sc.capacity.check().map_err(at)?;
     sc.metrics.check().map_err(at)?;
@@ -338,7 +355,12 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
             s
         }),
         load,
-        slo: sc.slo,
+        // A calibration is one request at a time: its latency is no SLO's business.
+        slo: if overrides.calibrate {
+            BTreeMap::new()
+        } else {
+            sc.slo
+        },
         taps: sc.taps,
         routing: sc.routing,
         conformance,
@@ -430,7 +452,7 @@ fn check_features(sc: &Scenario) -> Result<(), String> {
         .features
         .iter()
         .chain(sc.models.keys())
-        .chain(sc.slo.keys())
+        .chain(sc.slo.keys().filter(|k| *k != crate::plan::DEFAULT_SLO))
         .chain(sc.routing.features.keys())
         .chain(sc.tokenizers.keys().filter(|k| *k != "default"));
     match named
@@ -442,20 +464,6 @@ fn check_features(sc: &Scenario) -> Result<(), String> {
         )),
         None => Ok(()),
     }
-}
-
-/// Each `[[tap]]` fronts a twin backend or an http(s) upstream.
-fn check_taps(sc: &Scenario) -> Result<(), String> {
-    for t in &sc.taps {
-        match (&t.backend, &t.upstream) {
-            (Some(_), None) => {}
-            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
-            _ => {
-                return Err("each [[tap]] needs either backend = \"<twin backend>\" or upstream = \"http(s)://...\"".into())
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `[conformance]`, its snapshot folder resolved against the scenario's folder.
@@ -508,6 +516,7 @@ fn load(
             ..LoadSpec::default()
         };
         load.calibration_passes = 4;
+        load.warmup_s = 0.0;
     }
     load.check()?;
     Ok(load)

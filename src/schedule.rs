@@ -170,6 +170,16 @@ pub struct Schedule {
     pub max_requests: Option<u64>,
 }
 
+impl Schedule {
+    /// No send at all (a run its preflight stopped).
+    pub fn none() -> Self {
+        Self {
+            sends: Box::new(std::iter::empty()),
+            max_requests: Some(0),
+        }
+    }
+}
+
 /// Builds the schedule of `load` over the selected interactions (`features[i]` and
 /// `offsets_ms[i]` belong to interaction i). A closed loop or a trace without other bounds makes
 /// one pass over the interactions.

@@ -148,8 +148,20 @@ pub async fn start(
     client: reqwest::Client,
     out: mpsc::UnboundedSender<(usize, Instant, Capture)>,
 ) -> std::io::Result<RunningTap> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let listen = spec.listen.as_deref().filter(|l| !l.is_empty());
+    let listener = tokio::net::TcpListener::bind(listen.unwrap_or("127.0.0.1:0")).await?;
+    let local = listener.local_addr()?;
+    let url = match spec.advertise.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => a.trim_end_matches('/').to_owned(),
+        None => format!("http://{local}"),
+    };
+    if listen.is_some() {
+        // Said once: the address the gateway's model settings will carry.
+        println!(
+            "tap {}: listening on {local}; the gateway reaches it at {url}",
+            spec.name()
+        );
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Capture>();
     let proxy = Arc::new(Proxy::new(client, upstream, tx, 0));
     let started = proxy.started;

@@ -340,6 +340,8 @@ async fn twin_aigw_matches_every_capture_of_set_2() {
         name: None,
         backend: Some("mock".into()),
         upstream: None,
+        listen: None,
+        advertise: None,
     };
     let client = reqwest::Client::new();
     let base = urls.backends["mock"].url.clone();

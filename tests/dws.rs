@@ -195,10 +195,15 @@ fn unauthenticated_and_upstream_down_end_as_captured() {
     let mut line = case("dap-chat-text");
     line["session"]["expect"] = serde_json::json!({"status": "INTERNAL"});
     let port = common::closed_port();
-    let down = MODELS.replace("twin:vllm-chat", &format!("http://127.0.0.1:{port}/v1"));
+    // A fault drill: the load is sent although the `models` preflight fails on the dead backend.
+    let down = MODELS.replace("twin:vllm-chat", &format!("http://127.0.0.1:{port}/v1"))
+        + "\n[load]\non_failed_preflight = \"send\"\n";
     let out = d.path().join("down");
     let (code, printed) = run(&scenario(d.path(), &[line], &down), &out);
-    assert_eq!(code, 0, "{printed}");
+    // The dead backend fails `models` (the run fails), and the session still ends as captured.
+    assert_eq!(code, 1, "{printed}");
+    let summary = common::json_file(&out.join("summary.json"));
+    assert!(common::finding_message(&summary, "preflight").contains("models"));
     let r = &common::results(&out)[0];
     assert_like_capture(r, "err_upstream_down");
 }
@@ -289,7 +294,8 @@ fn hostile_servers_are_classed_and_the_run_goes_on() {
             l
         })
         .collect();
-    let extra = format!("{MODELS}\n[load]\nconcurrency = 5\n");
+    // The hostile service fails its health check too: a fault drill sends its load regardless.
+    let extra = format!("{MODELS}\n[load]\nconcurrency = 5\non_failed_preflight = \"send\"\n");
     let path = scenario(d.path(), &lines, &extra);
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -553,7 +559,7 @@ fn compare_gates_the_agent_loop() {
         folders[0].to_str().unwrap(),
         folders[1].to_str().unwrap(),
     ]);
-    let c = common::json_file(&folders[1].join("comparison.json"));
+    let c = common::compare_file(&folders[1]);
     let outcome = |metric: &str| {
         c["checks"]
             .as_array()

@@ -53,6 +53,8 @@ fn the_real_aigw_scenario_works_from_the_environment_alone() {
             "scenarios/real-aigw.toml",
             "--out",
             out.to_str().unwrap(),
+            // As the README's first step: no reviewed snapshot yet.
+            "--first-run",
         ])
         .current_dir(common::repo())
         .env_remove("CI")

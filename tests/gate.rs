@@ -85,7 +85,7 @@ fn the_gate_passes_the_same_stack_and_fails_on_exactly_the_slowed_feature() {
     );
 
     let (code, stdout, stderr) = run_cli(&["compare", &arg(&a), &arg(&b)]);
-    let same = json_file(&b.join("comparison.json"));
+    let same = common::compare_file(&b);
     assert_schema("comparison-v1.schema.json", &same);
     assert_eq!(regressions(&same), vec![], "{stdout}");
     // Exit 4 only when a required check could not be judged, and then the table names it.
@@ -229,7 +229,7 @@ fn the_current_runs_own_verdict_and_missing_evidence_decide(tmp: &Path, a: &Path
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, _) = run_cli(&args);
-    let c = json_file(&s2.join("comparison.json"));
+    let c = common::compare_file(&s2);
     let required_p99 = c["checks"]
         .as_array()
         .unwrap()
@@ -310,9 +310,17 @@ fn baseline_and_report_refusals(tmp: &Path, a: &Path, b: &Path) {
         }
         run_cli(&args)
     };
+    // A folder of other files (the baseline's snapshots live beside it) takes a first baseline;
+    // one that holds a baseline keeps it unless told.
+    let (code, stdout, stderr) = save(&passed, false);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        store.join("notes.txt").is_file(),
+        "the operator's file is kept"
+    );
     let (code, _, stderr) = save(&passed, false);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("not empty"), "{stderr}");
+    assert!(stderr.contains("holds a baseline already"), "{stderr}");
     let (code, stdout, stderr) = save(&passed, true);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let mixed = copy_run(a, &tmp.join("a-mixed"), |s| {

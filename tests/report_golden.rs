@@ -86,6 +86,7 @@ fn fixture() -> (duo_harness::verdict::Summary, Aggregate) {
 fn comparison() -> Comparison {
     let check = |metric: &str, outcome, basis, worse: f64, lo: f64, hi: f64, reason: &str| Check {
         feature: "duo_chat".into(),
+        mode: None,
         metric: GateMetric::parse(metric).unwrap(),
         outcome,
         basis,
@@ -150,6 +151,7 @@ fn markdown_and_junit_are_stable() {
         resolved: duo_harness::plan::Resolved {
             target_url: "http://aigw.example:5052".into(),
             stack: None,
+            features: Vec::new(),
         },
         merged_from: Vec::new(),
     };

@@ -8,6 +8,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 fn run(scenario_text: &str, dir: &Path) -> (i32, String, Value) {
+    run_with(scenario_text, dir, &[])
+}
+
+/// `run` with more flags (`--first-run`).
+fn run_with(scenario_text: &str, dir: &Path, extra: &[&str]) -> (i32, String, Value) {
     let s = dir.join("s.toml");
     let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
     let text = scenario_text.replace(
@@ -16,8 +21,9 @@ fn run(scenario_text: &str, dir: &Path) -> (i32, String, Value) {
     );
     std::fs::write(&s, text).unwrap();
     let out = dir.join("run");
-    let (code, stdout, stderr) =
-        common::run_cli(&["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let mut args = vec!["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(extra);
+    let (code, stdout, stderr) = common::run_cli(&args);
     let sm =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     (code, format!("{stdout}{stderr}"), sm)
@@ -142,7 +148,7 @@ fn upstream_parameter_drift_against_the_snapshot_is_caught() {
             "\"../fixtures/corpus/duo-default.jsonl\"\nfeatures = [\"code_completions\", \"generate_commit_message\"]",
         )
         + &format!("\n[conformance]\nsnapshots = {:?}\n", snaps);
-    let (code, log, _) = run(&base, d.path());
+    let (code, log, _) = run_with(&base, d.path(), &["--first-run"]);
     assert_eq!(code, 0, "{log}");
     let accepted = std::process::Command::new(common::bin())
         .args(["snapshots", "accept", "--dir", snaps.to_str().unwrap()])

@@ -27,8 +27,14 @@ fn scenario(dir: &Path, extra: &str) -> String {
 
 /// Runs the binary with or without `CI`; returns (exit code, summary).
 fn run(s: &str, out: &Path, ci: bool) -> (i32, Value) {
+    run_with(s, out, ci, &[])
+}
+
+/// `run` with more flags (`--first-run`).
+fn run_with(s: &str, out: &Path, ci: bool, extra: &[&str]) -> (i32, Value) {
     let mut c = Command::new(common::bin());
     c.args(["run", s, "--out", out.to_str().unwrap()])
+        .args(extra)
         .current_dir(common::repo());
     if ci {
         c.env("CI", "true");
@@ -77,11 +83,18 @@ fn record_accept_compare_and_review_snapshots() {
     let dir = snaps.to_str().unwrap();
     let s = scenario(d.path(), "");
 
-    // 1. No snapshots yet: every case is new and pending; a warning, not a failure.
-    let (code, sm) = run(&s, &d.path().join("r1"), false);
+    // 1. No snapshots yet: every case is new and pending. Conformance checked nothing, which
+    // fails a run unless it is the first (then a note, not a failure).
+    let (code, sm) = run(&s, &d.path().join("r0"), false);
+    assert_eq!(code, 1, "{sm}");
+    let not_run = common::finding_message(&sm, "conformance_not_run");
+    assert!(not_run.starts_with("not run for "), "{not_run}");
+    let (code, sm) = run_with(&s, &d.path().join("r1"), false, &["--first-run"]);
     assert_eq!(code, 0, "{sm}");
     assert_eq!(pending(&snaps), 11);
-    assert!(kinds(&sm).iter().all(|k| k == "snapshot_new"));
+    assert!(kinds(&sm)
+        .iter()
+        .all(|k| k == "snapshot_new" || k == "conformance_not_run"));
     assert_eq!(sm["features"]["code_completions"]["conformance"]["new"], 9);
     for p in duo_harness::conformance::pending(&snaps, None) {
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();

@@ -82,7 +82,8 @@ fn run_measures_an_https_target_trusted_through_the_scenario_ca_bundle() {
         std::fs::write(
             &p,
             format!(
-                "name = \"tls\"\ncorpus = {corpus:?}\nrequest_timeout_s = 10\n\n\
+                "name = \"tls\"\ncorpus = {corpus:?}\nfeatures = [\"code_completions\"]\n\
+                 request_timeout_s = 10\n\n\
                  [target]\nurl = \"{}\"\n{ca_line}\n\n[load]\nmax_requests = 3\n",
                 front.url
             ),

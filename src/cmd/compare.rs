@@ -57,6 +57,20 @@ fn gate(args: &CompareArgs, base: &RunFolder, cur: &RunFolder) -> Result<GateSpe
     Ok(gate)
 }
 
+/// `compare-<baseline run id>.json`: what `compare` writes into the current folder by default.
+fn own_file(base: &RunFolder) -> String {
+    let id: String = base
+        .plan
+        .run_id
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    format!("compare-{id}.json")
+}
+
 /// `compare`: 0 only when every required check was judged "no regression" and the current run
 /// passed; 1 on a regression or a failed current run; 4 when a required check could not be
 /// judged; 2 when the runs cannot be compared or a flag is wrong.
@@ -75,7 +89,8 @@ pub fn command(args: CompareArgs) -> Result<Exit, Failure> {
     let gate = gate(&args, &base, &cur).map_err(Failure::Usage)?;
     let c = compare::compare(&base, &cur, &gate)?;
     print!("{}", compare::table(&c));
-    let out = args.out.unwrap_or_else(|| cur.dir.join("comparison.json"));
+    // The run's own comparison.json is what its verdict rests on: this one is written beside it.
+    let out = args.out.unwrap_or_else(|| cur.dir.join(own_file(&base)));
     crate::files::write_json(&out, &c).map_err(|source| Failure::Write {
         path: out.clone(),
         source,

@@ -2,12 +2,11 @@
 //! against the scenario's baseline, the comparison's regressions and undecided checks as
 //! findings, and the stages listed as checks of their own.
 
+use super::stages::{derived_stages, not_run_findings, stopped_by, RunMode};
 use crate::compare::{self, Comparison, GateVerdict, Outcome};
 use crate::plan::{GateMetric, GateSpec};
 use crate::results::RunFolder;
-use crate::verdict::{
-    self, Finding, FindingKind, Severity, Stage, StageName, StageStatus, Summary,
-};
+use crate::verdict::{self, Finding, FindingKind, Severity, Stage, StageStatus, Summary};
 
 /// A run's summary with the gate folded in, and its stages.
 pub struct Judged {
@@ -16,35 +15,75 @@ pub struct Judged {
     pub stages: Vec<Stage>,
 }
 
-/// The gate stage: the `current` run (its `summary` not yet written) against `gate.baseline`.
+/// The baseline the gate compares with, or why the gate is not run: no baseline configured,
+/// the mode, a stopped run, or no baseline where the scenario says (an error unless this is
+/// the first run).
+fn gate_baseline<'a>(
+    gate: &'a GateSpec,
+    mode: RunMode,
+    stopped: Option<&str>,
+) -> Result<&'a std::path::Path, (StageStatus, Option<Finding>)> {
+    let Some(baseline) = &gate.baseline else {
+        let why = "no [gate] baseline in the scenario".to_owned();
+        return Err((StageStatus::Skipped(why), None));
+    };
+    if let Some(why) = stopped {
+        return Err((StageStatus::Skipped(why.to_owned()), None));
+    }
+    let at = baseline.display();
+    match mode {
+        RunMode::FirstRun => {
+            let why =
+                format!("not run: first run: a passing run is stored as the baseline at {at}");
+            return Err((StageStatus::Skipped(why), None));
+        }
+        RunMode::Calibration => {
+            let why = "not run: a calibration run is not compared with the baseline".to_owned();
+            return Err((StageStatus::Skipped(why), None));
+        }
+        RunMode::Normal if baseline.join("plan.json").is_file() => return Ok(baseline),
+        RunMode::Normal => {}
+    }
+    let why = format!(
+        "not run: no baseline run at {at}: a missing baseline is not a pass. On the first run \
+         against this stack say so (`run --first-run` stores a passing run there), or store one \
+         with `duo-harness baseline save RUN_DIR --to {at}`"
+    );
+    let finding = Finding::new(FindingKind::GateSkipped, Severity::Error, None, why.clone());
+    Err((StageStatus::Failed(why), Some(finding)))
+}
+
+/// The gate stage: the `current` run (its `summary` not yet written) against `gate.baseline`,
+/// and the finding of a gate that could not run (missing baseline, refused comparison).
 fn gate_stage(
     current: &mut RunFolder,
     summary: &Summary,
     gate: &GateSpec,
-) -> (Option<Comparison>, Stage) {
+    stopped: Option<&str>,
+) -> (Option<Comparison>, Stage, Option<Finding>) {
     let stage = |status, detail: String| Stage {
         name: "gate".into(),
         status,
         detail,
     };
-    let Some(baseline) = &gate.baseline else {
-        let why = "no [gate] baseline in the scenario".to_owned();
-        return (None, stage(StageStatus::Skipped(why), String::new()));
+    let mode = RunMode::of(&current.plan.overrides);
+    let baseline = match gate_baseline(gate, mode, stopped) {
+        Ok(b) => b,
+        Err((status, finding)) => return (None, stage(status, String::new()), finding),
     };
-    if !baseline.join("plan.json").is_file() {
-        let why = format!(
-            "no baseline run at {} yet: save one with `duo-harness baseline save RUN_DIR --to {}`",
-            baseline.display(),
-            baseline.display()
-        );
-        return (None, stage(StageStatus::Skipped(why), String::new()));
-    }
     current.summary = Some(summary.clone());
     let compared = RunFolder::open(baseline)
         .map_err(|e| e.to_string())
         .and_then(|b| compare::compare(&b, current, gate).map_err(|e| e.to_string()));
     match compared {
-        Err(e) => (None, stage(StageStatus::Failed(e), String::new())),
+        Err(e) => {
+            let refused = Finding::new(FindingKind::GateRefused, Severity::Error, None, e.clone());
+            (
+                None,
+                stage(StageStatus::Failed(e), String::new()),
+                Some(refused),
+            )
+        }
         Ok(c) => {
             let detail = format!(
                 "{} checks against {}: {} regression(s), {} inconclusive ({} required)",
@@ -58,64 +97,9 @@ fn gate_stage(
                 GateVerdict::Pass => StageStatus::Passed,
                 _ => StageStatus::Failed(compare::verdict_line(&c)),
             };
-            (Some(c), stage(status, detail))
+            (Some(c), stage(status, detail), None)
         }
     }
-}
-
-/// The stages a summary shows, after the run's own (`preflight`) ones: each fails on the first
-/// error finding whose kind belongs to it (`verdict::kind`), and is "not configured" when the
-/// scenario did not ask for it and nothing was found there.
-fn derived_stages(s: &Summary, preflight: Vec<Stage>) -> Vec<Stage> {
-    let features = &s.features;
-    let configured = |stage: StageName| match stage {
-        StageName::Routing => features.values().any(|f| f.routing.is_some()),
-        StageName::Conformance => features.values().any(|f| f.conformance.is_some()),
-        StageName::Slo => features.values().any(|f| f.slo.is_some()),
-        _ => true,
-    };
-    let rows = [
-        StageName::Replay,
-        StageName::Routing,
-        StageName::Conformance,
-        StageName::Slo,
-        StageName::Audit,
-    ];
-    let mut out = preflight;
-    for stage in rows {
-        let failed = s
-            .findings
-            .iter()
-            .find(|f| f.severity == Severity::Error && f.kind.stage() == stage)
-            .map(|f| f.message.clone());
-        let status = match (configured(stage), failed) {
-            (_, Some(m)) => StageStatus::Failed(m),
-            (false, None) => StageStatus::Skipped("not configured".into()),
-            (true, None) => StageStatus::Passed,
-        };
-        let detail = match stage {
-            StageName::Replay => format!("{} requests, {} errors", s.requests, s.errors),
-            StageName::Audit => format!(
-                "send lateness p99 {} ms, receive delay p99 {} ms",
-                s.load
-                    .send_lateness_ms
-                    .p99
-                    .map_or("-".into(), |v| format!("{v:.3}")),
-                s.load
-                    .receive
-                    .delay_ms
-                    .p99
-                    .map_or("-".into(), |v| format!("{v:.3}"))
-            ),
-            _ => String::new(),
-        };
-        out.push(Stage {
-            name: stage.name().into(),
-            status,
-            detail,
-        });
-    }
-    out
 }
 
 /// The required checks that could not be judged, and what would decide them.
@@ -154,15 +138,30 @@ pub fn judge(
             ));
         }
     }
+    let mode = RunMode::of(&current.plan.overrides);
+    let stopped = stopped_by(&preflight, current.plan.load.on_failed_preflight);
+    if stopped.is_some() {
+        // No load was sent on purpose: "nothing measured" would only repeat the preflight.
+        summary
+            .findings
+            .retain(|f| f.kind != FindingKind::NothingMeasured);
+    }
+    summary
+        .findings
+        .extend(not_run_findings(current, &summary, mode));
     // The gate holds the current run to its own verdict, preflight included.
     summary.verdict = verdict::verdict(&summary.findings);
-    let (comparison, gate_stage) = gate_stage(current, &summary, gate);
+    let (comparison, gate_stage, not_run) = gate_stage(current, &summary, gate, stopped.as_deref());
+    summary.findings.extend(not_run);
     for ch in comparison.iter().flat_map(|c| &c.checks) {
         // New conformance and routing findings already fail the run as themselves.
         if ch.outcome == Outcome::Regression
             && !matches!(ch.metric, GateMetric::Conformance | GateMetric::Routing)
         {
-            let m = format!("{} {}: {}", ch.feature, ch.metric, ch.reason);
+            let mode = ch
+                .mode
+                .map_or(String::new(), |m| format!(" ({})", m.name()));
+            let m = format!("{}{mode} {}: {}", ch.feature, ch.metric, ch.reason);
             summary.findings.push(Finding::new(
                 FindingKind::Regression,
                 Severity::Error,
@@ -183,28 +182,8 @@ pub fn judge(
             undecided_message(c),
         ));
     }
-    if let (Some(_), StageStatus::Skipped(m)) = (&gate.baseline, &gate_stage.status) {
-        // A configured gate that did not run is said out loud, never passed over silently.
-        let m = format!("the gate did not run: {m}");
-        summary.findings.push(Finding::new(
-            FindingKind::GateSkipped,
-            Severity::Warning,
-            None,
-            m,
-        ));
-    }
-    if let StageStatus::Failed(m) = &gate_stage.status {
-        if comparison.is_none() {
-            summary.findings.push(Finding::new(
-                FindingKind::GateRefused,
-                Severity::Error,
-                None,
-                m.clone(),
-            ));
-        }
-    }
     summary.verdict = verdict::verdict(&summary.findings);
-    let mut stages = derived_stages(&summary, preflight);
+    let mut stages = derived_stages(current, &summary, preflight, mode);
     stages.push(gate_stage);
     Judged {
         summary,

@@ -5,7 +5,7 @@ use super::bootstrap::{self, Statistic};
 use super::{Basis, Check, Outcome};
 use crate::audit::{Direction, Trust};
 use crate::measure::aggregate::{meets, Aggregate};
-use crate::measure::{Disposition, RequestRecord};
+use crate::measure::{Disposition, RequestRecord, StreamMode};
 use crate::plan::{GateMetric, GateSpec};
 use crate::results::RunFolder;
 use crate::stats::round3;
@@ -49,16 +49,41 @@ fn metric_def(metric: GateMetric) -> MetricDef {
     }
 }
 
-/// One sample per measured request of `feature`, for `metric` (`None`: not applicable).
-fn samples(folder: &RunFolder, feature: &str, metric: GateMetric) -> Option<Vec<f64>> {
+/// What a check is about: a feature, or one stream mode of a feature that has both.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Figure<'a> {
+    pub feature: &'a str,
+    pub mode: Option<StreamMode>,
+}
+
+/// Latencies differ by stream mode (a whole answer's first byte is its last); rates do not.
+pub fn split_by_mode(metric: GateMetric) -> bool {
     use GateMetric as M;
-    let measured = folder
-        .records
-        .iter()
-        .filter(|r| r.feature == feature && !r.warmup && r.disposition == Disposition::Completed);
-    let ok = |f: fn(&RequestRecord) -> Option<f64>| {
-        measured.clone().filter(|r| r.ok()).filter_map(f).collect()
-    };
+    matches!(
+        metric,
+        M::TtftP50 | M::TtftP99 | M::TpotP50 | M::TpotP99 | M::E2eP99
+    )
+}
+
+/// The fewest samples per run before `metric` is judged at all.
+pub fn min_samples(metric: GateMetric) -> usize {
+    metric_def(metric).min_samples
+}
+
+/// The figure's samples, one per measured request, in strata by corpus case (what the
+/// stratified bootstrap resamples within); `None`: the metric does not apply.
+fn samples(folder: &RunFolder, fig: Figure, metric: GateMetric) -> Option<Strata> {
+    use GateMetric as M;
+    let Figure { feature, mode } = fig;
+    let measured = folder.records.iter().filter(|r| {
+        r.feature == feature
+            && !r.warmup
+            && r.disposition == Disposition::Completed
+            && mode.is_none_or(|m| StreamMode::of(r.stream) == m)
+    });
+    if matches!(metric, M::TpotP50 | M::TpotP99) && !measured.clone().any(|r| r.stream) {
+        return None; // a whole answer has no time per output token
+    }
     let session_metric = matches!(
         metric,
         M::FirstActionP50 | M::ToolRoundTripP50 | M::SessionP99
@@ -66,34 +91,96 @@ fn samples(folder: &RunFolder, feature: &str, metric: GateMetric) -> Option<Vec<
     if session_metric && !measured.clone().any(|r| r.session.is_some()) {
         return None; // not an Agent Platform feature
     }
-    Some(match metric {
-        M::FirstActionP50 => ok(|r| r.session.as_ref()?.first_action_ms),
-        M::ToolRoundTripP50 => measured
-            .filter(|r| r.ok())
-            .filter_map(|r| r.session.as_ref())
-            .flat_map(|s| s.tool_round_trips_ms.iter().copied())
-            .collect(),
-        M::SessionP99 => ok(|r| r.session.as_ref().map(|_| r.end_ms)),
-        M::TtftP50 | M::TtftP99 => ok(RequestRecord::ttft_ms),
-        M::TpotP50 | M::TpotP99 => ok(RequestRecord::tpot_ms),
-        M::E2eP99 => ok(RequestRecord::e2e_ms),
-        M::ErrorRate => measured.map(|r| f64::from(u8::from(r.failed()))).collect(),
-        M::Goodput => {
-            let agg = Aggregate::new(folder.plan.slo.clone());
-            let slo = *agg.slo(feature)?;
-            measured
-                .map(|r| f64::from(u8::from(meets(&slo, r))))
-                .collect()
-        }
+    let goodput_slo = match metric {
+        M::Goodput => Some(*Aggregate::new(folder.plan.slo.clone()).slo(feature)?),
         M::Conformance | M::Routing => return None,
-    })
+        _ => None,
+    };
+    let mut strata: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for r in measured {
+        let values = request_values(r, metric, goodput_slo.as_ref());
+        strata.entry(r.id.as_str()).or_default().extend(values);
+    }
+    strata.retain(|_, s| !s.is_empty());
+    Some(strata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A figure's samples by corpus case (interaction id).
+type Strata = std::collections::BTreeMap<String, Vec<f64>>;
+
+/// The bootstrapped change of a figure. A median over several cases is judged case by case
+/// (the pooled median of cases with a gap between them sits in the gap, and one request more
+/// of either case moves it across); every other statistic pooled, resampled within each case.
+/// The second value says whether the change is case by case (it then differs from the pooled
+/// figures' difference).
+fn bootstrapped(
+    def: &MetricDef,
+    b: &Strata,
+    c: &Strata,
+    confidence: f64,
+    seed: u64,
+) -> Option<(bootstrap::Change, bool)> {
+    if let (Statistic::Quantile(q), true) = (def.stat, b.len() > 1 && q_is_median(def.stat)) {
+        let pairs: Vec<(Vec<f64>, Vec<f64>)> = b
+            .iter()
+            .filter_map(|(id, bv)| Some((bv.clone(), c.get(id)?.clone())))
+            .collect();
+        return bootstrap::change_by_case(q, &pairs, confidence, seed).map(|ch| (ch, true));
+    }
+    let (b, c): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        (b.values().cloned().collect(), c.values().cloned().collect());
+    bootstrap::change_stratified(def.stat, &b, &c, confidence, seed).map(|ch| (ch, false))
+}
+
+fn q_is_median(stat: Statistic) -> bool {
+    matches!(stat, Statistic::Quantile(q) if (q - 0.5).abs() < f64::EPSILON)
+}
+
+/// What one request contributes to `metric` (several tool round trips, or none when it failed).
+fn request_values(
+    r: &RequestRecord,
+    metric: GateMetric,
+    slo: Option<&crate::plan::Slo>,
+) -> Vec<f64> {
+    use GateMetric as M;
+    let ok = |v: Option<f64>| v.filter(|_| r.ok()).into_iter().collect();
+    match metric {
+        M::FirstActionP50 => ok(r.session.as_ref().and_then(|s| s.first_action_ms)),
+        M::ToolRoundTripP50 => r
+            .session
+            .as_ref()
+            .filter(|_| r.ok())
+            .map(|s| s.tool_round_trips_ms.clone())
+            .unwrap_or_default(),
+        M::SessionP99 => ok(r.session.as_ref().map(|_| r.end_ms)),
+        M::TtftP50 | M::TtftP99 => ok(r.ttft_ms()),
+        M::TpotP50 | M::TpotP99 => ok(r.tpot_ms()),
+        M::E2eP99 => ok(r.e2e_ms()),
+        M::ErrorRate => vec![f64::from(u8::from(r.failed()))],
+        M::Goodput => slo
+            .map(|s| f64::from(u8::from(meets(s, r))))
+            .into_iter()
+            .collect(),
+        M::Conformance | M::Routing => Vec::new(),
+    }
 }
 
 /// The figure as the run's `summary.json` gives it, where it gives it.
-fn summary_figure(folder: &RunFolder, feature: &str, metric: GateMetric) -> Option<f64> {
+fn summary_figure(folder: &RunFolder, fig: Figure, metric: GateMetric) -> Option<f64> {
     use GateMetric as M;
-    let f = folder.summary.as_ref()?.features.get(feature)?;
+    let f = folder.summary.as_ref()?.features.get(fig.feature)?;
     let (l, s) = (&f.latency_ms, f.sessions.as_ref());
+    if let Some(m) = fig.mode {
+        let l = f.modes.get(&m)?;
+        return match metric {
+            M::TtftP50 => l.ttft.p50,
+            M::TtftP99 => l.ttft.p99,
+            M::TpotP50 => l.tpot.p50,
+            M::TpotP99 => l.tpot.p99,
+            M::E2eP99 => l.e2e.p99,
+            _ => None,
+        };
+    }
     match metric {
         M::TtftP50 => l.ttft.p50,
         M::TtftP99 => l.ttft.p99,
@@ -110,9 +197,10 @@ fn summary_figure(folder: &RunFolder, feature: &str, metric: GateMetric) -> Opti
 }
 
 /// A stable seed per check, so the same two runs always give the same intervals.
-fn seed_of(feature: &str, metric: GateMetric) -> u64 {
+fn seed_of(fig: Figure, metric: GateMetric) -> u64 {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(format!("{feature}/{metric}").as_bytes());
+    let mode = fig.mode.map_or("", StreamMode::name);
+    let d = sha2::Sha256::digest(format!("{}/{metric}{mode}", fig.feature).as_bytes());
     u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
 }
 
@@ -157,17 +245,26 @@ fn unbounded(trust: Option<&Trust>, figure: &str) -> Result<(), String> {
         return Ok(());
     };
     match t.reasons.iter().find(|r| !r.bounded()) {
-        Some(r) => Err(format!(
-            "the self-audit marks {figure} degraded by {r:?}, which no bound covers"
-        )),
+        Some(r) => {
+            // The name summary.json gives it (`transport_batching`), not Rust's.
+            let name = serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Err(format!(
+                "the self-audit marks {figure} degraded by {name}, which no bound covers"
+            ))
+        }
         None => Ok(()),
     }
 }
 
 /// The check before any sample is looked at.
-fn blank(feature: &str, metric: GateMetric, gate: &GateSpec, samples: [u64; 2]) -> Check {
+fn blank(fig: Figure, metric: GateMetric, gate: &GateSpec, samples: [u64; 2]) -> Check {
+    let feature = fig.feature;
     Check {
         feature: feature.into(),
+        mode: fig.mode,
         metric,
         outcome: Outcome::Inconclusive,
         basis: Basis::TooFewSamples,
@@ -190,40 +287,36 @@ fn blank(feature: &str, metric: GateMetric, gate: &GateSpec, samples: [u64; 2]) 
 pub(super) fn judge(
     base: &RunFolder,
     cur: &RunFolder,
-    feature: &str,
+    fig: Figure,
     metric: GateMetric,
     gate: &GateSpec,
 ) -> Option<Check> {
     let def = metric_def(metric);
-    let (b, c) = (
-        samples(base, feature, metric)?,
-        samples(cur, feature, metric)?,
-    );
-    let mut check = blank(feature, metric, gate, [b.len() as u64, c.len() as u64]);
-    if b.len() < def.min_samples || c.len() < def.min_samples {
+    let feature = fig.feature;
+    let (b, c) = (samples(base, fig, metric)?, samples(cur, fig, metric)?);
+    let count = |s: &Strata| s.values().map(Vec::len).sum::<usize>();
+    let (nb, nc) = (count(&b), count(&c));
+    let mut check = blank(fig, metric, gate, [nb as u64, nc as u64]);
+    if nb < def.min_samples || nc < def.min_samples {
         check.reason = format!(
-            "too few samples to judge ({} and {}; at least {} each)",
-            b.len(),
-            c.len(),
+            "too few samples to judge ({nb} and {nc}; at least {} each)",
             def.min_samples
         );
-        check.more_requests = Some((def.min_samples - b.len().min(c.len())) as u64);
+        check.more_requests = Some((def.min_samples - nb.min(nc)) as u64);
         return Some(check);
     }
-    let ch = bootstrap::change(
-        def.stat,
-        &b,
-        &c,
-        gate.confidence(),
-        seed_of(feature, metric),
-    )?;
+    let (ch, by_case) = bootstrapped(&def, &b, &c, gate.confidence(), seed_of(fig, metric))?;
     let w = def.worse;
-    // One figure, one number: the runs' own summaries say what their figures are.
+    // One figure, one number: the runs' own summaries say what their figures are; a median
+    // judged case by case changes by its cases' changes.
     let (bv, cv) = (
-        summary_figure(base, feature, metric).unwrap_or(ch.baseline),
-        summary_figure(cur, feature, metric).unwrap_or(ch.current),
+        summary_figure(base, fig, metric).unwrap_or(ch.baseline),
+        summary_figure(cur, fig, metric).unwrap_or(ch.current),
     );
-    let worse = w * (cv - bv);
+    let worse = match by_case {
+        true => w * ch.delta,
+        false => w * (cv - bv),
+    };
     let (lo, hi) = ((w * ch.low).min(w * ch.high), (w * ch.low).max(w * ch.high));
     check.baseline = Some(round3(bv));
     check.current = Some(round3(cv));
@@ -237,12 +330,7 @@ pub(super) fn judge(
             check.basis = Basis::Degraded;
             check.reason = why;
         }
-        Ok((bb, cb)) => decide(
-            &mut check,
-            (lo, hi),
-            widening(w, bb, cb),
-            b.len().max(c.len()),
-        ),
+        Ok((bb, cb)) => decide(&mut check, (lo, hi), widening(w, bb, cb), nb.max(nc)),
     }
     Some(check)
 }
@@ -324,7 +412,10 @@ mod tests {
 
     fn check(allowed: f64, worse: f64) -> Check {
         let mut c = blank(
-            "duo_chat",
+            Figure {
+                feature: "duo_chat",
+                mode: None,
+            },
             GateMetric::TtftP50,
             &GateSpec::default(),
             [50, 50],

@@ -16,13 +16,18 @@
 //! Anything else is inconclusive, and an inconclusive *required* check keeps the gate from
 //! passing: no evidence is never a pass. A current run that failed its own verdict fails the gate.
 
+pub mod baseline;
 pub mod bootstrap;
 pub mod gate;
 mod judge;
+pub use judge::{min_samples, split_by_mode};
 mod refuse;
-mod table;
+pub use refuse::plan_refusal;
+pub mod stages;
+pub mod table;
 
 use crate::exit::Exit;
+use crate::measure::StreamMode;
 use crate::plan::{GateMetric, GateSpec, Threshold};
 use crate::results::RunFolder;
 use crate::verdict::{Finding, Verdict};
@@ -85,6 +90,9 @@ pub enum Basis {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Check {
     pub feature: String,
+    /// For a feature with streamed and non-streamed answers, which of them the latency is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StreamMode>,
     pub metric: GateMetric,
     pub outcome: Outcome,
     pub basis: Basis,
@@ -196,6 +204,7 @@ fn new_findings(base: &RunFolder, cur: &RunFolder, gate: &GateSpec) -> Vec<Check
             Some(Check {
                 required: !gate.is_optional(&feature, metric),
                 feature,
+                mode: None,
                 metric,
                 outcome: Outcome::Regression,
                 basis: Basis::NewFinding,
@@ -232,6 +241,40 @@ fn gate_verdict(checks: &[Check], current: Option<Verdict>) -> GateVerdict {
     }
 }
 
+/// The figures a metric of a feature is judged on: the feature whole, or for a latency of a
+/// feature with both streamed and non-streamed answers, each mode apart.
+fn figures<'a>(
+    base: &RunFolder,
+    cur: &RunFolder,
+    feature: &'a str,
+    metric: GateMetric,
+) -> Vec<(judge::Figure<'a>, GateMetric)> {
+    let modes: BTreeSet<StreamMode> = base
+        .records
+        .iter()
+        .chain(&cur.records)
+        .filter(|r| r.feature == feature)
+        .map(|r| StreamMode::of(r.stream))
+        .collect();
+    let whole = judge::Figure {
+        feature,
+        mode: None,
+    };
+    if modes.len() < 2 || !judge::split_by_mode(metric) {
+        return vec![(whole, metric)];
+    }
+    modes
+        .into_iter()
+        .map(|m| {
+            let fig = judge::Figure {
+                feature,
+                mode: Some(m),
+            };
+            (fig, metric)
+        })
+        .collect()
+}
+
 /// Compares `current` with `baseline` by `gate`'s thresholds.
 pub fn compare(
     baseline: &RunFolder,
@@ -255,11 +298,21 @@ pub fn compare(
     let mut checks: Vec<Check> = features
         .iter()
         .flat_map(|f| GateMetric::MEASURED.iter().map(move |m| (*f, *m)))
-        .filter_map(|(f, m)| judge::judge(baseline, current, f, m, gate))
+        .flat_map(|(f, m)| figures(baseline, current, f, m))
+        .filter_map(|(fig, m)| judge::judge(baseline, current, fig, m, gate))
         .collect();
     checks.extend(new_findings(baseline, current, gate));
     let count = |p: &dyn Fn(&Check) -> bool| checks.iter().filter(|c| p(c)).count();
-    let current_verdict = current.summary.as_ref().map(|s| s.verdict);
+    // The run's own verdict, before any gate folded into it (a run judged against another
+    // baseline earlier may carry that gate's findings).
+    let current_verdict = current.summary.as_ref().map(|s| {
+        let gate = |f: &Finding| f.kind.stage() == crate::verdict::StageName::Gate;
+        if !s.findings.iter().any(gate) {
+            return s.verdict;
+        }
+        let own: Vec<Finding> = s.findings.iter().filter(|f| !gate(f)).cloned().collect();
+        crate::verdict::verdict(&own)
+    });
     Ok(Comparison {
         schema: COMPARISON_SCHEMA.into(),
         baseline: id(baseline),
@@ -268,8 +321,9 @@ pub fn compare(
         current_verdict,
         differences: refuse::differences(baseline, current),
         method: format!(
-            "percentile bootstrap over requests ({} resamples of each run, independently), \
-             {:.0} % intervals widened by the self-audit's bounds",
+            "stratified percentile bootstrap over requests (resampled within each corpus case; \
+             {} resamples of each run, independently), {:.0} % intervals widened by the \
+             self-audit's bounds",
             bootstrap::RESAMPLES,
             gate.confidence() * 100.0
         ),

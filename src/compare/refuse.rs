@@ -17,6 +17,7 @@ const NOT_SHAPE: &[&str] = &[
     "max_late_share",
     "max_error_rate",
     "max_cut_off_rate",
+    "on_failed_preflight",
 ];
 
 /// The arrival process and its rate, as a value to hold equal.
@@ -48,7 +49,12 @@ pub(super) fn refusal(base: &RunFolder, cur: &RunFolder) -> Option<String> {
             cur.plan.run_id
         ));
     }
-    let (b, c) = (&base.plan, &cur.plan);
+    plan_refusal(&base.plan, &cur.plan)
+}
+
+/// Why runs of these two plans cannot be compared, if they cannot: known before the current
+/// run sends anything (its preflight asks).
+pub fn plan_refusal(b: &Plan, c: &Plan) -> Option<String> {
     match (&b.corpus_sha256, &c.corpus_sha256) {
         (Some(x), Some(y)) if x != y => {
             return Some(format!(
@@ -73,9 +79,14 @@ pub(super) fn refusal(base: &RunFolder, cur: &RunFolder) -> Option<String> {
     // The plans' feature filters, not the features a short random mix happened to draw: a
     // feature one run did not sample is a check that could not be judged, not a refusal.
     if b.features != c.features {
+        let shown = |f: &[String]| match f.is_empty() {
+            true => "every feature of the corpus".to_owned(),
+            false => f.join(", "),
+        };
         return Some(format!(
-            "different features ({:?} and {:?})",
-            b.features, c.features
+            "different features ({} and {})",
+            shown(&b.features),
+            shown(&c.features)
         ));
     }
     let (x, y) = (load_shape(b), load_shape(c));

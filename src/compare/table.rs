@@ -2,26 +2,98 @@
 //! "no regression", one line for the checks with too few samples, then the gate's verdict.
 
 use super::{Basis, Check, Comparison, GateVerdict, Outcome};
+use crate::plan::GateMetric;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-fn row(out: &mut String, ch: &Check) {
-    let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+/// A metric's unit: latencies in ms, rates and shares in percentage points.
+fn is_share(metric: GateMetric) -> bool {
+    use GateMetric as M;
+    matches!(
+        metric,
+        M::ErrorRate | M::Goodput | M::Conformance | M::Routing
+    )
+}
+
+/// A figure with its unit.
+fn figure(metric: GateMetric, v: f64) -> String {
+    match is_share(metric) {
+        true => format!("{:.2} %", v * 100.0),
+        false => format!("{v:.1} ms"),
+    }
+}
+
+/// The change in words: "worse by 12.3 ms", "better by 4.0 ms", "no change".
+fn change(metric: GateMetric, worse_by: f64) -> String {
+    let size = figure(metric, worse_by.abs());
+    // What rounds to nothing at the figures' precision is no change.
+    if size == figure(metric, 0.0) {
+        return "no change".into();
+    }
+    match worse_by > 0.0 {
+        true => format!("worse by {size}"),
+        false => format!("better by {size}"),
+    }
+}
+
+/// What a check is about: the feature, and its stream mode where it has both.
+fn subject(ch: &Check) -> String {
+    match ch.mode {
+        Some(m) => format!("{} ({})", ch.feature, m.name()),
+        None => ch.feature.clone(),
+    }
+}
+
+/// A check's cells, units included: what it is, the two figures, the change in words, its
+/// interval, the allowance and the outcome.
+pub fn cells(ch: &Check) -> [String; 8] {
+    let m = ch.metric;
+    let num = |v: Option<f64>| v.map_or("-".into(), |v| figure(m, v));
     let interval = ch
         .interval
-        .map_or("-".into(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));
-    let _ = writeln!(
-        out,
-        "{:<24} {:<19} {:>10} {:>10} {:>9} {:>20} {:>9.3}  {}",
-        ch.feature,
-        ch.metric.name(),
+        .map_or("-".into(), |[lo, hi]| match is_share(m) {
+            true => format!("[{:+.2}, {:+.2}] %", lo * 100.0, hi * 100.0),
+            false => format!("[{lo:+.1}, {hi:+.1}] ms"),
+        });
+    [
+        subject(ch),
+        m.name().into(),
         num(ch.baseline),
         num(ch.current),
-        num(ch.worse_by),
+        ch.worse_by.map_or("-".into(), |w| change(m, w)),
         interval,
-        ch.allowed,
-        ch.outcome.name()
-    );
+        figure(m, ch.allowed),
+        ch.outcome.name().into(),
+    ]
+}
+
+/// The console's last column: the allowance and the outcome together.
+fn console_cells(ch: &Check) -> [String; 7] {
+    let [a, b, c, d, e, f, allowed, outcome] = cells(ch);
+    [a, b, c, d, e, f, format!("{allowed} {outcome}")]
+}
+
+/// Rows padded to their columns' widths: text left, figures right.
+fn aligned(rows: &[[String; 7]]) -> String {
+    let mut widths = [0usize; 7];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            let pad = " ".repeat(w - c.chars().count());
+            match i {
+                0 | 1 | 4 | 6 => line.push_str(&format!("{c}{pad}  ")),
+                _ => line.push_str(&format!("{pad}{c}  ")),
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 fn few_samples(out: &mut String, c: &Comparison) {
@@ -54,16 +126,27 @@ pub fn table(c: &Comparison) -> String {
     for d in &c.differences {
         let _ = writeln!(out, "  differs: {d}");
     }
-    let _ = writeln!(
-        out,
-        "{:<24} {:<19} {:>10} {:>10} {:>9} {:>20} {:>9}  outcome",
-        "feature", "metric", "baseline", "current", "worse by", "(interval)", "allowed"
-    );
     let mut checks: Vec<&Check> = c.checks.iter().collect();
-    checks.sort_by(|a, b| (&a.feature, a.metric).cmp(&(&b.feature, b.metric)));
-    for ch in checks.iter().filter(|ch| ch.basis != Basis::TooFewSamples) {
-        row(&mut out, ch);
-    }
+    checks.sort_by(|a, b| (&a.feature, a.metric, a.mode).cmp(&(&b.feature, b.metric, b.mode)));
+    let header = [
+        "feature",
+        "metric",
+        "baseline",
+        "current",
+        "change",
+        "interval",
+        "allowed, outcome",
+    ]
+    .map(String::from);
+    let rows: Vec<[String; 7]> = std::iter::once(header)
+        .chain(
+            checks
+                .iter()
+                .filter(|ch| ch.basis != Basis::TooFewSamples)
+                .map(|ch| console_cells(ch)),
+        )
+        .collect();
+    out.push_str(&aligned(&rows));
     let explained =
         |ch: &&&Check| ch.outcome != Outcome::NoRegression && ch.basis != Basis::TooFewSamples;
     for ch in checks.iter().filter(explained) {
@@ -72,7 +155,7 @@ pub fn table(c: &Comparison) -> String {
             out,
             "  {} {} {}{optional}: {}",
             ch.outcome.name(),
-            ch.feature,
+            subject(ch),
             ch.metric.name(),
             ch.reason
         );

@@ -166,14 +166,24 @@ pub fn compare(
             });
         }
     };
-    let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    protocol("status", dbg(&old.status), dbg(&new.status));
+    // Values as an operator reads them (`200 → 421`), never Rust's debug text.
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let framing = |f: Option<crate::protocol::Framing>| {
+        f.and_then(|f| serde_json::to_value(f).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+    };
+    let status = |s: Option<u16>| shown(s.map(|s| s.to_string()));
+    protocol("status", status(old.status), status(new.status));
     protocol(
         "content_type",
-        dbg(&old.content_type),
-        dbg(&new.content_type),
+        shown(old.content_type.clone()),
+        shown(new.content_type.clone()),
     );
-    protocol("framing", dbg(&old.framing), dbg(&new.framing));
+    protocol(
+        "framing",
+        shown(framing(old.framing)),
+        shown(framing(new.framing)),
+    );
     protocol("events", old.events.join(","), new.events.join(","));
     // Compared where both sides have one (snapshots from before shapes were kept have none;
     // a JSON answer turning into a stream shows in the framing).

@@ -349,13 +349,15 @@ fn judge(case: &Session, s: &mut SessionRecord) -> Result<(), Failure> {
         .as_ref()
         .filter(|c| s.checkpoint_status.as_ref() != Some(c))
     {
-        mismatches.push(format!(
-            "last checkpoint {:?} (expected {c})",
-            s.checkpoint_status
-        ));
+        let last = s.checkpoint_status.as_deref().unwrap_or("none");
+        mismatches.push(format!("last checkpoint {last} (expected {c})"));
     }
     if let Some(tools) = e.tools.as_ref().filter(|t| **t != s.tools) {
-        mismatches.push(format!("tools {:?} (expected {tools:?})", s.tools));
+        mismatches.push(format!(
+            "tools [{}] (expected [{}])",
+            s.tools.join(", "),
+            tools.join(", ")
+        ));
     }
     if let Some(st) = e.steps.as_ref().filter(|st| **st != s.steps) {
         let at = st
@@ -363,10 +365,11 @@ fn judge(case: &Session, s: &mut SessionRecord) -> Result<(), Failure> {
             .zip(&s.steps)
             .position(|(a, b)| a != b)
             .unwrap_or(st.len().min(s.steps.len()));
+        let step = |v: Option<&String>| v.map_or("(none)".to_owned(), |s| format!("'{s}'"));
         mismatches.push(format!(
-            "steps differ at {at}: {:?} (expected {:?})",
-            s.steps.get(at),
-            st.get(at)
+            "steps differ at {at}: {} (expected {})",
+            step(s.steps.get(at)),
+            step(st.get(at))
         ));
     }
     s.mismatches = mismatches;

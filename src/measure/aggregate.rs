@@ -7,7 +7,7 @@
 //! `summary.json` and `histograms.json`.
 
 use super::hist::Metric;
-use super::{Disposition, ErrorClass, RequestRecord, TokenSource};
+use super::{Disposition, ErrorClass, RequestRecord, StreamMode, TokenSource};
 use crate::plan::Slo;
 use std::collections::BTreeMap;
 
@@ -60,6 +60,16 @@ pub struct FeatureAgg {
     pub error_messages: Vec<(ErrorClass, String)>,
     /// Per corpus case (interaction id): what its measured sends came to (the JUnit cases).
     pub cases: BTreeMap<String, CaseTally>,
+    /// The latencies again, apart by stream mode (a feature may have both).
+    pub modes: BTreeMap<StreamMode, ModeAgg>,
+}
+
+/// One stream mode's latencies within a feature.
+#[derive(Debug, Clone, Default)]
+pub struct ModeAgg {
+    pub ttft: Metric,
+    pub tpot: Metric,
+    pub e2e: Metric,
 }
 
 impl FeatureAgg {
@@ -87,6 +97,10 @@ impl FeatureAgg {
         record(&mut self.ttft_from_intended, r.ttft_from_intended_ms());
         record(&mut self.tpot, r.tpot_ms());
         record(&mut self.e2e, r.e2e_ms());
+        let mode = self.modes.entry(StreamMode::of(r.stream)).or_default();
+        record(&mut mode.ttft, r.ttft_ms());
+        record(&mut mode.tpot, r.tpot_ms());
+        record(&mut mode.e2e, r.e2e_ms());
         r.content_gaps_ms()
             .into_iter()
             .for_each(|g| self.itl.record(g));
@@ -267,11 +281,13 @@ impl Aggregate {
         }
     }
 
-    /// The SLO of a feature (chat sub-features fall back to General Chat's).
+    /// The SLO of a feature: its own, else (chat sub-features) General Chat's, else the
+    /// scenario's `[slo.default]`, which covers every feature the scenario does not name.
     pub fn slo(&self, feature: &str) -> Option<&Slo> {
         self.slos
             .get(feature)
             .or_else(|| self.slos.get(crate::features::fallback(feature)?))
+            .or_else(|| self.slos.get(crate::plan::DEFAULT_SLO))
     }
 
     /// Folds one record in.

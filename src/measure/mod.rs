@@ -147,6 +147,44 @@ pub enum Disposition {
     Skipped,
 }
 
+/// Whether a request asked for a stream: one feature's streamed and non-streamed answers are
+/// different figures (a whole answer's first byte is its last).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    Streamed,
+    NonStreamed,
+}
+
+impl StreamMode {
+    pub fn of(stream: bool) -> Self {
+        if stream {
+            Self::Streamed
+        } else {
+            Self::NonStreamed
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Streamed => "streamed",
+            Self::NonStreamed => "non-streamed",
+        }
+    }
+}
+
 /// Everything measured about one request.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequestRecord {

@@ -2,7 +2,7 @@
 //! consistent, or the run stops before anything is written, with exit 2 and a message naming
 //! the key. (TOML accepts `inf`, `nan` and `1e300`; none of them may reach the pacer.)
 
-use super::{LoadSpec, Scenario, Slo};
+use super::{LoadSpec, Scenario, Slo, TapSpec};
 
 /// A day, a week: the longest a request, or a run, may be asked to last.
 const DAY_S: f64 = 86_400.0;
@@ -186,6 +186,46 @@ pub fn stack_numbers(stack: &crate::twin::StackConfig) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Each `[[tap]]` fronts a twin backend or an http(s) upstream.
+pub(super) fn taps(sc: &Scenario) -> Result<(), String> {
+    for t in &sc.taps {
+        match (&t.backend, &t.upstream) {
+            (Some(_), None) => {}
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+            _ => {
+                return Err("each [[tap]] needs either backend = \"<twin backend>\" or upstream = \"http(s)://...\"".into())
+            }
+        }
+        tap_address(t).map_err(|m| format!("[[tap]] '{}': {m}", t.name()))?;
+    }
+    Ok(())
+}
+
+/// A tap's `listen` is a socket address; one on every interface needs `advertise`, the URL the
+/// gateway reaches it at (a wildcard is no address to send to).
+fn tap_address(t: &TapSpec) -> Result<(), String> {
+    let advertise = t.advertise.as_deref().filter(|a| !a.is_empty());
+    if let Some(a) = advertise {
+        if !(a.starts_with("http://") || a.starts_with("https://")) {
+            return Err(format!("advertise '{a}' is not an http(s):// URL"));
+        }
+    }
+    let Some(listen) = t.listen.as_deref().filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("listen '{listen}' is not an address:port (e.g. 0.0.0.0:9101)"))?;
+    match (addr.ip().is_unspecified(), advertise) {
+        (true, None) => Err(format!(
+            "listen '{listen}' is every interface: set advertise = \"http://<host the gateway \
+             reaches>:{}\"",
+            addr.port()
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

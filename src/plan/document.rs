@@ -22,6 +22,9 @@ pub struct Resolved {
     pub target_url: String,
     /// The embedded stack's URLs, when it ran one.
     pub stack: Option<crate::twin::StackUrls>,
+    /// The features of the corpus the run selected: each must be measured.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// The version of the plan this build writes and reads (`plan.json`'s `plan.schema`).

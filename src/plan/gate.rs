@@ -167,6 +167,12 @@ pub struct GateSpec {
     /// other check is required: one that cannot be judged keeps the gate from passing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<String>,
+    /// Size the load for the gate: before sending, the run works out how long the declared
+    /// rate must last for every required check to have its samples and lasts that long (at
+    /// least `load.duration_s`, at most this); checks even this cannot give samples are made
+    /// optional, and said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<f64>,
 }
 
 impl GateSpec {
@@ -227,6 +233,13 @@ impl GateSpec {
                 if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
                     return Err(format!("{at}.{name}: {v} must be a finite number ≥ 0"));
                 }
+            }
+        }
+        if let Some(m) = self.max_duration_s {
+            if !(m.is_finite() && m > 0.0 && m <= 7.0 * 86_400.0) {
+                return Err(format!(
+                    "gate.max_duration_s: {m} is not a duration between 0 and a week (seconds)"
+                ));
             }
         }
         for o in &self.optional {

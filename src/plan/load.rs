@@ -44,6 +44,11 @@ pub struct LoadSpec {
     /// What an open-loop send does when every slot is busy.
     #[serde(default)]
     pub cap_policy: CapPolicy,
+    /// What the run does when a preflight stage (health, models, DWS, baseline) fails: stop
+    /// before the load (the answer is already "no"), or send it anyway (a fault drill that
+    /// wants to see how each request fails).
+    #[serde(default)]
+    pub on_failed_preflight: PreflightPolicy,
     /// Open loop without `concurrency`: the most requests in flight at once (a bound on memory
     /// and sockets against a server that stops answering). Past it sends are skipped, and the
     /// run fails with an `in_flight_cap` finding: the offered load was not delivered.
@@ -123,6 +128,19 @@ pub enum CapPolicy {
     Queue,
     /// Do not send; count the request as skipped (a load shedder's view).
     Skip,
+}
+
+/// `load.on_failed_preflight`.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PreflightPolicy {
+    /// No load after a failed preflight stage.
+    #[default]
+    Stop,
+    /// The load is sent whatever the preflight found (the failure still fails the run).
+    Send,
 }
 
 /// Per-feature latency objectives; a request meets its SLO when it succeeded and every set

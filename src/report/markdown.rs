@@ -142,63 +142,85 @@ fn comparison(out: &mut String, c: &crate::compare::Comparison) {
         c.undecided,
         crate::compare::verdict_line(c)
     );
+    // What the gate rests on: regressions, and required checks it could not judge. Optional
+    // checks left unjudged are one line (comparison.json has each).
     let moved: Vec<_> = c
         .checks
         .iter()
-        .filter(|ch| ch.outcome != Outcome::NoRegression)
+        .filter(|ch| {
+            ch.outcome == Outcome::Regression
+                || (ch.required && ch.outcome != Outcome::NoRegression)
+        })
         .collect();
+    let unjudged = c
+        .checks
+        .iter()
+        .filter(|ch| !ch.required && ch.outcome == Outcome::Inconclusive)
+        .count();
+    if unjudged > 0 {
+        let _ = writeln!(
+            out,
+            "{unjudged} optional check(s) left unjudged (too few samples or too wide; each is in \
+             comparison.json).\n"
+        );
+    }
     if moved.is_empty() {
         return;
     }
-    *out += "| feature | metric | baseline | current | worse by [interval] | allowed | outcome |\n";
+    *out += "| feature | metric | baseline | current | change [interval] | allowed | outcome |\n";
     *out += "|---|---|---:|---:|---:|---:|---|\n";
+    // Regressions first, then what could not be judged.
+    let mut moved = moved;
+    moved.sort_by_key(|ch| (ch.outcome != Outcome::Regression, !ch.required));
     for ch in moved {
-        let interval = ch
-            .interval
-            .map_or("–".into(), |[lo, hi]| format!("[{lo:.1}, {hi:.1}]"));
+        let c = crate::compare::table::cells(ch);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} {interval} | {:.1} | {} |",
-            ch.feature,
-            ch.metric,
-            num(ch.baseline),
-            num(ch.current),
-            num(ch.worse_by),
-            ch.allowed,
-            ch.outcome.name()
+            "| {} | {} | {} | {} | {} {} | {} | {} |",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
         );
     }
 }
 
-/// The findings that are not notes, the first few.
+/// The findings that are not notes, errors first (by the kind table's rank), each kind folded
+/// into one line with a count and the features it names: a comment stays a few KB.
 fn findings(out: &mut String, s: &crate::verdict::Summary) {
-    let shown: Vec<_> = s
-        .findings
-        .iter()
-        .filter(|f| f.severity != Severity::Info)
-        .collect();
-    if shown.is_empty() {
+    let mut folded: Vec<(&crate::verdict::Finding, usize, Vec<&str>)> = Vec::new();
+    for f in s.findings.iter().filter(|f| f.severity != Severity::Info) {
+        let same = folded
+            .iter_mut()
+            .find(|(g, _, _)| g.kind == f.kind && g.severity == f.severity);
+        match same {
+            Some((_, n, features)) => {
+                *n += 1;
+                features.extend(f.feature.as_deref());
+            }
+            None => folded.push((f, 1, f.feature.as_deref().into_iter().collect())),
+        }
+    }
+    if folded.is_empty() {
         return;
     }
+    let order = |f: &crate::verdict::Finding| (f.severity != Severity::Error, f.kind.rank());
+    folded.sort_by_key(|(f, _, _)| order(f));
     *out += "\n**Findings**\n\n";
-    for f in shown.iter().take(FINDINGS_SHOWN) {
-        let feature = f
-            .feature
-            .as_deref()
-            .map_or(String::new(), |x| format!(" [{x}]"));
+    for (f, n, mut features) in folded.into_iter().take(FINDINGS_SHOWN) {
+        features.dedup();
+        let count = match n {
+            1 => String::new(),
+            n => format!(" ×{n}"),
+        };
+        let named = match features.as_slice() {
+            [] => String::new(),
+            [one] => format!(" [{one}]"),
+            [first, rest @ ..] => format!(" [{first} and {} more]", rest.len()),
+        };
         let _ = writeln!(
             out,
-            "- {} `{}`{feature}: {}",
+            "- {} `{}`{count}{named}: {}",
             f.severity.name(),
             f.kind,
             cell(&f.message)
-        );
-    }
-    if shown.len() > FINDINGS_SHOWN {
-        let _ = writeln!(
-            out,
-            "- and {} more: see the HTML report",
-            shown.len() - FINDINGS_SHOWN
         );
     }
 }

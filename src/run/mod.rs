@@ -7,7 +7,6 @@
 //! `load.grace_s`; what is still running then is cut off and counted. Ctrl-C stops sending, cuts
 //! off what is in flight, and still writes the summary of what was measured.
 
-use crate::conformance;
 use crate::corpus::{self, CorpusError, Interaction};
 use crate::drive::{self, DriveError, Prepared, ResolvedModel};
 use crate::exit::Exit;
@@ -21,13 +20,16 @@ use crate::results::RunFolder;
 mod documents;
 mod load;
 mod preflight;
+mod references;
+mod sizing;
 use crate::schedule;
 use crate::taps::{self, TapAgg, Taps};
 use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
 use documents::{write_documents, write_live};
 use load::drive_load;
-use preflight::{dws_stage, health_stage, models_stage};
+use preflight::{baseline_stage, dws_stage, health_stage, models_stage};
+use references::{conformance_stage, refuse_second_first_run, store_first_baseline};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,9 +148,9 @@ fn select(plan: &Plan, all: Vec<Interaction>) -> Result<Vec<Interaction>, RunErr
         .collect();
     if chosen.is_empty() {
         return Err(RunError::Config(format!(
-            "no interaction in {} matches features {:?}",
+            "no interaction in {} matches features [{}]",
             plan.corpus_path.display(),
-            plan.features
+            plan.features.join(", ")
         )));
     }
     Ok(chosen)
@@ -251,11 +253,18 @@ struct Setup {
     scrape: Vec<(String, String)>,
     /// Where Agent Platform sessions go.
     dws: Option<drive::session::DwsTarget>,
+    /// The corpus's features the run selected, sorted.
+    features: Vec<String>,
 }
 
-/// Plan → corpus → (embedded stack, taps) → prepared requests and their schedule.
-async fn setup(plan: &Plan) -> Result<Setup, RunError> {
+/// Plan → corpus → (the load sized for the gate) → (embedded stack, taps) → prepared requests
+/// and their schedule.
+async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
     let interactions = select(plan, load_corpora(plan)?)?;
+    if let Some(said) = sizing::size(plan, &interactions) {
+        println!("{said}");
+    }
+    let plan = &*plan;
     let tokenizers = Tokenizers::load(&plan.tokenizers)
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
     let client = drive::client(&plan.target)?;
@@ -311,6 +320,7 @@ async fn setup(plan: &Plan) -> Result<Setup, RunError> {
         prepared,
         schedule,
         scrape,
+        features,
     })
 }
 
@@ -517,14 +527,16 @@ fn judge_and_write(
 pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError> {
     let started_at = chrono::Utc::now();
     let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let plan = plan::resolve(scenario, overrides, &started)?;
-    let setup = setup(&plan).await?;
+    let mut plan = plan::resolve(scenario, overrides, &started)?;
+    refuse_second_first_run(&plan)?;
+    let setup = setup(&mut plan).await?;
     crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
     let plan_json = plan::PlanDocument {
         plan: plan.clone(),
         resolved: plan::Resolved {
             target_url: setup.base_url.clone(),
             stack: setup.urls.clone(),
+            features: setup.features.clone(),
         },
         merged_from: Vec::new(),
     };
@@ -542,38 +554,20 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let models = models_stage(&setup.client, &plan, setup.urls.as_ref(), &setup.models);
     preflight.extend(models.await);
     preflight.extend(dws_stage(setup.dws.as_ref()).await);
-    let measured = measure(&plan, setup, started_at).await?;
-    judge_and_write(&plan, &plan_json, measured, preflight)
-}
-
-/// The conformance stage over the finished results: with `--calibrate`, measure and write the
-/// noise floor; otherwise compare with the snapshots (pending files only outside CI).
-fn conformance_stage(
-    plan: &Plan,
-    results: &Path,
-    taps: Option<&Path>,
-) -> Result<Option<conformance::Outcome>, RunError> {
-    let Some(dir) = &plan.conformance.snapshots else {
-        return Ok(None);
-    };
-    let corpus = plan
-        .corpus_path
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy();
-    if plan.overrides.calibrate {
-        let noise =
-            conformance::calibrate(&plan.conformance, results, taps).map_err(write_err(results))?;
-        let path = conformance::noise_path(dir, &corpus);
-        std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(write_err(dir))?;
-        write_json(&path, &noise)?;
-        println!("noise floor written to {}", path.display());
-        return Ok(None);
+    preflight.extend(baseline_stage(&plan));
+    let mut setup = setup;
+    let policy = plan.load.on_failed_preflight;
+    if let Some(why) = crate::compare::stages::stopped_by(&preflight, policy) {
+        // A stack that fails its preflight gets no load: the answer is already "no".
+        eprintln!("error: {why}");
+        setup.schedule = schedule::Schedule::none();
     }
-    let write = std::env::var_os("CI").is_none();
-    conformance::check(&plan.conformance, dir, &corpus, results, taps, write)
-        .map(Some)
-        .map_err(write_err(dir))
+    let measured = measure(&plan, setup, started_at).await?;
+    let exit = judge_and_write(&plan, &plan_json, measured, preflight)?;
+    if plan.overrides.first_run && exit == Exit::Pass {
+        store_first_baseline(&plan)?;
+    }
+    Ok(exit)
 }
 
 /// Threads for an embedded twin: half the machine, at least one.

@@ -102,28 +102,67 @@ pub(super) async fn models_stage(
                 seen.push(format!("{feature}: {id} at {base}"))
             }
             Ok(ids) => missing.push(format!(
-                "{feature}: {base}/models lists {ids:?}, not '{id}' (models.{feature}.identifier)"
+                "{feature}: {base}/models lists [{}], not '{id}' (models.{feature}.identifier)",
+                ids.join(", ")
             )),
             Err(e) => unlisted.push(format!("{feature}: {e}")),
         }
     }
-    let detail = seen
-        .iter()
-        .chain(&unlisted)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    let status = match (missing.is_empty(), unlisted.is_empty()) {
-        (false, _) => StageStatus::Failed(missing.join("; ")),
-        (true, false) if seen.is_empty() => StageStatus::Skipped(format!(
-            "no backend listed its models: {}",
-            unlisted.join("; ")
-        )),
-        _ => StageStatus::Passed,
+    let detail = seen.join("\n");
+    // A backend that cannot say what it serves (refused, timed out, answered an error) serves
+    // nothing the run can vouch for: that fails the stage as surely as a missing identifier.
+    let failed: Vec<String> = missing.into_iter().chain(unlisted).collect();
+    let status = match failed.is_empty() {
+        false => StageStatus::Failed(failed.join("; ")),
+        true => StageStatus::Passed,
     };
     Some(Stage {
         name: "models".into(),
         status,
         detail,
+    })
+}
+
+/// The baseline the gate will judge against, asked before the load: it must be there (a
+/// missing baseline is never a pass, unless this run is the first and will become it) and be
+/// comparable with this run (same corpus content, features, arrival process and rate), so a
+/// refusal costs seconds, not the whole load. `None`: no gate, or a first or calibration run.
+pub(super) fn baseline_stage(plan: &Plan) -> Option<Stage> {
+    let baseline = plan.gate.baseline.as_ref()?;
+    if plan.overrides.first_run || plan.overrides.calibrate {
+        return None;
+    }
+    let at = baseline.display();
+    let stage = |status, detail: String| Stage {
+        name: "baseline".into(),
+        status,
+        detail,
+    };
+    if !baseline.join("plan.json").is_file() {
+        let why = format!(
+            "no baseline run at {at}: a missing baseline is not a pass. On the first run against \
+             this stack say so (`run --first-run` stores a passing run there), or store one with \
+             `duo-harness baseline save RUN_DIR --to {at}`"
+        );
+        return Some(stage(StageStatus::Failed(why), String::new()));
+    }
+    let folder = match crate::results::RunFolder::open(baseline) {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(stage(
+                StageStatus::Failed(format!("{at}: {e}")),
+                String::new(),
+            ))
+        }
+    };
+    let detail = format!("run {} at {at}", folder.plan.run_id);
+    Some(match crate::compare::plan_refusal(&folder.plan, plan) {
+        Some(why) => stage(
+            StageStatus::Failed(format!(
+                "cannot be compared with the baseline at {at}: {why}"
+            )),
+            detail,
+        ),
+        None => stage(StageStatus::Passed, detail),
     })
 }

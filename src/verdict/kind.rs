@@ -63,6 +63,8 @@ finding_kinds! {
     GateUndecided => "gate_undecided",
     GateSkipped => "gate_skipped",
     GateRefused => "gate_refused",
+    FeaturesUnsent => "features_unsent",
+    ConformanceNotRun => "conformance_not_run",
 }
 
 /// The stage of a run a finding belongs to: its case in JUnit, its row in the stage tables.
@@ -159,6 +161,8 @@ impl FindingKind {
             InFlightCap => row(S::Replay, W::Fails, 2, true),
             Preflight => row(S::Preflight, W::Fails, 2, true),
             ForeignResults => row(S::Replay, W::Fails, 2, true),
+            FeaturesUnsent => row(S::Replay, W::Fails, 2, true),
+            ConformanceNotRun => row(S::Conformance, W::Fails, 4, true),
             Routing => row(S::Routing, W::Fails, 3, true),
             ParameterDrift => row(S::Routing, W::Fails, 3, true),
             Protocol => row(S::Conformance, W::Fails, 4, false),

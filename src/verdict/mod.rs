@@ -20,7 +20,7 @@ use crate::measure::aggregate::{Aggregate, FeatureAgg};
 use crate::measure::cpu::ClientCpu;
 use crate::measure::hist::Metric;
 pub use crate::measure::hist::Percentiles;
-use crate::measure::{ErrorClass, TokenSource};
+use crate::measure::{ErrorClass, StreamMode, TokenSource};
 use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
@@ -108,6 +108,18 @@ pub struct FeatureSummary {
     /// Agent Platform sessions (gRPC), when the feature has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<sessions::SessionSummary>,
+    /// A feature with streamed and non-streamed answers: each mode's latencies apart (the gate
+    /// judges them as separate figures).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes: BTreeMap<StreamMode, ModeLatency>,
+}
+
+/// One stream mode's latencies within a feature.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ModeLatency {
+    pub ttft: Percentiles,
+    pub tpot: Percentiles,
+    pub e2e: Percentiles,
 }
 
 /// What the run's checks beyond latency observed.
@@ -364,6 +376,21 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         routing: None,
         conformance: None,
         sessions: f.sessions.as_ref().map(sessions::summary),
+        modes: match f.modes.len() {
+            0 | 1 => BTreeMap::new(),
+            _ => f
+                .modes
+                .iter()
+                .map(|(k, m)| {
+                    let l = ModeLatency {
+                        ttft: m.ttft.percentiles(),
+                        tpot: m.tpot.percentiles(),
+                        e2e: m.e2e.percentiles(),
+                    };
+                    (*k, l)
+                })
+                .collect(),
+        },
     }
 }
 

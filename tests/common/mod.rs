@@ -250,6 +250,30 @@ pub fn json_file(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// What `compare BASELINE CURRENT` wrote into CURRENT: its own `compare-<baseline run id>.json`
+/// (the run's `comparison.json` stays the run's).
+#[allow(dead_code)]
+pub fn compare_file(current: &std::path::Path) -> serde_json::Value {
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(current)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("compare-")
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one compare-*.json in {}: {found:?}",
+        current.display()
+    );
+    json_file(&found[0])
+}
+
 /// A run folder's `results.ndjson`, one value per line.
 #[allow(dead_code)]
 pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
@@ -280,8 +304,18 @@ impl Drop for Stack {
 /// Starts `duo-harness stack`; returns it and the URLs it printed.
 #[allow(dead_code)]
 pub fn start_stack() -> (Stack, serde_json::Value) {
-    let mut child = std::process::Command::new(bin())
-        .arg("stack")
+    start_stack_with(None)
+}
+
+/// `duo-harness stack [--config CONFIG]` as a child process, and the URLs it printed.
+#[allow(dead_code)]
+pub fn start_stack_with(config: Option<&std::path::Path>) -> (Stack, serde_json::Value) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("stack");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
