@@ -7,7 +7,7 @@
 //! `summary.json` and `histograms.json`.
 
 use super::hist::Metric;
-use super::{Disposition, ErrorClass, RequestRecord, StreamMode, TokenSource};
+use super::{Disposition, ErrorClass, RequestRecord, TokenSource};
 use crate::plan::Slo;
 use std::collections::BTreeMap;
 
@@ -60,16 +60,6 @@ pub struct FeatureAgg {
     pub error_messages: Vec<(ErrorClass, String)>,
     /// Per corpus case (interaction id): what its measured sends came to (the JUnit cases).
     pub cases: BTreeMap<String, CaseTally>,
-    /// The latencies again, apart by stream mode (a feature may have both).
-    pub modes: BTreeMap<StreamMode, ModeAgg>,
-}
-
-/// One stream mode's latencies within a feature.
-#[derive(Debug, Clone, Default)]
-pub struct ModeAgg {
-    pub ttft: Metric,
-    pub tpot: Metric,
-    pub e2e: Metric,
 }
 
 impl FeatureAgg {
@@ -97,10 +87,6 @@ impl FeatureAgg {
         record(&mut self.ttft_from_intended, r.ttft_from_intended_ms());
         record(&mut self.tpot, r.tpot_ms());
         record(&mut self.e2e, r.e2e_ms());
-        let mode = self.modes.entry(StreamMode::of(r.stream)).or_default();
-        record(&mut mode.ttft, r.ttft_ms());
-        record(&mut mode.tpot, r.tpot_ms());
-        record(&mut mode.e2e, r.e2e_ms());
         r.content_gaps_ms()
             .into_iter()
             .for_each(|g| self.itl.record(g));

@@ -246,6 +246,7 @@ pub fn judge_folder(
         conformance,
     };
     let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
+    verdict::modes::fill(&mut summary, &merged.records);
     // What the backends' metrics showed is not in results.ndjson: a single run keeps its own.
     if let [only] = sources {
         summary.backend_metrics = only

@@ -10,6 +10,7 @@ mod audit_findings;
 mod findings;
 mod histograms;
 pub mod kind;
+pub mod modes;
 pub mod sessions;
 mod stages;
 
@@ -376,21 +377,7 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         routing: None,
         conformance: None,
         sessions: f.sessions.as_ref().map(sessions::summary),
-        modes: match f.modes.len() {
-            0 | 1 => BTreeMap::new(),
-            _ => f
-                .modes
-                .iter()
-                .map(|(k, m)| {
-                    let l = ModeLatency {
-                        ttft: m.ttft.percentiles(),
-                        tpot: m.tpot.percentiles(),
-                        e2e: m.e2e.percentiles(),
-                    };
-                    (*k, l)
-                })
-                .collect(),
-        },
+        modes: BTreeMap::new(),
     }
 }
 
