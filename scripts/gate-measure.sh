@@ -8,7 +8,7 @@
 #      cores, so the self-audit marks figures degraded), each compared with a run whose chat
 #      backend is 10x slower: caught when the gate fails it (exit 1) on duo_chat.
 # The gate's exit code is kept for every comparison (0 pass, 1 regression, 4 undecided).
-# Usage: scripts/gate-measure.sh [PAIRS=20] [SLOWED=10]   (about 20 s per run on 2 cores)
+# Usage: scripts/gate-measure.sh [PAIRS=20] [SLOWED=10]   (about 25 s per run on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-20}

@@ -195,16 +195,15 @@ fn status(s: &Summary, stage: StageName, configured: bool, excuse: Option<String
         .iter()
         .find(|f| f.severity == Severity::Error && f.kind.stage() == stage)
         .map(|f| f.message.clone());
+    // Conformance that compared nothing, excused (a first run): not run, and why.
     let unchecked = s
         .findings
         .iter()
-        .find(|f| f.kind == FindingKind::ConformanceNotRun);
-    match (failed, excuse, configured) {
+        .find(|f| stage == StageName::Conformance && f.kind == FindingKind::ConformanceNotRun)
+        .map(|f| f.message.clone());
+    match (failed, excuse.or(unchecked), configured) {
         (Some(m), _, _) => StageStatus::Failed(m),
         (None, Some(why), _) => StageStatus::Skipped(why),
-        (None, None, _) if unchecked.is_some() && stage == StageName::Conformance => {
-            StageStatus::Skipped(unchecked.map(|f| f.message.clone()).unwrap_or_default())
-        }
         (None, None, false) => StageStatus::Skipped("not configured".into()),
         (None, None, true) => StageStatus::Passed,
     }

@@ -1,7 +1,8 @@
-//! The load sized for the gate (`[gate] max_duration_s`): before anything is sent, how long the
-//! declared rate must last for every required check to have its samples in both runs, from the
-//! corpus's mix; the load is made that long (at least `load.duration_s`, at most the cap), and
-//! the checks even the cap cannot give samples are made optional. Both are said before the load.
+//! The load sized for the gate (`[gate] max_duration_s`, with or without a baseline yet): before
+//! anything is sent, how long the declared rate must last for every required check to have its
+//! samples in both runs, from the corpus's mix; the load is made that long (at least
+//! `load.duration_s`, at most the cap), and the checks even the cap cannot give samples are made
+//! optional. Both are said before the load.
 
 use crate::compare::{min_samples, split_by_mode};
 use crate::corpus::Interaction;
@@ -51,6 +52,7 @@ fn needs(plan: &Plan, corpus: &[Interaction]) -> Vec<Need> {
             .collect();
         m.len()
     };
+    let slos = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let mut out = Vec::new();
     for metric in GateMetric::MEASURED
         .iter()
@@ -70,7 +72,9 @@ fn needs(plan: &Plan, corpus: &[Interaction]) -> Vec<Need> {
             }
         }
         for ((feature, mode), share) in std::mem::take(&mut by) {
-            if !plan.gate.is_optional(&feature, metric) && applies(plan, &feature, metric) {
+            // Goodput is judged only where the feature has an SLO.
+            let judged = metric != GateMetric::Goodput || slos.slo(&feature).is_some();
+            if !plan.gate.is_optional(&feature, metric) && judged {
                 out.push(Need {
                     feature,
                     mode,
@@ -92,12 +96,6 @@ fn http_metric(m: GateMetric) -> bool {
 /// A case gives samples of TPOT only when it streams.
 fn metric_applies(m: GateMetric, it: &Interaction) -> bool {
     !matches!(m, GateMetric::TpotP50 | GateMetric::TpotP99) || it.streams()
-}
-
-/// Goodput is judged only where the feature has an SLO.
-fn applies(plan: &Plan, feature: &str, m: GateMetric) -> bool {
-    let agg = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
-    m != GateMetric::Goodput || agg.slo(feature).is_some()
 }
 
 /// How long the load must last for this figure's samples, s.
@@ -132,7 +130,11 @@ fn by_metric(short: &[&Need]) -> String {
 pub(super) fn size(plan: &mut Plan, corpus: &[Interaction]) -> Option<String> {
     let cap = plan.gate.max_duration_s?;
     let (rate, declared) = (plan.load.target_rps()?, plan.load.duration_s?);
-    if plan.gate.baseline.is_none() || plan.overrides.calibrate || !plan.load.arrival.open_loop() {
+    // With or without a baseline yet: a run measured now to be compared later needs the
+    // samples as much as the one compared. A `--duration` on the command line is taken as
+    // asked: the gate then judges what it gets.
+    let asked = plan.overrides.load.duration_s.is_some();
+    if asked || plan.overrides.calibrate || !plan.load.arrival.open_loop() {
         return None;
     }
     let warmup = plan.load.warmup_s;
