@@ -297,6 +297,12 @@ impl Plan {
             || self.taps.iter().any(|t| t.backend.is_some())
     }
 
+    /// The corpus's name in the snapshot store (`<dir>/<corpus>/…`): its first file's stem.
+    pub fn corpus_name(&self) -> String {
+        let stem = self.corpus_path.file_stem().unwrap_or_default();
+        stem.to_string_lossy().into_owned()
+    }
+
     /// The setting for `feature`, falling back to General Chat's for chat sub-features.
     pub fn model_for(&self, feature: &str) -> Option<&ModelSetting> {
         self.models

@@ -6,6 +6,11 @@ use crate::results::{ResultsError, RunFolder};
 use crate::verdict::Verdict;
 use std::path::{Path, PathBuf};
 
+/// Whether `dir` holds a baseline run (the snapshots kept beside one are not one).
+pub fn holds(dir: &Path) -> bool {
+    dir.join("plan.json").is_file()
+}
+
 /// Why a run could not be stored as the baseline.
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -64,7 +69,7 @@ fn refusal(folder: &RunFolder, run: &Path, to: &Path, force: bool) -> Option<Str
         }
     }
     // The folder may already hold the snapshots and noise floor the baseline keeps beside it.
-    if to.join("plan.json").is_file() && !force {
+    if holds(to) && !force {
         return Some(format!(
             "{} holds a baseline already: --force replaces it",
             to.display()

@@ -2,7 +2,7 @@
 //! against the scenario's baseline, the comparison's regressions and undecided checks as
 //! findings, and the stages listed as checks of their own.
 
-use super::stages::{derived_stages, not_run_findings, stopped_by, RunMode};
+use super::stages::{calibration_noise, derived_stages, not_run_findings, stopped_by, RunMode};
 use crate::compare::{self, Comparison, GateVerdict, Outcome};
 use crate::plan::{GateMetric, GateSpec};
 use crate::results::RunFolder;
@@ -41,7 +41,7 @@ fn gate_baseline<'a>(
             let why = "not run: a calibration run is not compared with the baseline".to_owned();
             return Err((StageStatus::Skipped(why), None));
         }
-        RunMode::Normal if baseline.join("plan.json").is_file() => return Ok(baseline),
+        RunMode::Normal if compare::baseline::holds(baseline) => return Ok(baseline),
         RunMode::Normal => {}
     }
     let why = format!(
@@ -139,6 +139,7 @@ pub fn judge(
         }
     }
     let mode = RunMode::of(&current.plan.overrides);
+    let noise = calibration_noise(current);
     let stopped = stopped_by(&preflight, current.plan.load.on_failed_preflight);
     if stopped.is_some() {
         // No load was sent on purpose: "nothing measured" would only repeat the preflight.
@@ -148,7 +149,7 @@ pub fn judge(
     }
     summary
         .findings
-        .extend(not_run_findings(current, &summary, mode));
+        .extend(not_run_findings(current, &summary, mode, noise.as_ref()));
     // The gate holds the current run to its own verdict, preflight included.
     summary.verdict = verdict::verdict(&summary.findings);
     let (comparison, gate_stage, not_run) = gate_stage(current, &summary, gate, stopped.as_deref());
@@ -158,10 +159,7 @@ pub fn judge(
         if ch.outcome == Outcome::Regression
             && !matches!(ch.metric, GateMetric::Conformance | GateMetric::Routing)
         {
-            let mode = ch
-                .mode
-                .map_or(String::new(), |m| format!(" ({})", m.name()));
-            let m = format!("{}{mode} {}: {}", ch.feature, ch.metric, ch.reason);
+            let m = format!("{} {}: {}", ch.figure(), ch.metric, ch.reason);
             summary.findings.push(Finding::new(
                 FindingKind::Regression,
                 Severity::Error,
@@ -183,7 +181,7 @@ pub fn judge(
         ));
     }
     summary.verdict = verdict::verdict(&summary.findings);
-    let mut stages = derived_stages(current, &summary, preflight, mode);
+    let mut stages = derived_stages(current, &summary, preflight, mode, noise.as_ref());
     stages.push(gate_stage);
     Judged {
         summary,

@@ -51,9 +51,19 @@ fn metric_def(metric: GateMetric) -> MetricDef {
 
 /// What a check is about: a feature, or one stream mode of a feature that has both.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Figure<'a> {
+pub struct Figure<'a> {
     pub feature: &'a str,
     pub mode: Option<StreamMode>,
+}
+
+/// `duo_chat`, or `duo_chat_fix_code (non-streamed)`: how every output names a figure.
+impl std::fmt::Display for Figure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mode {
+            Some(m) => write!(f, "{} ({})", self.feature, m.name()),
+            None => f.write_str(self.feature),
+        }
+    }
 }
 
 /// Latencies differ by stream mode (a whole answer's first byte is its last); rates do not.
@@ -120,20 +130,16 @@ fn bootstrapped(
     confidence: f64,
     seed: u64,
 ) -> Option<(bootstrap::Change, bool)> {
-    if let (Statistic::Quantile(q), true) = (def.stat, b.len() > 1 && q_is_median(def.stat)) {
-        let pairs: Vec<(Vec<f64>, Vec<f64>)> = b
+    if def.stat == Statistic::Quantile(0.5) && b.len() > 1 {
+        let pairs: Vec<bootstrap::CasePair> = b
             .iter()
             .filter_map(|(id, bv)| Some((bv.clone(), c.get(id)?.clone())))
             .collect();
-        return bootstrap::change_by_case(q, &pairs, confidence, seed).map(|ch| (ch, true));
+        return bootstrap::change_by_case(0.5, &pairs, confidence, seed).map(|ch| (ch, true));
     }
     let (b, c): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
         (b.values().cloned().collect(), c.values().cloned().collect());
     bootstrap::change_stratified(def.stat, &b, &c, confidence, seed).map(|ch| (ch, false))
-}
-
-fn q_is_median(stat: Statistic) -> bool {
-    matches!(stat, Statistic::Quantile(q) if (q - 0.5).abs() < f64::EPSILON)
 }
 
 /// What one request contributes to `metric` (several tool round trips, or none when it failed).

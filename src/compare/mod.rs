@@ -20,7 +20,7 @@ pub mod baseline;
 pub mod bootstrap;
 pub mod gate;
 mod judge;
-pub use judge::{min_samples, split_by_mode};
+pub use judge::{min_samples, split_by_mode, Figure};
 mod refuse;
 pub use refuse::plan_refusal;
 pub mod stages;
@@ -173,6 +173,16 @@ pub struct Comparison {
     /// Inconclusive checks that are required: each keeps the gate from passing.
     pub undecided: usize,
     pub checks: Vec<Check>,
+}
+
+impl Check {
+    /// What the check is about, as every output names it.
+    pub fn figure(&self) -> judge::Figure<'_> {
+        judge::Figure {
+            feature: &self.feature,
+            mode: self.mode,
+        }
+    }
 }
 
 impl Comparison {

@@ -27,23 +27,6 @@ impl RunMode {
             _ => Self::Normal,
         }
     }
-
-    /// Why a stage that needs a reference is not run, when this mode says so.
-    pub fn excuse(self) -> Option<&'static str> {
-        match self {
-            Self::Normal => None,
-            Self::FirstRun => Some("first run (--first-run): nothing to compare with yet"),
-            Self::Calibration => Some("calibration run (--calibrate): it measures the noise floor"),
-        }
-    }
-}
-
-/// The severity of a "not run" finding: an error, unless the mode excuses it.
-fn not_run_severity(mode: RunMode) -> Severity {
-    match mode {
-        RunMode::Normal => Severity::Error,
-        _ => Severity::Info,
-    }
 }
 
 /// Features the corpus selected that no request measured: the replay did not check them.
@@ -94,13 +77,20 @@ fn conformance_unchecked(folder: &RunFolder, s: &Summary, mode: RunMode) -> Opti
         return None;
     }
     let dir = dir.display();
-    let why = mode.excuse().map_or(
-        format!(
-            "review them (`duo-harness snapshots review --dir {dir}`, then `accept`), or say \
-             this is the first run (--first-run)"
+    // Only a first run is excused (a calibration does not compare).
+    let (why, severity) = match mode {
+        RunMode::FirstRun => (
+            "first run (--first-run): nothing to compare with yet".to_owned(),
+            Severity::Info,
         ),
-        str::to_owned,
-    );
+        _ => (
+            format!(
+                "review them (`duo-harness snapshots review --dir {dir}`, then `accept`), or say \
+                 this is the first run (--first-run)"
+            ),
+            Severity::Error,
+        ),
+    };
     let pending: u64 = unchecked.iter().map(|(_, n)| n).sum();
     let names: Vec<&str> = unchecked.iter().map(|(f, _)| f.as_str()).collect();
     let m = format!(
@@ -111,15 +101,15 @@ fn conformance_unchecked(folder: &RunFolder, s: &Summary, mode: RunMode) -> Opti
     );
     Some(Finding::new(
         FindingKind::ConformanceNotRun,
-        not_run_severity(mode),
+        severity,
         None,
         m,
     ))
 }
 
 /// A calibration's own judgement: every feature replayed must have cases answered twice.
-fn calibration_findings(folder: &RunFolder, s: &Summary) -> Vec<Finding> {
-    let Some(noise) = calibration_noise(folder) else {
+fn calibration_findings(s: &Summary, noise: Option<&Noise>) -> Vec<Finding> {
+    let Some(noise) = noise else {
         return Vec::new();
     };
     s.features
@@ -133,21 +123,26 @@ fn calibration_findings(folder: &RunFolder, s: &Summary) -> Vec<Finding> {
 }
 
 /// The noise floor a calibration run wrote, when this folder is one.
-fn calibration_noise(folder: &RunFolder) -> Option<Noise> {
+pub fn calibration_noise(folder: &RunFolder) -> Option<Noise> {
     if !folder.plan.overrides.calibrate {
         return None;
     }
     let dir = folder.plan.conformance.snapshots.as_ref()?;
-    let corpus = folder.plan.corpus_path.file_stem()?.to_string_lossy();
-    let text = std::fs::read_to_string(noise_path(dir, &corpus)).ok()?;
+    let text = std::fs::read_to_string(noise_path(dir, &folder.plan.corpus_name())).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-/// The findings of stages that checked nothing (and of a calibration that calibrated nothing).
-pub fn not_run_findings(folder: &RunFolder, s: &Summary, mode: RunMode) -> Vec<Finding> {
+/// The findings of stages that checked nothing (and of a calibration that calibrated nothing:
+/// `noise`, what it wrote).
+pub fn not_run_findings(
+    folder: &RunFolder,
+    s: &Summary,
+    mode: RunMode,
+    noise: Option<&Noise>,
+) -> Vec<Finding> {
     let mut out: Vec<Finding> = unsent(folder, s).into_iter().collect();
     match mode {
-        RunMode::Calibration => out.extend(calibration_findings(folder, s)),
+        RunMode::Calibration => out.extend(calibration_findings(s, noise)),
         _ => out.extend(conformance_unchecked(folder, s, mode)),
     }
     out
@@ -246,6 +241,7 @@ pub fn derived_stages(
     s: &Summary,
     preflight: Vec<Stage>,
     mode: RunMode,
+    noise: Option<&Noise>,
 ) -> Vec<Stage> {
     let features = &s.features;
     let configured = |stage: StageName| match stage {
@@ -257,7 +253,6 @@ pub fn derived_stages(
         _ => true,
     };
     let stopped = stopped_by(&preflight, folder.plan.load.on_failed_preflight);
-    let noise = calibration_noise(folder);
     let rows = [
         StageName::Replay,
         StageName::Routing,
@@ -271,7 +266,7 @@ pub fn derived_stages(
         out.push(Stage {
             name: stage.name().into(),
             status: status(s, stage, configured(stage), excuse),
-            detail: detail(s, stage, noise.as_ref()),
+            detail: detail(s, stage, noise),
         });
     }
     out

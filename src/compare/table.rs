@@ -36,14 +36,6 @@ fn change(metric: GateMetric, worse_by: f64) -> String {
     }
 }
 
-/// What a check is about: the feature, and its stream mode where it has both.
-fn subject(ch: &Check) -> String {
-    match ch.mode {
-        Some(m) => format!("{} ({})", ch.feature, m.name()),
-        None => ch.feature.clone(),
-    }
-}
-
 /// A check's cells, units included: what it is, the two figures, the change in words, its
 /// interval, the allowance and the outcome.
 pub fn cells(ch: &Check) -> [String; 8] {
@@ -56,7 +48,7 @@ pub fn cells(ch: &Check) -> [String; 8] {
             false => format!("[{lo:+.1}, {hi:+.1}] ms"),
         });
     [
-        subject(ch),
+        ch.figure().to_string(),
         m.name().into(),
         num(ch.baseline),
         num(ch.current),
@@ -155,7 +147,7 @@ pub fn table(c: &Comparison) -> String {
             out,
             "  {} {} {}{optional}: {}",
             ch.outcome.name(),
-            subject(ch),
+            ch.figure(),
             ch.metric.name(),
             ch.reason
         );

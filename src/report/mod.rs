@@ -208,8 +208,7 @@ pub fn rebuild(
     };
     let conformance = match &plan.conformance.snapshots {
         Some(dir) if dir.is_dir() => {
-            let corpus = plan.corpus_path.file_stem().unwrap_or_default();
-            let corpus = corpus.to_string_lossy();
+            let corpus = plan.corpus_name();
             let outcome =
                 crate::conformance::check(&plan.conformance, dir, &corpus, results, taps, false);
             Some(outcome.map_err(|source| ReportError::Snapshots {

@@ -138,7 +138,7 @@ pub(super) fn baseline_stage(plan: &Plan) -> Option<Stage> {
         status,
         detail,
     };
-    if !baseline.join("plan.json").is_file() {
+    if !crate::compare::baseline::holds(baseline) {
         let why = format!(
             "no baseline run at {at}: a missing baseline is not a pass. On the first run against \
              this stack say so (`run --first-run` stores a passing run there), or store one with \

@@ -12,7 +12,7 @@ use std::path::Path;
 /// would replace the baseline, so it is refused before anything is sent.
 pub(super) fn refuse_second_first_run(plan: &Plan) -> Result<(), RunError> {
     match &plan.gate.baseline {
-        Some(b) if plan.overrides.first_run && b.join("plan.json").is_file() => {
+        Some(b) if plan.overrides.first_run && crate::compare::baseline::holds(b) => {
             Err(RunError::Config(format!(
                 "--first-run: {} holds a baseline already; run without --first-run to be \
                  compared with it, or remove it to start again",
@@ -51,11 +51,7 @@ pub(super) fn conformance_stage(
     let Some(dir) = &plan.conformance.snapshots else {
         return Ok(None);
     };
-    let corpus = plan
-        .corpus_path
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy();
+    let corpus = plan.corpus_name();
     if plan.overrides.calibrate {
         let noise =
             conformance::calibrate(&plan.conformance, results, taps).map_err(write_err(results))?;

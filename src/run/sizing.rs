@@ -8,7 +8,7 @@ use crate::compare::{min_samples, split_by_mode};
 use crate::corpus::Interaction;
 use crate::measure::StreamMode;
 use crate::plan::{GateMetric, Plan};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// More samples than the minimum are planned for: arrivals are random (Poisson), a few
 /// requests may fail, and the round-robin over cases does not split evenly.
@@ -43,15 +43,12 @@ fn shares(plan: &Plan, corpus: &[Interaction]) -> Vec<f64> {
 /// Every required figure with its share of the load.
 fn needs(plan: &Plan, corpus: &[Interaction]) -> Vec<Need> {
     let share = shares(plan, corpus);
-    let mut by: BTreeMap<(String, Option<StreamMode>), f64> = BTreeMap::new();
-    let modes = |f: &str| {
-        let m: std::collections::BTreeSet<bool> = corpus
-            .iter()
-            .filter(|i| i.feature == f)
-            .map(Interaction::streams)
-            .collect();
-        m.len()
-    };
+    // Features with both streamed and non-streamed cases: their latencies are figures apart.
+    let streams: BTreeSet<(&str, bool)> = corpus
+        .iter()
+        .map(|i| (i.feature.as_str(), i.streams()))
+        .collect();
+    let mixed = |f: &str| streams.contains(&(f, true)) && streams.contains(&(f, false));
     let slos = crate::measure::aggregate::Aggregate::new(plan.slo.clone());
     let mut out = Vec::new();
     for metric in GateMetric::MEASURED
@@ -59,19 +56,19 @@ fn needs(plan: &Plan, corpus: &[Interaction]) -> Vec<Need> {
         .copied()
         .filter(|m| http_metric(*m))
     {
-        by.clear();
+        let mut by: BTreeMap<(String, Option<StreamMode>), f64> = BTreeMap::new();
         for (i, it) in corpus
             .iter()
             .enumerate()
             .filter(|(_, i)| i.protocol == "http")
         {
-            let split = split_by_mode(metric) && modes(&it.feature) > 1;
+            let split = split_by_mode(metric) && mixed(&it.feature);
             let mode = split.then(|| StreamMode::of(it.streams()));
             if metric_applies(metric, it) {
                 *by.entry((it.feature.clone(), mode)).or_default() += share[i];
             }
         }
-        for ((feature, mode), share) in std::mem::take(&mut by) {
+        for ((feature, mode), share) in by {
             // Goodput is judged only where the feature has an SLO.
             let judged = metric != GateMetric::Goodput || slos.slo(&feature).is_some();
             if !plan.gate.is_optional(&feature, metric) && judged {
@@ -104,15 +101,16 @@ fn seconds(n: &Need, rate: f64, warmup_s: f64) -> f64 {
 }
 
 fn name(n: &Need) -> String {
-    match n.mode {
-        Some(m) => format!("{} ({}) {}", n.feature, m.name(), n.metric.name()),
-        None => format!("{} {}", n.feature, n.metric.name()),
-    }
+    let figure = crate::compare::Figure {
+        feature: &n.feature,
+        mode: n.mode,
+    };
+    format!("{figure} {}", n.metric.name())
 }
 
 /// `ttft_p99 of 16 features, e2e_p99 of code_completions`: the short figures by metric.
 fn by_metric(short: &[&Need]) -> String {
-    let mut by: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut by: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for n in short {
         by.entry(n.metric.name()).or_default().insert(&n.feature);
     }
