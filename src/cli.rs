@@ -354,8 +354,12 @@ pub fn main() -> std::process::ExitCode {
     let exit = match rt.block_on(dispatch(cli.command)) {
         Ok(exit) => exit,
         Err(f) => {
-            // A server's words can reach an error: the harness's own secrets never do.
-            eprintln!("error: {}", crate::redact::known(&f.to_string()));
+            // A server's words can reach an error: no secret, and no control character that
+            // could draw a line of its own.
+            eprintln!(
+                "error: {}",
+                crate::escape::console(&crate::redact::known(&f.to_string()))
+            );
             f.exit()
         }
     };
@@ -530,7 +534,11 @@ fn corpus(action: CorpusAction) -> Exit {
         );
     }
     for (line, message) in &scan.errors {
-        eprintln!("{}:{line}: {message}", path.display());
+        eprintln!(
+            "{}:{line}: {}",
+            path.display(),
+            crate::escape::console(message)
+        );
     }
     match action {
         CorpusAction::Validate { .. } => {

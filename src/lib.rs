@@ -33,6 +33,7 @@ pub mod conformance;
 pub mod corpus;
 pub mod drive;
 pub mod dws;
+pub mod escape;
 pub mod exit;
 pub mod features;
 pub mod files;

@@ -58,7 +58,9 @@ impl Failure {
             Self::Capacity(C::Broken { .. } | C::Interrupted(_)) => Exit::VerdictFailed,
             Self::Capacity(C::Unjudged { .. } | C::Write { .. }) => Exit::Unreachable,
             Self::Record(RecordError::Config(_)) => Exit::Usage,
-            Self::Init(InitError::Config(_) | InitError::Refused { .. }) => Exit::Usage,
+            Self::Init(
+                InitError::Config(_) | InitError::Refused { .. } | InitError::Malformed { .. },
+            ) => Exit::Usage,
             Self::Record(_) | Self::Init(InitError::Unreachable { .. }) => Exit::Unreachable,
             Self::Write { .. } => Exit::Unreachable,
         }

@@ -74,6 +74,8 @@ pub fn session_case(name: &str, text: &str) -> Result<Interaction, CaptureError>
         ),
         steps: Some(captured.steps),
     };
+    let mut start = start;
+    redact_traffic(&mut headers, &mut start, &mut session);
     Ok(Interaction {
         v: super::VERSION,
         id: format!("dap-{}", name.replace('_', "-")),
@@ -92,6 +94,16 @@ pub fn session_case(name: &str, text: &str) -> Result<Interaction, CaptureError>
         session: Some(session),
         tags: vec!["dap".into(), format!("capture:{name}")],
     })
+}
+
+/// What a capture holds is traffic: its metadata, start request (the goal) and files go through
+/// the one redaction rule before they become a corpus line.
+fn redact_traffic(headers: &mut Map<String, Value>, start: &mut Value, session: &mut Session) {
+    crate::redact::headers(headers);
+    crate::redact::body(start);
+    for text in session.files.values_mut() {
+        *text = crate::redact::text(text);
+    }
 }
 
 /// The executor's and Rails' answers a replay must give again.

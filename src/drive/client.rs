@@ -97,7 +97,8 @@ impl Auth {
             }
             Err(e) => {
                 tracing::warn!(
-                    "could not renew the instance token (renewal due after {after:?}): {e}"
+                    "could not renew the instance token (renewal due after {after:?}): {}",
+                    crate::escape::console(&e.to_string())
                 );
                 current
             }

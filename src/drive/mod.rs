@@ -162,8 +162,9 @@ pub async fn send(
     rec
 }
 
-/// Removes the harness's own secrets (and JWT-shaped strings) from what a server sent back:
-/// an echoing server must not carry a token into results, findings or the console.
+/// Removes secrets from what a server sent back (the shape rule on answers; both rules on error
+/// messages, which may echo the request): an echoing server must not carry a token into
+/// results, findings or the console.
 fn scrub(rec: &mut RequestRecord) {
     if crate::redact::known_in_place(&mut rec.content) {
         for c in &mut rec.chunks {
@@ -171,7 +172,7 @@ fn scrub(rec: &mut RequestRecord) {
         }
     }
     if let Some(e) = &mut rec.error {
-        crate::redact::known_in_place(&mut e.message);
+        e.message = crate::redact::text(&e.message);
     }
     if let Some(s) = &mut rec.session {
         for text in std::iter::once(&mut s.details).chain(s.mismatches.iter_mut()) {

@@ -104,14 +104,30 @@ pub fn url(key: &str, u: &str) -> Result<(), BadUrl> {
     url_text(key, u).map_err(BadUrl)
 }
 
+/// A base URL: http(s), a host, no credentials (they would be a secret on disk: tokens come from
+/// the environment), no query or fragment (paths are appended to it). Messages show the URL with
+/// its password redacted.
 fn url_text(key: &str, u: &str) -> Result<(), String> {
+    let shown = crate::redact::text(u);
     let parsed =
-        reqwest::Url::parse(u).map_err(|e| format!("{key}: '{u}' is not a valid URL: {e}"))?;
+        reqwest::Url::parse(u).map_err(|e| format!("{key}: '{shown}' is not a valid URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("{key}: '{u}' is not an http(s) URL"));
+        return Err(format!("{key}: '{shown}' is not an http(s) URL"));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{key}: '{u}' names no host"));
+        return Err(format!("{key}: '{shown}' names no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{key}: '{shown}' holds credentials: a URL is written to plans and reports, so give \
+             the credential through the environment (token_env, api_key_env) instead"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{key}: '{shown}' has a query or a fragment: a base URL takes neither (the harness \
+             appends each route's path to it)"
+        ));
     }
     Ok(())
 }

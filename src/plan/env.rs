@@ -1,115 +1,230 @@
 //! `${NAME}` and `${NAME:-default}` in a scenario's text, expanded from the environment before
-//! it is parsed.
+//! it is parsed. An environment value is always one scalar value, never structure.
+//!
+//! The grammar:
+//! - `${NAME}`: the variable's value; unset is an error (every unset name is reported at once,
+//!   with its lines). `NAME` is letters, digits and `_`.
+//! - `${NAME:-default}`: the value when set and not empty (as in a POSIX shell), else the
+//!   default, which may hold references of its own (`${A:-${B}/x}`) and braces.
+//! - `$${` is a literal `${`, never expanded (what `init` writes for a `${` the instance sent).
+//! - Where the reference stands decides how the value is written:
+//!   - in a `"…"` or `"""…"""` string: escaped for it (quotes, backslashes, newlines and every
+//!     control character), so the value stays inside the string;
+//!   - in a `'…'` or `'''…'''` string, which has no escapes: a value with a `'` or a control
+//!     character is refused;
+//!   - outside quotes (`rate = ${RPS:-5}`): the value must be one number, boolean or date;
+//!     anything else (a newline, a `=`, a quote...) is refused, never spliced in;
+//!   - in a comment (from `#` outside a string to the end of the line): nothing is expanded,
+//!     and an unset variable there is no error.
 
 use std::collections::BTreeMap;
 
-/// Replaces every `${NAME}` (or `${NAME:-default}`, where the default may hold references of its
-/// own: `${A:-${B}/x}`) with the environment variable's value, escaped for a TOML string, so one
-/// scenario serves every site: the AIGW URL and the backend URLs come from the environment.
-/// Every unset variable without a default is named at once, with its lines, so an operator
-/// learns them all from one try. Comment lines are left as they are.
+/// Where in the TOML text a reference stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Bare,
+    Comment,
+    Basic,
+    MultiBasic,
+    Literal,
+    MultiLiteral,
+}
+
+/// What went wrong, gathered over the whole text.
+#[derive(Default)]
+struct Problems {
+    unset: BTreeMap<String, Vec<usize>>,
+    refused: Vec<String>,
+}
+
+/// Expands every reference in `text`; see the module doc for the grammar.
 pub fn expand(text: &str) -> Result<String, String> {
-    let mut missing: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut problems = Problems::default();
     let mut out = String::with_capacity(text.len());
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            continue;
+    let mut place = Place::Bare;
+    let mut line = 1;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let taken = step(rest, &mut place, line, &mut out, &mut problems);
+        line += rest[..taken].matches('\n').count();
+        rest = &rest[taken..];
+    }
+    report(problems).map(|()| out)
+}
+
+/// One step of the scan at the start of `rest`: copies or expands, moves `place`, returns the
+/// bytes consumed (at least one).
+fn step(rest: &str, place: &mut Place, line: usize, out: &mut String, p: &mut Problems) -> usize {
+    use Place::*;
+    let starts = |s: &str| rest.starts_with(s);
+    if *place != Comment {
+        if starts("$${") {
+            out.push_str("${");
+            return 3;
         }
-        let mut unset = Vec::new();
-        out.push_str(&expand_line(line, &mut unset));
-        for name in unset {
-            missing.entry(name).or_default().push(n + 1);
+        if starts("${") {
+            if let Some(taken) = reference(rest, *place, line, out, p) {
+                return taken;
+            }
         }
     }
-    if missing.is_empty() {
-        return Ok(out);
-    }
-    let named: Vec<String> = missing
-        .iter()
-        .map(|(name, lines)| {
-            let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
-            format!("{name} (line {})", lines.join(", "))
-        })
-        .collect();
-    Err(format!(
-        "{} environment variable(s) not set: {}",
-        named.len(),
-        named.join("; ")
-    ))
+    let (next, len) = match (*place, rest.as_bytes()[0]) {
+        (Bare, b'#') => (Comment, 1),
+        (Bare, b'"') if starts("\"\"\"") => (MultiBasic, 3),
+        (Bare, b'"') => (Basic, 1),
+        (Bare, b'\'') if starts("'''") => (MultiLiteral, 3),
+        (Bare, b'\'') => (Literal, 1),
+        (Basic | MultiBasic, b'\\') => (
+            *place,
+            1 + rest[1..].chars().next().map_or(0, char::len_utf8),
+        ),
+        (MultiBasic, b'"') if starts("\"\"\"") => (Bare, 3),
+        (MultiLiteral, b'\'') if starts("'''") => (Bare, 3),
+        (Basic, b'"') | (Literal, b'\'') => (Bare, 1),
+        (Comment | Basic | Literal, b'\n') => (Bare, 1),
+        (p, _) => (p, rest.chars().next().map_or(1, char::len_utf8)),
+    };
+    out.push_str(&rest[..len]);
+    *place = next;
+    len
 }
 
 /// The index of the `}` closing a reference whose `${` ends just before `s`.
 fn closing(s: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let bytes = s.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
+    for (i, b) in s.bytes().enumerate() {
         match b {
-            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'{' => depth += 1,
             b'}' if depth == 0 => return Some(i),
             b'}' => depth -= 1,
+            b'\n' => return None,
             _ => {}
         }
     }
     None
 }
 
-/// One line (or a default's text) with its references expanded; unset names go to `unset`.
-fn expand_line(line: &str, unset: &mut Vec<String>) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(i) = rest.find("${") {
-        let Some(end) = closing(&rest[i + 2..]) else {
-            break;
-        };
-        let inner = &rest[i + 2..i + 2 + end];
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        out.push_str(&rest[..i]);
-        match (valid, std::env::var(name), default) {
-            (false, _, _) => out.push_str(&rest[i..i + 3 + end]),
-            (true, Ok(v), _) => out.push_str(&v.replace('\\', "\\\\").replace('"', "\\\"")),
-            (true, Err(_), Some(d)) => out.push_str(&expand_line(d, unset)),
-            (true, Err(_), None) => unset.push(name.to_owned()),
-        }
-        rest = &rest[i + 3 + end..];
+/// Expands the reference at the start of `rest` into `out`; `None` when it is not one (left as
+/// it is). Returns the bytes consumed.
+fn reference(
+    rest: &str,
+    place: Place,
+    line: usize,
+    out: &mut String,
+    p: &mut Problems,
+) -> Option<usize> {
+    let end = closing(&rest[2..])?;
+    let inner = &rest[2..2 + end];
+    let (name, default) = match inner.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (inner, None),
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return None;
     }
-    out.push_str(rest);
+    let value = std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty() || default.is_none());
+    let text = match (value, default) {
+        (Some(v), _) => written(name, &v, place, line, p),
+        (None, Some(d)) => {
+            let mut expanded = String::new();
+            let mut at = d;
+            let mut inner_place = place;
+            while !at.is_empty() {
+                let taken = step(at, &mut inner_place, line, &mut expanded, p);
+                at = &at[taken..];
+            }
+            expanded
+        }
+        (None, None) => {
+            p.unset.entry(name.to_owned()).or_default().push(line);
+            String::new()
+        }
+    };
+    if place == Place::Bare && !scalar(&text) && !text.is_empty() {
+        p.refused.push(format!(
+            "{name} (line {line}): outside quotes a value must be one number, boolean or date; \
+             quote the reference to take it as text"
+        ));
+    }
+    out.push_str(&text);
+    Some(3 + end)
+}
+
+/// The environment's value, written for its place (bare values are checked by the caller).
+fn written(name: &str, v: &str, place: Place, line: usize, p: &mut Problems) -> String {
+    match place {
+        Place::Basic | Place::MultiBasic => escaped(v),
+        Place::Literal | Place::MultiLiteral => {
+            if v.chars()
+                .any(|c| c == '\'' || (c.is_control() && c != '\t'))
+            {
+                p.refused.push(format!(
+                    "{name} (line {line}): its value has a quote or a control character, which a \
+                     '...' string cannot hold; use \"...\" around the reference"
+                ));
+            }
+            v.to_owned()
+        }
+        Place::Bare | Place::Comment => v.to_owned(),
+    }
+}
+
+/// `v` escaped for a TOML basic string.
+fn escaped(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether `v` is one TOML number, boolean or date and nothing else.
+fn scalar(v: &str) -> bool {
+    let token = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | ':'));
+    token
+        && toml::from_str::<toml::Table>(&format!("v = {v}"))
+            .is_ok_and(|t| t.len() == 1 && !matches!(t["v"], toml::Value::String(_)))
+}
 
-    #[test]
-    fn environment_variables_are_expanded_and_unset_ones_named() {
-        std::env::set_var("DUO_PLAN_TEST_URL", "http://127.0.0.1:5052");
-        let t = expand("url = \"${DUO_PLAN_TEST_URL}\"\n# ${NOT_EXPANDED}\n").unwrap();
-        assert_eq!(t, "url = \"http://127.0.0.1:5052\"\n# ${NOT_EXPANDED}\n");
-        let t = expand("k = \"${DUO_PLAN_TEST_UNSET_VAR:-fallback}\"").unwrap();
-        assert_eq!(t, "k = \"fallback\"");
-        let e = expand("a = 1\nb = \"${DUO_PLAN_TEST_UNSET_VAR}\"\n").unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("DUO_PLAN_TEST_UNSET_VAR"),
-            "{e}"
-        );
+fn report(p: Problems) -> Result<(), String> {
+    let mut out = Vec::new();
+    if !p.unset.is_empty() {
+        let named: Vec<String> = p
+            .unset
+            .iter()
+            .map(|(name, lines)| {
+                let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
+                format!("{name} (line {})", lines.join(", "))
+            })
+            .collect();
+        out.push(format!(
+            "{} environment variable(s) not set: {}",
+            named.len(),
+            named.join("; ")
+        ));
     }
-
-    #[test]
-    fn every_unset_variable_is_named_at_once_and_defaults_may_refer_to_others() {
-        let e = expand("a = \"${DUO_PLAN_UNSET_A}\"\nb = \"${DUO_PLAN_UNSET_B}\"\nc = \"${DUO_PLAN_UNSET_A}\"\n")
-            .unwrap_err();
-        assert!(e.starts_with("2 environment variable(s) not set"), "{e}");
-        assert!(e.contains("DUO_PLAN_UNSET_A (line 1, 3)"), "{e}");
-        assert!(e.contains("DUO_PLAN_UNSET_B (line 2)"), "{e}");
-        std::env::set_var("DUO_PLAN_TEST_BASE", "/b");
-        let t = expand("s = \"${DUO_PLAN_UNSET_C:-${DUO_PLAN_TEST_BASE}/snapshots}\"").unwrap();
-        assert_eq!(t, "s = \"/b/snapshots\"");
-        let e = expand("s = \"${DUO_PLAN_UNSET_C:-${DUO_PLAN_UNSET_D}/x}\"").unwrap_err();
-        assert!(e.contains("DUO_PLAN_UNSET_D (line 1)"), "{e}");
+    out.extend(p.refused);
+    if out.is_empty() {
+        Ok(())
+    } else {
+        Err(out.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -189,8 +189,8 @@ fn fail(p: &Proxy, mut cap: Capture, status: StatusCode, message: String) -> Res
     tracing::warn!(
         "record: {} {}: {}",
         cap.method,
-        crate::redact::text(&cap.path),
-        crate::redact::text(&message)
+        crate::escape::console(&crate::redact::text(&cap.path)),
+        crate::escape::console(&crate::redact::text(&message))
     );
     p.stats.upstream_errors.fetch_add(1, Relaxed);
     cap.status = Some(status.as_u16());

@@ -1,116 +1,28 @@
-//! Secret redaction, applied before anything reaches disk or a terminal: headers, JSON fields,
-//! query and form parameters whose names speak of a credential (in any case style), JWT-shaped
-//! strings and GitLab/OpenAI token prefixes wherever they stand, and every secret value the
-//! harness itself holds ([`register_secret`]); plus user-configured [`Rule`]s over JSON bodies
-//! (drop, hash, or replace keeping the length).
+//! Secret redaction, one rule set for every path that writes (record, the corpus commands, run
+//! folders, reports, the console, logs), applied before anything reaches disk, a terminal or
+//! another host. Two rules, each in its module:
+//! - [`shapes`]: a value that looks like a secret, wherever it stands (the secrets the harness
+//!   holds, [`register_secret`]; JWTs; token formats; PEM private keys; URL passwords);
+//! - [`names`]: a value under a name that speaks of a credential (headers, gRPC metadata, JSON
+//!   fields, `name=value` in text, query and form parameters, multipart parts).
+//!
+//! Traffic and what a server says about it (captured requests, error messages) get both
+//! ([`text`], [`body`], [`headers`]); what the harness writes under its own field names (its run
+//! documents, measured answers, whose code may well say `password = …`) gets the shape rule
+//! ([`known`]). Plus user-configured [`Rule`]s over JSON bodies (drop, hash, or replace keeping
+//! the length).
 
+mod names;
 mod rules;
+mod shapes;
 
+pub use names::{secret_name, secret_parameter};
 pub use rules::{apply_rules, Mode, Rule};
 
 use serde_json::{Map, Value};
 
 /// The marker that replaces a secret.
 pub const REDACTED: &str = "[REDACTED]";
-
-/// Words of a name that make it a secret's (the name split at `-`, `_`, `.`, spaces and case
-/// changes, lowercased: `X-Access-Key`, `apiKey`, `API_KEY`, `private_token` and `client_secret`
-/// all match). A word that ends in `token`, `secret` or `password` counts too (`accesstoken`).
-const SECRET_WORDS: &[&str] = &[
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "credential",
-    "credentials",
-    "cookie",
-    "authorization",
-    "authorisation",
-    "apikey",
-    "accesskey",
-    "authkey",
-    "privatekey",
-    "signingkey",
-    "secretkey",
-];
-
-/// Pairs of words that name a key: `api key`, `access key`, `auth key`...
-const KEY_QUALIFIERS: &[&str] = &[
-    "api", "access", "auth", "private", "signing", "secret", "client",
-];
-
-/// Prefixes of GitLab and OpenAI-style tokens, found wherever they stand as a word.
-const TOKEN_PREFIXES: &[&[u8]] = &[
-    b"glpat-",
-    b"glptt-",
-    b"gldt-",
-    b"glrt-",
-    b"gloas-",
-    b"glsoat-",
-    b"glcbt-",
-    b"glft-",
-    b"glimt-",
-    b"glagent-",
-    b"glwt-",
-    b"sk-",
-];
-
-/// The words of a name, lowercased: split at punctuation and at case changes (`apiKey`,
-/// `APIKey` and `api_key` all give `api`, `key`).
-fn words(name: &str) -> Vec<String> {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if !c.is_alphanumeric() {
-            out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur)));
-            continue;
-        }
-        let prev = i.checked_sub(1).map(|j| chars[j]);
-        let next = chars.get(i + 1);
-        let boundary = c.is_uppercase()
-            && prev.is_some_and(|p| {
-                p.is_lowercase() || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
-            });
-        if boundary && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.extend(c.to_lowercase());
-    }
-    out.extend((!cur.is_empty()).then_some(cur));
-    out
-}
-
-/// Whether a header, field or parameter name speaks of a credential. Counts and lists of
-/// tokens (`max_tokens`, `input_tokens`, `tokens_consumption_metadata`) are not secrets.
-pub fn secret_name(name: &str) -> bool {
-    let w = words(name);
-    let secret_word = |x: &String| {
-        SECRET_WORDS.contains(&x.as_str())
-            || ["token", "secret", "password"]
-                .iter()
-                .any(|e| x.ends_with(e) && x.len() > e.len())
-    };
-    w.iter().any(secret_word)
-        || w.windows(2)
-            .any(|p| p[1] == "key" && KEY_QUALIFIERS.contains(&p[0].as_str()))
-}
-
-/// Secret values the harness itself holds (bearer tokens, minted JWTs, model API keys): scrubbed
-/// from everything it writes or prints, even when a server echoes them back.
-static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
-
-/// Registers a secret value the harness holds (values under 4 characters are not secrets).
-pub fn register_secret(value: &str) {
-    let v = value.trim();
-    if v.len() < 4 {
-        return;
-    }
-    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
-    if !known.iter().any(|k| k == v) {
-        known.push(v.to_owned());
-    }
-}
 
 fn b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
@@ -123,36 +35,28 @@ fn run_of(bytes: &[u8], mut i: usize, ok: impl Fn(u8) -> bool) -> usize {
     i
 }
 
-/// A JWT starting at `i` (`eyJ…` `.` `…` `.` `…`): its end.
-fn jwt_at(bytes: &[u8], i: usize) -> Option<usize> {
-    let a = run_of(bytes, i, b64url);
-    (a - i >= 10 && bytes.get(a) == Some(&b'.')).then_some(())?;
-    let b = run_of(bytes, a + 1, b64url);
-    (b - a > 2 && bytes.get(b) == Some(&b'.')).then_some(())?;
-    Some(run_of(bytes, b + 1, b64url))
-}
-
-/// What the spans are searched for.
+/// Which rules the spans are searched with.
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
-    /// Known secrets and JWTs only (measured answers: cheap, and code text stays as it is).
+    /// The shape rule only (the harness's own documents and measured answers).
     Known,
-    /// Everything: also `name=value` / `"name": "value"` with a secret name, and token prefixes.
+    /// Both rules (traffic, and what servers say about it).
     All,
+}
+
+/// Registers a secret value the harness holds (bearer tokens, minted JWTs, model API keys): it is
+/// scrubbed from everything written or printed, even when a server echoes it back.
+pub fn register_secret(value: &str) {
+    shapes::register(value);
 }
 
 /// Byte ranges of `bytes` that hold secrets, sorted and merged.
 fn spans(bytes: &[u8], scope: Scope) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    for k in KNOWN.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        out.extend(memchr::memmem::find_iter(bytes, k.as_bytes()).map(|i| (i, i + k.len())));
-    }
-    for i in memchr::memmem::find_iter(bytes, b"eyJ") {
-        out.extend(jwt_at(bytes, i).map(|end| (i, end)));
-    }
+    shapes::find(bytes, &mut out);
     if scope == Scope::All {
-        prefixed_tokens(bytes, &mut out);
-        assignments(bytes, &mut out);
+        names::assignments(bytes, &mut out);
+        names::multipart(bytes, &mut out);
     }
     out.sort_unstable();
     let mut merged: Vec<(usize, usize)> = Vec::with_capacity(out.len());
@@ -163,80 +67,6 @@ fn spans(bytes: &[u8], scope: Scope) -> Vec<(usize, usize)> {
         }
     }
     merged
-}
-
-fn prefixed_tokens(bytes: &[u8], out: &mut Vec<(usize, usize)>) {
-    for p in TOKEN_PREFIXES {
-        for i in memchr::memmem::find_iter(bytes, p) {
-            if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
-                continue;
-            }
-            let end = run_of(bytes, i + p.len(), b64url);
-            if end - i - p.len() >= 16 {
-                out.push((i, end));
-            }
-        }
-    }
-}
-
-/// `name=value`, `name: value`, `"name": "value"` where the name is a secret's: the value.
-fn assignments(bytes: &[u8], out: &mut Vec<(usize, usize)>) {
-    let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.';
-    for (i, _) in bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'=' || b == b':')
-    {
-        // The name before: optional spaces and closing quote, then the name itself.
-        let mut j = i;
-        while j > 0 && bytes[j - 1] == b' ' {
-            j -= 1;
-        }
-        if j > 0 && matches!(bytes[j - 1], b'"' | b'\'') {
-            j -= 1;
-        }
-        let name_end = j;
-        while j > 0 && is_name(bytes[j - 1]) {
-            j -= 1;
-        }
-        let Ok(name) = std::str::from_utf8(&bytes[j..name_end]) else {
-            continue;
-        };
-        if name.is_empty() || !secret_name(name) {
-            continue;
-        }
-        let mut v = run_of(bytes, i + 1, |b| b == b' ');
-        let quote = bytes.get(v).copied().filter(|b| matches!(b, b'"' | b'\''));
-        if quote.is_some() {
-            v += 1;
-        } else if matches!(bytes.get(v), Some(b'{' | b'[')) {
-            continue; // an object or a list: its own fields are looked at one by one
-        }
-        // `Bearer xyz`, `Basic xyz`: the scheme stays, the credential goes.
-        for scheme in [&b"Bearer "[..], b"bearer ", b"Basic ", b"Token "] {
-            if bytes[v..].starts_with(scheme) {
-                v += scheme.len();
-            }
-        }
-        let end = match quote {
-            Some(q) => run_of(bytes, v, |b| b != q && b != b'\\'),
-            None => run_of(bytes, v, |b| {
-                !matches!(
-                    b,
-                    b'&' | b';' | b',' | b'"' | b'\'' | b'<' | b'>' | b'}' | b']' | b')'
-                ) && !b.is_ascii_whitespace()
-            }),
-        };
-        let value = &bytes[v..end];
-        let literal = quote.is_none()
-            && (matches!(value, b"null" | b"true" | b"false")
-                || value
-                    .iter()
-                    .all(|b| b.is_ascii_digit() || *b == b'.' || *b == b'-'));
-        if end > v && !literal && value != REDACTED.as_bytes() {
-            out.push((v, end));
-        }
-    }
 }
 
 fn replace_spans(bytes: &[u8], spans: &[(usize, usize)]) -> Vec<u8> {
@@ -256,18 +86,19 @@ fn scrub(s: &str, scope: Scope) -> Option<String> {
     if found.is_empty() {
         return None;
     }
-    // Spans start and end on ASCII bytes, so the result stays UTF-8.
-    String::from_utf8(replace_spans(s.as_bytes(), &found)).ok()
+    // Spans start and end on ASCII bytes, so the result stays UTF-8 (lossy only as a guard: a
+    // secret is never kept because its neighbours did not decode).
+    Some(String::from_utf8_lossy(&replace_spans(s.as_bytes(), &found)).into_owned())
 }
 
-/// `s` with every secret found in free text replaced: known secrets, JWTs, token prefixes, and
-/// the values of `name=value` pairs with a secret name (request bytes, stream chunks, paths).
+/// `s` with every secret found by both rules replaced (request bytes, stream chunks, paths,
+/// error messages).
 pub fn text(s: &str) -> String {
     scrub(s, Scope::All).unwrap_or_else(|| s.to_owned())
 }
 
-/// `s` with the harness's own secrets and JWT-shaped strings replaced (measured answers, error
-/// messages: whatever the harness writes or prints).
+/// `s` with every secret found by the shape rule replaced (the harness's own documents and
+/// console lines, measured answers).
 pub fn known(s: &str) -> String {
     scrub(s, Scope::Known).unwrap_or_else(|| s.to_owned())
 }
@@ -309,14 +140,14 @@ pub fn raw_body(bytes: &[u8]) -> Vec<u8> {
     replace_spans(bytes, &spans(bytes, Scope::All))
 }
 
-/// Redacts secret headers in place (names compared case-insensitively), and secrets inside the
-/// values of the others.
+/// Redacts HTTP headers or gRPC metadata in place: the values of secret names (compared in any
+/// case), and secrets inside the others (a string, or a list of them).
 pub fn headers(h: &mut Map<String, Value>) {
     for (k, v) in h.iter_mut() {
         if secret_name(k) || k.eq_ignore_ascii_case("set-cookie") {
             *v = Value::String(REDACTED.into());
-        } else if let Some(clean) = v.as_str().and_then(|s| scrub(s, Scope::All)) {
-            *v = Value::String(clean);
+        } else {
+            body(v);
         }
     }
 }
@@ -350,110 +181,4 @@ pub fn body(v: &mut Value) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn redacts_keys_headers_and_jwts() {
-        let mut b = json!({"model_api_key": "sk-1", "model_metadata": {"api_key": "sk-2"}, "t": ["eyJhbGciOi.eyJzdWIi.c2ln"], "keep": "x"});
-        body(&mut b);
-        assert_eq!(
-            b,
-            json!({"model_api_key": REDACTED, "model_metadata": {"api_key": REDACTED}, "t": [REDACTED], "keep": "x"})
-        );
-        let mut h = json!({"Authorization": "Bearer x", "x-request-id": "r"})
-            .as_object()
-            .unwrap()
-            .clone();
-        headers(&mut h);
-        assert_eq!(h["Authorization"], REDACTED);
-        assert_eq!(h["x-request-id"], "r");
-        let mut h =
-            json!({"X-Gitlab-Oidc-Token": "t", "x-note": "see eyJhbGciOi.eyJzdWIi.c2ln now"})
-                .as_object()
-                .unwrap()
-                .clone();
-        headers(&mut h);
-        assert_eq!(h["X-Gitlab-Oidc-Token"], REDACTED);
-        assert_eq!(h["x-note"], format!("see {REDACTED} now"));
-    }
-
-    #[test]
-    fn secret_names_in_every_case_style_but_not_token_counts() {
-        for n in [
-            "apiKey",
-            "API_KEY",
-            "api-key",
-            "X-Api-Key",
-            "private_token",
-            "client_secret",
-            "X-Access-Key",
-            "X-Gitlab-Auth-Key",
-            "x-auth-key",
-            "accessToken",
-            "Authorization",
-            "proxy-authorization",
-            "password",
-            "credentials",
-            "model_api_key",
-            "X-Gitlab-Oidc-Token",
-            "APIKey",
-            "id_token",
-            "set-cookie",
-            "X-Apikey",
-        ] {
-            assert!(secret_name(n), "{n}");
-        }
-        for n in [
-            "max_tokens",
-            "input_tokens",
-            "tokens_consumption_metadata",
-            "max_output_tokens_used",
-            "context_tokens_sent",
-            "tokenizer",
-            "x-request-id",
-            "content-type",
-            "keyboard",
-            "x-gitlab-authentication-type",
-            "monkey",
-        ] {
-            assert!(!secret_name(n), "{n}");
-        }
-    }
-
-    #[test]
-    fn secrets_in_free_text_query_and_form_bodies() {
-        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
-        for (input, gone) in [
-            (format!("token={jwt}&x=1"), jwt.to_owned()),
-            (format!("{{\"a\":\"{jwt}\"}}"), jwt.to_owned()),
-            (
-                "/api?private_token=glpat-abcdefghijklmnop1234&page=2".to_owned(),
-                "glpat-abcdefghijklmnop1234".to_owned(),
-            ),
-            (
-                "grant_type=x&client_secret=s3cr3tvalue&scope=api".to_owned(),
-                "s3cr3tvalue".to_owned(),
-            ),
-            (
-                "{\"apiKey\":\"k-1234567890\",\"n\":1}".to_owned(),
-                "k-1234567890".to_owned(),
-            ),
-            (
-                "Authorization: Bearer abcdef123456".to_owned(),
-                "abcdef123456".to_owned(),
-            ),
-        ] {
-            let out = text(&input);
-            assert!(!out.contains(&gone), "{input} -> {out}");
-        }
-        let counts = "{\"max_tokens\":64,\"tokens_consumption_metadata\":{\"input_tokens\":42,\"max_output_tokens_used\":false}}";
-        assert_eq!(text(counts), counts);
-        let parts = pieces(&[
-            b"data: {\"t\":\"eyJhbGciOiJSUzI1NiJ9.ey",
-            b"JzdWIiOiIxIn0.c2lnbmF0dXJl\"}",
-        ]);
-        assert!(!String::from_utf8_lossy(&parts.concat()).contains("c2lnbmF0dXJl"));
-    }
-}
+mod tests;

@@ -268,7 +268,7 @@ impl Summary {
                 "{}: {}{feature}: {}{more}\n",
                 g.severity.name(),
                 g.kind,
-                g.first
+                crate::escape::console(g.first)
             ));
         }
         if hidden > 0 {

@@ -205,5 +205,8 @@ pub fn render(r: &Report) -> Result<String, String> {
     for feature in r.summary.features.keys() {
         report.add_test_suite(feature_suite(r, feature));
     }
-    report.to_string().map_err(|e| e.to_string())
+    // A server's words are in messages and details: the characters XML forbids go (the writer
+    // escapes markup, not those), so the file always parses.
+    let xml = report.to_string().map_err(|e| e.to_string())?;
+    Ok(crate::escape::xml(&xml))
 }

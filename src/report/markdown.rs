@@ -22,13 +22,10 @@ fn badge(v: Verdict) -> &'static str {
     }
 }
 
-/// One line, safe inside a table cell or a list item.
+/// Text that may hold a server's or an instance's words, inert in GitLab Markdown: a one-line
+/// code span (see [`crate::escape::markdown_code`]).
 pub fn cell(s: &str) -> String {
-    let one = s.lines().next().unwrap_or_default().replace('|', "\\|");
-    match one.chars().count() > 160 {
-        true => format!("{}…", one.chars().take(160).collect::<String>()),
-        false => one,
-    }
+    crate::escape::markdown_code(s)
 }
 
 /// Agent Platform sessions, one line per feature that has them.
@@ -66,13 +63,13 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### duo-harness: {} · {}\n\n{} requests, {} errors, scenario `{}`, target `{}`\n",
-        s.scenario,
+        "### duo-harness: {} · {}\n\n{} requests, {} errors, scenario {}, target {}\n",
+        cell(&s.scenario),
         badge(s.verdict),
         s.requests,
         s.errors,
-        s.scenario,
-        s.target
+        cell(&s.scenario),
+        cell(&s.target)
     );
     stages(&mut out, r);
     features(&mut out, s);

@@ -559,7 +559,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let policy = plan.load.on_failed_preflight;
     if let Some(why) = crate::compare::stages::stopped_by(&preflight, policy) {
         // A stack that fails its preflight gets no load: the answer is already "no".
-        eprintln!("error: {why}");
+        eprintln!("error: {}", crate::escape::console(&why));
         setup.schedule = schedule::Schedule::none();
     }
     let measured = measure(&plan, setup, started_at).await?;
