@@ -225,6 +225,14 @@ fn snapshots(action: SnapshotAction) -> Exit {
         eprintln!("error: snapshots review asks questions; under CI use accept or reject");
         return Exit::Usage;
     }
+    if !args.dir.is_dir() {
+        eprintln!(
+            "error: --dir {}: no such folder of snapshots (a typo here would otherwise accept \
+             nothing and say so as a success)",
+            args.dir.display()
+        );
+        return Exit::Usage;
+    }
     let files = pending(&args.dir, args.filter.as_deref());
     let stdin = std::io::stdin();
     let (mut accepted, mut rejected) = (0, 0);
@@ -371,6 +379,17 @@ pub fn main() -> std::process::ExitCode {
 
 /// Runs one command; every error it ends on comes back typed, for [`Failure::exit`].
 async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
+    // The commands that stop cleanly on a signal catch it from their first instant; the others
+    // keep the default (a Ctrl-C ends them).
+    if matches!(
+        cmd,
+        Command::Run { .. }
+            | Command::Stack { .. }
+            | Command::Record { .. }
+            | Command::Capacity { .. }
+    ) {
+        crate::signals::install();
+    }
     match cmd {
         Command::Run {
             scenario,

@@ -65,6 +65,21 @@ pub fn create_dir_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses a folder that already holds something: a run (or a capacity search) writes its
+/// documents into a folder of its own, never beside another run's, so no folder can hold a new
+/// plan next to an old summary. A missing or empty folder is fine.
+pub fn refuse_used_dir(path: &Path, what: &str) -> Result<(), String> {
+    let used = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+    match used {
+        true => Err(format!(
+            "{} already holds files: a {what} writes into a folder of its own; choose another \
+             --out, or remove that folder",
+            path.display()
+        )),
+        false => Ok(()),
+    }
+}
+
 /// Writes a JSON document atomically (pretty-printed, owner-only), the harness's own secrets
 /// scrubbed from it first.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {

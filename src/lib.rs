@@ -41,6 +41,7 @@ pub mod http;
 pub mod init;
 pub mod live;
 pub mod measure;
+pub mod numbers;
 pub mod plan;
 pub mod protocol;
 pub mod record;

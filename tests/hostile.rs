@@ -422,3 +422,105 @@ fn the_in_flight_bound_bites_loudly() {
     );
     assert_eq!(h.requests.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+/// `s` with every Markdown code span taken out: what GitLab would interpret.
+fn outside_code_spans(md: &str) -> String {
+    let (mut out, mut rest) = (String::new(), md);
+    while let Some(i) = rest.find('`') {
+        out.push_str(&rest[..i]);
+        let run = rest[i..].chars().take_while(|c| *c == '`').count();
+        let fence = "`".repeat(run);
+        let after = &rest[i + run..];
+        match after.find(&fence) {
+            Some(j) => rest = &after[j + run..],
+            None => {
+                out.push_str(&rest[i..]);
+                return out;
+            }
+        }
+    }
+    out + rest
+}
+
+/// A server's error text (a mention, a quick action, an image, raw HTML, `</script>`, an ANSI
+/// sequence drawing a fake `verdict: pass` line, characters XML forbids) is inert wherever it
+/// lands: in code spans in `report.md` (the CI example posts it as a merge-request note), one
+/// clean line per finding on the console, valid XML in `junit.xml`, escaped in `report.html`.
+#[test]
+fn server_text_is_inert_where_it_lands() {
+    let h = hostile::start("http://127.0.0.1:9");
+    let d = tempfile::tempdir().unwrap();
+    let lines = [
+        line("hostile", "hostile_500", "/v1/completions"),
+        line("good", "good", "/v1/completions"),
+    ];
+    let s = scenario(d.path(), &h.url, &lines, "", "");
+    let out = d.path().join("run");
+    let (code, printed) = run(&s, &out);
+    assert_eq!(code, 1, "{printed}");
+    assert!(
+        !printed.contains('\u{1b}') && !printed.contains('\r'),
+        "{printed:?}"
+    );
+    assert!(
+        !printed
+            .lines()
+            .any(|l| l.trim_start().starts_with("verdict: pass")),
+        "{printed}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("@all"), "the text is shown: {md}");
+    let live = outside_code_spans(&md);
+    for marker in [
+        "@all",
+        "![x]",
+        "<img",
+        "<a href",
+        "</script>",
+        "~pwned",
+        "\u{1b}",
+    ] {
+        assert!(!live.contains(marker), "{marker} outside a code span: {md}");
+    }
+    assert!(
+        !md.lines().any(|l| l.starts_with('/')),
+        "a quick action: {md}"
+    );
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let forbidden = |c: char| c < ' ' && !matches!(c, '\t' | '\n' | '\r');
+    assert!(!xml.chars().any(forbidden), "{xml:?}");
+    assert!(xml.contains("&lt;img") && !xml.contains("<img"), "{xml}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let template = std::fs::read_to_string(common::repo().join("assets/report.html")).unwrap();
+    assert_eq!(
+        html.matches("</script>").count(),
+        template.matches("</script>").count(),
+        "no element ends early"
+    );
+    assert!(!html.contains("<img src=x"));
+}
+
+/// `/v2/chat/agent` answers in chat NDJSON; the same stream in SSE is a protocol error, not a
+/// pass, although its bytes decode.
+#[test]
+fn a_chat_answer_in_another_framing_is_a_protocol_error() {
+    let h = hostile::start("http://127.0.0.1:9");
+    let d = tempfile::tempdir().unwrap();
+    let chat = json!({"v": 1, "id": "chat", "feature": "duo_chat", "request": {
+        "method": "POST", "path": "/v2/chat/agent", "headers": {"x-case": "chat_as_sse"},
+        "body": {"prompt": "hi", "stream": true}}})
+    .to_string();
+    let s = scenario(d.path(), &h.url, &[chat], "", "");
+    let out = d.path().join("run");
+    let (code, printed) = run(&s, &out);
+    assert_eq!(code, 1, "{printed}");
+    let rs = results(&out);
+    assert_eq!(by_id(&rs, "chat")["error"]["class"], "framing", "{}", rs[0]);
+    let message = by_id(&rs, "chat")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("chat NDJSON"), "{message}");
+    let sm = json_file(&out.join("summary.json"));
+    assert!(kinds(&sm, "error").contains(&"protocol".to_owned()), "{sm}");
+}

@@ -142,3 +142,194 @@ async fn init_writes_a_scenario_from_the_instance_and_never_the_token() {
     assert!(printed.contains("token was refused"), "{printed}");
     assert!(!refused.exists());
 }
+
+/// Runs `init` against `gitlab` with `token`; returns (exit code, console, scenario path).
+fn init_with(
+    gitlab: &str,
+    token: &str,
+    dir: &std::path::Path,
+) -> (i32, String, std::path::PathBuf) {
+    let out = dir.join(format!("site-{}.toml", rand_suffix()));
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "init",
+            "--gitlab",
+            gitlab,
+            "--token-env",
+            "DUO_INIT_TOKEN",
+            "--out",
+        ])
+        .arg(&out)
+        .env("DUO_INIT_TOKEN", token)
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), common::printed(&o), out)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn instance_answering(answer: serde_json::Value) -> MockServer {
+    let gitlab = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/graphql"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&gitlab)
+        .await;
+    gitlab
+}
+
+/// What a hostile instance returns is data: names with newlines and quotes add no key or table,
+/// a `${DUO_AIGW_TOKEN}` in an endpoint stays literal (the preflight never sends the token to
+/// the host the instance chose), an echoed token and a URL password are never written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_instance_cannot_write_structure_or_secrets() {
+    let sink = MockServer::start().await; // the gateway, and the host the instance names
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&sink)
+        .await;
+    let evil = json!({"id": "gid://gitlab/Ai::SelfHostedModel/9",
+        "name": "evil\n[load]\nrate = 999999\nduration_s = 604800",
+        "model": "mistral\"\nmax_error_rate = 1.0\n#",
+        "endpoint": format!("{}/v1/${{DUO_AIGW_TOKEN}}", sink.uri()),
+        "identifier": "custom_openai/m\n[metrics]\ntargets = [\"http://evil.example/metrics\"]",
+        "hasApiToken": true});
+    let echo = json!({"id": "gid://gitlab/Ai::SelfHostedModel/10", "name": "echo",
+        "model": "codestral", "endpoint": format!("http://admin:{TOKEN}@10.0.0.9:8000/v1"),
+        "identifier": format!("custom_openai/{TOKEN}"), "hasApiToken": false});
+    let gitlab = instance_answering(json!({"data": {
+        "aiSelfHostedModels": {"nodes": [evil, echo]},
+        "aiFeatureSettings": {"nodes": [
+            {"feature": "duo_chat", "provider": "self_hosted", "selfHostedModel": evil},
+            {"feature": "code_completions", "provider": "self_hosted", "selfHostedModel": echo},
+            {"feature": "evil\n[stack]\nhost = \"0.0.0.0\"", "provider": "self_hosted\n[x]", "selfHostedModel": null}
+        ]}}}))
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    // A `--gitlab` URL with a password is refused, and the password is not shown.
+    let with_password = gitlab.uri().replace("http://", "http://root:s3cretPw@");
+    let (code, printed, out) =
+        tokio::task::block_in_place(|| init_with(&with_password, TOKEN, tmp.path()));
+    assert_eq!(code, 2, "{printed}");
+    assert!(!printed.contains("s3cretPw") && !out.exists(), "{printed}");
+    let (code, printed, out) =
+        tokio::task::block_in_place(|| init_with(&gitlab.uri(), TOKEN, tmp.path()));
+    assert_eq!(code, 0, "{printed}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    for secret in [TOKEN, "s3cretPw", "admin:"] {
+        assert!(
+            !text.contains(secret) && !printed.contains(secret),
+            "{secret}: {text}"
+        );
+    }
+    assert!(
+        printed.contains("held a secret"),
+        "the operator is told: {printed}"
+    );
+    let sc: toml::Table = toml::from_str(&text).unwrap();
+    let keys: Vec<&str> = sc.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "corpus",
+            "models",
+            "name",
+            "request_timeout_s",
+            "routing",
+            "tap",
+            "target"
+        ]
+    );
+    let m = &sc["models"]["duo_chat"];
+    assert_eq!(
+        m["name"].as_str(),
+        Some("mistral\"\nmax_error_rate = 1.0\n#")
+    );
+    assert!(sc["routing"]["features"].get("evil").is_none());
+    assert!(text
+        .lines()
+        .all(|l| !l.starts_with("[load]") && !l.starts_with("[stack]")));
+
+    // Run it: the literal `${DUO_AIGW_TOKEN}` is a path segment, never the token.
+    let key_env = m["api_key_env"].as_str().unwrap().to_owned();
+    let run_out = tmp.path().join("run");
+    let o = tokio::task::block_in_place(|| {
+        std::process::Command::new(common::bin())
+            .args([
+                "run",
+                out.to_str().unwrap(),
+                "--out",
+                run_out.to_str().unwrap(),
+            ])
+            .args(["--rate", "1", "--duration", "1", "--corpus"])
+            .arg(common::repo().join("fixtures/corpus/duo-default.jsonl"))
+            .env("DUO_AIGW_URL", sink.uri())
+            .env("DUO_AIGW_AUTH", "bearer")
+            .env("DUO_AIGW_TOKEN", "canary-aigw-token-0123456789")
+            .env(&key_env, "sk-test")
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    });
+    let printed = common::printed(&o);
+    let plan = std::fs::read_to_string(run_out.join("plan.json")).unwrap_or_default();
+    assert!(plan.contains("/v1/${DUO_AIGW_TOKEN}"), "{printed}\n{plan}");
+    let received = sink.received_requests().await.unwrap();
+    assert!(
+        received.iter().any(|r| r.url.path().contains("/v1/")),
+        "the models preflight asked the instance's host: {printed}"
+    );
+    for r in received {
+        let seen = format!("{} {:?}", r.url, r.headers);
+        let to_model = r.url.path().starts_with("/v1/");
+        assert!(
+            !(to_model && seen.contains("canary-aigw-token")),
+            "the token went to the instance's host: {seen}"
+        );
+    }
+}
+
+/// An answer the instance garbles (null nodes, wrong types, no data) is refused, exit 2, naming
+/// the field; no scenario is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_answer_is_refused_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = json!({"id": "1", "name": "a", "model": "m", "endpoint": "http://h/v1",
+        "identifier": "custom_openai/m", "hasApiToken": false});
+    for (answer, field) in [
+        (json!({"data": null}), "data"),
+        (
+            json!({"data": {"aiSelfHostedModels": {"nodes": [null]}, "aiFeatureSettings": {"nodes": []}}}),
+            "data.aiSelfHostedModels.nodes[0]",
+        ),
+        (
+            json!({"data": {"aiSelfHostedModels": {"nodes": [model]},
+            "aiFeatureSettings": {"nodes": [{"feature": 7, "provider": "self_hosted"}]}}}),
+            "data.aiFeatureSettings.nodes[0].feature",
+        ),
+        (
+            json!({"data": {"aiSelfHostedModels": {"nodes": [{"name": "a", "model": "m",
+            "endpoint": null, "identifier": "x", "hasApiToken": false}]},
+            "aiFeatureSettings": {"nodes": []}}}),
+            "data.aiSelfHostedModels.nodes[0].endpoint",
+        ),
+        (
+            json!({"data": {"aiSelfHostedModels": {"nodes": []}, "aiFeatureSettings": {"nodes": "x"}}}),
+            "data.aiFeatureSettings.nodes",
+        ),
+    ] {
+        let gitlab = instance_answering(answer.clone()).await;
+        let (code, printed, out) =
+            tokio::task::block_in_place(|| init_with(&gitlab.uri(), TOKEN, tmp.path()));
+        assert_eq!(code, 2, "{answer}: {printed}");
+        assert!(
+            printed.contains(&format!("{field}:")),
+            "{answer}: {printed}"
+        );
+        assert!(!out.exists());
+    }
+}

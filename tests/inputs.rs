@@ -40,6 +40,11 @@ const BAD: &[(&str, &str, &str)] = &[
     ("URL without host", "[target]\nurl = \"http://\"\n", "target.url"),
     ("tap URL", "[target]\nurl = \"embedded\"\n[[tap]]\nupstream = \"http://[::1\"\n", "tap.upstream"),
     ("model endpoint", "[target]\nurl = \"embedded\"\n[models.duo_chat]\nname = \"mistral\"\nendpoint = \"http://:80\"\nidentifier = \"custom_openai/m\"\n", "models.duo_chat.endpoint"),
+    ("URL with a query", "[target]\nurl = \"http://127.0.0.1:5052/?x=1\"\n", "target.url"),
+    ("URL with a fragment", "[target]\nurl = \"http://127.0.0.1:5052/#f\"\n", "target.url"),
+    ("URL with credentials", "[target]\nurl = \"http://u:pw@127.0.0.1:5052\"\n", "holds credentials"),
+    ("two backends on one port", "[target]\nurl = \"embedded\"\n[[stack.backend]]\nname = \"a\"\nmodels = [\"m\"]\nport = 47211\n[[stack.backend]]\nname = \"b\"\nmodels = [\"n\"]\nport = 47211\n", "port 47211"),
+    ("twin retries 1000", "[target]\nurl = \"embedded\"\n[stack.dws]\nllm_attempts = 1000\n", "stack.dws.llm_attempts"),
     ("unknown routing feature", "[target]\nurl = \"embedded\"\n[routing.features.duo_chatt]\nbackend = \"x\"\n", "duo_chatt"),
 ];
 
@@ -160,4 +165,122 @@ fn corpus_validate_rejects_what_run_cannot_send() {
         stdout.contains("1 valid lines, 0 bad, torn last line"),
         "{stdout}"
     );
+}
+
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = std::process::Command::new(common::bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (o.status.code().unwrap_or(-1), common::printed(&o))
+}
+
+/// An environment value is one value: outside quotes it must be a number (a newline there would
+/// set another key), inside quotes it is escaped and stays in its string.
+#[test]
+fn an_environment_value_never_becomes_structure() {
+    let d = tempfile::tempdir().unwrap();
+    let body = "[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = ${DUO_TEST_RATE}\nduration_s = 1\nmax_error_rate = 0.0\n";
+    let s = write_scenario(d.path(), body);
+    let out = d.path().join("run");
+    let evil = "5\nmax_error_rate = 1.0";
+    let (code, printed) = run_with_env(
+        &["run", &s, "--out", out.to_str().unwrap()],
+        &[("DUO_TEST_RATE", evil)],
+    );
+    assert_eq!(code, 2, "{printed}");
+    assert!(printed.contains("DUO_TEST_RATE (line 7)"), "{printed}");
+    assert!(!out.exists());
+    // Quoted, the same value is one (odd) scenario name: nothing else changes.
+    let s = write_scenario(d.path(), "[target]\nurl = \"${DUO_TEST_URL}\"\n");
+    let evil_url = "embedded\"\n[load]\nrate = 1e9";
+    let (code, printed) = run_with_env(
+        &["run", &s, "--out", out.to_str().unwrap()],
+        &[("DUO_TEST_URL", evil_url)],
+    );
+    assert_eq!(code, 2, "{printed}");
+    assert!(
+        printed.contains("target.url"),
+        "taken as one URL: {printed}"
+    );
+}
+
+/// A stack that cannot listen (a port in use, an address not of this host) is exit 3 naming the
+/// address, in `run`, `capacity` and `stack`; never a panic.
+#[test]
+fn a_stack_that_cannot_bind_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let d = tempfile::tempdir().unwrap();
+    let load = "[load]\narrival = \"constant\"\nrate = 1\nduration_s = 1\n[slo.code_completions]\nttft_ms = 500\n";
+    for (stack, addr) in [
+        (
+            format!("[stack.aigw]\nport = {port}\n"),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            "[stack]\nhost = \"192.0.2.1\"\n".to_owned(),
+            "192.0.2.1:0".to_owned(),
+        ),
+    ] {
+        let s = write_scenario(
+            d.path(),
+            &format!("[target]\nurl = \"embedded\"\n{load}{stack}"),
+        );
+        for cmd in ["run", "capacity"] {
+            let out = d.path().join(format!("{cmd}-{port}-{}", addr.len()));
+            let (code, printed) = run_with_env(&[cmd, &s, "--out", out.to_str().unwrap()], &[]);
+            assert_eq!(code, 3, "{cmd}: {printed}");
+            assert!(printed.contains(&addr), "{cmd}: {printed}");
+            assert!(!printed.contains("panicked"), "{cmd}: {printed}");
+        }
+    }
+    let config = d.path().join("stack.toml");
+    std::fs::write(&config, format!("[aigw]\nport = {port}\n")).unwrap();
+    let (code, printed) = run_with_env(&["stack", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 3, "{printed}");
+    assert!(printed.contains(&format!("127.0.0.1:{port}")), "{printed}");
+    // Its values are checked as a scenario's.
+    std::fs::write(
+        &config,
+        "[[backend]]\nname = \"b\"\nmodels = [\"m\"]\nttft_ms = -1\n",
+    )
+    .unwrap();
+    let (code, printed) = run_with_env(&["stack", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{printed}");
+    assert!(printed.contains("ttft_ms"), "{printed}");
+}
+
+/// A run never writes into a folder that holds another run: refused, exit 2, the old files as
+/// they were. `snapshots accept --dir` on a folder that is not there is an error, not "0
+/// accepted".
+#[test]
+fn used_run_folders_and_missing_snapshot_folders_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("summary.json"), "{\"old\": true}").unwrap();
+    let s = write_scenario(d.path(), "[target]\nurl = \"embedded\"\n");
+    let (code, printed) = run_with_env(&["run", &s, "--out", out.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{printed}");
+    assert!(printed.contains("already holds files"), "{printed}");
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["summary.json"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.json")).unwrap(),
+        "{\"old\": true}"
+    );
+    let missing = d.path().join("no-such-snapshots");
+    let (code, printed) = run_with_env(
+        &["snapshots", "accept", "--dir", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2, "{printed}");
+    assert!(printed.contains("no such folder"), "{printed}");
 }

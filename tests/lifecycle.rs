@@ -181,3 +181,88 @@ fn record_never_truncates_and_stops_on_sigterm_with_a_stalled_stream() {
     assert_eq!(lines[0]["id"], "rec-000000");
     assert_eq!(lines[1]["id"], "rec-000001");
 }
+
+/// Spawns `duo-harness run S --out OUT`, output discarded.
+fn spawn_run(s: &str, out: &Path) -> std::process::Child {
+    Command::new(common::bin())
+        .args(["run", s, "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(path: &Path) {
+    for _ in 0..800 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// A stop signal during the preflight (here a model endpoint that never answers) ends the run
+/// there, with every file written and the run judged interrupted: not the default death with
+/// only `plan.json` left.
+#[test]
+fn a_signal_during_the_preflight_still_writes_the_run() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // accepts, never answers
+    let d = tempfile::tempdir().unwrap();
+    let s = d.path().join("s.toml");
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    std::fs::write(
+        &s,
+        format!(
+            "name = \"pre\"\ncorpus = {corpus:?}\n[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 1\nduration_s = 1\n[models.code_completions]\nname = \"codestral\"\nendpoint = \"http://{}/v1\"\nidentifier = \"custom_openai/codestral-22b\"\n",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("run");
+    let mut child = spawn_run(s.to_str().unwrap(), &out);
+    wait_for(&out.join("plan.json"));
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    common::signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    let sm = json_file(&out.join("summary.json"));
+    assert_eq!(sm["interrupted"], true, "{sm}");
+    for f in ["results.ndjson", "report.md", "junit.xml", "report.html"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+}
+
+/// A stop signal stops sending at once, however busy the harness is: no request intended after
+/// the signal is sent (the run started after the spawn, so signal − spawn bounds the signal's
+/// offset into the run from above).
+#[test]
+fn a_signal_at_a_high_rate_stops_sending_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    let s = d.path().join("s.toml");
+    std::fs::write(
+        &s,
+        format!("name = \"fast\"\ncorpus = {corpus:?}\n[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 1000\nduration_s = 30\nmax_send_lateness_ms = 1000\n"),
+    )
+    .unwrap();
+    let out = d.path().join("run");
+    let spawned = Instant::now();
+    let mut child = spawn_run(s.to_str().unwrap(), &out);
+    wait_for(&out.join("results.ndjson"));
+    std::thread::sleep(Duration::from_millis(800));
+    let signal_offset_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+    common::signal(&child, libc::SIGINT);
+    let _ = child.wait().unwrap();
+    let last = common::results(&out)
+        .iter()
+        .filter_map(|r| r["intended_ms"].as_f64())
+        .fold(0.0_f64, f64::max);
+    assert!(last > 0.0, "something was sent");
+    assert!(
+        last <= signal_offset_ms + 50.0,
+        "a send intended at {last:.0} ms, after the signal at most {signal_offset_ms:.0} ms in"
+    );
+}

@@ -440,3 +440,53 @@ fn a_torn_last_line_is_reported_not_fatal() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.jsonl:1:"), "{err}");
 }
+
+/// What never became an exchange leaves no line: a body over the limit is answered 413, a
+/// WebSocket upgrade is refused with a clear message. An upstream that does not answer leaves
+/// a line with the request, the error and no status (the upstream gave none).
+#[test]
+fn refused_requests_leave_no_line_and_failures_no_invented_status() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("c.jsonl");
+    let rec = Recorder::start(
+        &format!("http://127.0.0.1:{}", common::closed_port()),
+        &out,
+        &[],
+    );
+    let client = reqwest::blocking::Client::new();
+    let big = vec![b'x'; (64 << 20) + 1];
+    let r = client
+        .post(format!("{}/v2/code/completions", rec.url))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let r = client
+        .get(format!("{}/api/v4/ai/duo_workflows/ws", rec.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 501);
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("does not proxy protocol upgrades"));
+    let r = client
+        .post(format!("{}/v2/code/completions", rec.url))
+        .json(&serde_json::json!({"current_file": {"file_name": "a.py"}, "stream": true}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let (_, stderr, lines) = rec.stop();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0]["response"]["status"].is_null(), "{}", lines[0]);
+    assert!(lines[0]["response"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("upstream"));
+    assert!(stderr.contains("2 refused (not written)"), "{stderr}");
+}

@@ -121,3 +121,70 @@ proptest! {
         }
     }
 }
+
+/// A well-known token format around `secret` (letters and digits, 24 to 40 of them).
+fn shaped(secret: &str, format: usize) -> String {
+    let upper: String = secret.to_uppercase().chars().take(16).collect();
+    match format {
+        0 => format!("ghp_{secret}0123456789"),
+        1 => format!("AKIA{upper:0<16}"),
+        2 => format!("xoxb-{secret}-1"),
+        3 => format!("hf_{secret}A1abcdefgh"),
+        4 => format!("-----BEGIN EC PRIVATE KEY-----\nMHc{secret}\n-----END EC PRIVATE KEY-----"),
+        5 => format!("glpat-{secret}"),
+        _ => format!("postgres://app:{secret}@db.internal:5432/x"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The second rule set's places: multipart parts with a secret name, URL passwords in a
+    /// JSON string at any depth, token shapes in prompts and split across stream chunks,
+    /// short query parameter names (`key`, `sig`), and the new secret names.
+    #[test]
+    fn planted_shapes_never_survive(
+        secret in "[A-Za-z][A-Za-z0-9]{23,39}",
+        format in 0..7usize,
+        place in 0..5usize,
+        depth in 0..5usize,
+        keys in proptest::collection::vec("[a-z_]{1,12}", 1..4),
+        name in prop_oneof![Just("pass"), Just("pwd"), Just("passphrase"), Just("auth"),
+            Just("bearer"), Just("oauth"), Just("signature"), Just("session_id"), Just("sessionId")],
+        cut in 1..80usize,
+    ) {
+        let token = shaped(&secret, format);
+        let needle = if format == 1 { token.clone() } else { secret.clone() };
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let mut path = "/v2/code/completions".to_owned();
+        let mut body = json!({"stream": true}).to_string().into_bytes();
+        let mut chunks = None;
+        match place {
+            0 => {
+                headers[0].1 = "multipart/form-data; boundary=b0".into();
+                body = format!("--b0\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{secret}\r\n--b0--\r\n").into_bytes();
+            }
+            1 => body = nest(json!({"note": format!("use {token} here")}), depth, &keys).to_string().into_bytes(),
+            2 => body = nest(json!({ name: secret.clone() }), depth, &keys).to_string().into_bytes(),
+            3 => path = format!("{path}?alt=json&{}={secret}", if depth % 2 == 0 { "key" } else { "sig" }),
+            _ => {
+                let text = format!("x = '{token}'\n");
+                let at = cut.min(text.len() - 1);
+                let (a, b) = text.as_bytes().split_at(at);
+                chunks = Some(vec![(1.0, Bytes::copy_from_slice(a)), (2.0, Bytes::copy_from_slice(b))]);
+            }
+        }
+        let mut cap = capture(&path, headers, body);
+        if let Some(c) = chunks {
+            cap.chunks = c;
+        }
+        let line = corpus_line(&cap, &[]).expect("a Duo route");
+        let mut text = line.to_string();
+        if let Some(b64) = line["request"]["body_b64"].as_str() {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+            text += &String::from_utf8_lossy(&raw);
+        }
+        prop_assert!(!text.contains(&needle), "place {place}, format {format}: {text}");
+    }
+}

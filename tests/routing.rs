@@ -20,7 +20,10 @@ fn run_with(scenario_text: &str, dir: &Path, extra: &[&str]) -> (i32, String, Va
         &format!("{corpus:?}"),
     );
     std::fs::write(&s, text).unwrap();
-    let out = dir.join("run");
+    // A folder per run: a run never writes into another's.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = dir.join(format!("run-{n}"));
     let mut args = vec!["run", s.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend(extra);
     let (code, stdout, stderr) = common::run_cli(&args);

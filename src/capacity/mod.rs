@@ -154,6 +154,7 @@ pub async fn search(
     if plan.slo.is_empty() {
         return Err(config("capacity needs [slo.<feature>] sections".into()));
     }
+    crate::files::refuse_used_dir(out, "capacity search").map_err(CapacityError::Config)?;
     crate::files::create_dir_private(out).map_err(|source| CapacityError::Write {
         path: out.into(),
         source,
@@ -225,7 +226,7 @@ async fn bracket(scenario: &Path, plan: &Plan, axis: Axis, out: &Path) -> Search
         if probes.len() >= spec.max_probes {
             break Ok(format!("the probe budget ({}) is spent", spec.max_probes));
         }
-        if signals.try_recv().is_ok() {
+        if signals.try_recv() {
             break Err(CapacityError::Interrupted(String::new()));
         }
         let p = match look(scenario, plan, (axis, at), out, &mut probes).await {

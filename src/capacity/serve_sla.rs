@@ -41,7 +41,7 @@ pub(super) async fn search(scenario: &Path, plan: &Plan, out: &Path) -> (Vec<Pro
         if probes.len() >= spec.max_probes {
             break Ok(format!("the probe budget ({}) is spent", spec.max_probes));
         }
-        if signals.try_recv().is_ok() {
+        if signals.try_recv() {
             break Err(CapacityError::Interrupted(String::new()));
         }
         let Some(wanted) = pchip::next_rate(&history, min, max) else {

@@ -21,42 +21,7 @@ pub fn session_case(name: &str, text: &str) -> Result<Interaction, CaptureError>
         .map(|l| serde_json::from_str(l).map_err(|e| CaptureError(format!("{name}: {e}"))))
         .collect::<Result<_, _>>()?;
     let mut session = Session::default();
-    let (mut headers, mut start, mut actions) = (Map::new(), None, 0usize);
-    let mut pending: std::collections::HashMap<String, Value> = Default::default();
-    for l in &lines {
-        let msg = &l["msg"];
-        match (l["dir"].as_str(), l["kind"].as_str()) {
-            (_, Some("metadata")) => {
-                for (k, v) in msg.as_object().into_iter().flatten() {
-                    if !NOT_COPIED.contains(&k.to_ascii_lowercase().as_str()) {
-                        headers.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            (_, Some("Action")) => {
-                actions += 1;
-                if let Some(id) = msg["requestID"].as_str() {
-                    pending.insert(id.to_owned(), msg.clone());
-                }
-            }
-            (_, Some("ClientEvent")) if msg.get("startRequest").is_some() => {
-                start = Some(msg.clone());
-            }
-            (_, Some("ClientEvent")) if msg.get("stopWorkflow").is_some() => {
-                session.stop_after_actions = Some(actions);
-                session.stop_reason = msg["stopWorkflow"]["reason"].as_str().map(str::to_owned);
-            }
-            (_, Some("ClientEvent")) => {
-                let answer = &msg["actionResponse"];
-                let Some(action) = answer["requestID"].as_str().and_then(|id| pending.get(id))
-                else {
-                    continue;
-                };
-                note_answer(&mut session, action, answer);
-            }
-            _ => {}
-        }
-    }
+    let (mut headers, start) = read_messages(&lines, &mut session);
     let start =
         start.ok_or_else(|| CaptureError(format!("{name}: the capture has no startRequest")))?;
     let feature = feature_of(&start["startRequest"]);
@@ -94,6 +59,48 @@ pub fn session_case(name: &str, text: &str) -> Result<Interaction, CaptureError>
         session: Some(session),
         tags: vec!["dap".into(), format!("capture:{name}")],
     })
+}
+
+/// The capture's messages in order: the metadata and start request sent, with what the
+/// session must replay noted in `session`.
+fn read_messages(lines: &[Value], session: &mut Session) -> (Map<String, Value>, Option<Value>) {
+    let (mut headers, mut start, mut actions) = (Map::new(), None, 0usize);
+    let mut pending: std::collections::HashMap<String, Value> = Default::default();
+    for l in lines {
+        let msg = &l["msg"];
+        match (l["dir"].as_str(), l["kind"].as_str()) {
+            (_, Some("metadata")) => {
+                for (k, v) in msg.as_object().into_iter().flatten() {
+                    if !NOT_COPIED.contains(&k.to_ascii_lowercase().as_str()) {
+                        headers.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            (_, Some("Action")) => {
+                actions += 1;
+                if let Some(id) = msg["requestID"].as_str() {
+                    pending.insert(id.to_owned(), msg.clone());
+                }
+            }
+            (_, Some("ClientEvent")) if msg.get("startRequest").is_some() => {
+                start = Some(msg.clone());
+            }
+            (_, Some("ClientEvent")) if msg.get("stopWorkflow").is_some() => {
+                session.stop_after_actions = Some(actions);
+                session.stop_reason = msg["stopWorkflow"]["reason"].as_str().map(str::to_owned);
+            }
+            (_, Some("ClientEvent")) => {
+                let answer = &msg["actionResponse"];
+                let Some(action) = answer["requestID"].as_str().and_then(|id| pending.get(id))
+                else {
+                    continue;
+                };
+                note_answer(session, action, answer);
+            }
+            _ => {}
+        }
+    }
+    (headers, start)
 }
 
 /// What a capture holds is traffic: its metadata, start request (the goal) and files go through

@@ -96,7 +96,7 @@ fn pace(
     }
     let mut n: u64 = 0;
     for planned in schedule.sends {
-        if *stop.borrow() || schedule.max_requests.is_some_and(|m| n >= m) {
+        if stopped(stop) || schedule.max_requests.is_some_and(|m| n >= m) {
             break;
         }
         let Some((intended, permit)) = wait_for_turn(handle, shared, planned, opts, stop) else {
@@ -152,16 +152,22 @@ fn wait_for_turn(
     }
 }
 
+/// Whether sending must stop: the run said so, or a stop signal arrived (read straight from the
+/// signal thread's count, so a saturated runtime cannot delay it).
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || crate::signals::received() > 0
+}
+
 /// Sleeps until `at` in slices, so a stop is noticed; `false` if stopped.
 fn sleep_until_unless_stopped(at: Instant, stop: &watch::Receiver<bool>) -> bool {
     const SLICE: Duration = Duration::from_millis(20);
     loop {
-        if *stop.borrow() {
+        if stopped(stop) {
             return false;
         }
         if at <= Instant::now() + SLICE {
             crate::clock::sleep_until(at);
-            return !*stop.borrow();
+            return !stopped(stop);
         }
         std::thread::sleep(SLICE);
     }

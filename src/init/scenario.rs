@@ -32,6 +32,24 @@ impl Values {
         }
         Value::String(clean.replace("${", "$${"))
     }
+
+    /// An endpoint: as [`Values::given`], with any credentials in the URL left out (a model's
+    /// key comes from its `api_key_env`).
+    fn given_url(&mut self, field: &str, s: &str) -> Value {
+        let Ok(mut url) = reqwest::Url::parse(s) else {
+            return self.given(field, s);
+        };
+        if url.username().is_empty() && url.password().is_none() {
+            return self.given(field, s);
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        self.warnings.push(format!(
+            "{field}: the URL held credentials; they were left out (a model's key is read from \
+             its api_key_env)"
+        ));
+        self.given(field, url.as_str())
+    }
 }
 
 /// A name usable in TOML keys and environment variables (may be empty).
@@ -118,7 +136,10 @@ fn self_hosted(parts: &mut Parts, v: &mut Values, at: &str, m: &SelfHostedModel,
         .map_or(m.identifier.as_str(), |(_, id)| id);
     let mut model = table([
         ("name", v.given(&format!("{at}.model"), &m.family)),
-        ("endpoint", v.given(&format!("{at}.endpoint"), &m.endpoint)),
+        (
+            "endpoint",
+            v.given_url(&format!("{at}.endpoint"), &m.endpoint),
+        ),
         (
             "identifier",
             v.given(&format!("{at}.identifier"), &m.identifier),
@@ -140,13 +161,15 @@ fn self_hosted(parts: &mut Parts, v: &mut Values, at: &str, m: &SelfHostedModel,
         .insert(feature.to_owned(), Value::Table(routing));
 }
 
-/// A name from the instance shown in a comment: quoted, so no newline ends the comment.
+/// A name from the instance shown in a comment: quoted with every line break escaped, so
+/// nothing it holds ends the comment.
 fn shown(s: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if !s.is_empty() && s.chars().all(plain) {
         return s.to_owned();
     }
-    Value::String(crate::redact::text(s)).to_string()
+    // JSON quoting escapes every line break (TOML's would write a multi-line string).
+    serde_json::to_string(&crate::redact::text(s)).unwrap_or_default()
 }
 
 fn feature(parts: &mut Parts, v: &mut Values, s: &FeatureSetting, taps: &BTreeMap<String, String>) {
@@ -195,7 +218,7 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
         .map(|(endpoint, name)| {
             Value::Table(table([
                 ("name", text(name)),
-                ("upstream", values.given("tap.upstream", endpoint)),
+                ("upstream", values.given_url("tap.upstream", endpoint)),
             ]))
         })
         .collect();

@@ -10,17 +10,7 @@ const WEEK_S: f64 = 7.0 * DAY_S;
 /// Far above any Duo stack's rate, far below what overflows an instant.
 const MAX_RATE: f64 = 1_000_000.0;
 
-/// `key` must be finite and within `lo..=hi` (`lo` itself excluded when `open`).
-pub fn within(key: &str, v: f64, lo: f64, hi: f64, open: bool) -> Result<(), String> {
-    let low_ok = if open { v > lo } else { v >= lo };
-    if v.is_finite() && low_ok && v <= hi {
-        return Ok(());
-    }
-    let low = if open { ">" } else { ">=" };
-    Err(format!(
-        "{key} = {v}: must be a finite number {low} {lo} and <= {hi}"
-    ))
-}
+pub use crate::numbers::within;
 
 fn opt(key: &str, v: Option<f64>, lo: f64, hi: f64, open: bool) -> Result<(), String> {
     v.map_or(Ok(()), |v| within(key, v, lo, hi, open))
@@ -174,32 +164,7 @@ pub fn scenario(sc: &Scenario) -> Result<(), String> {
         }
     }
     if let Some(stack) = &sc.stack {
-        stack_numbers(stack)?;
-    }
-    Ok(())
-}
-
-/// The embedded stack's timing numbers.
-pub fn stack_numbers(stack: &crate::twin::StackConfig) -> Result<(), String> {
-    within(
-        "stack.aigw.retry_time_scale",
-        stack.aigw.retry_time_scale,
-        0.0,
-        100.0,
-        false,
-    )?;
-    for b in &stack.backends {
-        let key = |k: &str| format!("stack.backend.{}.{k}", b.name);
-        within(&key("ttft_ms"), b.ttft_ms, 0.0, 600_000.0, false)?;
-        within(&key("itl_ms"), b.itl_ms, 0.0, 60_000.0, false)?;
-        within(&key("variation"), b.variation, 0.0, 1.0, false)?;
-        if b.default_max_tokens > 1_000_000 {
-            return Err(key("default_max_tokens: must be <= 1000000"));
-        }
-        if let Some(e) = &b.engine {
-            e.cost()
-                .map_err(|m| format!("stack.backend.{}.{m}", b.name))?;
-        }
+        crate::twin::check::numbers(stack)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! twin responses with captures).
 
 pub mod chunk;
+mod route;
 pub mod sse;
 
 use serde::{Deserialize, Serialize};

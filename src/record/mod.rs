@@ -333,9 +333,10 @@ pub async fn record(opts: RecordOptions) -> Result<u64, RecordError> {
         .map(|p| p.display().to_string())
         .collect();
     eprintln!(
-        "record: {} exchanges, {lines} lines written to {}, {not_duo} on no Duo feature's route (not written), {} upstream errors, {} truncated, {} cancelled",
+        "record: {} exchanges, {lines} lines written to {}, {not_duo} on no Duo feature's route (not written), {} refused (not written), {} upstream errors, {} truncated, {} cancelled",
         stats.exchanges.load(Relaxed),
         parts.join(" "),
+        stats.refused.load(Relaxed),
         stats.upstream_errors.load(Relaxed),
         stats.truncated.load(Relaxed),
         stats.cancelled.load(Relaxed)

@@ -68,6 +68,9 @@ pub struct ProxyStats {
     pub upstream_errors: AtomicU64,
     pub truncated: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Requests refused before they became exchanges (a body over the limit, a WebSocket
+    /// upgrade, a body the client did not finish): answered, never written.
+    pub refused: AtomicU64,
 }
 
 pub struct Proxy {
@@ -123,13 +126,29 @@ pub async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         .uri
         .path_and_query()
         .map_or("/".to_owned(), |pq| pq.as_str().to_owned());
+    let refused = |status, why: String| refuse(&p, parts.method.as_str(), &path, status, why);
+    if let Some(why) = not_proxied(&parts.headers) {
+        return refused(StatusCode::NOT_IMPLEMENTED, why);
+    }
+    let request_body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) if over_limit(&e) => {
+            let why = format!(
+                "the request body is over {} MiB, the most record keeps; nothing was forwarded \
+                 or written",
+                MAX_REQUEST_BYTES >> 20
+            );
+            return refused(StatusCode::PAYLOAD_TOO_LARGE, why);
+        }
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("reading the request: {e}")),
+    };
     let mut cap = Capture {
         seq: p.seq.fetch_add(1, Relaxed),
         arrival_offset_ms: (arrived - p.started).as_secs_f64() * 1000.0,
         method: parts.method.to_string(),
         path: path.clone(),
         request_headers: forwardable(&parts.headers),
-        request_body: Bytes::new(),
+        request_body,
         status: None,
         response_headers: Vec::new(),
         headers_ms: None,
@@ -140,17 +159,6 @@ pub async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         error: None,
     };
     p.stats.exchanges.fetch_add(1, Relaxed);
-    cap.request_body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
-        Ok(b) => b,
-        Err(e) => {
-            return fail(
-                &p,
-                cap,
-                StatusCode::BAD_REQUEST,
-                format!("reading the request: {e}"),
-            )
-        }
-    };
     let mut up = p
         .client
         .request(parts.method.clone(), format!("{}{path}", p.upstream));
@@ -184,7 +192,44 @@ pub async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         .unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())
 }
 
-/// Answers the client with a proxy error and records the exchange with it.
+/// Why a request is not proxied at all: a WebSocket (or other protocol) upgrade, which record
+/// cannot replay as an HTTP exchange.
+fn not_proxied(headers: &HeaderMap) -> Option<String> {
+    let upgrade = headers.get("upgrade")?;
+    Some(format!(
+        "record does not proxy protocol upgrades ({}): it records HTTP exchanges of Duo's routes \
+         only; nothing was forwarded or written",
+        crate::escape::console(&String::from_utf8_lossy(upgrade.as_bytes()))
+    ))
+}
+
+/// Whether reading a body failed on the size limit (rather than on the client).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Answers a request that never became an exchange, and writes no line for it.
+fn refuse(p: &Proxy, method: &str, path: &str, status: StatusCode, why: String) -> Response {
+    tracing::warn!(
+        "record: {method} {}: {} {}",
+        crate::escape::console(&crate::redact::text(path)),
+        status.as_u16(),
+        crate::escape::console(&why)
+    );
+    p.stats.refused.fetch_add(1, Relaxed);
+    let body = serde_json::json!({"detail": format!("duo-harness record: {why}")});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Answers the client with a proxy error and records the exchange with it: the request as it
+/// was, no response status (the upstream gave none), and the error.
 fn fail(p: &Proxy, mut cap: Capture, status: StatusCode, message: String) -> Response {
     tracing::warn!(
         "record: {} {}: {}",
@@ -193,7 +238,6 @@ fn fail(p: &Proxy, mut cap: Capture, status: StatusCode, message: String) -> Res
         crate::escape::console(&crate::redact::text(&message))
     );
     p.stats.upstream_errors.fetch_add(1, Relaxed);
-    cap.status = Some(status.as_u16());
     cap.error = Some(message.clone());
     let body = serde_json::json!({"detail": format!("duo-harness record: {message}")});
     let _ = p.captures.send(cap);

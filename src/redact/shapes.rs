@@ -16,6 +16,9 @@ struct Format {
     min: usize,
 }
 
+/// The one prefix common in ordinary text (`sk-learn-…`): its tokens must also look random.
+const AMBIGUOUS: &str = "sk-";
+
 fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
@@ -234,8 +237,8 @@ fn jwt_at(bytes: &[u8], i: usize) -> Option<usize> {
     Some(run_of(bytes, b + 1, b64url))
 }
 
-/// A token of format `f` at `i`: standing as a word, long enough, and random-looking (a digit or
-/// a capital in it, so `sk-learn-compatible-names` in code is not one).
+/// A token of format `f` at `i`: standing as a word and long enough; for the ambiguous `sk-`,
+/// random-looking too (a digit or a capital in it, so `sk-learn-compatible-names` is not one).
 fn format_at(bytes: &[u8], i: usize, f: &Format) -> Option<(usize, usize)> {
     if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
         return None;
@@ -243,9 +246,10 @@ fn format_at(bytes: &[u8], i: usize, f: &Format) -> Option<(usize, usize)> {
     let start = i + f.prefix.len();
     let end = run_of(bytes, start, f.body);
     let body = &bytes[start..end];
-    let random = body
-        .iter()
-        .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+    let random = f.prefix != AMBIGUOUS
+        || body
+            .iter()
+            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
     let ends_word = bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric());
     (body.len() >= f.min && random && ends_word).then_some((i, end))
 }

@@ -28,7 +28,7 @@ use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
 use documents::{write_documents, write_live};
 use load::drive_load;
-use preflight::{baseline_stage, dws_stage, health_stage, models_stage};
+use preflight::{health_stage, the_rest_or_a_stop};
 use references::{conformance_stage, refuse_second_first_run, store_first_baseline};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -529,6 +529,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
     let started = started_at.format("%Y%m%dT%H%M%SZ").to_string();
     let mut plan = plan::resolve(scenario, overrides, &started)?;
     refuse_second_first_run(&plan)?;
+    crate::files::refuse_used_dir(&plan.run_dir, "run").map_err(RunError::Config)?;
     let setup = setup(&mut plan).await?;
     crate::files::create_dir_private(&plan.run_dir).map_err(write_err(&plan.run_dir))?;
     let plan_json = plan::PlanDocument {
@@ -551,13 +552,13 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
             },
         })?;
     let mut preflight = vec![health_stage(&setup.base_url, health)];
-    let models = models_stage(&setup.client, &plan, setup.urls.as_ref(), &setup.models);
-    preflight.extend(models.await);
-    preflight.extend(dws_stage(setup.dws.as_ref()).await);
-    preflight.extend(baseline_stage(&plan));
+    let interrupted = the_rest_or_a_stop(&mut preflight, &plan, &setup).await;
     let mut setup = setup;
     let policy = plan.load.on_failed_preflight;
-    if let Some(why) = crate::compare::stages::stopped_by(&preflight, policy) {
+    if interrupted {
+        eprintln!("stopped by a signal during the preflight: no load is sent");
+        setup.schedule = schedule::Schedule::none();
+    } else if let Some(why) = crate::compare::stages::stopped_by(&preflight, policy) {
         // A stack that fails its preflight gets no load: the answer is already "no".
         eprintln!("error: {}", crate::escape::console(&why));
         setup.schedule = schedule::Schedule::none();

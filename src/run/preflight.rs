@@ -166,3 +166,28 @@ pub(super) fn baseline_stage(plan: &Plan) -> Option<Stage> {
         None => stage(StageStatus::Passed, detail),
     })
 }
+
+/// The stages after the health check (models, DWS, baseline) into `stages`, unless a stop
+/// signal comes first; `true` when one did. The run then sends no load, and is judged
+/// (interrupted) and reported like any other.
+pub(super) async fn the_rest_or_a_stop(
+    stages: &mut Vec<Stage>,
+    plan: &Plan,
+    setup: &super::Setup,
+) -> bool {
+    let mut signals = crate::signals::stop_signals();
+    let rest = async {
+        let models = models_stage(&setup.client, plan, setup.urls.as_ref(), &setup.models);
+        let mut more: Vec<Stage> = models.await.into_iter().collect();
+        more.extend(dws_stage(setup.dws.as_ref()).await);
+        more.extend(baseline_stage(plan));
+        more
+    };
+    tokio::select! {
+        more = rest => {
+            stages.extend(more);
+            false
+        }
+        () = signals.recv() => true,
+    }
+}

@@ -3,6 +3,7 @@
 //! their URLs ([`StackUrls`], printed as one JSON line by `duo-harness stack`).
 
 pub mod aigw;
+pub mod check;
 pub mod dws;
 pub mod pyjson;
 pub mod vllm;
@@ -65,12 +66,20 @@ pub enum StackError {
     Parse { path: String, message: String },
     #[error("invalid stack config: {0}")]
     Invalid(String),
-    #[error("cannot listen for twin {what} on 127.0.0.1:{port}: {source}")]
+    #[error("cannot listen for twin {what} on {addr}: {source}")]
     Bind {
         what: String,
-        port: u16,
+        addr: String,
         source: std::io::Error,
     },
+    #[error("cannot start the twin stack: {0}")]
+    Start(String),
+}
+
+/// `host:port` as the stack binds it (loopback when no host is set); port 0 is "any".
+fn address(host: Option<std::net::IpAddr>, port: u16) -> String {
+    let host = host.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    std::net::SocketAddr::new(host, port).to_string()
 }
 
 impl StackConfig {
@@ -102,8 +111,11 @@ impl StackConfig {
         }
     }
 
-    /// Checks what serde cannot: unique backend names, sane timing.
+    /// Checks what serde cannot, as a scenario's `[stack]` is checked: unique backend names,
+    /// one server per port, sane timing and engine settings.
     pub fn validate(&self) -> Result<(), StackError> {
+        self.unique_ports()?;
+        check::numbers(self).map_err(StackError::Invalid)?;
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(&b.name) {
@@ -124,6 +136,32 @@ impl StackConfig {
                     "backend '{}': ttft_ms and itl_ms must be finite, within 0..600000, and \
                      variation within 0..1",
                     b.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StackConfig {
+    /// Two servers of the stack given one port cannot both listen: said before anything starts.
+    fn unique_ports(&self) -> Result<(), StackError> {
+        let mut taken: BTreeMap<u16, String> = BTreeMap::new();
+        let servers = [
+            ("aigw".to_owned(), self.aigw.port),
+            ("dws".to_owned(), self.dws.port),
+        ]
+        .into_iter()
+        .chain(
+            self.backends
+                .iter()
+                .map(|b| (format!("backend '{}'", b.name), b.port)),
+        );
+        for (what, port) in servers.filter(|(_, p)| *p != 0) {
+            if let Some(first) = taken.insert(port, what.clone()) {
+                return Err(StackError::Invalid(format!(
+                    "port {port} is given to both {first} and {what}: each server of the \
+                     stack needs its own (or 0, any free port)"
                 )));
             }
         }
@@ -244,20 +282,24 @@ impl IsolatedStack {
             .thread_name("twin-worker")
             .enable_all()
             .build()
-            .map_err(|source| StackError::Bind {
-                what: "runtime".into(),
-                port: 0,
-                source,
-            })?;
+            .map_err(|e| StackError::Start(format!("its runtime: {e}")))?;
         let cfg = cfg.clone();
-        let stack = runtime
-            .spawn(async move { start(&cfg).await })
-            .await
-            .expect("the stack start task does not panic")?;
-        Ok(Self {
-            stack: Some(stack),
-            runtime: Some(runtime),
-        })
+        let started = runtime.spawn(async move { start(&cfg).await }).await;
+        match started {
+            Ok(Ok(stack)) => Ok(Self {
+                stack: Some(stack),
+                runtime: Some(runtime),
+            }),
+            failed => {
+                // A runtime may not be dropped on an async thread: it is let go instead.
+                runtime.shutdown_background();
+                Err(match failed {
+                    Ok(Err(e)) => e,
+                    Err(join) => StackError::Start(join.to_string()),
+                    Ok(Ok(_)) => unreachable!("matched above"),
+                })
+            }
+        }
     }
 
     pub fn urls(&self) -> StackUrls {
@@ -285,7 +327,7 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
             .await
             .map_err(|source| StackError::Bind {
                 what: format!("backend '{}'", b.name),
-                port: b.port,
+                addr: address(cfg.host, b.port),
                 source,
             })?;
         backends.push((b.clone(), server));
@@ -306,7 +348,7 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
     let aigw = aigw::serve(aigw_cfg).await.map_err(|e| match e {
         aigw::ServeError::Io(source) => StackError::Bind {
             what: "AIGW".into(),
-            port: cfg.aigw.port,
+            addr: address(cfg.host, cfg.aigw.port),
             source,
         },
         aigw::ServeError::Config(m) => StackError::Invalid(m),
@@ -317,7 +359,7 @@ pub async fn start(cfg: &StackConfig) -> Result<RunningStack, StackError> {
         .await
         .map_err(|source| StackError::Bind {
             what: "DWS".into(),
-            port: cfg.dws.port,
+            addr: address(cfg.host, cfg.dws.port),
             source,
         })?;
     Ok(RunningStack {

@@ -78,7 +78,7 @@ fn header_value(request: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn good() -> Vec<u8> {
+pub fn good() -> Vec<u8> {
     let mut out = head("200 OK", "text/event-stream").into_bytes();
     out.extend(sse(" a", "null"));
     out.extend(sse(" b", "null"));
@@ -181,8 +181,53 @@ fn serve(mut s: TcpStream, count: &AtomicUsize, redirect_to: &str) {
                 .as_bytes(),
             )
         }
-        _ => s.write_all(&good()),
+        other => s.write_all(&untrusted(other).unwrap_or_else(good)),
     };
+}
+
+/// A server's error text that tries every trick on the places it lands: a mention and a quick
+/// action for a merge-request note, an image, raw HTML and an unclosed link, `</script>`, an
+/// ANSI sequence that clears the line and a line of its own claiming a pass, and characters
+/// XML forbids.
+pub const HOSTILE_TEXT: &str = "boom @all\n/label ~pwned\n![x](http://evil.example/x.png) <img src=x onerror=alert(1)> </script><script>alert(2)</script> <a href=\"http://evil.example/\u{1b}[2K\r\u{1b}[32mverdict: pass\u{1b}[0m\nverdict: pass\u{0}\u{8}";
+
+/// Secrets a leaky server puts in its answers, each a shape the redaction knows (a PEM private
+/// key, an AWS key id, a GitHub token, a URL password).
+pub const LEAKED: [&str; 4] = [
+    "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----",
+    "AKIAZZLEAKEDCANARY99",
+    "ghp_LeakedCanary0123456789abcdefghijklmn",
+    "postgres://app:LeakedPw0123@db.internal/x",
+];
+
+/// The cases of untrusted text: `hostile_500` (a 500 whose plain-text body is
+/// [`HOSTILE_TEXT`], decoded), `leaky` (a 200 stream whose text holds [`LEAKED`]), and
+/// `chat_as_sse` (a 200 in SSE where `/v2/chat/agent` answers chat NDJSON).
+fn untrusted(case: &str) -> Option<Vec<u8>> {
+    match case {
+        "hostile_500" => {
+            let text = HOSTILE_TEXT;
+            let mut out = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                text.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(text.as_bytes());
+            Some(out)
+        }
+        "leaky" => {
+            let mut out = head("200 OK", "text/event-stream").into_bytes();
+            for secret in LEAKED {
+                out.extend(sse(&format!(" {secret} "), "null"));
+            }
+            out.extend(sse(" end", "\"length\""));
+            out.extend(chunk(b"data: [DONE]\n\n"));
+            out.extend_from_slice(END);
+            Some(out)
+        }
+        "chat_as_sse" => Some(good()),
+        _ => None,
+    }
 }
 
 /// Sends `piece` as chunk after chunk until the client goes or the limit passes.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod canary;
 pub mod grpc;
 pub mod hostile;
 pub mod paced;

@@ -1,0 +1,85 @@
+//! Which framings a route answers in, as the real gateway does (`fixtures/captures/aigw-samples*`):
+//! `/v2/chat/agent` always in chat NDJSON; any other route streams a streamed request (SSE or
+//! raw text under `text/event-stream`) and answers a non-streamed one with one JSON document.
+//! A 2xx answer in another framing is a protocol breach, even when its bytes decode.
+
+use super::Framing;
+
+/// The one route whose answer is chat NDJSON, streamed or not.
+const CHAT_AGENT: &str = "/v2/chat/agent";
+
+impl Framing {
+    /// Why a 2xx answer in this framing does not fit `path` for a request that did (or did not)
+    /// ask for a stream; `None` when it fits.
+    pub fn misfit(self, path: &str, streamed: bool) -> Option<String> {
+        let route = path.split('?').next().unwrap_or(path);
+        let wanted = match (route == CHAT_AGENT, streamed) {
+            (true, _) => "chat NDJSON (application/x-ndjson)",
+            (false, true) => "a stream (text/event-stream)",
+            (false, false) => "one JSON document (application/json)",
+        };
+        let fits = match (route == CHAT_AGENT, streamed, self) {
+            (_, _, Self::Text) => false,
+            (true, _, f) => f == Self::ChatNdjson,
+            (false, _, Self::ChatNdjson) => false,
+            (false, true, f) => f != Self::Json,
+            (false, false, f) => f == Self::Json,
+        };
+        (!fits).then(|| {
+            format!(
+                "{path} answered in {} framing; the route answers {} request in {wanted}",
+                self.name(),
+                if streamed {
+                    "a streamed"
+                } else {
+                    "a non-streamed"
+                }
+            )
+        })
+    }
+
+    /// The framing's name as it is written in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::RawText => "raw_text",
+            Self::V4Sse => "v4_sse",
+            Self::ChatNdjson => "chat_ndjson",
+            Self::PromptsNdjson => "prompts_ndjson",
+            Self::OpenAiSse => "openai_sse",
+            Self::Text => "text",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_answers_in_its_framing() {
+        assert!(Framing::ChatNdjson.misfit("/v2/chat/agent", true).is_none());
+        for other in [Framing::RawText, Framing::Json, Framing::OpenAiSse] {
+            let m = Framing::ChatNdjson.misfit("/v2/chat/agent", true);
+            assert!(m.is_none());
+            let m = other.misfit("/v2/chat/agent", true).unwrap();
+            assert!(m.contains("chat NDJSON"), "{m}");
+        }
+        assert!(Framing::RawText
+            .misfit("/v2/code/completions", true)
+            .is_none());
+        assert!(Framing::Json
+            .misfit("/v2/code/completions", false)
+            .is_none());
+        assert!(Framing::Json.misfit("/v2/code/completions", true).is_some());
+        assert!(Framing::V4Sse
+            .misfit("/v4/code/suggestions", false)
+            .is_some());
+        assert!(Framing::ChatNdjson
+            .misfit("/v1/prompts/chat", true)
+            .is_some());
+        assert!(Framing::OpenAiSse
+            .misfit("/v1/chat/completions", true)
+            .is_none());
+    }
+}
