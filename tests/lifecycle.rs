@@ -245,7 +245,7 @@ fn a_signal_at_a_high_rate_stops_sending_at_once() {
     let s = d.path().join("s.toml");
     std::fs::write(
         &s,
-        format!("name = \"fast\"\ncorpus = {corpus:?}\n[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 1000\nduration_s = 30\nmax_send_lateness_ms = 1000\n"),
+        format!("name = \"fast\"\ncorpus = {corpus:?}\n[target]\nurl = \"embedded\"\n[load]\narrival = \"constant\"\nrate = 5000\nduration_s = 10\nmax_send_lateness_ms = 1000\n"),
     )
     .unwrap();
     let out = d.path().join("run");

@@ -184,15 +184,44 @@ enum Candidate {
     Format(usize),
 }
 
-static PATTERNS: LazyLock<(AhoCorasick, Vec<Candidate>)> = LazyLock::new(|| {
+/// The candidates' searcher: SIMD (Teddy) where the CPU has it, else an automaton.
+enum Searcher {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Searcher {
+    /// (pattern, start, end) of each candidate, leftmost first.
+    fn each(&self, bytes: &[u8], mut f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Self::Packed(s) => s
+                .find_iter(bytes)
+                .for_each(|m| f(m.pattern().as_usize(), m.start(), m.end())),
+            Self::Automaton(a) => a
+                .find_iter(bytes)
+                .for_each(|m| f(m.pattern().as_usize(), m.start(), m.end())),
+        }
+    }
+}
+
+static PATTERNS: LazyLock<(Searcher, Vec<Candidate>)> = LazyLock::new(|| {
     let mut patterns = vec!["eyJ", "-----BEGIN ", "://"];
     let mut kinds = vec![Candidate::Jwt, Candidate::Pem, Candidate::Url];
     for (i, f) in FORMATS.iter().enumerate() {
         patterns.push(f.prefix);
         kinds.push(Candidate::Format(i));
     }
-    let ac = AhoCorasick::new(&patterns).expect("static patterns build");
-    (ac, kinds)
+    let packed = aho_corasick::packed::Searcher::new(patterns.iter());
+    let searcher = match packed {
+        Some(p) => Searcher::Packed(p),
+        None => Searcher::Automaton(
+            AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                .build(&patterns)
+                .expect("static patterns build"),
+        ),
+    };
+    (searcher, kinds)
 });
 
 /// Secret values the harness itself holds (bearer tokens, minted JWTs, model API keys).
@@ -215,17 +244,16 @@ pub fn find(bytes: &[u8], out: &mut Vec<(usize, usize)>) {
     for k in KNOWN.read().unwrap_or_else(|e| e.into_inner()).iter() {
         out.extend(memchr::memmem::find_iter(bytes, k.as_bytes()).map(|i| (i, i + k.len())));
     }
-    let (ac, kinds) = &*PATTERNS;
-    for m in ac.find_overlapping_iter(bytes) {
-        let i = m.start();
-        let found = match kinds[m.pattern().as_usize()] {
-            Candidate::Jwt => jwt_at(bytes, i).map(|end| (i, end)),
+    let (searcher, kinds) = &*PATTERNS;
+    searcher.each(bytes, |pattern, i, end| {
+        let found = match kinds[pattern] {
+            Candidate::Jwt => jwt_at(bytes, i).map(|e| (i, e)),
             Candidate::Pem => pem_at(bytes, i),
-            Candidate::Url => url_password(bytes, m.end()),
+            Candidate::Url => url_password(bytes, end),
             Candidate::Format(f) => format_at(bytes, i, &FORMATS[f]),
         };
         out.extend(found);
-    }
+    });
 }
 
 /// A JWT starting at `i` (`eyJ…` `.` `…` `.` `…`): its end.

@@ -28,7 +28,7 @@ use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
 use documents::{write_documents, write_live};
 use load::drive_load;
-use preflight::{health_stage, the_rest_or_a_stop};
+use preflight::preflight_or_a_stop;
 use references::{conformance_stage, refuse_second_first_run, store_first_baseline};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -542,17 +542,7 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         merged_from: Vec::new(),
     };
     write_json(&plan.run_dir.join("plan.json"), &plan_json)?;
-    let health = drive::preflight(&setup.client, &setup.base_url)
-        .await
-        .map_err(|e| RunError::Unreachable {
-            url: setup.base_url.clone(),
-            reason: match e {
-                DriveError::Unanswered { reason, .. } => reason,
-                other => other.to_string(),
-            },
-        })?;
-    let mut preflight = vec![health_stage(&setup.base_url, health)];
-    let interrupted = the_rest_or_a_stop(&mut preflight, &plan, &setup).await;
+    let (preflight, interrupted) = preflight_or_a_stop(&plan, &setup).await?;
     let mut setup = setup;
     let policy = plan.load.on_failed_preflight;
     if interrupted {

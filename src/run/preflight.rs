@@ -8,7 +8,7 @@ use crate::twin::StackUrls;
 
 /// The gateway's health check as a stage: 2xx passes, 5xx fails, anything else (a target that
 /// is not an AIGW, such as a bare backend) is noted and skipped.
-pub(super) fn health_stage(base_url: &str, status: u16) -> Stage {
+fn health_stage(base_url: &str, status: u16) -> Stage {
     let detail = format!("GET {base_url}/monitoring/healthz answered {status}");
     let status = match status {
         200..=299 => StageStatus::Passed,
@@ -167,15 +167,27 @@ pub(super) fn baseline_stage(plan: &Plan) -> Option<Stage> {
     })
 }
 
-/// The stages after the health check (models, DWS, baseline) into `stages`, unless a stop
-/// signal comes first; `true` when one did. The run then sends no load, and is judged
-/// (interrupted) and reported like any other.
-pub(super) async fn the_rest_or_a_stop(
-    stages: &mut Vec<Stage>,
+/// The preflight stages (health, models, DWS, baseline), unless a stop signal comes first:
+/// then the stages done so far and `true`. The run then sends no load, and is judged
+/// (interrupted) and reported like any other. A gateway that does not answer its health check
+/// ends the run (exit 3).
+pub(super) async fn preflight_or_a_stop(
     plan: &Plan,
     setup: &super::Setup,
-) -> bool {
+) -> Result<(Vec<Stage>, bool), super::RunError> {
     let mut signals = crate::signals::stop_signals();
+    let health = tokio::select! {
+        h = drive::preflight(&setup.client, &setup.base_url) => h,
+        () = signals.recv() => return Ok((Vec::new(), true)),
+    };
+    let health = health.map_err(|e| super::RunError::Unreachable {
+        url: setup.base_url.clone(),
+        reason: match e {
+            drive::DriveError::Unanswered { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })?;
+    let mut stages = vec![health_stage(&setup.base_url, health)];
     let rest = async {
         let models = models_stage(&setup.client, plan, setup.urls.as_ref(), &setup.models);
         let mut more: Vec<Stage> = models.await.into_iter().collect();
@@ -186,8 +198,8 @@ pub(super) async fn the_rest_or_a_stop(
     tokio::select! {
         more = rest => {
             stages.extend(more);
-            false
+            Ok((stages, false))
         }
-        () = signals.recv() => true,
+        () = signals.recv() => Ok((stages, true)),
     }
 }
