@@ -58,28 +58,26 @@ mod tests {
 
     #[test]
     fn each_route_answers_in_its_framing() {
-        assert!(Framing::ChatNdjson.misfit("/v2/chat/agent", true).is_none());
         for other in [Framing::RawText, Framing::Json, Framing::OpenAiSse] {
-            let m = Framing::ChatNdjson.misfit("/v2/chat/agent", true);
-            assert!(m.is_none());
             let m = other.misfit("/v2/chat/agent", true).unwrap();
             assert!(m.contains("chat NDJSON"), "{m}");
         }
-        assert!(Framing::RawText
-            .misfit("/v2/code/completions", true)
-            .is_none());
-        assert!(Framing::Json
-            .misfit("/v2/code/completions", false)
-            .is_none());
-        assert!(Framing::Json.misfit("/v2/code/completions", true).is_some());
-        assert!(Framing::V4Sse
-            .misfit("/v4/code/suggestions", false)
-            .is_some());
-        assert!(Framing::ChatNdjson
-            .misfit("/v1/prompts/chat", true)
-            .is_some());
-        assert!(Framing::OpenAiSse
-            .misfit("/v1/chat/completions", true)
-            .is_none());
+        // (framing, path, streamed, fits)
+        for (framing, path, streamed, fits) in [
+            (Framing::ChatNdjson, "/v2/chat/agent", true, true),
+            (Framing::ChatNdjson, "/v2/chat/agent", false, true),
+            (Framing::RawText, "/v2/code/completions", true, true),
+            (Framing::Json, "/v2/code/completions", false, true),
+            (Framing::Json, "/v2/code/completions", true, false),
+            (Framing::V4Sse, "/v4/code/suggestions", false, false),
+            (Framing::ChatNdjson, "/v1/prompts/chat", true, false),
+            (Framing::OpenAiSse, "/v1/chat/completions", true, true),
+        ] {
+            assert_eq!(
+                framing.misfit(path, streamed).is_none(),
+                fits,
+                "{framing:?} {path}"
+            );
+        }
     }
 }

@@ -285,21 +285,19 @@ impl IsolatedStack {
             .map_err(|e| StackError::Start(format!("its runtime: {e}")))?;
         let cfg = cfg.clone();
         let started = runtime.spawn(async move { start(&cfg).await }).await;
-        match started {
-            Ok(Ok(stack)) => Ok(Self {
-                stack: Some(stack),
-                runtime: Some(runtime),
-            }),
-            failed => {
-                // A runtime may not be dropped on an async thread: it is let go instead.
-                runtime.shutdown_background();
-                Err(match failed {
-                    Ok(Err(e)) => e,
-                    Err(join) => StackError::Start(join.to_string()),
-                    Ok(Ok(_)) => unreachable!("matched above"),
+        let failure = match started {
+            Ok(Ok(stack)) => {
+                return Ok(Self {
+                    stack: Some(stack),
+                    runtime: Some(runtime),
                 })
             }
-        }
+            Ok(Err(e)) => e,
+            Err(join) => StackError::Start(join.to_string()),
+        };
+        // A runtime may not be dropped on an async thread: it is let go instead.
+        runtime.shutdown_background();
+        Err(failure)
     }
 
     pub fn urls(&self) -> StackUrls {
