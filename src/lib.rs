@@ -12,7 +12,9 @@
 //! [`twin`] is the embedded stack (twin AIGW + twin vLLM backends) used as the default target.
 //! Shared by the stages, depending on none of them: [`stats`] (percentiles), [`tokens`] (the
 //! text rule), [`http`] (the client and error texts), [`signals`], [`clock`], [`files`],
-//! [`redact`], [`features`]. A stage depends only on stages before it and on these:
+//! [`redact`] (one redaction rule set for every writer), [`escape`] (outside text made inert
+//! on a console, in Markdown, in XML), [`numbers`] (bounds on a user's numbers), [`features`].
+//! A stage depends only on stages before it and on these:
 //! `tests/layout.rs` holds the module graph free of cycles and the back half in its order.
 //! [`run`] wires the stages together for the `run` command, [`cmd`] for `report`, `compare`,
 //! `baseline` and `schemas` (one module each, and [`cmd::Failure`]: every error that ends a

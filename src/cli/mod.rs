@@ -48,7 +48,7 @@ pub enum Command {
         calibrate: bool,
         /// The first run against this stack: stages with no reference yet (the gate, conformance
         /// without reviewed snapshots) are not run and do not fail it; a passing run is stored as
-        /// the scenario's [gate] baseline.
+        /// the scenario's `[gate] baseline`.
         #[arg(long, conflicts_with = "calibrate")]
         first_run: bool,
     },

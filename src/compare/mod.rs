@@ -7,9 +7,9 @@
 //! (feature, metric) saying `regression`, `no_regression` or `inconclusive` (how many more
 //! requests would decide it), a check per conformance or routing finding the baseline did not
 //! have, and the gate's [`GateVerdict`]. Runs of different corpus content, features or load
-//! shapes are refused ([`refuse`]); a different target or length is said, not refused.
+//! shapes are refused (`refuse`); a different target or length is said, not refused.
 //!
-//! Method ([`judge`]): the percentile bootstrap over requests ([`bootstrap`]), the two runs
+//! Method (`judge`): the percentile bootstrap over requests ([`bootstrap`]), the two runs
 //! resampled independently, the interval then widened by the self-audit's bound on each run's
 //! figure. A latency regresses when the whole widened interval of its growth lies past the
 //! threshold (+10 % *and* +20 ms by default); no regression when the whole of it lies below.

@@ -8,7 +8,7 @@
 //! expectations; vendored ones are listed as going to GitLab's cloud gateway (a hybrid setup,
 //! not a leak: the scenario is then not `fully_self_hosted`); disabled ones must not answer.
 //! The token is sent to the instance only, and written nowhere. What the instance returns is
-//! data: read strictly ([`answer`]) and written by a serializer ([`scenario`]).
+//! data: read strictly (`answer`) and written by a serializer (`scenario`).
 
 mod answer;
 mod scenario;

@@ -208,7 +208,7 @@ fn feature(parts: &mut Parts, v: &mut Values, s: &FeatureSetting, taps: &BTreeMa
     }
 }
 
-/// The scenario for these settings; `gitlab` is the instance's URL (shown without credentials).
+/// The scenario for these settings; `gitlab` is the instance's URL (checked: no credentials).
 pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSetting]) -> Written {
     let mut values = Values::default();
     let mut doc = head();
@@ -253,15 +253,8 @@ pub fn scenario(gitlab: &str, models: &[SelfHostedModel], settings: &[FeatureSet
 
 /// The comment on top: where the scenario came from and what the site's environment must give.
 fn header(gitlab: &str, models: usize, settings: usize, hybrid: bool) -> String {
-    let mut from = reqwest::Url::parse(gitlab).map_or_else(
-        |_| gitlab.to_owned(),
-        |mut u| {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        },
-    );
-    from = shown(from.trim_end_matches('/'));
+    // `init` refused a URL with credentials; quoted all the same, as any outside text.
+    let from = shown(gitlab.trim_end_matches('/'));
     let routing = if hybrid {
         "Some features are vendored: the setup is hybrid, so not every answer must reach a tap."
     } else {

@@ -1,9 +1,9 @@
 //! Secret redaction, one rule set for every path that writes (record, the corpus commands, run
 //! folders, reports, the console, logs), applied before anything reaches disk, a terminal or
 //! another host. Two rules, each in its module:
-//! - [`shapes`]: a value that looks like a secret, wherever it stands (the secrets the harness
+//! - `shapes`: a value that looks like a secret, wherever it stands (the secrets the harness
 //!   holds, [`register_secret`]; JWTs; token formats; PEM private keys; URL passwords);
-//! - [`names`]: a value under a name that speaks of a credential (headers, gRPC metadata, JSON
+//! - `names`: a value under a name that speaks of a credential (headers, gRPC metadata, JSON
 //!   fields, `name=value` in text, query and form parameters, multipart parts).
 //!
 //! Traffic and what a server says about it (captured requests, error messages) get both
@@ -16,7 +16,7 @@ mod names;
 mod rules;
 mod shapes;
 
-pub use names::{secret_name, secret_parameter};
+pub use names::secret_name;
 pub use rules::{apply_rules, Mode, Rule};
 
 use serde_json::{Map, Value};
