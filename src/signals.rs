@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{LazyLock, Once};
 use tokio::sync::watch;
 
-/// Signals received since [`install`].
+/// Signals received since [`install`]: lock-free, for the pacer's read before every send.
 static RECEIVED: AtomicU32 = AtomicU32::new(0);
-/// The same count, for those who wait on it.
+/// The same count, for those who wait on it (a watch's read takes a lock).
 static COUNT: LazyLock<watch::Sender<u32>> = LazyLock::new(|| watch::channel(0).0);
 static INSTALL: Once = Once::new();
 

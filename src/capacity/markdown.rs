@@ -2,7 +2,7 @@
 //! beside the measurement, read from the typed [`Capacity`].
 
 use super::Capacity;
-use crate::report::markdown::cell;
+use crate::escape::markdown_code as cell;
 use std::fmt::Write;
 
 fn f(v: Option<f64>, d: usize) -> String {

@@ -182,30 +182,6 @@ fn scrub(rec: &mut RequestRecord) {
     // Response headers were redacted as they arrived (`redact::headers`, known secrets included).
 }
 
-/// A 2xx answer in a framing its route does not have (an HTML page on a streaming route, chat
-/// in SSE instead of NDJSON, a whole JSON body for a streamed request): a protocol breach.
-fn misfit(
-    framing: Framing,
-    status: u16,
-    ct: &str,
-    it: &crate::corpus::Interaction,
-) -> Option<(ErrorClass, String)> {
-    if !(200..300).contains(&status) {
-        return None;
-    }
-    if framing == Framing::Text {
-        let m = format!(
-            "HTTP {status} with content type '{}', which fits no framing of {}",
-            crate::escape::console(ct),
-            it.request.path
-        );
-        return Some((ErrorClass::Framing, m));
-    }
-    framing
-        .misfit(&it.request.path, it.streams())
-        .map(|m| (ErrorClass::Framing, m))
-}
-
 /// With taps, a copy of the body carrying this send's nonce (registered for the tap collector
 /// and kept in the record); `None` sends the prepared body. A session carries it in its goal,
 /// which the service puts in the model's prompt.
@@ -276,7 +252,11 @@ async fn exchange(
         .unwrap_or("");
     let framing = Framing::detect(&it.request.path, ct);
     rec.framing = Some(framing);
-    let misfit = misfit(framing, status, ct, it);
+    // A 2xx in a framing its route does not have (an HTML page on a streaming route, chat in
+    // SSE): a protocol breach, even when its bytes decode.
+    let misfit = framing
+        .misfit(&rec.path, rec.stream, status, ct)
+        .map(|m| (ErrorClass::Framing, m));
     let mut recorder = Recorder::new(framing, status);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {

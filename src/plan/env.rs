@@ -40,16 +40,21 @@ struct Problems {
 /// Expands every reference in `text`; see the module doc for the grammar.
 pub fn expand(text: &str) -> Result<String, String> {
     let mut problems = Problems::default();
+    let out = scan(text, Place::Bare, 1, &mut problems);
+    report(problems).map(|()| out)
+}
+
+/// `text` expanded, starting at `place` on line `line` (a default's text is scanned where its
+/// reference stands).
+fn scan(text: &str, mut place: Place, mut line: usize, p: &mut Problems) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut place = Place::Bare;
-    let mut line = 1;
     let mut rest = text;
     while !rest.is_empty() {
-        let taken = step(rest, &mut place, line, &mut out, &mut problems);
+        let taken = step(rest, &mut place, line, &mut out, p);
         line += rest[..taken].matches('\n').count();
         rest = &rest[taken..];
     }
-    report(problems).map(|()| out)
+    out
 }
 
 /// One step of the scan at the start of `rest`: copies or expands, moves `place`, returns the
@@ -130,16 +135,7 @@ fn reference(
         .filter(|v| !v.is_empty() || default.is_none());
     let text = match (value, default) {
         (Some(v), _) => written(name, &v, place, line, p),
-        (None, Some(d)) => {
-            let mut expanded = String::new();
-            let mut at = d;
-            let mut inner_place = place;
-            while !at.is_empty() {
-                let taken = step(at, &mut inner_place, line, &mut expanded, p);
-                at = &at[taken..];
-            }
-            expanded
-        }
+        (None, Some(d)) => scan(d, place, line, p),
         (None, None) => {
             p.unset.entry(name.to_owned()).or_default().push(line);
             String::new()

@@ -1,7 +1,8 @@
 //! Which framings a route answers in, as the real gateway does (`fixtures/captures/aigw-samples*`):
 //! `/v2/chat/agent` always in chat NDJSON; any other route streams a streamed request (SSE or
 //! raw text under `text/event-stream`) and answers a non-streamed one with one JSON document.
-//! A 2xx answer in another framing is a protocol breach, even when its bytes decode.
+//! A 2xx answer in another framing is a protocol breach, even when its bytes decode; so is one
+//! whose content type fits no framing at all (an HTML login page).
 
 use super::Framing;
 
@@ -9,9 +10,25 @@ use super::Framing;
 const CHAT_AGENT: &str = "/v2/chat/agent";
 
 impl Framing {
-    /// Why a 2xx answer in this framing does not fit `path` for a request that did (or did not)
-    /// ask for a stream; `None` when it fits.
-    pub fn misfit(self, path: &str, streamed: bool) -> Option<String> {
+    /// Why an answer with `status` in this framing (chosen from `content_type`) does not fit
+    /// `path` for a request that did (or did not) ask for a stream; `None` when it fits, and for
+    /// every answer that is not a 2xx (an error body has framings of its own).
+    pub fn misfit(
+        self,
+        path: &str,
+        streamed: bool,
+        status: u16,
+        content_type: &str,
+    ) -> Option<String> {
+        if !(200..300).contains(&status) {
+            return None;
+        }
+        if self == Self::Text {
+            return Some(format!(
+                "HTTP {status} with content type '{}', which fits no framing of {path}",
+                crate::escape::console(content_type)
+            ));
+        }
         let route = path.split('?').next().unwrap_or(path);
         let wanted = match (route == CHAT_AGENT, streamed) {
             (true, _) => "chat NDJSON (application/x-ndjson)",
@@ -19,7 +36,6 @@ impl Framing {
             (false, false) => "one JSON document (application/json)",
         };
         let fits = match (route == CHAT_AGENT, streamed, self) {
-            (_, _, Self::Text) => false,
             (true, _, f) => f == Self::ChatNdjson,
             (false, _, Self::ChatNdjson) => false,
             (false, true, f) => f != Self::Json,
@@ -59,9 +75,12 @@ mod tests {
     #[test]
     fn each_route_answers_in_its_framing() {
         for other in [Framing::RawText, Framing::Json, Framing::OpenAiSse] {
-            let m = other.misfit("/v2/chat/agent", true).unwrap();
+            let m = other.misfit("/v2/chat/agent", true, 200, "").unwrap();
             assert!(m.contains("chat NDJSON"), "{m}");
         }
+        assert!(Framing::Text
+            .misfit("/v1/completions", true, 500, "text/plain")
+            .is_none());
         // (framing, path, streamed, fits)
         for (framing, path, streamed, fits) in [
             (Framing::ChatNdjson, "/v2/chat/agent", true, true),
@@ -72,9 +91,10 @@ mod tests {
             (Framing::V4Sse, "/v4/code/suggestions", false, false),
             (Framing::ChatNdjson, "/v1/prompts/chat", true, false),
             (Framing::OpenAiSse, "/v1/chat/completions", true, true),
+            (Framing::Text, "/v2/code/completions", true, false),
         ] {
             assert_eq!(
-                framing.misfit(path, streamed).is_none(),
+                framing.misfit(path, streamed, 200, "").is_none(),
                 fits,
                 "{framing:?} {path}"
             );

@@ -199,7 +199,7 @@ fn not_proxied(headers: &HeaderMap) -> Option<String> {
     Some(format!(
         "record does not proxy protocol upgrades ({}): it records HTTP exchanges of Duo's routes \
          only; nothing was forwarded or written",
-        crate::escape::console(&String::from_utf8_lossy(upgrade.as_bytes()))
+        String::from_utf8_lossy(upgrade.as_bytes())
     ))
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Report, StageStatus};
 use crate::compare::Outcome;
+use crate::escape::markdown_code as cell;
 use crate::verdict::{Severity, Verdict};
 use std::fmt::Write;
 
@@ -20,12 +21,6 @@ fn badge(v: Verdict) -> &'static str {
         Verdict::Invalid => "⚠️ **invalid measurement**",
         Verdict::Error => "💥 **harness error**",
     }
-}
-
-/// Text that may hold a server's or an instance's words, inert in GitLab Markdown: a one-line
-/// code span (see [`crate::escape::markdown_code`]).
-pub fn cell(s: &str) -> String {
-    crate::escape::markdown_code(s)
 }
 
 /// Agent Platform sessions, one line per feature that has them.
