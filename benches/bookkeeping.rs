@@ -68,9 +68,10 @@ fn per_request(c: &mut Criterion) {
         r#"{"v":1,"id":"b","feature":"code_completions","request":{"method":"POST","path":"/v1/completions","body":{"model":"codestral-22b","prompt":"def f():","max_tokens":32,"stream":true}}}"#,
     )
     .unwrap();
-    let prepared = Prepared::new(it, None, None, None);
+    let prepared = Prepared::new(it, None, &Default::default());
     let target = Target {
         client: reqwest::Client::new(),
+        fresh: reqwest::Client::new(),
         base_url: "http://127.0.0.1:1".into(),
         auth: duo_harness::drive::Auth::new(
             &serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:1"})).unwrap(),

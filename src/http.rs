@@ -27,6 +27,23 @@ pub fn client(
     ca_bundle: Option<&Path>,
     accept_invalid_certs: bool,
 ) -> Result<reqwest::Client, ClientError> {
+    Ok(builder(ca_bundle, accept_invalid_certs)?.build()?)
+}
+
+/// As [`client`], keeping no connection idle: each request goes on a fresh one (the retry of a
+/// request whose pooled connection the server had closed).
+pub fn unpooled_client(
+    ca_bundle: Option<&Path>,
+    accept_invalid_certs: bool,
+) -> Result<reqwest::Client, ClientError> {
+    let b = builder(ca_bundle, accept_invalid_certs)?;
+    Ok(b.pool_max_idle_per_host(0).build()?)
+}
+
+fn builder(
+    ca_bundle: Option<&Path>,
+    accept_invalid_certs: bool,
+) -> Result<reqwest::ClientBuilder, ClientError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         // Under open-loop load every in-flight request holds a connection; keeping them all
@@ -57,7 +74,7 @@ pub fn client(
     if accept_invalid_certs {
         b = b.danger_accept_invalid_certs(true);
     }
-    Ok(b.build()?)
+    Ok(b)
 }
 
 /// An error with every cause after it (`a: b: c`): reqwest's own text hides the cause.

@@ -10,6 +10,8 @@ mod developers;
 mod env;
 mod load;
 mod rate;
+mod remap;
+pub use remap::Remap;
 
 mod capacity;
 mod output;
@@ -90,6 +92,10 @@ pub struct Scenario {
     /// Backends' metrics read during the run.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Recorded model endpoints moved to this stack: `"<recorded endpoint>" = "<URL>"` or
+    /// `"twin:<backend>"` (see `plan::remap`).
+    #[serde(default)]
+    pub remap: BTreeMap<String, String>,
 }
 
 /// The scenario's routing expectations.
@@ -220,6 +226,9 @@ pub struct Overrides {
     /// passing run is stored as `[gate] baseline`.
     #[serde(default)]
     pub first_run: bool,
+    /// `--remap OLD=NEW` (repeatable): over the scenario's `[remap]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remap: Vec<String>,
 }
 
 /// Why a plan could not be made (exit code 2).
@@ -272,6 +281,9 @@ pub struct Plan {
     pub gate: GateSpec,
     pub capacity: CapacitySpec,
     pub metrics: MetricsSpec,
+    /// Recorded model endpoints and where they go now (`[remap]`, then `--remap`).
+    #[serde(default, skip_serializing_if = "Remap::is_empty")]
+    pub remap: Remap,
     /// `<UTC start>-<scenario name>`.
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
@@ -294,6 +306,7 @@ impl Plan {
                 .models
                 .values()
                 .any(|m| m.endpoint.starts_with("twin:"))
+            || self.remap.twins().next().is_some()
             || self.taps.iter().any(|t| t.backend.is_some())
     }
 
@@ -322,7 +335,7 @@ fn invalid(path: &Path, message: impl Into<String>) -> PlanError {
 /// one section at a time, each checked once. `started` (a UTC timestamp) and the scenario name
 /// make the run id.
 pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan, PlanError> {
-    let sc = read_scenario(path)?;
+    let (sc, raw) = read_scenario(path)?;
     let at = |m: String| invalid(path, m);
     let base = path.parent().unwrap_or(Path::new("."));
     let (corpus_path, more_corpora) = corpora(&sc, &overrides, base).map_err(at)?;
@@ -336,7 +349,8 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     let gate = gate(&sc, base).map_err(at)?;
     let load = load(&sc, &overrides, &conformance).map_err(at)?;
     check::scenario(&sc).map_err(at)?;
-    let target = target(&sc, base, target_url.is_none()).map_err(at)?;
+    let target = target(&sc, &raw, base, target_url.is_none()).map_err(at)?;
+    let remap = Remap::resolve(&sc.remap, &overrides.remap).map_err(at)?;
     let run_id = format!("{started}-{}", sc.name);
     let run_dir = overrides
         .out
@@ -378,6 +392,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         gate,
         capacity: sc.capacity,
         metrics: sc.metrics,
+        remap,
         embedded_backend,
         run_id,
         run_dir,
@@ -385,14 +400,17 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     })
 }
 
-/// The scenario file, its `${VAR}`s expanded, parsed.
-fn read_scenario(path: &Path) -> Result<Scenario, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+/// The scenario file, its `${VAR}`s expanded, parsed; and as written (empty where the text
+/// is no TOML before expansion), to tell the paths the environment gave.
+fn read_scenario(path: &Path) -> Result<(Scenario, toml::Table), PlanError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
         path: path.into(),
         source,
     })?;
-    let text = env::expand(&text).map_err(|m| invalid(path, m))?;
-    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))
+    let text = env::expand(&raw).map_err(|m| invalid(path, m))?;
+    let sc =
+        toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_owned()))?;
+    Ok((sc, toml::from_str(&raw).unwrap_or_default()))
 }
 
 /// `corpus` (or `--corpus`): the first file, and the others read after it as one corpus.
@@ -528,8 +546,23 @@ fn load(
     Ok(load)
 }
 
-/// `[target]`: its auth complete, its files resolved against the scenario's folder.
-fn target(sc: &Scenario, base: &Path, embedded: bool) -> Result<Target, String> {
+/// A `[target]` path: one the environment gave whole (`"${VAR}"`, as typed in a shell) resolves
+/// against the working directory, as the shell's own paths do; one written in the file against
+/// the scenario's folder. `raw` is the scenario's text before expansion.
+fn env_path(raw: &toml::Table, key: &str, base: &Path, path: &Path) -> PathBuf {
+    let written = raw
+        .get("target")
+        .and_then(|t| t.get(key))
+        .and_then(|v| v.as_str());
+    match written.is_some_and(|w| w.starts_with("${")) {
+        true => path.to_path_buf(),
+        false => base.join(path),
+    }
+}
+
+/// `[target]`: its auth complete, its files resolved against the scenario's folder (or, given
+/// by the environment, the working directory).
+fn target(sc: &Scenario, raw: &toml::Table, base: &Path, embedded: bool) -> Result<Target, String> {
     let mut target = sc.target.clone();
     match target.auth {
         AuthKind::Bearer if target.token_env.is_none() => {
@@ -540,7 +573,7 @@ fn target(sc: &Scenario, base: &Path, embedded: bool) -> Result<Target, String> 
                 .key_file
                 .as_ref()
                 .ok_or("target.auth = 'mint' needs target.key_file")?;
-            target.key_file = Some(base.join(key));
+            target.key_file = Some(env_path(raw, "key_file", base, key));
         }
         _ => {}
     }
@@ -548,8 +581,11 @@ fn target(sc: &Scenario, base: &Path, embedded: bool) -> Result<Target, String> 
     target.ca_bundle = target
         .ca_bundle
         .filter(|c| !c.as_os_str().is_empty())
-        .map(|c| base.join(c));
-    if embedded && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass {
+        .map(|c| env_path(raw, "ca_bundle", base, &c));
+    // Minted tokens may be for an external DWS beside the embedded gateway (which ignores them).
+    let external_dws = sc.target.dws.as_deref().is_some_and(|d| d != "embedded");
+    let for_dws = external_dws && sc.target.auth == AuthKind::Mint;
+    if embedded && sc.stack.is_none() && sc.target.auth != AuthKind::Bypass && !for_dws {
         return Err(
             "the default embedded stack runs with auth bypassed: use target.auth = 'bypass'".into(),
         );
@@ -558,40 +594,4 @@ fn target(sc: &Scenario, base: &Path, embedded: bool) -> Result<Target, String> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("s.toml");
-        std::fs::write(&p, text).unwrap();
-        (d, p)
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_with_line() {
-        let (_d, p) =
-            write("name = \"x\"\ncorpus = \"c.jsonl\"\nspeed = 3\n[target]\nurl = \"embedded\"\n");
-        let e = resolve(&p, Overrides::default(), "r")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 3") && e.contains("speed"), "{e}");
-    }
-
-    #[test]
-    fn overrides_win_and_fallback_applies() {
-        let (_d, p) = write(
-            "name = \"x\"\ncorpus = \"c.jsonl\"\n[target]\nurl = \"embedded\"\n[models.duo_chat]\nname = \"mistral\"\nendpoint = \"twin:a\"\nidentifier = \"custom_openai/m\"\n",
-        );
-        let o = Overrides {
-            target: Some("http://127.0.0.1:1/".into()),
-            out: Some("/tmp/o".into()),
-            ..Overrides::default()
-        };
-        let plan = resolve(&p, o, "r").unwrap();
-        assert_eq!(plan.target_url.as_deref(), Some("http://127.0.0.1:1"));
-        assert_eq!(plan.run_dir, PathBuf::from("/tmp/o"));
-        assert_eq!(plan.model_for("duo_chat_fix_code").unwrap().name, "mistral");
-        assert!(plan.model_for("code_completions").is_none());
-    }
-}
+mod tests;

@@ -130,6 +130,8 @@ pub struct TapAgg {
 pub struct RunningTap {
     pub spec: TapSpec,
     pub url: String,
+    /// The backend it forwards to.
+    pub upstream: String,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -182,6 +184,7 @@ pub async fn start(
     Ok(RunningTap {
         spec: spec.clone(),
         url,
+        upstream: upstream.trim_end_matches('/').to_owned(),
         server,
     })
 }
@@ -259,6 +262,18 @@ impl Taps {
                     .map(|rest| format!("{}{rest}", t.url)),
                 _ => None,
             })
+    }
+
+    /// The backend behind a routed endpoint: what the preflight asks, so its question is no
+    /// call of the run's in the taps.
+    pub fn unroute(&self, endpoint: &str) -> String {
+        self.running
+            .iter()
+            .find_map(|t| {
+                let rest = endpoint.strip_prefix(t.url.as_str())?;
+                (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", t.upstream))
+            })
+            .unwrap_or_else(|| endpoint.to_owned())
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -227,11 +227,12 @@ fn knee_scenario(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std:
 #[test]
 fn a_search_that_cannot_go_on_keeps_its_probes_and_exits_by_its_cause() {
     let tmp = tempfile::tempdir().unwrap();
-    // A backend that does not serve the corpus's model answers 404: broken, not full (exit 1).
+    // A backend that fails every answer of the corpus's model (it lists it, so the preflight
+    // passes): broken, not full (exit 1).
     let broken = knee_scenario(tmp.path(), |t| {
         t.replace(
             r#"models = ["codestral-22b"]"#,
-            r#"models = ["another-model"]"#,
+            "models = [\"codestral-22b\"]\nfail_models = [\"codestral-22b\"]",
         )
     });
     let out = tmp.path().join("broken");

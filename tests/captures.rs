@@ -59,7 +59,8 @@ fn shape(framing: Framing, chunks: &[Vec<u8>]) -> (Vec<String>, Result<(), Breac
             Event::End => "end",
             Event::Action(_) => "action",
             Event::Error(_) => "error",
-            Event::Shape(_) => continue, // compared on its own below
+            Event::Shape(_) => continue,  // compared on its own below
+            Event::Finish(_) => continue, // how it ended: counted, not structure
         };
         if kinds.last().map(String::as_str) != Some(k) || k != "content+" {
             kinds.push(k.to_owned());

@@ -166,6 +166,67 @@ fn a_session_unlike_its_case_fails_the_run() {
     assert_eq!(f["errors_by_class"]["grpc_status"], 1, "{f}");
 }
 
+/// The same sessions, their cases' steps in another order: one the real service produces under
+/// load (a queued `INPUT_REQUIRED` checkpoint before the status event; checkpoint writes before
+/// the last save) passes; one it never produces (a save moved past the final fetch, the tool
+/// before its approval) is a session unlike its case.
+#[test]
+fn sessions_are_judged_on_the_order_the_service_guarantees() {
+    let reorder = |id: &str, new_id: &str, edit: &dyn Fn(&mut Vec<String>)| {
+        let mut line = case(id);
+        let mut steps: Vec<String> =
+            serde_json::from_value(line["session"]["expect"]["steps"].clone()).unwrap();
+        edit(&mut steps);
+        line["id"] = new_id.into();
+        line["session"]["expect"]["steps"] = serde_json::json!(steps);
+        line
+    };
+    let swap = |a: &'static str, b: &'static str| {
+        move |s: &mut Vec<String>| {
+            let i = s.iter().position(|x| x == a).unwrap();
+            let j = s.iter().rposition(|x| x == b).unwrap();
+            s.swap(i, j);
+        }
+    };
+    let allowed = [
+        reorder(
+            "dap-chat-text",
+            "queued-status",
+            &swap("status:require_input", "newCheckpoint:INPUT_REQUIRED"),
+        ),
+        reorder("dap-flow-agentic-chat-v1", "writes-first", &|s| {
+            let w = s.iter().position(|x| x == "checkpoint:writes").unwrap();
+            let moved = s.remove(w);
+            s.insert(w - 1, moved);
+        }),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("allowed");
+    let (code, printed) = run(&scenario(d.path(), &allowed, MODELS), &out);
+    assert_eq!(code, 0, "{printed}");
+    let never = [
+        reorder("dap-chat-text", "save-after-get", &|s| {
+            let last = s.iter().rposition(|x| x == "checkpoint:save").unwrap();
+            let moved = s.remove(last);
+            s.push(moved);
+        }),
+        reorder(
+            "dap-chat-tool",
+            "tool-first",
+            &swap("graphql:tool_call_approved", "runReadFile"),
+        ),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("never");
+    let (code, printed) = run(&scenario(d.path(), &never, MODELS), &out);
+    assert_eq!(code, 1, "{printed}");
+    let sm = common::json_file(&out.join("summary.json"));
+    assert_eq!(
+        sm["features"]["duo_agent_platform_agentic_chat"]["sessions"]["mismatched"], 2,
+        "{sm}"
+    );
+}
+
 #[test]
 fn unauthenticated_and_upstream_down_end_as_captured() {
     let d = tempfile::tempdir().unwrap();
@@ -200,10 +261,11 @@ fn unauthenticated_and_upstream_down_end_as_captured() {
         + "\n[load]\non_failed_preflight = \"send\"\n";
     let out = d.path().join("down");
     let (code, printed) = run(&scenario(d.path(), &[line], &down), &out);
-    // The dead backend fails `models` (the run fails), and the session still ends as captured.
-    assert_eq!(code, 1, "{printed}");
+    // The dead backend fails `models` (exit 3: the stack is not there), and the session still
+    // ends as captured.
+    assert_eq!(code, 3, "{printed}");
     let summary = common::json_file(&out.join("summary.json"));
-    assert!(common::finding_message(&summary, "preflight").contains("models"));
+    assert!(common::finding_message(&summary, "model_endpoint").contains("models"));
     let r = &common::results(&out)[0];
     assert_like_capture(r, "err_upstream_down");
 }

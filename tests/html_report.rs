@@ -42,8 +42,19 @@ fn the_html_report_renders_offline_in_chromium() {
     assert!(canvases >= 2 * 3 + 3 + 2, "{check}");
     assert_eq!(check["blank"], 0, "every chart draws: {check}");
     let headings = check["headings"].to_string();
+    // The report opens with its answer: the overview is the first section, on the first screen.
+    assert_eq!(check["headings"][0], "Overview", "{check}");
+    let top = check["overview_top"].as_f64().unwrap();
+    assert!(
+        top >= 0.0 && top < check["screen_height"].as_f64().unwrap(),
+        "{check}"
+    );
+    assert_eq!(
+        check["overview_chart"], true,
+        "the latency chart draws: {check}"
+    );
     for h in [
-        "Findings",
+        "Errors and warnings",
         "Features",
         "Over time",
         "Load: target against achieved",

@@ -260,7 +260,7 @@ fn a_refusing_backend_a_missing_baseline_and_an_unserved_model_are_no_go() {
     let mut site = Site::new(&urls, d.path());
     site.chat_backend = Some(&refused);
     let (code, log, out) = site.run("refused", &["--first-run"]);
-    assert_eq!(code, 1, "{log}");
+    assert_eq!(code, 3, "the stack is not there: {log}");
     assert_eq!(status_of(&out, "models"), "failed", "{:?}", stages(&out));
     assert_eq!(
         common::results(&out).len(),
@@ -268,7 +268,7 @@ fn a_refusing_backend_a_missing_baseline_and_an_unserved_model_are_no_go() {
         "stopped before the load: {log}"
     );
     let summary = common::json_file(&out.join("summary.json"));
-    let message = common::finding_message(&summary, "preflight");
+    let message = common::finding_message(&summary, "model_endpoint");
     assert!(message.contains("duo_chat"), "{message}");
     for later in ["replay", "slo", "gate"] {
         assert_eq!(status_of(&out, later), "skipped", "{later}");
@@ -288,10 +288,10 @@ fn a_refusing_backend_a_missing_baseline_and_an_unserved_model_are_no_go() {
     let mut site = Site::new(&urls, d.path());
     site.chat_model = "mistral-8x7b";
     let (code, log, out) = site.run("unserved", &["--first-run"]);
-    assert_eq!(code, 1, "{log}");
+    assert_eq!(code, 3, "{log}");
     assert_eq!(status_of(&out, "models"), "failed");
     let summary = common::json_file(&out.join("summary.json"));
-    let message = common::finding_message(&summary, "preflight");
+    let message = common::finding_message(&summary, "model_endpoint");
     assert!(message.contains("not 'mistral-8x7b'"), "{message}");
     assert!(
         !d.path().join("baseline/plan.json").exists(),

@@ -45,6 +45,7 @@ fn fixture() -> (duo_harness::verdict::Summary, Aggregate) {
             ttft_ms: Some(300.0),
             tpot_ms: None,
             e2e_ms: None,
+            max_length_share: None,
             attainment: 0.9,
         },
     );

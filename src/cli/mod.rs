@@ -51,6 +51,10 @@ pub enum Command {
         /// the scenario's `[gate] baseline`.
         #[arg(long, conflicts_with = "calibrate")]
         first_run: bool,
+        /// Move a recorded model endpoint to this stack: OLD=NEW, NEW a URL or twin:<backend>
+        /// (repeatable; over the scenario's [remap]).
+        #[arg(long = "remap", value_name = "OLD=NEW")]
+        remap: Vec<String>,
     },
     /// Record traffic through a streaming reverse proxy into a corpus (secrets redacted).
     Record {
@@ -349,6 +353,7 @@ async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
             load,
             calibrate,
             first_run,
+            remap,
         } => {
             let overrides = Overrides {
                 target,
@@ -357,6 +362,7 @@ async fn dispatch(cmd: Command) -> Result<Exit, Failure> {
                 load: load.into(),
                 calibrate,
                 first_run,
+                remap,
             };
             Ok(crate::run::run(&scenario, overrides).await?)
         }

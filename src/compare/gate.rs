@@ -130,12 +130,14 @@ pub fn judge(
     for stage in &preflight {
         if let StageStatus::Failed(m) = &stage.status {
             let m = format!("{}: {m}", stage.name);
-            summary.findings.push(Finding::new(
-                FindingKind::Preflight,
-                Severity::Error,
-                None,
-                m,
-            ));
+            // A model endpoint that does not serve its model is the stack not being there.
+            let kind = match stage.name.as_str() {
+                "models" => FindingKind::ModelEndpoint,
+                _ => FindingKind::Preflight,
+            };
+            summary
+                .findings
+                .push(Finding::new(kind, Severity::Error, None, m));
         }
     }
     let mode = RunMode::of(&current.plan.overrides);

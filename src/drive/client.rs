@@ -1,14 +1,10 @@
 //! Setting up requests: the HTTP client (custom CA bundle, certificate checks on unless turned
-//! off by name), auth headers (bearer or RS256 tokens minted once), the request body with the
-//! feature's model selection injected, and the reachability preflight.
+//! off by name), auth headers (bearer or RS256 tokens minted once), and the preflight's
+//! questions (health, a backend's model list). Requests themselves are made in `prepared`.
 //!
-//! In: the plan's target and model settings, and the corpus's interactions. Out: a
-//! `reqwest::Client`, header pairs, and one [`Prepared`] request per interaction (body
-//! serialised once, so the per-request cost under load is only the send).
+//! In: the plan's target and model settings. Out: a `reqwest::Client` and header pairs.
 
-use crate::corpus::Interaction;
 use crate::plan::{AuthKind, ModelSetting, Target};
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -175,44 +171,6 @@ fn mint(target: &Target) -> Result<String, DriveError> {
     .map_err(|e| DriveError::Config(format!("cannot sign a token with {}: {e}", path.display())))
 }
 
-/// The request body with the feature's model selection injected (a setting the scenario names
-/// for the feature itself replaces a recorded selection; one inherited from General Chat does
-/// not).
-pub fn body_for(it: &Interaction, model: Option<&ResolvedModel>) -> Value {
-    let mut body = it.request.body.clone();
-    if it.protocol == "grpc" {
-        return body; // a session's model goes in its metadata (`session_model_header`)
-    }
-    let (Some(m), Some(obj), false) = (
-        model,
-        body.as_object_mut(),
-        is_openai_path(&it.request.path),
-    ) else {
-        return body;
-    };
-    let recorded = obj.contains_key("model_metadata") || obj.contains_key("model_name");
-    if m.inherited && recorded {
-        return body; // replayed traffic keeps the selection GitLab sent
-    }
-    let s = &m.setting;
-    if it.request.path.starts_with("/v2/code/") || it.request.path == "/v2/completions" {
-        obj.insert("model_provider".into(), json!("litellm"));
-        obj.insert("model_name".into(), json!(s.name));
-        obj.insert("model_endpoint".into(), json!(m.endpoint));
-        obj.insert("model_identifier".into(), json!(s.identifier));
-        if let Some(k) = &m.api_key {
-            obj.insert("model_api_key".into(), json!(k));
-        }
-    } else {
-        let mut meta = json!({"provider": s.provider, "name": s.name, "endpoint": m.endpoint, "identifier": s.identifier});
-        if let Some(k) = &m.api_key {
-            meta["api_key"] = json!(k);
-        }
-        obj.insert("model_metadata".into(), meta);
-    }
-    body
-}
-
 /// Checks that something answers HTTP at `base_url` (any status counts).
 pub async fn preflight(client: &reqwest::Client, base_url: &str) -> Result<u16, DriveError> {
     let url = format!("{base_url}/monitoring/healthz");
@@ -262,175 +220,9 @@ pub async fn list_models(
         .collect())
 }
 
-/// One interaction ready to send: its body serialised once, its headers filtered.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub interaction: Interaction,
-    /// `None` for a request without a body.
-    pub body: Option<Bytes>,
-    /// The JSON body, kept when taps need a nonce planted in each send.
-    pub json: Option<Value>,
-    /// Recorded request headers to replay (hop-by-hop and auth headers removed).
-    pub headers: Vec<(String, String)>,
-}
-
-/// Headers never replayed from a recording: hop-by-hop ones, and auth (the target's own applies).
-const NOT_REPLAYED: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "transfer-encoding",
-    "authorization",
-];
-
-/// A recorded model selection whose key was redacted at capture gets the key the run was given
-/// (or loses the placeholder): `[REDACTED]` is never sent as a key.
-fn restore_model_key(body: &mut Value, key: Option<&str>) {
-    let redacted = |v: &Value| v.as_str() == Some(crate::redact::REDACTED);
-    let slots: [(&str, Option<&str>); 2] =
-        [("model_api_key", None), ("model_metadata", Some("api_key"))];
-    for (field, inner) in slots {
-        let Some(obj) = (match inner {
-            None => body.as_object_mut(),
-            Some(_) => body.get_mut(field).and_then(Value::as_object_mut),
-        }) else {
-            continue;
-        };
-        let name = inner.unwrap_or(field);
-        if !obj.get(name).is_some_and(redacted) {
-            continue;
-        }
-        match key {
-            Some(k) => obj.insert(name.to_owned(), json!(k)),
-            None => obj.remove(name),
-        };
-    }
-}
-
-impl Prepared {
-    /// Prepares `it` with the feature's model (and, for OpenAI targets, a model override). A
-    /// recorded model key that was redacted is replaced by `replay_key`, or left out.
-    pub fn new(
-        it: Interaction,
-        model: Option<&ResolvedModel>,
-        openai_model: Option<&str>,
-        replay_key: Option<&str>,
-    ) -> Self {
-        let mut body_json = body_for(&it, model);
-        restore_model_key(&mut body_json, replay_key);
-        if let (Some(m), true) = (openai_model, is_openai_path(&it.request.path)) {
-            body_json["model"] = json!(m);
-        }
-        let mut headers: Vec<(String, String)> = it
-            .request
-            .headers
-            .iter()
-            .filter(|(k, _)| !NOT_REPLAYED.contains(&k.to_ascii_lowercase().as_str()))
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-            .collect();
-        let raw = it.request.body_b64.as_deref().and_then(|b| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(b).ok()
-        });
-        let body = match raw {
-            Some(bytes) => Some(Bytes::from(bytes)),
-            None => (!body_json.is_null()).then(|| Bytes::from(body_json.to_string())),
-        };
-        let has_type = headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
-        if body.is_some() && !has_type && it.request.body_b64.is_none() {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        if it.protocol == "grpc" {
-            session_model_header(&mut headers, model, replay_key);
-        }
-        let json = (it.request.body_b64.is_none() && !body_json.is_null()).then_some(body_json);
-        Self {
-            interaction: it,
-            body,
-            json,
-            headers,
-        }
-    }
-}
-
-/// A session's self-hosted model: `x-gitlab-agent-platform-model-metadata` from the feature's
-/// setting (replacing a recorded one, unless the setting is inherited), or the recorded one
-/// with a key redacted at capture given again (or left out).
-fn session_model_header(
-    headers: &mut Vec<(String, String)>,
-    model: Option<&ResolvedModel>,
-    replay_key: Option<&str>,
-) {
-    let name = crate::dws::MODEL_METADATA_HEADER;
-    let recorded = headers
-        .iter()
-        .position(|(k, _)| k.eq_ignore_ascii_case(name));
-    let own = model.filter(|m| !(m.inherited && recorded.is_some()));
-    let value = if let Some(m) = own {
-        let s = &m.setting;
-        let mut meta = json!({"provider": s.provider, "name": s.name, "endpoint": m.endpoint, "identifier": s.identifier});
-        if let Some(k) = &m.api_key {
-            meta["api_key"] = json!(k);
-        }
-        meta
-    } else if let Some(i) = recorded {
-        let meta: Value = serde_json::from_str(&headers[i].1).unwrap_or(Value::Null);
-        let mut wrapped = json!({ "model_metadata": meta });
-        restore_model_key(&mut wrapped, replay_key);
-        wrapped["model_metadata"].take()
-    } else {
-        return;
-    };
-    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-    headers.push((name.to_owned(), value.to_string()));
-}
-
-/// OpenAI-compatible routes of a model backend (no Duo model selection applies).
-pub fn is_openai_path(path: &str) -> bool {
-    path.starts_with("/v1/chat/completions") || path.starts_with("/v1/completions")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_redacted_model_key_is_restored_or_left_out_never_sent() {
-        let mut flat = json!({"model_api_key": "[REDACTED]", "model_name": "codestral"});
-        restore_model_key(&mut flat, Some("sk-live"));
-        assert_eq!(flat["model_api_key"], "sk-live");
-        let mut meta = json!({"model_metadata": {"name": "mistral", "api_key": "[REDACTED]"}});
-        restore_model_key(&mut meta, None);
-        assert_eq!(meta, json!({"model_metadata": {"name": "mistral"}}));
-        let mut own = json!({"model_api_key": "sk-recorded-elsewhere"});
-        restore_model_key(&mut own, Some("sk-live"));
-        assert_eq!(own["model_api_key"], "sk-recorded-elsewhere");
-    }
-
-    #[test]
-    fn a_recorded_selection_is_kept_unless_the_feature_itself_is_set() {
-        let it: Interaction = serde_json::from_value(json!({
-            "v": 1, "id": "a", "feature": "duo_chat_explain_code",
-            "request": {"method": "POST", "path": "/v1/prompts/chat/explain_code",
-                        "body": {"inputs": {}, "model_metadata": {"name": "llama3", "endpoint": "http://recorded/v1"}}}
-        }))
-        .unwrap();
-        let setting: ModelSetting = serde_json::from_value(json!({
-            "name": "mistral", "endpoint": "http://scenario/v1", "identifier": "custom_openai/m"
-        }))
-        .unwrap();
-        let mut m = ResolvedModel {
-            setting,
-            endpoint: "http://scenario/v1".into(),
-            api_key: None,
-            inherited: true,
-        };
-        assert_eq!(body_for(&it, Some(&m))["model_metadata"]["name"], "llama3");
-        m.inherited = false;
-        assert_eq!(body_for(&it, Some(&m))["model_metadata"]["name"], "mistral");
-    }
 
     #[test]
     fn a_minted_token_is_renewed_when_due() {

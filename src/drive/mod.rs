@@ -12,13 +12,12 @@ pub mod client;
 pub mod developers;
 pub mod dispatch;
 pub mod dws_probe;
+pub mod prepared;
 pub mod rails;
 pub mod session;
 
-pub use client::{
-    auth_headers, body_for, client, list_models, preflight, Auth, DriveError, Prepared,
-    ResolvedModel,
-};
+pub use client::{auth_headers, client, list_models, preflight, Auth, DriveError, ResolvedModel};
+pub use prepared::{body_for, ModelCall, Prepared, Replay};
 
 use crate::http::error_chain;
 use crate::measure::recorder::{finish_tokens, Recorder};
@@ -32,6 +31,9 @@ use std::time::{Duration, Instant};
 /// What every request of a run shares.
 pub struct Target {
     pub client: reqwest::Client,
+    /// A client that keeps no connection: the one retry of a request whose pooled connection
+    /// the server had closed.
+    pub fresh: reqwest::Client,
     pub base_url: String,
     pub auth: Auth,
     pub timeout: Duration,
@@ -107,6 +109,15 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         content_events: 0,
         multi_event_reads: 0,
         multi_token_chunks: false,
+        stale_connection: false,
+        finish_reason: None,
+        asked_model: p
+            .json
+            .as_ref()
+            .filter(|_| prepared::is_openai_path(&it.request.path))
+            .and_then(|j| j["model"].as_str())
+            .map(str::to_owned),
+        served_model: None,
         error: None,
         session: None,
     }
@@ -225,18 +236,7 @@ async fn exchange(
     let url = format!("{}{}", t.base_url, it.request.path);
     let method = reqwest::Method::from_bytes(it.request.method.as_bytes())
         .map_err(|e| (ErrorClass::Connect, e.to_string()))?;
-    let mut req = t.client.request(method, &url);
-    let auth = t.auth.headers();
-    for (k, v) in p.headers.iter().chain(auth.iter()) {
-        req = req.header(k, v);
-    }
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| (send_error_class(&e), format!("{url}: {}", error_chain(&e))))?;
+    let resp = send_or_retry(t, p, &method, &url, body, rec).await?;
     rec.headers_ms = Some(ms(sent.elapsed()));
     let status = resp.status().as_u16();
     rec.status = Some(status);
@@ -285,6 +285,64 @@ async fn exchange(
         Some(m) => Err(m),
         None => judged,
     }
+}
+
+/// Sends the request; one that met a pooled connection the server had already closed (no byte
+/// of answer) is sent again, once, on a fresh connection, and the record says so.
+async fn send_or_retry(
+    t: &Target,
+    p: &Prepared,
+    method: &reqwest::Method,
+    url: &str,
+    body: Option<bytes::Bytes>,
+    rec: &mut RequestRecord,
+) -> Result<reqwest::Response, (ErrorClass, String)> {
+    let auth = t.auth.headers();
+    let request = |client: &reqwest::Client| {
+        let mut req = client.request(method.clone(), url);
+        for (k, v) in p.headers.iter().chain(auth.iter()) {
+            req = req.header(k, v);
+        }
+        match &body {
+            Some(body) => req.body(body.clone()),
+            None => req,
+        }
+    };
+    let failed = |e: &reqwest::Error, class| (class, format!("{url}: {}", error_chain(e)));
+    match request(&t.client).send().await {
+        Ok(r) => Ok(r),
+        Err(e) if stale(&e) => {
+            rec.stale_connection = true;
+            request(&t.fresh).send().await.map_err(|e| match stale(&e) {
+                true => failed(&e, ErrorClass::StaleConnection),
+                false => failed(&e, send_error_class(&e)),
+            })
+        }
+        Err(e) => Err(failed(&e, send_error_class(&e))),
+    }
+}
+
+/// The server had ended the connection before any byte of answer: reset, or closed before a
+/// message completed. A connection that could not be made (`is_connect`) is no such case.
+fn stale(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if e.is_connect() || e.is_timeout() {
+        return false;
+    }
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let io = err
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind);
+        if matches!(
+            io,
+            Some(BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof)
+        ) {
+            return true;
+        }
+        cur = err.source();
+    }
+    error_chain(e).contains("connection closed before message completed")
 }
 
 /// A request that failed before an answer: the harness's own resources (file descriptors), or

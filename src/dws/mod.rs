@@ -5,6 +5,7 @@
 //! In: `proto/duo_workflow.proto` and `proto/health.proto`, compiled by `build.rs` (protox and
 //! tonic, no system `protoc`). Out: prost messages, tonic clients and servers, step names.
 
+pub mod order;
 pub mod start;
 pub mod steps;
 

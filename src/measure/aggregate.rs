@@ -56,6 +56,13 @@ pub struct FeatureAgg {
     pub multi_event_reads: u64,
     /// Agent Platform sessions (gRPC lines), when the feature has any.
     pub sessions: Option<super::session::SessionAgg>,
+    /// Successful answers: whole or streamed, how they ended, which model served them.
+    pub answers: super::answers::Answers,
+    /// Requests that met a pooled connection the server had closed, and how their retry went.
+    pub stale: super::answers::StaleConnections,
+    /// Successful requests the SLO could not judge: every bound it sets is one the answer
+    /// cannot measure (TPOT of an answer that came whole).
+    pub slo_unjudged: u64,
     /// The first request errors: class and message (`id (METHOD path): class: message`).
     pub error_messages: Vec<(ErrorClass, String)>,
     /// Per corpus case (interaction id): what its measured sends came to (the JUnit cases).
@@ -102,8 +109,10 @@ impl FeatureAgg {
             let n = r.output_tokens.unwrap_or(0);
             self.min_tpot_tokens = Some(self.min_tpot_tokens.map_or(n, |m| m.min(n)));
         }
+        self.answers.add(r);
         match slo.map(|s| standing(&s, r)) {
             None => self.slo_met += 1,
+            Some(SloStanding::Unjudged) => self.slo_unjudged += 1,
             Some(SloStanding::Met { tpot_headroom_ms }) => {
                 self.slo_met += 1;
                 if let Some(h) = tpot_headroom_ms {
@@ -208,6 +217,8 @@ enum SloStanding {
     },
     /// Missed: the harness receive-side delay that would explain the miss (`None`: none would).
     Missed { correction_ms: Option<f64> },
+    /// Nothing to judge: the SLO bounds only what this answer cannot measure.
+    Unjudged,
 }
 
 /// Whether a request counts toward goodput: it succeeded and met every bound of the SLO.
@@ -222,6 +233,14 @@ pub fn meets(slo: &Slo, r: &RequestRecord) -> bool {
 /// [`RUNTIME_WAITS`] × `d`, the TPOT span (E2E − TTFT) moves by up to `d` either way. The
 /// smallest such `d` is the correction.
 fn standing(slo: &Slo, r: &RequestRecord) -> SloStanding {
+    // An answer that came whole has no time between tokens: its TPOT bound is not judged.
+    let slo = &Slo {
+        tpot_ms: slo.tpot_ms.filter(|_| !r.single_event()),
+        ..*slo
+    };
+    if slo.ttft_ms.or(slo.tpot_ms).or(slo.e2e_ms).is_none() {
+        return SloStanding::Unjudged;
+    }
     let late_by = r.sent_ms - r.intended_ms;
     let (ttft, e2e, tpot) = (
         r.ttft_from_intended_ms(),
@@ -299,6 +318,7 @@ impl Aggregate {
                 f.answered += u64::from(r.status.is_some_and(|s| (200..300).contains(&s)));
             }
         }
+        f.stale.add(r);
         if let (Disposition::Completed, Some(s)) = (r.disposition, &r.session) {
             let agg = f.sessions.get_or_insert_with(Default::default);
             agg.add(&r.id, r.end_ms, s);
@@ -446,6 +466,7 @@ mod tests {
             ttft_ms: Some(25.0),
             tpot_ms: Some(6.0),
             e2e_ms: None,
+            max_length_share: None,
             attainment: 0.99,
         };
         let mut agg = Aggregate::new(BTreeMap::from([("duo_chat".to_owned(), slo)]));

@@ -9,6 +9,7 @@
 //! core), [`probe`] its receive-side delay, [`tokenizer`] the servers' tokenizers.
 
 pub mod aggregate;
+pub mod answers;
 pub mod cpu;
 pub mod hist;
 pub mod probe;
@@ -78,6 +79,9 @@ pub enum ErrorClass {
     /// The harness itself ran out of a resource (file descriptors): the client's failure,
     /// never the target's.
     ClientResources,
+    /// The server had ended the connection before any byte of answer, on the pooled connection
+    /// and again on a fresh one (a request whose fresh retry answers is not an error).
+    StaleConnection,
 }
 
 impl ErrorClass {
@@ -96,6 +100,7 @@ impl ErrorClass {
             Self::Oversize => "oversize",
             Self::GrpcStatus => "grpc_status",
             Self::ClientResources => "client_resources",
+            Self::StaleConnection => "stale_connection",
         }
     }
 }
@@ -251,6 +256,20 @@ pub struct RequestRecord {
     /// Some content event was observed to hold more than one token: usage counted more tokens
     /// than there were events, or the tokenizer found several in one. Never set by a guess.
     pub multi_token_chunks: bool,
+    /// The request first went on a pooled connection the server had already ended (no byte of
+    /// answer), and was sent again once on a fresh one: what this record measured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale_connection: bool,
+    /// How the answer ended, as the server said (`stop`, `length`, `tool_calls`…; `None`: it
+    /// said nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// A direct OpenAI target: the model the request asked for...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_model: Option<String>,
+    /// ...and the model the answer says served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_model: Option<String>,
     pub error: Option<RequestError>,
     /// An Agent Platform session's own record (gRPC lines only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,6 +296,12 @@ impl RequestRecord {
     pub fn e2e_ms(&self) -> Option<f64> {
         self.last_content_ms
     }
+    /// The answer came as one content event (a non-streamed body, or a stream of one event):
+    /// its TTFT is the time to the whole answer, and TPOT and ITL are not measurable.
+    pub fn single_event(&self) -> bool {
+        // Records written before `content_events` was counted read it as 0: their timing says.
+        self.content_events == 1 || self.first_content_ms == self.last_content_ms
+    }
     /// Gaps between consecutive content chunks (vLLM's ITL, AIPerf's ICL).
     pub fn content_gaps_ms(&self) -> Vec<f64> {
         let times: Vec<f64> = self
@@ -289,6 +314,9 @@ impl RequestRecord {
     }
     /// (E2E − TTFT) / (output tokens − 1): vLLM's TPOT, GuideLLM's and AIPerf's ITL.
     pub fn tpot_ms(&self) -> Option<f64> {
+        if self.single_event() {
+            return None; // one event holds the whole answer: no time between its tokens
+        }
         let n = self.output_tokens?;
         let span = self.e2e_ms()? - self.ttft_ms()?;
         (n > 1).then(|| span / (n - 1) as f64)

@@ -108,7 +108,7 @@ fn apply(rec: &mut RequestRecord, t: f64, events: impl Iterator<Item = Event>, s
             Event::End => Some("end"),
             Event::Action(_) => Some("action"),
             Event::Error(_) => Some("error"),
-            Event::Shape(_) => None,
+            Event::Shape(_) | Event::Finish(_) => None,
         };
         if let Some(k) = kind.filter(|k| rec.events.last().is_none_or(|l| l != k)) {
             rec.events.push(k.to_owned());
@@ -137,6 +137,10 @@ fn apply(rec: &mut RequestRecord, t: f64, events: impl Iterator<Item = Event>, s
             }
             Event::Action(a) => rec.content.push_str(&a.to_string()),
             Event::Shape(v) => rec.json_shape = Some(v),
+            Event::Finish(f) => {
+                rec.finish_reason = f.reason.or(rec.finish_reason.take());
+                rec.served_model = f.model.or(rec.served_model.take());
+            }
             _ => {}
         }
     }

@@ -75,6 +75,13 @@ pub fn slo(feature: &str, s: &Slo) -> Result<(), String> {
     opt(&key("ttft_ms"), s.ttft_ms, 0.0, 1e7, true)?;
     opt(&key("tpot_ms"), s.tpot_ms, 0.0, 1e7, true)?;
     opt(&key("e2e_ms"), s.e2e_ms, 0.0, 1e7, true)?;
+    opt(
+        &key("max_length_share"),
+        s.max_length_share,
+        0.0,
+        1.0,
+        false,
+    )?;
     within(&key("attainment"), s.attainment, 0.0, 1.0, false)
 }
 

@@ -157,6 +157,10 @@ pub struct Slo {
     /// Share of completed requests that must meet every bound, or the verdict fails.
     #[serde(default = "default_attainment")]
     pub attainment: f64,
+    /// The most answers that may end cut by `max_tokens` (`finish_reason: length`), as a share
+    /// (0.05: 5 %). Unset: any share passes, and the summary still counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length_share: Option<f64>,
 }
 
 fn default_attainment() -> f64 {

@@ -32,6 +32,9 @@ pub struct Target {
     pub global_user_id: String,
     #[serde(default = "default_issuer")]
     pub issuer: String,
+    /// `mint`: the token's unit primitives. The default is what GitLab issues a Duo Enterprise
+    /// user (every feature, chat's tools and context, the Agent Platform): the scopes shape
+    /// the chat prompt, so snapshots recorded with one set fail against another.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
     /// The Duo Workflow Service the corpus's Agent Platform sessions (`grpc` lines) go to:
@@ -110,6 +113,28 @@ fn default_scopes() -> Vec<String> {
         "summarize_review",
         "resolve_vulnerability",
         "glab_ask_git_command",
+        // Chat's tools: the gateway offers chat only the tools the scopes allow, which shapes
+        // its prompt (about 3,580 input tokens with them, 1,140 without).
+        "ask_build",
+        "ask_commit",
+        "ask_epic",
+        "ask_issue",
+        "ask_merge_request",
+        "documentation_search",
+        "include_file_context",
+        "include_snippet_context",
+        "include_merge_request_context",
+        "include_issue_context",
+        "include_dependency_context",
+        "include_local_git_context",
+        "include_terminal_context",
+        "include_repository_context",
+        "include_directory_context",
+        "include_os_information_context",
+        "include_agent_user_environment_context",
+        // The Agent Platform.
+        "duo_agent_platform",
+        "duo_workflow_execute_workflow",
     ]
     .into_iter()
     .map(String::from)

@@ -88,6 +88,39 @@ pub enum Event {
     Error(String),
     /// A whole JSON body's shape ([`json_shape`]), for the protocol tier.
     Shape(Value),
+    /// How the answer ended (`finish_reason`; chat's `action` is `tool_calls`) and the model the
+    /// answer says served it. Read once per answer, from the event that finished it.
+    Finish(Finish),
+}
+
+/// How an answer ended, as the server said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finish {
+    pub reason: Option<String>,
+    pub model: Option<String>,
+}
+
+impl Finish {
+    /// From an OpenAI chunk or answer: `choices[0].finish_reason` and `model` (a string only:
+    /// the AIGW's `model` objects name no served model).
+    fn of_openai(v: &Value) -> Self {
+        let reason = &v["choices"][0]["finish_reason"];
+        Self {
+            reason: (!reason.is_null()).then(|| {
+                reason
+                    .as_str()
+                    .map_or_else(|| reason.to_string(), str::to_owned)
+            }),
+            model: v["model"].as_str().map(str::to_owned),
+        }
+    }
+
+    fn reason(reason: &str) -> Event {
+        Event::Finish(Self {
+            reason: Some(reason.to_owned()),
+            model: None,
+        })
+    }
 }
 
 /// The shape of a JSON value: keys kept, leaves replaced by their type, arrays by the shape of
@@ -334,7 +367,15 @@ impl Decoder {
                         Some(message) => out.push(Event::Error(message)),
                         None => {
                             self.finished |= c.finished;
+                            let finished = c.finished;
                             chunk_events(c, out);
+                            // Once per answer: the finishing chunk read again for its reason.
+                            if let Some(v) = finished
+                                .then(|| serde_json::from_str::<Value>(data).ok())
+                                .flatten()
+                            {
+                                out.push(Event::Finish(Finish::of_openai(&v)));
+                            }
                         }
                     }
                 }),
@@ -358,7 +399,9 @@ impl Decoder {
                 if matches!(&*l.kind, "final_answer_delta" | "unknown") {
                     // Mock mode's only line is `unknown`; a real answer ends on a finish.
                     self.finished |= l.kind == "unknown" || l.data.finish_reason.is_some();
-                    return vec![Event::Content(l.data.text.unwrap_or_default().into_owned())];
+                    let text = Event::Content(l.data.text.unwrap_or_default().into_owned());
+                    let finish = l.data.finish_reason.map(|r| Finish::reason(&r));
+                    return std::iter::once(text).chain(finish).collect();
                 }
             }
         }
@@ -388,8 +431,17 @@ impl Decoder {
         };
         match v["type"].as_str() {
             Some("final_answer_delta") => {
-                self.finished |= !data["finish_reason"].is_null();
-                text()
+                let reason = &data["finish_reason"];
+                self.finished |= !reason.is_null();
+                let mut out = text();
+                if !reason.is_null() {
+                    out.push(Finish::reason(
+                        &reason
+                            .as_str()
+                            .map_or_else(|| reason.to_string(), str::to_owned),
+                    ));
+                }
+                out
             }
             Some("unknown") => {
                 self.finished = true;
@@ -397,7 +449,7 @@ impl Decoder {
             }
             Some("action") => {
                 self.finished = true;
-                vec![Event::Action(data.clone())]
+                vec![Event::Action(data.clone()), Finish::reason("tool_calls")]
             }
             Some("usage") => {
                 self.finished = true;
@@ -437,8 +489,8 @@ struct ChatTextLine<'a> {
 struct ChatText<'a> {
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
-    #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 /// The message of an in-band error event (`data: {"error": …}`, as vLLM and OpenAI send it
@@ -501,92 +553,11 @@ fn json_events(v: &Value) -> Vec<Event> {
             })
         });
     out.extend(usage.map(Event::Usage));
+    if v.get("choices").is_some() {
+        out.push(Event::Finish(Finish::of_openai(v)));
+    }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_framings() {
-        assert_eq!(
-            Framing::detect("/v4/code/suggestions", "text/event-stream; charset=utf-8"),
-            Framing::V4Sse
-        );
-        assert_eq!(
-            Framing::detect("/v2/code/completions", "text/event-stream; charset=utf-8"),
-            Framing::RawText
-        );
-        assert_eq!(
-            Framing::detect("/v2/prompts/chat/explain_code", "text/event-stream"),
-            Framing::PromptsNdjson
-        );
-        assert_eq!(
-            Framing::detect("/v2/chat/agent", "application/x-ndjson; charset=utf-8"),
-            Framing::ChatNdjson
-        );
-        assert_eq!(
-            Framing::detect("/v1/chat/completions", "text/event-stream"),
-            Framing::OpenAiSse
-        );
-        assert_eq!(Framing::detect("/x", "text/plain"), Framing::Text);
-    }
-
-    #[test]
-    fn raw_text_keeps_split_utf8_together() {
-        let mut d = Decoder::new(Framing::RawText);
-        let bytes = "é".as_bytes();
-        assert!(d.push(&bytes[..1]).is_empty());
-        assert_eq!(d.push(&bytes[1..]), vec![Event::Content("é".into())]);
-        assert!(d.finish().1.is_ok());
-    }
-
-    #[test]
-    fn garbage_is_a_framing_error() {
-        let mut d = Decoder::new(Framing::ChatNdjson);
-        d.push(b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"a\"}}\nnot json\n");
-        assert!(d.finish().1.unwrap_err().message().contains("not JSON"));
-        let mut d = Decoder::new(Framing::OpenAiSse);
-        d.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
-        assert!(d.finish().1.unwrap_err().message().contains("[DONE]"));
-    }
-
-    #[test]
-    fn completion_markers_and_in_band_errors() {
-        let chunk = |fin: &str| {
-            format!("data: {{\"choices\":[{{\"text\":\"x\",\"finish_reason\":{fin}}}]}}\n\n")
-        };
-        let mut d = Decoder::new(Framing::OpenAiSse);
-        d.push(chunk("null").as_bytes());
-        d.push(b"data: [DONE]\n\n");
-        assert!(!d.complete());
-        assert!(matches!(d.finish().1, Err(Breach::Truncated(_))));
-        let mut d = Decoder::new(Framing::OpenAiSse);
-        d.push(chunk("\"length\"").as_bytes());
-        d.push(b"data: [DONE]\n\n");
-        assert!(d.complete());
-        assert_eq!(d.finish().1, Ok(()));
-        let mut d = Decoder::new(Framing::OpenAiSse);
-        let ev = d.push(
-            b"data: {\"error\": {\"object\": \"error\", \"message\": \"out of KV cache\"}}\n\n",
-        );
-        assert_eq!(ev, vec![Event::Error("out of KV cache".into())]);
-        let mut d = Decoder::new(Framing::ChatNdjson);
-        d.push(b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"a\", \"finish_reason\": null}}\n");
-        assert!(matches!(d.finish().1, Err(Breach::Truncated(_))));
-        let mut d = Decoder::new(Framing::PromptsNdjson);
-        d.push(b"{\"content\": \"a\"}\n{\"content\": \"\", \"usage\": {\"m\": {\"input_tokens\": 1, \"output_tokens\": 1}}}\n");
-        assert!(d.complete());
-    }
-
-    #[test]
-    fn an_endless_ndjson_line_is_oversize_in_linear_time() {
-        let mut d = Decoder::new(Framing::ChatNdjson);
-        let piece = vec![b'x'; 64 << 10];
-        while !d.stopped() {
-            d.push(&piece);
-        }
-        assert!(matches!(d.finish().1, Err(Breach::Oversize(_))));
-    }
-}
+mod tests;

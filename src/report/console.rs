@@ -43,7 +43,8 @@ impl Summary {
             let row = [
                 mark("ttft", ms(l.ttft.p50)),
                 mark("ttft", ms(l.ttft.p99)),
-                mark("tpot", ms(l.tpot.p50)),
+                f.tpot_shown(|| mark("tpot", ms(l.tpot.p50)))
+                    .replace(crate::verdict::NOT_MEASURABLE, "n/m"),
                 mark("e2e", ms(l.e2e.p99)),
                 mark("goodput", good),
                 mark("output_tokens", f.output_tokens.to_string()),
@@ -54,6 +55,7 @@ impl Summary {
                 k, f.requests, f.errors, row[0], row[1], row[2], row[3], row[4], row[5]
             ));
         }
+        out.push_str(&self.whole_answers_line());
         if marked {
             out.push_str(
                 "marks: ~ estimated from token counts without usage; ! degraded: the harness's own \
@@ -61,6 +63,7 @@ impl Summary {
             );
         }
         out.push_str(&self.coverage_lines());
+        out.push_str(&self.errors_by_class_line());
         let l = &self.load;
         let rate = |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{r:.1}"));
         out.push_str(&format!(
@@ -86,6 +89,39 @@ impl Summary {
 
 impl Summary {
     /// The self-audit: the schedule against the intended one, then the receive side and CPU.
+    /// Features whose answers all came whole: what their TTFT and TPOT cells mean.
+    fn whole_answers_line(&self) -> String {
+        let mut out = String::new();
+        let whole: Vec<&str> = self
+            .features
+            .iter()
+            .filter(|(_, f)| f.answers.all_single_event())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !whole.is_empty() {
+            out.push_str(&format!(
+                "n/m: not measurable. Answers that came whole ({}): TTFT is the time to the whole \
+                 answer; TPOT and ITL are not measurable and no SLO is judged on them\n",
+                whole.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Errors by class as well as by kind: `connect` (unreachable) is not `stale_connection`.
+    fn errors_by_class_line(&self) -> String {
+        let mut out = String::new();
+        if !self.errors_by_class.is_empty() {
+            let classes: Vec<String> = self
+                .errors_by_class
+                .iter()
+                .map(|(c, n)| format!("{} {n}", c.name()))
+                .collect();
+            out.push_str(&format!("errors by class: {}\n", classes.join(", ")));
+        }
+        out
+    }
+
     fn audit_lines(&self) -> String {
         let l = &self.load;
         let s = &l.send_lateness_ms;
@@ -275,6 +311,10 @@ impl Summary {
             out.push_str(&format!(
                 "and {hidden} more findings in {hidden_groups} groups: summary.json\n"
             ));
+        }
+        for (kind, n, first) in self.notes_folded() {
+            let first = crate::escape::console(first);
+            out.push_str(&format!("info: {kind} ×{n}: {first}\n"));
         }
         out
     }

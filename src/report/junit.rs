@@ -162,11 +162,15 @@ fn feature_suite(r: &Report, feature: &str) -> TestSuite {
 /// the feature and found nothing there.
 fn stage_detail(f: &FeatureSummary, stage: StageName, findings: &[&Finding]) -> Option<String> {
     let l = &f.latency_ms;
+    let ttft = match f.answers.all_single_event() {
+        true => "time to the whole answer",
+        false => "TTFT",
+    };
     let figures = format!(
-        "TTFT p50 {} p99 {} ms, TPOT p50 {} ms, E2E p99 {} ms",
+        "{ttft} p50 {} p99 {} ms, TPOT p50 {}, E2E p99 {} ms",
         num(l.ttft.p50),
         num(l.ttft.p99),
-        num(l.tpot.p50),
+        f.tpot_shown(|| format!("{} ms", num(l.tpot.p50))),
         num(l.e2e.p99)
     );
     let found = findings.iter().any(|x| x.kind.stage() == stage);

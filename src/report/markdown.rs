@@ -19,7 +19,7 @@ fn badge(v: Verdict) -> &'static str {
         Verdict::Pass => "✅ **pass**",
         Verdict::Fail => "❌ **fail**",
         Verdict::Invalid => "⚠️ **invalid measurement**",
-        Verdict::Error => "💥 **harness error**",
+        Verdict::Error => "💥 **error** (harness or infrastructure)",
     }
 }
 
@@ -109,14 +109,18 @@ fn features(out: &mut String, s: &crate::verdict::Summary) {
             .as_ref()
             .and_then(|g| g.attainment)
             .map_or("–".into(), |a| format!("{:.1} %", a * 100.0));
+        let whole = match f.answers.all_single_event() {
+            true => " (whole answer)",
+            false => "",
+        };
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} / {} | {} | {} | {attained} |",
+            "| {name} | {} | {} | {} / {}{whole} | {} | {} | {attained} |",
             f.requests,
             f.errors,
             num(l.ttft.p50),
             num(l.ttft.p99),
-            num(l.tpot.p50),
+            f.tpot_shown(|| num(l.tpot.p50)),
             num(l.e2e.p99)
         );
     }
@@ -174,6 +178,22 @@ fn comparison(out: &mut String, c: &crate::compare::Comparison) {
     }
 }
 
+/// The `info` notes: one line, each kind once with its count.
+fn notes(out: &mut String, s: &crate::verdict::Summary) {
+    let notes: Vec<String> = s
+        .notes_folded()
+        .into_iter()
+        .map(|(kind, n, _)| format!("`{kind}` ×{n}"))
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNotes: {} (summary.json has each).",
+            notes.join(", ")
+        );
+    }
+}
+
 /// The findings that are not notes, errors first (by the kind table's rank), each kind folded
 /// into one line with a count and the features it names: a comment stays a few KB.
 fn findings(out: &mut String, s: &crate::verdict::Summary) {
@@ -191,6 +211,7 @@ fn findings(out: &mut String, s: &crate::verdict::Summary) {
         }
     }
     if folded.is_empty() {
+        notes(out, s);
         return;
     }
     let order = |f: &crate::verdict::Finding| (f.severity != Severity::Error, f.kind.rank());
@@ -215,4 +236,5 @@ fn findings(out: &mut String, s: &crate::verdict::Summary) {
             cell(&f.message)
         );
     }
+    notes(out, s);
 }

@@ -8,7 +8,7 @@
 //! off what is in flight, and still writes the summary of what was measured.
 
 use crate::corpus::{self, CorpusError, Interaction};
-use crate::drive::{self, DriveError, Prepared, ResolvedModel};
+use crate::drive::{self, DriveError, Prepared};
 use crate::exit::Exit;
 use crate::measure::aggregate::Aggregate;
 use crate::measure::tokenizer::Tokenizers;
@@ -19,6 +19,7 @@ use crate::results::RunFolder;
 
 mod documents;
 mod load;
+mod models;
 mod preflight;
 mod references;
 mod sizing;
@@ -28,6 +29,7 @@ use crate::twin::{self, StackError, StackUrls};
 use crate::verdict::{self, RunInfo};
 use documents::{write_documents, write_live};
 use load::drive_load;
+use models::{resolve_models, resolve_remap, secret_from_env};
 use preflight::preflight_or_a_stop;
 use references::{conformance_stage, refuse_second_first_run, store_first_baseline};
 use std::path::{Path, PathBuf};
@@ -65,62 +67,6 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
         path: path.into(),
         source,
     }
-}
-
-/// A secret read from the environment variable a scenario names (`key` says where), registered
-/// so that it is scrubbed from everything the harness writes or prints.
-fn secret_from_env(key: &str, var: Option<&str>) -> Result<Option<String>, RunError> {
-    let Some(var) = var else {
-        return Ok(None);
-    };
-    let value =
-        std::env::var(var).map_err(|_| RunError::Config(format!("{key}: {var} is not set")))?;
-    crate::redact::register_secret(&value);
-    Ok(Some(value))
-}
-
-/// Resolves every feature's model setting (endpoints `twin:<backend>` need the embedded stack).
-fn resolve_models(
-    plan: &Plan,
-    urls: Option<&StackUrls>,
-    taps: Option<&Taps>,
-    features: &[String],
-) -> Result<Vec<(String, ResolvedModel)>, RunError> {
-    let mut out = Vec::new();
-    for f in features {
-        let Some(setting) = plan.model_for(f) else {
-            continue;
-        };
-        let tapped = taps.and_then(|t| t.route(&setting.endpoint));
-        let endpoint = match setting.endpoint.strip_prefix("twin:") {
-            _ if tapped.is_some() => tapped.unwrap_or_default(),
-            Some(name) => {
-                let urls = urls.ok_or_else(|| {
-                    RunError::Config(format!(
-                        "models.{f}: endpoint '{}' needs the twin stack, which did not start",
-                        setting.endpoint
-                    ))
-                })?;
-                let b = urls.backends.get(name).ok_or_else(|| {
-                    RunError::Config(format!("models.{f}: no twin backend named '{name}'"))
-                })?;
-                b.openai_base.clone()
-            }
-            None => setting.endpoint.clone(),
-        };
-        let key = format!("models.{f}.api_key_env");
-        let api_key = secret_from_env(&key, setting.api_key_env.as_deref())?;
-        out.push((
-            f.clone(),
-            ResolvedModel {
-                setting: setting.clone(),
-                endpoint,
-                api_key,
-                inherited: !plan.models.contains_key(f),
-            },
-        ));
-    }
-    Ok(out)
 }
 
 /// Every corpus file of the plan, as one corpus: ids must stay unique across the files.
@@ -246,7 +192,6 @@ struct Setup {
     auth: drive::Auth,
     tokenizers: Tokenizers,
     taps: Option<Taps>,
-    models: Vec<(String, ResolvedModel)>,
     prepared: Vec<Prepared>,
     schedule: schedule::Schedule,
     /// `[metrics]` targets: (name, URL of its /metrics).
@@ -295,6 +240,12 @@ async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
     )?;
     let scrape = scrape_targets(plan, urls.as_ref())?;
     let dws = dws_target(plan, urls.as_ref(), &interactions)?;
+    let remap = resolve_remap(plan, urls.as_ref(), taps.as_ref())?;
+    let replay = drive::Replay {
+        openai_model: plan.target.model.as_deref(),
+        replay_key: replay_key.as_deref(),
+        remap: Some(&remap),
+    };
     let prepared: Vec<Prepared> = interactions
         .into_iter()
         .map(|it| {
@@ -302,8 +253,7 @@ async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
                 .iter()
                 .find(|(f, _)| *f == it.feature)
                 .map(|(_, m)| m);
-            let default_model = plan.target.model.as_deref();
-            Prepared::new(it, model, default_model, replay_key.as_deref())
+            Prepared::new(it, model, &replay)
         })
         .collect();
     Ok(Setup {
@@ -316,7 +266,6 @@ async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
         tokenizers,
         taps,
         dws,
-        models,
         prepared,
         schedule,
         scrape,
@@ -378,8 +327,14 @@ async fn measure(
     let sink =
         ResultsSink::create(&results_path, plan.output.chunks).map_err(write_err(&results_path))?;
     let taps = setup.taps;
+    let fresh = crate::http::unpooled_client(
+        plan.target.ca_bundle.as_deref(),
+        plan.target.danger_accept_invalid_certs,
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
     let target = Arc::new(drive::Target {
         client: setup.client,
+        fresh,
         base_url: setup.base_url,
         auth: setup.auth,
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
@@ -550,6 +505,12 @@ pub async fn run(scenario: &Path, overrides: Overrides) -> Result<Exit, RunError
         setup.schedule = schedule::Schedule::none();
     } else if let Some(why) = crate::compare::stages::stopped_by(&preflight, policy) {
         // A stack that fails its preflight gets no load: the answer is already "no".
+        for (name, failed) in preflight.iter().filter_map(|s| match &s.status {
+            report::StageStatus::Failed(m) => Some((&s.name, m)),
+            _ => None,
+        }) {
+            eprintln!("error: {name}: {}", crate::escape::console(failed));
+        }
         eprintln!("error: {}", crate::escape::console(&why));
         setup.schedule = schedule::Schedule::none();
     }

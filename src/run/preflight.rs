@@ -1,10 +1,9 @@
 //! The run's stages before its load: the gateway's health and the backends' model lists, each
 //! judged as a [`Stage`] (`preflight.json`, and a case in every report).
 
-use crate::drive::{self, ResolvedModel};
+use crate::drive;
 use crate::plan::Plan;
 use crate::report::{Stage, StageStatus};
-use crate::twin::StackUrls;
 
 /// The gateway's health check as a stage: 2xx passes, 5xx fails, anything else (a target that
 /// is not an AIGW, such as a bare backend) is noted and skipped.
@@ -66,60 +65,121 @@ pub(super) async fn dws_stage(dws: Option<&drive::session::DwsTarget>) -> Option
     })
 }
 
-/// Each backend the model settings name lists the model they name (`GET <endpoint>/models`).
-/// Asked of the backend itself, never through a tap (the call is no request of the run's).
-pub(super) async fn models_stage(
-    client: &reqwest::Client,
-    plan: &Plan,
-    urls: Option<&StackUrls>,
-    models: &[(String, ResolvedModel)],
-) -> Option<Stage> {
-    if models.is_empty() {
+/// One endpoint the replay will call, with what is asked of it and by whom.
+#[derive(Default)]
+struct Asked {
+    models: std::collections::BTreeSet<String>,
+    features: std::collections::BTreeSet<String>,
+    api_key: Option<String>,
+    /// The target itself (an OpenAI route of it), not a backend the gateway calls.
+    direct: bool,
+}
+
+/// Every distinct model endpoint the replay will make the gateway call (or, on a direct target,
+/// call itself), after the scenario's settings and the remap: the backend behind a tap, so the
+/// question is no call of the run's.
+fn endpoints_asked(setup: &super::Setup) -> std::collections::BTreeMap<String, Asked> {
+    let direct_key = setup.auth.headers().iter().find_map(|(k, v)| {
+        let bearer = v.strip_prefix("Bearer ");
+        k.eq_ignore_ascii_case("authorization")
+            .then_some(bearer)
+            .flatten()
+            .map(str::to_owned)
+    });
+    let mut out: std::collections::BTreeMap<String, Asked> = Default::default();
+    for p in &setup.prepared {
+        let Some(call) = p.model_call(&setup.base_url) else {
+            continue;
+        };
+        let endpoint = match &setup.taps {
+            Some(t) => t.unroute(&call.endpoint),
+            None => call.endpoint,
+        };
+        let asked = out.entry(endpoint).or_default();
+        asked.models.extend(call.model);
+        asked.features.insert(p.interaction.feature.clone());
+        let key = if call.direct {
+            direct_key.clone()
+        } else {
+            call.api_key
+        };
+        asked.api_key = asked.api_key.take().or(key);
+        asked.direct |= call.direct;
+    }
+    out
+}
+
+/// Why an endpoint cannot serve what it will be asked, if it cannot: the backend does not
+/// answer `GET <endpoint>/models`, or does not list a model it will be asked for.
+async fn endpoint_fault(client: &reqwest::Client, endpoint: &str, asked: &Asked) -> Option<String> {
+    let listed = drive::list_models(client, endpoint, asked.api_key.as_deref()).await;
+    let missing: Vec<&str> = match &listed {
+        Ok(ids) => asked
+            .models
+            .iter()
+            .filter(|m| !ids.contains(m))
+            .map(String::as_str)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let why = match listed {
+        // A direct target that cannot list its models is no proof of a wrong one: the answers'
+        // own `model` still is (a routing finding). A gateway's backend must list them.
+        Err(_) if asked.direct => return None,
+        Err(e) => e.to_string(),
+        Ok(_) if missing.is_empty() => return None,
+        Ok(ids) => format!(
+            "GET {endpoint}/models lists [{}], not {}",
+            ids.join(", "),
+            missing
+                .iter()
+                .map(|m| format!("'{m}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let features: Vec<&str> = asked.features.iter().map(String::as_str).collect();
+    let hint = match reqwest::Url::parse(endpoint) {
+        Ok(u) if !u.path().trim_end_matches('/').ends_with("/v1") => {
+            " (hint: an OpenAI-compatible endpoint usually ends in /v1, as the stack's \
+             `openai_base` does)"
+        }
+        _ => "",
+    };
+    Some(format!(
+        "model endpoint {endpoint} (used by {}): {why}{hint}",
+        features.join(", ")
+    ))
+}
+
+/// Each model endpoint the replay will call lists every model it will be asked for
+/// (`GET <endpoint>/models`). `None`: the replay names no endpoint (the gateway's defaults).
+pub(super) async fn models_stage(client: &reqwest::Client, setup: &super::Setup) -> Option<Stage> {
+    let asked = endpoints_asked(setup);
+    if asked.is_empty() {
         return None;
     }
-    let (mut missing, mut unlisted, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lists: std::collections::BTreeMap<String, Result<Vec<String>, drive::DriveError>> =
-        Default::default();
-    for (feature, m) in models.iter().filter(|(f, _)| plan.models.contains_key(f)) {
-        let base = match m.setting.endpoint.strip_prefix("twin:") {
-            Some(name) => match urls.and_then(|u| u.backends.get(name)) {
-                Some(b) => b.openai_base.clone(),
-                None => continue,
-            },
-            None => m.setting.endpoint.clone(),
-        };
-        if !lists.contains_key(&base) {
-            let listed = drive::list_models(client, &base, m.api_key.as_deref()).await;
-            lists.insert(base.clone(), listed);
-        }
-        let id = m
-            .setting
-            .identifier
-            .split_once('/')
-            .map_or(m.setting.identifier.as_str(), |(_, id)| id);
-        match &lists[&base] {
-            Ok(ids) if ids.iter().any(|i| i == id) => {
-                seen.push(format!("{feature}: {id} at {base}"))
-            }
-            Ok(ids) => missing.push(format!(
-                "{feature}: {base}/models lists [{}], not '{id}' (models.{feature}.identifier)",
-                ids.join(", ")
+    let (mut faults, mut seen) = (Vec::new(), Vec::new());
+    for (endpoint, a) in &asked {
+        match endpoint_fault(client, endpoint, a).await {
+            Some(f) => faults.push(f),
+            None => seen.push(format!(
+                "{endpoint}: [{}] for {}",
+                a.models.iter().cloned().collect::<Vec<_>>().join(", "),
+                a.features.iter().cloned().collect::<Vec<_>>().join(", ")
             )),
-            Err(e) => unlisted.push(format!("{feature}: {e}")),
         }
     }
-    let detail = seen.join("\n");
     // A backend that cannot say what it serves (refused, timed out, answered an error) serves
-    // nothing the run can vouch for: that fails the stage as surely as a missing identifier.
-    let failed: Vec<String> = missing.into_iter().chain(unlisted).collect();
-    let status = match failed.is_empty() {
-        false => StageStatus::Failed(failed.join("; ")),
+    // nothing the run can vouch for: that fails the stage as surely as a missing model.
+    let status = match faults.is_empty() {
+        false => StageStatus::Failed(faults.join("; ")),
         true => StageStatus::Passed,
     };
     Some(Stage {
         name: "models".into(),
         status,
-        detail,
+        detail: seen.join("\n"),
     })
 }
 
@@ -189,7 +249,7 @@ pub(super) async fn preflight_or_a_stop(
     })?;
     let mut stages = vec![health_stage(&setup.base_url, health)];
     let rest = async {
-        let models = models_stage(&setup.client, plan, setup.urls.as_ref(), &setup.models);
+        let models = models_stage(&setup.client, setup);
         let mut more: Vec<Stage> = models.await.into_iter().collect();
         more.extend(dws_stage(setup.dws.as_ref()).await);
         more.extend(baseline_stage(plan));

@@ -67,6 +67,7 @@ fn feature_findings(features: &BTreeMap<String, FeatureSummary>) -> Vec<Finding>
     let mut out = Vec::new();
     for (k, f) in features {
         out.extend(slo_finding(k, f));
+        out.extend(answer_findings(k, f));
         for v in f.routing.iter().flat_map(|r| &r.violations) {
             let m = format!("{}: {}", v.kind.name(), v.message);
             out.push(Finding::new(
@@ -233,7 +234,17 @@ fn nothing_measured(load: &LoadSpec, agg: &Aggregate, l: &Load) -> Option<Findin
 
 fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
     let (slo, g) = (f.slo.as_ref()?, f.goodput.as_ref()?);
-    let attained = g.attainment?;
+    let Some(attained) = g.attainment else {
+        // No evidence is never a pass: an SLO that could judge no answer fails.
+        let m = format!(
+            "the SLO ({}) judged none of {} answers: they came whole (one event each), where \
+             TPOT is not measurable; bound TTFT (time to the whole answer) or E2E instead",
+            slo.describe(),
+            g.unjudged
+        );
+        return (g.unjudged > 0)
+            .then(|| Finding::new(FindingKind::Slo, Severity::Error, Some(feature), m));
+    };
     (attained < slo.attainment).then(|| {
         let m = format!(
             "{:.2} % of requests met the SLO ({}), below the {:.2} % required",
@@ -243,4 +254,107 @@ fn slo_finding(feature: &str, f: &FeatureSummary) -> Option<Finding> {
         );
         Finding::new(FindingKind::Slo, Severity::Error, Some(feature), m)
     })
+}
+
+/// How the feature's answers came: a TPOT bound not judged on answers that came whole, a share
+/// of answers cut by `max_tokens` past the scenario's bound, answers from another model.
+fn answer_findings(feature: &str, f: &FeatureSummary) -> Vec<Finding> {
+    let a = &f.answers;
+    let mut out = Vec::new();
+    let tpot_bound = f.slo.as_ref().and_then(|s| s.tpot_ms);
+    if let (Some(b), true) = (tpot_bound, a.single_event > 0) {
+        let m = format!(
+            "TPOT ≤ {b} ms was not judged on {} of {} answers: they came whole (one event), where \
+             TPOT and ITL are not measurable",
+            a.single_event,
+            a.total()
+        );
+        out.push(Finding::new(
+            FindingKind::Slo,
+            Severity::Warning,
+            Some(feature),
+            m,
+        ));
+    }
+    let bound = f.slo.as_ref().and_then(|s| s.max_length_share);
+    if let (Some(b), Some(share)) = (bound, a.length_share().filter(|s| *s > 0.0)) {
+        let m = format!(
+            "{:.2} % of answers ended cut by max_tokens (finish_reason length; {}), the scenario \
+             allows {:.2} %",
+            share * 100.0,
+            a.finish_line(),
+            b * 100.0
+        );
+        let severity = if share > b {
+            Severity::Error
+        } else {
+            Severity::Info
+        };
+        out.push(Finding::new(
+            FindingKind::LengthCapped,
+            severity,
+            Some(feature),
+            m,
+        ));
+    }
+    if let Some(st) = f.stale_connections {
+        let m = format!(
+            "{} requests went on a stale connection (a pooled connection the server had closed, \
+             no byte of answer): each was sent again once on a fresh connection, and {} of them \
+             answered. A server that closes keep-alive connections after errors does this",
+            st.seen, st.retried_ok
+        );
+        out.push(Finding::new(
+            FindingKind::RequestError,
+            Severity::Warning,
+            Some(feature),
+            m,
+        ));
+    }
+    for (pair, n) in &a.other_model {
+        let m = format!(
+            "{n} answers were served by another model than asked ({pair}): the target fell back \
+             to a model it has, so the run measured the wrong one"
+        );
+        out.push(Finding::new(
+            FindingKind::Routing,
+            Severity::Error,
+            Some(feature),
+            m,
+        ));
+    }
+    out
+}
+
+impl FeatureSummary {
+    /// Every answer came whole (one event): TTFT is the time to the whole answer, and TPOT and
+    /// ITL are not measurable. How every output shows a TPOT figure: the number, or that.
+    pub fn tpot_shown(&self, shown: impl FnOnce() -> String) -> String {
+        match self.answers.all_single_event() {
+            true => NOT_MEASURABLE.to_owned(),
+            false => shown(),
+        }
+    }
+}
+
+/// What a figure an answer cannot carry is shown as.
+pub const NOT_MEASURABLE: &str = "not measurable";
+
+impl super::Summary {
+    /// The `info` notes folded by kind, in order of first appearance: (kind, how many, the
+    /// first one's message). Every output shows them so, after the errors and warnings.
+    pub fn notes_folded(&self) -> Vec<(FindingKind, usize, &str)> {
+        let mut out: Vec<(FindingKind, usize, &str)> = Vec::new();
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Info)
+        {
+            match out.iter_mut().find(|(k, _, _)| *k == f.kind) {
+                Some((_, n, _)) => *n += 1,
+                None => out.push((f.kind, 1, &f.message)),
+            }
+        }
+        out
+    }
 }

@@ -2,6 +2,7 @@
 //! it weighs on the verdict, and where it ranks on the console. Every output (console, HTML,
 //! JUnit, Markdown, `compare`, `capacity`) reads it from here.
 
+use super::{Finding, Severity, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// Declares the kinds once: the enum, its serde names and [`FindingKind::ALL`].
@@ -50,6 +51,7 @@ finding_kinds! {
     ConformanceContent => "conformance_content",
     SnapshotNew => "snapshot_new",
     Slo => "slo",
+    LengthCapped => "length_capped",
     InvalidMeasurement => "invalid_measurement",
     BurstDistorted => "burst_distorted",
     TokensEstimated => "tokens_estimated",
@@ -59,6 +61,7 @@ finding_kinds! {
     HostSteal => "host_steal",
     InternalError => "internal_error",
     Preflight => "preflight",
+    ModelEndpoint => "model_endpoint",
     Regression => "regression",
     GateUndecided => "gate_undecided",
     GateSkipped => "gate_skipped",
@@ -118,6 +121,9 @@ impl StageName {
 pub enum Weight {
     /// The harness itself failed: nothing it says can be trusted (verdict `error`).
     Harness,
+    /// What the run stands on is not there (a model endpoint that does not serve its model):
+    /// verdict `error`, exit 3, as an unreachable target.
+    Infrastructure,
     /// Fails the run whatever the self-audit says.
     Fails,
     /// The measurement is invalid (verdict `invalid`), unless something fails the run.
@@ -160,6 +166,7 @@ impl FindingKind {
             Interrupted => row(S::Replay, W::Fails, 2, true),
             InFlightCap => row(S::Replay, W::Fails, 2, true),
             Preflight => row(S::Preflight, W::Fails, 2, true),
+            ModelEndpoint => row(S::Preflight, W::Infrastructure, 1, true),
             ForeignResults => row(S::Replay, W::Fails, 2, true),
             FeaturesUnsent => row(S::Replay, W::Fails, 2, true),
             ConformanceNotRun => row(S::Conformance, W::Fails, 4, true),
@@ -172,6 +179,7 @@ impl FindingKind {
             GateRefused => row(S::Gate, W::Fails, 5, true),
             GateSkipped => row(S::Gate, W::Fails, 5, true),
             Slo => row(S::Slo, W::Timing, 5, false),
+            LengthCapped => row(S::Replay, W::Fails, 5, false),
             CutOff => row(S::Replay, W::Fails, 5, false),
             RequestError => row(S::Replay, W::Fails, 6, false),
             Session => row(S::Conformance, W::Fails, 7, false),
@@ -227,6 +235,34 @@ impl FindingKind {
 impl std::fmt::Display for FindingKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The verdict, from the findings' weights (`kind::Weight`): an internal error, or a model endpoint that
+/// does not serve its model, voids the run (`error`, exit 3); a
+/// failure that does not depend on timing (errors, protocol, routing, conformance, nothing
+/// measured, a regression judged with the self-audit's bounds) fails it whatever the self-audit
+/// says; otherwise an invalid measurement makes it `invalid`, a missed SLO fails it, and a gate
+/// that could not decide leaves it `invalid`: no evidence is never a pass.
+pub fn verdict(findings: &[Finding]) -> Verdict {
+    let weighs = |w: Weight| {
+        findings
+            .iter()
+            .any(|f| f.severity == Severity::Error && f.kind.weight() == w)
+    };
+    if findings.iter().any(|f| f.kind.weight() == Weight::Harness) || weighs(Weight::Infrastructure)
+    {
+        Verdict::Error
+    } else if weighs(Weight::Fails) {
+        Verdict::Fail
+    } else if weighs(Weight::Invalidates) {
+        Verdict::Invalid
+    } else if weighs(Weight::Timing) {
+        Verdict::Fail
+    } else if weighs(Weight::Undecided) {
+        Verdict::Invalid
+    } else {
+        Verdict::Pass
     }
 }
 

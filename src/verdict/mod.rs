@@ -26,8 +26,9 @@ use crate::plan::{LoadSpec, Routing, Slo};
 use crate::routing::RoutingSummary;
 use crate::schedule::Arrival;
 use crate::taps::{BackendAgg, TapAgg};
+pub use findings::NOT_MEASURABLE;
 pub use histograms::{histograms, FeatureHistograms, Histograms, HISTOGRAMS_SCHEMA};
-pub use kind::{FindingKind, StageName, Weight};
+pub use kind::{verdict, FindingKind, StageName, Weight};
 use serde::{Deserialize, Serialize};
 pub use stages::{Preflight, Stage, StageStatus, PREFLIGHT_SCHEMA};
 use std::collections::BTreeMap;
@@ -59,8 +60,12 @@ pub struct Throughput {
 pub struct Goodput {
     /// Successful requests that met every bound.
     pub met: u64,
-    /// `met` over completed requests.
+    /// `met` over completed requests the SLO could judge (`None`: it judged none).
     pub attainment: Option<f64>,
+    /// Successful requests the SLO could not judge: it bounds only what they cannot measure
+    /// (TPOT of an answer that came whole).
+    #[serde(default)]
+    pub unjudged: u64,
     /// `met` per second of the measured window.
     pub rps: f64,
 }
@@ -113,6 +118,12 @@ pub struct FeatureSummary {
     /// judges them as separate figures).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub modes: BTreeMap<StreamMode, ModeLatency>,
+    /// Successful answers: how many came whole, how they ended, which model served them.
+    #[serde(default)]
+    pub answers: crate::measure::answers::Answers,
+    /// Requests that met a pooled connection the server had closed, and their fresh retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_connections: Option<crate::measure::answers::StaleConnections>,
 }
 
 /// One stream mode's latencies within a feature.
@@ -191,7 +202,8 @@ pub enum Verdict {
     Fail,
     /// The harness could not measure what the scenario judges (its own schedule or delay).
     Invalid,
-    /// The harness itself failed (a panic): nothing it says can be trusted.
+    /// The harness itself failed (a panic), or what the run stands on is not there (a model
+    /// endpoint that does not serve its model): nothing measured can be trusted (exit 3).
     Error,
 }
 
@@ -365,10 +377,14 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
             output_tokens_per_s: per_s(f.output_tokens, window_s),
         },
         slo: slo.copied(),
-        goodput: slo.map(|_| Goodput {
-            met: f.slo_met,
-            attainment: (f.requests > 0).then(|| f.slo_met as f64 / f.requests as f64),
-            rps: per_s(f.slo_met, window_s),
+        goodput: slo.map(|_| {
+            let judged = f.requests.saturating_sub(f.slo_unjudged);
+            Goodput {
+                met: f.slo_met,
+                attainment: (judged > 0).then(|| f.slo_met as f64 / judged as f64),
+                unjudged: f.slo_unjudged,
+                rps: per_s(f.slo_met, window_s),
+            }
         }),
         trust: BTreeMap::new(),
         slo_audit: None,
@@ -378,6 +394,8 @@ fn feature_summary(f: &FeatureAgg, slo: Option<&Slo>, window_s: f64) -> FeatureS
         conformance: None,
         sessions: f.sessions.as_ref().map(sessions::summary),
         modes: BTreeMap::new(),
+        answers: f.answers.clone(),
+        stale_connections: (f.stale.seen > 0).then_some(f.stale),
     }
 }
 
@@ -546,32 +564,6 @@ fn load_summary(
         client: info.client.clone(),
         schedule: audit.schedule,
         receive: audit.receive,
-    }
-}
-
-/// The verdict, from the findings' weights (`kind::Weight`): an internal error voids the run; a
-/// failure that does not depend on timing (errors, protocol, routing, conformance, nothing
-/// measured, a regression judged with the self-audit's bounds) fails it whatever the self-audit
-/// says; otherwise an invalid measurement makes it `invalid`, a missed SLO fails it, and a gate
-/// that could not decide leaves it `invalid`: no evidence is never a pass.
-pub fn verdict(findings: &[Finding]) -> Verdict {
-    let weighs = |w: Weight| {
-        findings
-            .iter()
-            .any(|f| f.severity == Severity::Error && f.kind.weight() == w)
-    };
-    if findings.iter().any(|f| f.kind.weight() == Weight::Harness) {
-        Verdict::Error
-    } else if weighs(Weight::Fails) {
-        Verdict::Fail
-    } else if weighs(Weight::Invalidates) {
-        Verdict::Invalid
-    } else if weighs(Weight::Timing) {
-        Verdict::Fail
-    } else if weighs(Weight::Undecided) {
-        Verdict::Invalid
-    } else {
-        Verdict::Pass
     }
 }
 

@@ -42,6 +42,9 @@ window.addEventListener("load", () => setTimeout(() => {
     requests: performance.getEntriesByType("resource").map(r => r.name),
     headings: [...document.querySelectorAll("h2")].map(h => h.textContent),
     subheadings: [...document.querySelectorAll("h3")].map(h => h.textContent),
+    overview_top: (document.getElementById("overview") || {getBoundingClientRect: () => ({top: -1})}).getBoundingClientRect().top,
+    overview_chart: !!document.querySelector('#overview-chart svg rect'),
+    screen_height: window.innerHeight,
   });
   document.body.append(out);
 }, 500));

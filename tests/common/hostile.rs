@@ -1,6 +1,7 @@
 //! A hostile HTTP/1.1 server for the fault tests (test tree only): raw TCP, one request per
 //! connection (`connection: close`), the behaviour chosen per request by its `x-case` header.
-//! `GET /monitoring/healthz` always answers 200, so the run's preflight passes and the faults
+//! `GET /monitoring/healthz` always answers 200 and `GET /v1/models` lists `m`, so the run's
+//! preflight passes and the faults
 //! hit the measured requests. Every loop is bounded in time and bytes.
 
 use std::io::Write;
@@ -97,6 +98,13 @@ fn serve(mut s: TcpStream, count: &AtomicUsize, redirect_to: &str) {
         let _ = s.write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
         );
+        return;
+    }
+    if text.starts_with("GET /v1/models ") {
+        // The preflight's question: the corpus's one model, `m`, is served here.
+        let list = r#"{"object":"list","data":[{"id":"m"}]}"#;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", list.len());
+        let _ = s.write_all((head + list).as_bytes());
         return;
     }
     count.fetch_add(1, SeqCst);

@@ -75,8 +75,8 @@ pub fn pin_to(cpu: usize) {
     }
 }
 
-/// Reads one request head and body (by content-length); `false` if it is a GET.
-fn read_request(s: &mut TcpStream) -> Option<bool> {
+/// Reads one request head and body (by content-length); returns the head (lowercase).
+fn read_request(s: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     loop {
@@ -101,7 +101,7 @@ fn read_request(s: &mut TcpStream) -> Option<bool> {
             }
             buf.extend_from_slice(&tmp[..n]);
         }
-        return Some(head.starts_with("post"));
+        return Some(head);
     }
 }
 
@@ -120,7 +120,7 @@ fn event(i: usize, last: bool, pace: &Pace) -> String {
         String::new()
     };
     format!(
-        "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":{finish}}}]{usage}}}\n\n"
+        "data: {{\"id\":\"c\",\"object\":\"text_completion\",\"model\":\"codestral-22b\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":{finish}}}]{usage}}}\n\n"
     )
 }
 
@@ -149,11 +149,21 @@ fn sleep_until(deadline: Instant) {
 fn serve(mut s: TcpStream, pace: Pace, truth: &Truth) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = s.set_nodelay(true);
-    let Some(post) = read_request(&mut s) else {
+    let Some(head) = read_request(&mut s) else {
         return;
     };
     let start = Instant::now();
-    if !post {
+    if head.starts_with("get /v1/models ") {
+        // The preflight's question: the corpus's one model is served here.
+        let list = r#"{"object":"list","data":[{"id":"codestral-22b","object":"model"}]}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{list}",
+            list.len()
+        );
+        let _ = s.write_all(answer.as_bytes());
+        return;
+    }
+    if !head.starts_with("post") {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         return;
     }

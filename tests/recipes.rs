@@ -1,0 +1,71 @@
+//! The README's recipes for a real gateway, held to what they say: a key path the environment
+//! gives resolves against the working directory (where the user typed it), a written one against
+//! the scenario's folder; minted tokens carry a Duo Enterprise user's scopes; `auth = "mint"`
+//! goes with the embedded gateway and an external Duo Workflow Service.
+
+mod common;
+
+use std::path::Path;
+
+/// The quickstart's HTTP corpus, two requests, minting from `key_file` (as written), its
+/// sessions' DWS external: the scenario lives in `dir`, away from the repository.
+fn scenario(dir: &Path, key_file: &str) -> String {
+    let corpus = common::repo().join("fixtures/corpus/duo-default.jsonl");
+    let text = common::quickstart_with_corpus(&format!("{:?}", corpus.to_str().unwrap()))
+        .replace(
+            "auth = \"bypass\"",
+            &format!("auth = \"mint\"\nkey_file = \"{key_file}\""),
+        )
+        .replace("dws = \"embedded\"", "dws = \"http://127.0.0.1:1\"")
+        .replace(
+            "request_timeout_s",
+            "features = [\"code_completions\"]\nrequest_timeout_s",
+        );
+    let s = dir.join("s.toml");
+    let load = "[load]\nmax_requests = 2\nmax_send_lateness_ms = 1000\n";
+    std::fs::write(&s, format!("{text}\n{load}")).unwrap();
+    s.to_str().unwrap().to_owned()
+}
+
+fn run(scenario: &str, out: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = std::process::Command::new(common::bin());
+    c.args(["run", scenario, "--out", out.to_str().unwrap()]);
+    c.current_dir(common::repo()).env_remove("CI");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (o.status.code().unwrap_or(-1), common::printed(&o))
+}
+
+#[test]
+fn a_key_path_from_the_environment_resolves_where_it_was_typed() {
+    let d = tempfile::tempdir().unwrap();
+    let key = "tests/fixtures/keys/throwaway-aigw.pem"; // relative to the working directory
+    let s = scenario(d.path(), "${DUO_TEST_KEY}");
+    let out = d.path().join("env");
+    let (code, printed) = run(&s, &out, &[("DUO_TEST_KEY", key)]);
+    assert_eq!(code, 0, "mint, embedded gateway, external DWS: {printed}");
+    let plan = common::json_file(&out.join("plan.json"));
+    assert_eq!(plan["plan"]["target"]["key_file"], key, "{plan}");
+    let scopes = plan["plan"]["target"]["scopes"].to_string();
+    for s in [
+        "ask_issue",
+        "documentation_search",
+        "include_file_context",
+        "duo_agent_platform",
+    ] {
+        assert!(
+            scopes.contains(s),
+            "a Duo Enterprise user's scopes: {scopes}"
+        );
+    }
+    // Written in the file, the same path is the scenario folder's: not there.
+    let s = scenario(d.path(), key);
+    let (code, printed) = run(&s, &d.path().join("written"), &[]);
+    assert_eq!(code, 2, "{printed}");
+    assert!(
+        printed.contains(&d.path().join(key).display().to_string()),
+        "{printed}"
+    );
+}
