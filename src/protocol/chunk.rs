@@ -18,8 +18,19 @@ pub struct ChunkFields<'a> {
     pub text: Option<Cow<'a, str>>,
     /// `(prompt_tokens, completion_tokens)`.
     pub usage: Option<(u64, u64)>,
-    /// `choices[0].finish_reason` is present and not null: the model's answer is complete.
-    pub finished: bool,
+    /// `choices[0].finish_reason`, when present and not null: the model's answer is complete.
+    /// A value that is no string reads [`NOT_A_STRING`].
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+/// What a `finish_reason` that is not a string (a number, a list…) is recorded as.
+pub const NOT_A_STRING: &str = "(not a string)";
+
+impl ChunkFields<'_> {
+    /// The model's answer is complete.
+    pub fn finished(&self) -> bool {
+        self.finish_reason.is_some()
+    }
 }
 
 /// Parses one chunk: the scanner where it is sure, serde otherwise.
@@ -32,8 +43,15 @@ pub fn parse(data: &str) -> Result<ChunkFields<'_>, serde_json::Error> {
 
 /// The reference: typed serde structs, unknown fields skipped.
 pub fn parse_with_serde(data: &str) -> Result<ChunkFields<'_>, serde_json::Error> {
-    let c: SerdeChunk = serde_json::from_str(data)?;
-    let finished = c.choice.as_ref().is_some_and(|c| c.finish_reason.is_some());
+    let mut c: SerdeChunk = serde_json::from_str(data)?;
+    let finish_reason = c
+        .choice
+        .as_mut()
+        .and_then(|c| c.finish_reason.take())
+        .map(|r| match r {
+            serde_json::Value::String(s) => Cow::Owned(s),
+            _ => Cow::Borrowed(NOT_A_STRING),
+        });
     let text = c
         .choice
         .and_then(|c| c.delta.and_then(|d| d.content).or(c.text));
@@ -41,7 +59,7 @@ pub fn parse_with_serde(data: &str) -> Result<ChunkFields<'_>, serde_json::Error
         model: c.model,
         text,
         usage: c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
-        finished,
+        finish_reason,
     })
 }
 
@@ -105,7 +123,7 @@ impl<'a> Scanner<'a> {
             model: None,
             text: None,
             usage: None,
-            finished: false,
+            finish_reason: None,
         };
         let (mut model, mut choices, mut usage) = (false, false, false);
         self.object(|s, key| {
@@ -116,7 +134,7 @@ impl<'a> Scanner<'a> {
                 }
                 "choices" => {
                     (!std::mem::replace(&mut choices, true)).then_some(())?;
-                    (fields.text, fields.finished) = s.choices()?;
+                    (fields.text, fields.finish_reason) = s.choices()?;
                 }
                 "usage" => {
                     (!std::mem::replace(&mut usage, true)).then_some(())?;
@@ -170,8 +188,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// `choices`: the text and the finish of the first element, the others skipped.
-    fn choices(&mut self) -> Option<(Option<Cow<'a, str>>, bool)> {
-        let (mut choice, mut first) = ((None, false), true);
+    fn choices(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+        let (mut choice, mut first) = ((None, None), true);
         self.list(b'[', b']', |s| match std::mem::take(&mut first) {
             true => s.choice().map(|c| choice = c),
             false => s.skip(1),
@@ -179,18 +197,21 @@ impl<'a> Scanner<'a> {
         Some(choice)
     }
 
-    /// One choice: `delta.content`, else `text`; and whether `finish_reason` is set.
-    fn choice(&mut self) -> Option<(Option<Cow<'a, str>>, bool)> {
-        let (mut delta, mut text, mut finished) = (None, None, false);
+    /// One choice: `delta.content`, else `text`; and its `finish_reason`.
+    fn choice(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+        let (mut delta, mut text, mut finish) = (None, None, None);
         let (mut seen_delta, mut seen_text, mut seen_finish) = (false, false, false);
         self.object(|s, key| {
             match key {
                 "finish_reason" => {
                     (!std::mem::replace(&mut seen_finish, true)).then_some(())?;
-                    finished = !s.null();
-                    if finished {
-                        s.skip(2)?;
-                    }
+                    finish = match s.peek()? {
+                        b'"' | b'n' => s.nullable_string()?,
+                        _ => {
+                            s.skip(2)?;
+                            Some(Cow::Borrowed(NOT_A_STRING))
+                        }
+                    };
                 }
                 "delta" => {
                     (!std::mem::replace(&mut seen_delta, true)).then_some(())?;
@@ -204,7 +225,7 @@ impl<'a> Scanner<'a> {
             }
             Some(())
         })?;
-        Some((delta.or(text), finished))
+        Some((delta.or(text), finish))
     }
 
     /// `delta`: null, or an object whose `content` is a string or null.
@@ -409,7 +430,7 @@ struct SerdeChoice<'a> {
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
     #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
+    finish_reason: Option<serde_json::Value>,
 }
 
 #[derive(serde::Deserialize)]

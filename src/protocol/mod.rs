@@ -362,20 +362,18 @@ impl Decoder {
             // carried nothing is looked at again for an in-band error (`{"error": …}`).
             (Framing::V4Sse, Some("content_chunk")) | (Framing::OpenAiSse, _) => chunk::parse(data)
                 .map(|c| {
-                    let empty = c.text.is_none() && c.usage.is_none() && !c.finished;
+                    let empty = c.text.is_none() && c.usage.is_none() && !c.finished();
                     match empty.then(|| in_band_error(data)).flatten() {
                         Some(message) => out.push(Event::Error(message)),
                         None => {
-                            self.finished |= c.finished;
-                            let finished = c.finished;
+                            self.finished |= c.finished();
+                            // Once per answer: how it ended and what says it served it.
+                            let finish = c.finish_reason.as_deref().map(|r| Finish {
+                                reason: Some(r.to_owned()),
+                                model: c.model.as_deref().map(str::to_owned),
+                            });
                             chunk_events(c, out);
-                            // Once per answer: the finishing chunk read again for its reason.
-                            if let Some(v) = finished
-                                .then(|| serde_json::from_str::<Value>(data).ok())
-                                .flatten()
-                            {
-                                out.push(Event::Finish(Finish::of_openai(&v)));
-                            }
+                            out.extend(finish.map(Event::Finish));
                         }
                     }
                 }),
@@ -399,9 +397,10 @@ impl Decoder {
                 if matches!(&*l.kind, "final_answer_delta" | "unknown") {
                     // Mock mode's only line is `unknown`; a real answer ends on a finish.
                     self.finished |= l.kind == "unknown" || l.data.finish_reason.is_some();
-                    let text = Event::Content(l.data.text.unwrap_or_default().into_owned());
-                    let finish = l.data.finish_reason.map(|r| Finish::reason(&r));
-                    return std::iter::once(text).chain(finish).collect();
+                    let mut out =
+                        vec![Event::Content(l.data.text.unwrap_or_default().into_owned())];
+                    out.extend(l.data.finish_reason.map(|r| Finish::reason(&r)));
+                    return out;
                 }
             }
         }
