@@ -23,6 +23,9 @@ pub struct ChunkFields<'a> {
     pub finish_reason: Option<Cow<'a, str>>,
 }
 
+/// A choice's text and finish reason.
+type Choice<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
 /// What a `finish_reason` that is not a string (a number, a list…) is recorded as.
 pub const NOT_A_STRING: &str = "(not a string)";
 
@@ -188,7 +191,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `choices`: the text and the finish of the first element, the others skipped.
-    fn choices(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+    fn choices(&mut self) -> Option<Choice<'a>> {
         let (mut choice, mut first) = ((None, None), true);
         self.list(b'[', b']', |s| match std::mem::take(&mut first) {
             true => s.choice().map(|c| choice = c),
@@ -198,7 +201,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// One choice: `delta.content`, else `text`; and its `finish_reason`.
-    fn choice(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+    fn choice(&mut self) -> Option<Choice<'a>> {
         let (mut delta, mut text, mut finish) = (None, None, None);
         let (mut seen_delta, mut seen_text, mut seen_finish) = (false, false, false);
         self.object(|s, key| {
