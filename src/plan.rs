@@ -9,8 +9,10 @@ mod conformance;
 mod developers;
 mod env;
 mod load;
+mod paths;
 mod rate;
 mod remap;
+use paths::Paths;
 pub use remap::Remap;
 
 mod capacity;
@@ -338,18 +340,19 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     let (sc, raw) = read_scenario(path)?;
     let at = |m: String| invalid(path, m);
     let base = path.parent().unwrap_or(Path::new("."));
-    let (corpus_path, more_corpora) = corpora(&sc, &overrides, base).map_err(at)?;
+    let paths = Paths::new(base, &raw);
+    let (corpus_path, more_corpora) = corpora(&sc, &overrides, &paths).map_err(at)?;
     let (target_url, embedded_backend) = target_url(&sc, &overrides).map_err(at)?;
     check_dws(&sc).map_err(at)?;
     check_features(&sc).map_err(at)?;
     check::taps(&sc).map_err(at)?;
-    let conformance = conformance(&sc, base).map_err(at)?;
+    let conformance = conformance(&sc, &paths).map_err(at)?;
     sc.capacity.check().map_err(at)?;
     sc.metrics.check().map_err(at)?;
-    let gate = gate(&sc, base).map_err(at)?;
+    let gate = gate(&sc, &paths).map_err(at)?;
     let load = load(&sc, &overrides, &conformance).map_err(at)?;
     check::scenario(&sc).map_err(at)?;
-    let target = target(&sc, &raw, base, target_url.is_none()).map_err(at)?;
+    let target = target(&sc, &paths, target_url.is_none()).map_err(at)?;
     let remap = Remap::resolve(&sc.remap, &overrides.remap).map_err(at)?;
     let run_id = format!("{started}-{}", sc.name);
     let run_dir = overrides
@@ -417,11 +420,14 @@ fn read_scenario(path: &Path) -> Result<(Scenario, toml::Table), PlanError> {
 fn corpora(
     sc: &Scenario,
     overrides: &Overrides,
-    base: &Path,
+    paths: &Paths,
 ) -> Result<(PathBuf, Vec<PathBuf>), String> {
+    let listed = matches!(sc.corpus, CorpusFiles::Many(_));
     let mut corpora: Vec<PathBuf> = match &overrides.corpus {
         Some(c) => vec![c.clone()],
-        None => sc.corpus.files().iter().map(|f| base.join(f)).collect(),
+        None => (sc.corpus.files().iter().enumerate())
+            .map(|(i, f)| paths.resolve(&["corpus"], listed.then_some(i), f))
+            .collect(),
     };
     if corpora.is_empty() {
         return Err("corpus: the list names no file".into());
@@ -491,9 +497,10 @@ fn check_features(sc: &Scenario) -> Result<(), String> {
 }
 
 /// `[conformance]`, its snapshot folder resolved against the scenario's folder.
-fn conformance(sc: &Scenario, base: &Path) -> Result<ConformanceSpec, String> {
+fn conformance(sc: &Scenario, paths: &Paths) -> Result<ConformanceSpec, String> {
     let mut conformance = sc.conformance.clone();
-    conformance.snapshots = conformance.snapshots.map(|d| base.join(d));
+    let folder = |d: PathBuf| paths.resolve(&["conformance", "snapshots"], None, &d);
+    conformance.snapshots = conformance.snapshots.map(folder);
     conformance
         .mask_rules()
         .map_err(|m| format!("conformance.masks: {m}"))?;
@@ -508,7 +515,7 @@ fn conformance(sc: &Scenario, base: &Path) -> Result<ConformanceSpec, String> {
 }
 
 /// `[gate]`, its baseline resolved against the scenario's folder.
-fn gate(sc: &Scenario, base: &Path) -> Result<GateSpec, String> {
+fn gate(sc: &Scenario, paths: &Paths) -> Result<GateSpec, String> {
     let mut gate = sc.gate.clone();
     gate.check()?;
     if let Some(f) = gate
@@ -517,7 +524,9 @@ fn gate(sc: &Scenario, base: &Path) -> Result<GateSpec, String> {
     {
         return Err(format!("gate: unknown Duo feature '{f}'"));
     }
-    gate.baseline = gate.baseline.map(|b| base.join(b));
+    gate.baseline = gate
+        .baseline
+        .map(|b| paths.resolve(&["gate", "baseline"], None, &b));
     Ok(gate)
 }
 
@@ -546,23 +555,9 @@ fn load(
     Ok(load)
 }
 
-/// A `[target]` path: one the environment gave whole (`"${VAR}"`, as typed in a shell) resolves
-/// against the working directory, as the shell's own paths do; one written in the file against
-/// the scenario's folder. `raw` is the scenario's text before expansion.
-fn env_path(raw: &toml::Table, key: &str, base: &Path, path: &Path) -> PathBuf {
-    let written = raw
-        .get("target")
-        .and_then(|t| t.get(key))
-        .and_then(|v| v.as_str());
-    match written.is_some_and(|w| w.starts_with("${")) {
-        true => path.to_path_buf(),
-        false => base.join(path),
-    }
-}
-
 /// `[target]`: its auth complete, its files resolved against the scenario's folder (or, given
 /// by the environment, the working directory).
-fn target(sc: &Scenario, raw: &toml::Table, base: &Path, embedded: bool) -> Result<Target, String> {
+fn target(sc: &Scenario, paths: &Paths, embedded: bool) -> Result<Target, String> {
     let mut target = sc.target.clone();
     match target.auth {
         AuthKind::Bearer if target.token_env.is_none() => {
@@ -573,7 +568,7 @@ fn target(sc: &Scenario, raw: &toml::Table, base: &Path, embedded: bool) -> Resu
                 .key_file
                 .as_ref()
                 .ok_or("target.auth = 'mint' needs target.key_file")?;
-            target.key_file = Some(env_path(raw, "key_file", base, key));
+            target.key_file = Some(paths.resolve(&["target", "key_file"], None, key));
         }
         _ => {}
     }
@@ -581,7 +576,7 @@ fn target(sc: &Scenario, raw: &toml::Table, base: &Path, embedded: bool) -> Resu
     target.ca_bundle = target
         .ca_bundle
         .filter(|c| !c.as_os_str().is_empty())
-        .map(|c| env_path(raw, "ca_bundle", base, &c));
+        .map(|c| paths.resolve(&["target", "ca_bundle"], None, &c));
     // Minted tokens may be for an external DWS beside the embedded gateway (which ignores them).
     let external_dws = sc.target.dws.as_deref().is_some_and(|d| d != "embedded");
     let for_dws = external_dws && sc.target.auth == AuthKind::Mint;

@@ -290,6 +290,50 @@ mod tests {
         assert_eq!(own["model_api_key"], "sk-recorded-elsewhere");
     }
 
+    /// Every place a recording carries its endpoint moves: `model_metadata`, the flat fields
+    /// of `/v2/code/*`, and an Agent Platform session's model-metadata header; the model call
+    /// the preflight asks about is the moved one.
+    #[test]
+    fn a_remap_moves_the_endpoint_wherever_the_recording_carries_it() {
+        let remap = Remap::resolve(
+            &Default::default(),
+            &["http://old:8000/v1=http://new:9000/v1".to_owned()],
+        )
+        .unwrap();
+        let replay = Replay {
+            remap: Some(&remap),
+            ..Default::default()
+        };
+        let line = |v: Value| -> Interaction { serde_json::from_value(v).unwrap() };
+        let meta = json!({"name": "mistral", "endpoint": "http://old:8000/v1/", "identifier": "custom_openai/m"});
+        let chat = line(
+            json!({"v": 1, "id": "a", "feature": "duo_chat_fix_code", "request": {
+            "method": "POST", "path": "/v1/prompts/chat/fix_code", "body": {"inputs": {}, "model_metadata": meta}}}),
+        );
+        let code = line(
+            json!({"v": 1, "id": "b", "feature": "code_completions", "request": {
+            "method": "POST", "path": "/v2/code/completions",
+            "body": {"model_endpoint": "http://old:8000/v1", "model_identifier": "custom_openai/c"}}}),
+        );
+        let session = line(
+            json!({"v": 1, "id": "c", "feature": "duo_agent_platform", "protocol": "grpc",
+            "request": {"method": "POST", "path": "/DuoWorkflow/ExecuteWorkflow",
+                "headers": {crate::dws::MODEL_METADATA_HEADER: meta.to_string()}, "body": {}}}),
+        );
+        for (it, model) in [(chat, "m"), (code, "c"), (session, "m")] {
+            let p = Prepared::new(it, None, &replay);
+            let call = p.model_call("http://aigw").unwrap();
+            assert_eq!(call.endpoint, "http://new:9000/v1", "{}", p.interaction.id);
+            assert_eq!(call.model.as_deref(), Some(model));
+            let sent = p.json.as_ref().map(Value::to_string).unwrap_or_default()
+                + &p.headers
+                    .iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<String>();
+            assert!(!sent.contains("old:8000"), "{sent}");
+        }
+    }
+
     #[test]
     fn a_recorded_selection_is_kept_unless_the_feature_itself_is_set() {
         let it: Interaction = serde_json::from_value(json!({
