@@ -5,31 +5,8 @@
 mod common;
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-
-/// Reads one request (head and content-length body); `None` when the connection ended.
-fn read_one(s: &mut TcpStream) -> Option<String> {
-    let (mut buf, mut tmp) = (Vec::new(), [0u8; 8192]);
-    loop {
-        let n = s.read(&mut tmp).ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&tmp[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + 4 + length {
-            let n = s.read(&mut tmp).ok().filter(|n| *n > 0)?;
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        return Some(head);
-    }
-}
 
 fn respond(s: &mut TcpStream, status: &str, body: &str) -> bool {
     let head = format!(
@@ -46,7 +23,8 @@ fn serve(mut s: TcpStream) {
         "choices": [{"index": 0, "text": "return 1", "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
     .to_string();
-    while let Some(head) = read_one(&mut s) {
+    while let Some(req) = common::read_request(&mut s) {
+        let head = String::from_utf8_lossy(&req).to_ascii_lowercase();
         let ok = if head.starts_with("get /v1/models ") {
             respond(&mut s, "200 OK", r#"{"object":"list","data":[{"id":"m"}]}"#)
         } else if head.starts_with("get ") {
