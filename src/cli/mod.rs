@@ -482,6 +482,11 @@ async fn stack(config: Option<PathBuf>) -> Exit {
     let line = serde_json::to_string(&running.urls()).expect("urls serialise");
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    // The one line above is for programs; the one below for the person who reads it.
+    eprintln!(
+        "note: a model setting's endpoint (and the gateway's) is a backend's openai_base (…/v1); \
+         its url is the server's root, where /chat/completions does not exist"
+    );
     crate::signals::wait_for_stop().await;
     Exit::Pass
 }

@@ -300,7 +300,8 @@ impl RequestRecord {
     /// its TTFT is the time to the whole answer, and TPOT and ITL are not measurable.
     pub fn single_event(&self) -> bool {
         // Records written before `content_events` was counted read it as 0: their timing says.
-        self.content_events == 1 || self.first_content_ms == self.last_content_ms
+        self.first_content_ms.is_some()
+            && (self.content_events == 1 || self.first_content_ms == self.last_content_ms)
     }
     /// Gaps between consecutive content chunks (vLLM's ITL, AIPerf's ICL).
     pub fn content_gaps_ms(&self) -> Vec<f64> {
