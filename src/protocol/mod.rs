@@ -100,17 +100,22 @@ pub struct Finish {
     pub model: Option<String>,
 }
 
+/// A `finish_reason` as the record keeps it: the string, or (any other value) what the chunk
+/// scanner calls it; `None` when absent or null.
+fn reason_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        _ => Some(chunk::NOT_A_STRING.to_owned()),
+    }
+}
+
 impl Finish {
     /// From an OpenAI chunk or answer: `choices[0].finish_reason` and `model` (a string only:
     /// the AIGW's `model` objects name no served model).
     fn of_openai(v: &Value) -> Self {
-        let reason = &v["choices"][0]["finish_reason"];
         Self {
-            reason: (!reason.is_null()).then(|| {
-                reason
-                    .as_str()
-                    .map_or_else(|| reason.to_string(), str::to_owned)
-            }),
+            reason: reason_of(&v["choices"][0]["finish_reason"]),
             model: v["model"].as_str().map(str::to_owned),
         }
     }
@@ -430,16 +435,10 @@ impl Decoder {
         };
         match v["type"].as_str() {
             Some("final_answer_delta") => {
-                let reason = &data["finish_reason"];
-                self.finished |= !reason.is_null();
+                let reason = reason_of(&data["finish_reason"]);
+                self.finished |= reason.is_some();
                 let mut out = text();
-                if !reason.is_null() {
-                    out.push(Finish::reason(
-                        &reason
-                            .as_str()
-                            .map_or_else(|| reason.to_string(), str::to_owned),
-                    ));
-                }
+                out.extend(reason.map(|r| Finish::reason(&r)));
                 out
             }
             Some("unknown") => {

@@ -80,3 +80,43 @@ fn an_endless_ndjson_line_is_oversize_in_linear_time() {
     }
     assert!(matches!(d.finish().1, Err(Breach::Oversize(_))));
 }
+
+/// How an answer ended, read once per answer from the event that ended it, in every framing that
+/// says so: an OpenAI stream's finishing chunk, chat's finish or action, a whole JSON answer.
+#[test]
+fn finish_reasons_are_read_where_each_framing_carries_them() {
+    let finish = |framing: Framing, body: &[u8]| {
+        let mut d = Decoder::new(framing);
+        let mut events = d.push(body);
+        events.extend(d.finish().0);
+        events.into_iter().find_map(|e| match e {
+            Event::Finish(f) => Some((f.reason, f.model)),
+            _ => None,
+        })
+    };
+    let sse = b"data: {\"model\":\"m\",\"choices\":[{\"text\":\"a\",\"finish_reason\":null}]}\n\n\
+        data: {\"model\":\"m\",\"choices\":[{\"text\":\"b\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n";
+    assert_eq!(
+        finish(Framing::OpenAiSse, sse),
+        Some((Some("length".into()), Some("m".into())))
+    );
+    let action = b"{\"type\": \"action\", \"data\": {\"tool\": \"x\"}}\n";
+    assert_eq!(
+        finish(Framing::ChatNdjson, action).and_then(|f| f.0),
+        Some("tool_calls".into())
+    );
+    let json =
+        br#"{"model":"served","choices":[{"message":{"content":"x"},"finish_reason":"stop"}]}"#;
+    assert_eq!(
+        finish(Framing::Json, json),
+        Some((Some("stop".into()), Some("served".into())))
+    );
+    let odd =
+        b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"a\", \"finish_reason\": 7}}\n";
+    assert_eq!(
+        finish(Framing::ChatNdjson, odd)
+            .and_then(|f| f.0)
+            .as_deref(),
+        Some(chunk::NOT_A_STRING)
+    );
+}

@@ -43,8 +43,10 @@ impl Summary {
             let row = [
                 mark("ttft", ms(l.ttft.p50)),
                 mark("ttft", ms(l.ttft.p99)),
-                f.tpot_shown(|| mark("tpot", ms(l.tpot.p50)))
-                    .replace(crate::verdict::NOT_MEASURABLE, "n/m"),
+                match f.answers.all_single_event() {
+                    true => "n/m".to_owned(), // not measurable: explained under the table
+                    false => mark("tpot", ms(l.tpot.p50)),
+                },
                 mark("e2e", ms(l.e2e.p99)),
                 mark("goodput", good),
                 mark("output_tokens", f.output_tokens.to_string()),
