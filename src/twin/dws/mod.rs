@@ -76,6 +76,20 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 struct Service(Arc<Shared>);
 
+/// The accepted connections, each with `TCP_NODELAY` set: `serve_with_incoming` ignores the
+/// builder's `tcp_nodelay`, and Nagle's algorithm with delayed ACKs holds a small action back by
+/// about 40 ms, time the real service does not spend.
+fn without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let s = accepted?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+}
+
 /// Starts the twin DWS.
 pub async fn serve(cfg: DwsConfig) -> std::io::Result<RunningServer> {
     let host = cfg
@@ -95,10 +109,9 @@ pub async fn serve(cfg: DwsConfig) -> std::io::Result<RunningServer> {
     let dws = DuoWorkflowServer::new(svc.clone())
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = without_delay(listener);
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(HealthServer::new(svc))
             .add_service(dws)
             .serve_with_incoming(incoming)
@@ -360,5 +373,19 @@ impl Health for Service {
             })),
             other => Err(Status::not_found(format!("unknown service {other}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod nodelay_tests {
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(super::without_delay(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }
