@@ -227,6 +227,36 @@ fn sessions_are_judged_on_the_order_the_service_guarantees() {
     );
 }
 
+/// As the real service: a token without `duo_agent_platform` may run the chat workflow (it has
+/// `duo_chat`) but no flow: `PERMISSION_DENIED "Unauthorized to execute agentic_chat/v1"`.
+#[test]
+fn a_token_without_the_agent_platform_scope_runs_no_flow() {
+    let d = tempfile::tempdir().unwrap();
+    let key = common::repo().join("tests/fixtures/keys/throwaway-aigw.pem");
+    let mut flow = case("dap-flow-agentic-chat-v1");
+    flow["session"]["expect"] = serde_json::json!({
+        "status": "PERMISSION_DENIED", "details": "Unauthorized to execute agentic_chat/v1"});
+    let extra = format!("{MODELS}\n[stack.dws]\nauth = true\n");
+    let path = scenario(d.path(), &[case("dap-chat-text"), flow], &extra);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "auth = \"bypass\"",
+        &format!(
+            "auth = \"mint\"\nkey_file = {:?}\nscopes = [\"duo_chat\"]",
+            key.to_str().unwrap()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = d.path().join("run");
+    let (code, printed) = run(&path, &out);
+    assert_eq!(code, 0, "each session ends as its case says: {printed}");
+    let results = common::results(&out);
+    let by_id = |id: &str| results.iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(by_id("dap-chat-text")["session"]["code"], "OK");
+    let refused = &by_id("dap-flow-agentic-chat-v1")["session"];
+    assert_eq!(refused["code"], "PERMISSION_DENIED", "{refused}");
+    assert_eq!(refused["actions"], 0, "refused before any action");
+}
+
 #[test]
 fn unauthenticated_and_upstream_down_end_as_captured() {
     let d = tempfile::tempdir().unwrap();

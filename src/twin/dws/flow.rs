@@ -54,6 +54,31 @@ pub(super) fn flow_of(r: &StartWorkflowRequest) -> Result<bool, (Code, String)> 
     ))
 }
 
+/// Whether the token's unit primitives allow the workflow (PROTOCOL-DWS.md §4, captured): the
+/// chat workflow needs `duo_chat`, every flow `duo_agent_platform`; else `PERMISSION_DENIED
+/// "Unauthorized to execute <workflow>"`. `scopes` is `None` when the twin does not check.
+pub(super) fn permitted(
+    r: &StartWorkflowRequest,
+    agentic: bool,
+    scopes: Option<&[String]>,
+) -> Result<(), (Code, String)> {
+    let (needed, name) = match (agentic, r.flow_config_id.as_deref()) {
+        (false, _) => ("duo_chat", "chat".to_owned()),
+        (true, Some(id)) => {
+            let schema = r.flow_config_schema_version.as_deref().unwrap_or("v1");
+            ("duo_agent_platform", format!("{id}/{schema}"))
+        }
+        (true, None) => ("duo_agent_platform", r.workflow_definition.clone()),
+    };
+    match scopes {
+        Some(s) if !s.iter().any(|x| x == needed) => Err((
+            Code::PermissionDenied,
+            format!("Unauthorized to execute {name}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The action a tool call becomes; `None` for a tool the twin does not map.
 pub(super) fn tool_action(name: &str, args: &str) -> Option<Kind> {
     let a: Value = serde_json::from_str(args).unwrap_or(Value::Null);

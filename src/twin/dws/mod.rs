@@ -160,6 +160,32 @@ impl Service {
     }
 }
 
+/// The unit primitives the request's token grants (its `scopes` claim), when the twin checks
+/// them: `None` with auth off, or for a token the twin issued itself (it carries no claims).
+fn granted_scopes(cfg: &DwsConfig, md: &tonic::metadata::MetadataMap) -> Option<Vec<String>> {
+    if !cfg.auth {
+        return None;
+    }
+    let bearer = md.get("authorization")?.to_str().ok()?;
+    let token = bearer
+        .get(7..)
+        .filter(|_| bearer[..7].eq_ignore_ascii_case("bearer "))?;
+    if token.starts_with(ISSUED_PREFIX) {
+        return None;
+    }
+    let claims = jwt_claims(token)?;
+    let scopes = claims["scopes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Some(
+        scopes
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// How the tokens the twin issues begin (they are no JWTs: the twin checks no signature).
 const ISSUED_PREFIX: &str = "twin-dws-token-";
 

@@ -41,6 +41,8 @@ struct Session {
     step: i64,
     parent_ts: Option<String>,
     model: Option<Model>,
+    /// The unit primitives the token grants (`None`: not checked).
+    scopes: Option<Vec<String>>,
 }
 
 /// Runs one session to its end and closes the stream with its status.
@@ -57,6 +59,7 @@ pub(super) async fn run(
         .get("x-gitlab-self-hosted-dap-billing-enabled")
         .and_then(|v| v.to_str().ok())
         == Some("true");
+    let scopes = super::granted_scopes(&shared.cfg, &md);
     let mut s = Session {
         shared,
         tx: tx.clone(),
@@ -68,6 +71,7 @@ pub(super) async fn run(
         step: -1,
         parent_ts: None,
         model: llm::model_from_header(header),
+        scopes,
     };
     let End(code, details) = match s.drive(billing).await {
         Ok(end) | Err(end) => end,
@@ -115,6 +119,8 @@ impl Session {
             return Ok(End(Code::Ok, String::new()));
         }
         let agentic = super::flow::flow_of(&start).map_err(|(c, m)| End(c, m))?;
+        super::flow::permitted(&start, agentic, self.scopes.as_deref())
+            .map_err(|(c, m)| End(c, m))?;
         self.workflow_id = start.workflow_id.clone();
         self.goal = start.goal.clone();
         self.fetch_workflow().await?;
