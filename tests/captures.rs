@@ -145,7 +145,13 @@ async fn compare(case: &Case, dir: &Path, aigw: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| format!("{name}: request failed: {e}"))?;
-    for h in ["server", "allow"] {
+    for h in [
+        "server",
+        "allow",
+        "connection",
+        "cache-control",
+        "x-accel-buffering",
+    ] {
         let got = resp
             .headers()
             .get(h)
@@ -289,7 +295,7 @@ fn upstream_count(name: &str, dir: &Path) -> usize {
 }
 
 /// The upstream calls the twin made for one case, against `NAME.upstream.json`: how many, and
-/// for the first one its path, model and every sampling parameter.
+/// for the first one its `User-Agent`, path, model and every sampling parameter.
 fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), String> {
     let want: Vec<Value> = serde_json::from_str(
         &std::fs::read_to_string(dir.join(format!("{name}.upstream.json"))).unwrap(),
@@ -313,6 +319,12 @@ fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), Strin
         Value::Object(m)
     };
     let g = &calls[0];
+    if g["user_agent"] != w["headers"]["user-agent"] {
+        return Err(format!(
+            "{name}: upstream user-agent {}, captured {}",
+            g["user_agent"], w["headers"]["user-agent"]
+        ));
+    }
     if g["path"] != w["path"] || params(&g["body"]) != params(&w["body"]) {
         return Err(format!(
             "{name}: upstream {} {}, captured {} {}",
@@ -380,7 +392,13 @@ async fn twin_aigw_matches_every_capture_of_set_2() {
                     let body: Value =
                         serde_json::from_slice(&c.request_body).unwrap_or(Value::Null);
                     let path = c.path.split('?').next().unwrap_or_default().to_owned();
-                    calls.push(serde_json::json!({"path": path, "body": body}));
+                    let agent = c
+                        .request_headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+                        .map(|(_, v)| v.clone());
+                    calls
+                        .push(serde_json::json!({"path": path, "body": body, "user_agent": agent}));
                 }
                 Err(_) => {
                     settle += usize::from(calls.len() >= expected);

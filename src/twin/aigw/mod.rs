@@ -97,11 +97,16 @@ struct Gateway {
     client: reqwest::Client,
 }
 
+/// The `User-Agent` of the real gateway's upstream calls (every `*.upstream.json` capture).
+pub const UPSTREAM_USER_AGENT: &str = "AsyncOpenAI/Python 2.54.0";
+
 /// Starts the twin AIGW on 127.0.0.1.
 pub async fn serve(cfg: AigwConfig) -> Result<RunningServer, ServeError> {
     let auth = auth::Auth::load(&cfg.auth).map_err(ServeError::Config)?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        // What the real gateway's upstream calls carry (its OpenAI SDK), as captured.
+        .user_agent(UPSTREAM_USER_AGENT)
         .build()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let (host, port) = (cfg.host, cfg.port);

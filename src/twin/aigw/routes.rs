@@ -331,9 +331,11 @@ async fn cloud_fallback(
     Ok(stream_response(RAW_TEXT, &SSE_HEADERS, body))
 }
 
-const SSE_HEADERS: [(&str, &str); 3] = [
+/// The v4 stream's headers, as captured (`v4_code_suggestions.response.raw`), in that order.
+const SSE_HEADERS: [(&str, &str); 4] = [
     ("x-streaming-format", "sse"),
     ("cache-control", "no-store"),
+    ("connection", "keep-alive"),
     ("x-accel-buffering", "no"),
 ];
 
