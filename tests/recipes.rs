@@ -69,3 +69,37 @@ fn a_key_path_from_the_environment_resolves_where_it_was_typed() {
         "{printed}"
     );
 }
+
+/// The shipped real-gateway scenario with the default `bearer` and no token: exit 2, and the
+/// message says where a token comes from and which other auth modes there are.
+#[test]
+fn a_missing_bearer_token_names_the_other_auth_modes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = common::repo().join("scenarios/real-aigw.toml");
+    let env = [
+        ("DUO_AIGW_URL", "http://127.0.0.1:1"),
+        ("DUO_CODE_BACKEND_URL", "http://127.0.0.1:1/v1"),
+        ("DUO_CODE_MODEL", "codestral-22b"),
+        ("DUO_CHAT_BACKEND_URL", "http://127.0.0.1:1/v1"),
+        ("DUO_CHAT_MODEL", "mistral-7b-instruct"),
+    ];
+    let mut c = std::process::Command::new(common::bin());
+    c.args(["run", s.to_str().unwrap(), "--out"])
+        .arg(d.path().join("run"))
+        .current_dir(common::repo())
+        .env_remove("DUO_AIGW_TOKEN")
+        .env_remove("DUO_AIGW_AUTH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let printed = common::printed(&o);
+    assert_eq!(o.status.code(), Some(2), "{printed}");
+    for says in [
+        "DUO_AIGW_TOKEN is not set",
+        "auth = \"bypass\"",
+        "auth = \"mint\"",
+    ] {
+        assert!(printed.contains(says), "{says}: {printed}");
+    }
+}

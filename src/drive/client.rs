@@ -124,7 +124,11 @@ pub fn auth_headers(target: &Target) -> Result<Vec<(String, String)>, DriveError
             let var = target.token_env.as_deref().unwrap_or_default();
             std::env::var(var).map_err(|_| {
                 DriveError::Config(format!(
-                    "target.token_env: environment variable {var} is not set"
+                    "target.token_env: environment variable {var} is not set (auth = \"bearer\" \
+                     sends a token the gateway accepts; a lab gateway started with \
+                     AIGW_AUTH__BYPASS_EXTERNAL=true takes auth = \"bypass\", and with the \
+                     gateway's own key the harness mints tokens: auth = \"mint\". README: Against \
+                     your own gateway)"
                 ))
             })?
         }
