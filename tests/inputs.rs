@@ -168,13 +168,9 @@ fn corpus_validate_rejects_what_run_cannot_send() {
 }
 
 fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let mut c = std::process::Command::new(common::bin());
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    (o.status.code().unwrap_or(-1), common::printed(&o))
+    let env: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    let (code, stdout, stderr) = common::run_cli_env(args, &env);
+    (code, format!("{stdout}{stderr}"))
 }
 
 /// An environment value is one value: outside quotes it must be a number (a newline there would

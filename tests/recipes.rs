@@ -27,15 +27,10 @@ fn scenario(dir: &Path, key_file: &str) -> String {
     s.to_str().unwrap().to_owned()
 }
 
-fn run(scenario: &str, out: &Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut c = std::process::Command::new(common::bin());
-    c.args(["run", scenario, "--out", out.to_str().unwrap()]);
-    c.current_dir(common::repo()).env_remove("CI");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    (o.status.code().unwrap_or(-1), common::printed(&o))
+fn run(scenario: &str, out: &Path, env: &[(&str, Option<&str>)]) -> (i32, String) {
+    let args = ["run", scenario, "--out", out.to_str().unwrap()];
+    let (code, stdout, stderr) = common::run_cli_env(&args, env);
+    (code, format!("{stdout}{stderr}"))
 }
 
 #[test]
@@ -44,7 +39,7 @@ fn a_key_path_from_the_environment_resolves_where_it_was_typed() {
     let key = "tests/fixtures/keys/throwaway-aigw.pem"; // relative to the working directory
     let s = scenario(d.path(), "${DUO_TEST_KEY}");
     let out = d.path().join("env");
-    let (code, printed) = run(&s, &out, &[("DUO_TEST_KEY", key)]);
+    let (code, printed) = run(&s, &out, &[("DUO_TEST_KEY", Some(key))]);
     assert_eq!(code, 0, "mint, embedded gateway, external DWS: {printed}");
     let plan = common::json_file(&out.join("plan.json"));
     assert_eq!(plan["plan"]["target"]["key_file"], key, "{plan}");
@@ -77,24 +72,16 @@ fn a_missing_bearer_token_names_the_other_auth_modes() {
     let d = tempfile::tempdir().unwrap();
     let s = common::repo().join("scenarios/real-aigw.toml");
     let env = [
-        ("DUO_AIGW_URL", "http://127.0.0.1:1"),
-        ("DUO_CODE_BACKEND_URL", "http://127.0.0.1:1/v1"),
-        ("DUO_CODE_MODEL", "codestral-22b"),
-        ("DUO_CHAT_BACKEND_URL", "http://127.0.0.1:1/v1"),
-        ("DUO_CHAT_MODEL", "mistral-7b-instruct"),
+        ("DUO_AIGW_URL", Some("http://127.0.0.1:1")),
+        ("DUO_CODE_BACKEND_URL", Some("http://127.0.0.1:1/v1")),
+        ("DUO_CODE_MODEL", Some("codestral-22b")),
+        ("DUO_CHAT_BACKEND_URL", Some("http://127.0.0.1:1/v1")),
+        ("DUO_CHAT_MODEL", Some("mistral-7b-instruct")),
+        ("DUO_AIGW_TOKEN", None),
+        ("DUO_AIGW_AUTH", None),
     ];
-    let mut c = std::process::Command::new(common::bin());
-    c.args(["run", s.to_str().unwrap(), "--out"])
-        .arg(d.path().join("run"))
-        .current_dir(common::repo())
-        .env_remove("DUO_AIGW_TOKEN")
-        .env_remove("DUO_AIGW_AUTH");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    let printed = common::printed(&o);
-    assert_eq!(o.status.code(), Some(2), "{printed}");
+    let (code, printed) = run(s.to_str().unwrap(), &d.path().join("run"), &env);
+    assert_eq!(code, 2, "{printed}");
     for says in [
         "DUO_AIGW_TOKEN is not set",
         "auth = \"bypass\"",

@@ -317,16 +317,11 @@ fn record_replay(
     tag: &str,
 ) -> Vec<Value> {
     let rec = Recorder::start(&stack.aigw, &dir.join(format!("{tag}.jsonl")), &[]);
-    let scenario = common::quickstart_with_corpus(&format!("{:?}", corpus.to_str().unwrap()))
-        .replace("twin:vllm-code", &stack.backends["vllm-code"].openai_base)
-        .replace("twin:vllm-chat", &stack.backends["vllm-chat"].openai_base);
-    let s = dir.join(format!("{tag}.toml"));
     // The trace replay below is open loop: a busy test machine must not make it invalid.
-    std::fs::write(
-        &s,
-        format!("{scenario}\n[load]\nmax_send_lateness_ms = 1000\n"),
-    )
-    .unwrap();
+    let scenario =
+        common::quickstart_on_backends(corpus, |b| stack.backends[b].openai_base.clone());
+    let s = dir.join(format!("{tag}.toml"));
+    std::fs::write(&s, scenario).unwrap();
     let out = dir.join(format!("{tag}-run"));
     let (code, stdout, stderr) = common::run_cli(&[
         "run",

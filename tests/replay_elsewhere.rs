@@ -19,11 +19,8 @@ fn scenario_for(stack: &Value, corpus: &Path, dir: &Path, tag: &str) -> std::pat
             .unwrap()
             .to_owned()
     };
-    let text = common::quickstart_with_corpus(&format!("{:?}", corpus.to_str().unwrap()))
-        .replace("twin:vllm-code", &base("vllm-code"))
-        .replace("twin:vllm-chat", &base("vllm-chat"));
     let s = dir.join(format!("{tag}.toml"));
-    std::fs::write(&s, format!("{text}\n[load]\nmax_send_lateness_ms = 1000\n")).unwrap();
+    std::fs::write(&s, common::quickstart_on_backends(corpus, base)).unwrap();
     s
 }
 

@@ -130,11 +130,7 @@ pub fn judge(
     for stage in &preflight {
         if let StageStatus::Failed(m) = &stage.status {
             let m = format!("{}: {m}", stage.name);
-            // A model endpoint that does not serve its model is the stack not being there.
-            let kind = match stage.name.as_str() {
-                "models" => FindingKind::ModelEndpoint,
-                _ => FindingKind::Preflight,
-            };
+            let kind = stage.failure_kind();
             summary
                 .findings
                 .push(Finding::new(kind, Severity::Error, None, m));

@@ -111,12 +111,7 @@ pub fn unsent(t: &Target, p: &Prepared, slot: Slot, disposition: Disposition) ->
         multi_token_chunks: false,
         stale_connection: false,
         finish_reason: None,
-        asked_model: p
-            .json
-            .as_ref()
-            .filter(|_| prepared::is_openai_path(&it.request.path))
-            .and_then(|j| j["model"].as_str())
-            .map(str::to_owned),
+        asked_model: p.asked_model.clone(),
         served_model: None,
         error: None,
         session: None,

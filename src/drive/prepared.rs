@@ -59,6 +59,9 @@ pub struct Prepared {
     pub json: Option<Value>,
     /// Recorded request headers to replay (hop-by-hop and auth headers removed).
     pub headers: Vec<(String, String)>,
+    /// On an OpenAI route (a direct target): the model the body asks for, which the answer's
+    /// `model` is held to.
+    pub asked_model: Option<String>,
 }
 
 /// Headers never replayed from a recording: hop-by-hop ones, and auth (the target's own applies).
@@ -161,12 +164,16 @@ impl Prepared {
         if it.protocol == "grpc" {
             session_model_header(&mut headers, model, replay);
         }
+        let asked_model = is_openai_path(&it.request.path)
+            .then(|| body_json["model"].as_str().map(str::to_owned))
+            .flatten();
         let json = (it.request.body_b64.is_none() && !body_json.is_null()).then_some(body_json);
         Self {
             interaction: it,
             body,
             json,
             headers,
+            asked_model,
         }
     }
 }
@@ -256,7 +263,7 @@ impl Prepared {
                 .next()?;
             return Some(ModelCall {
                 endpoint: format!("{}{prefix}", base_url.trim_end_matches('/')),
-                model: body["model"].as_str().map(str::to_owned),
+                model: self.asked_model.clone(),
                 api_key: None,
                 direct: true,
             });

@@ -120,7 +120,8 @@ impl Finish {
         }
     }
 
-    fn reason(reason: &str) -> Event {
+    /// The event of an answer that names how it ended and no model (chat's lines).
+    fn event_of(reason: &str) -> Event {
         Event::Finish(Self {
             reason: Some(reason.to_owned()),
             model: None,
@@ -404,7 +405,7 @@ impl Decoder {
                     self.finished |= l.kind == "unknown" || l.data.finish_reason.is_some();
                     let mut out =
                         vec![Event::Content(l.data.text.unwrap_or_default().into_owned())];
-                    out.extend(l.data.finish_reason.map(|r| Finish::reason(&r)));
+                    out.extend(l.data.finish_reason.map(|r| Finish::event_of(&r)));
                     return out;
                 }
             }
@@ -438,7 +439,7 @@ impl Decoder {
                 let reason = reason_of(&data["finish_reason"]);
                 self.finished |= reason.is_some();
                 let mut out = text();
-                out.extend(reason.map(|r| Finish::reason(&r)));
+                out.extend(reason.map(|r| Finish::event_of(&r)));
                 out
             }
             Some("unknown") => {
@@ -447,7 +448,7 @@ impl Decoder {
             }
             Some("action") => {
                 self.finished = true;
-                vec![Event::Action(data.clone()), Finish::reason("tool_calls")]
+                vec![Event::Action(data.clone()), Finish::event_of("tool_calls")]
             }
             Some("usage") => {
                 self.finished = true;

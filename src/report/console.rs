@@ -93,35 +93,26 @@ impl Summary {
     /// The self-audit: the schedule against the intended one, then the receive side and CPU.
     /// Features whose answers all came whole: what their TTFT and TPOT cells mean.
     fn whole_answers_line(&self) -> String {
-        let mut out = String::new();
-        let whole: Vec<&str> = self
-            .features
-            .iter()
-            .filter(|(_, f)| f.answers.all_single_event())
-            .map(|(k, _)| k.as_str())
-            .collect();
-        if !whole.is_empty() {
-            out.push_str(&format!(
-                "n/m: not measurable. Answers that came whole ({}): TTFT is the time to the whole \
-                 answer; TPOT and ITL are not measurable and no SLO is judged on them\n",
-                whole.join(", ")
-            ));
+        let whole = self.whole_answer_features();
+        if whole.is_empty() {
+            return String::new();
         }
-        out
+        format!(
+            "n/m: not measurable. Answers that came whole ({}): TTFT is the time to the whole \
+             answer; TPOT and ITL are not measurable and no SLO is judged on them\n",
+            whole.join(", ")
+        )
     }
 
     /// Errors by class as well as by kind: `connect` (unreachable) is not `stale_connection`.
     fn errors_by_class_line(&self) -> String {
-        let mut out = String::new();
-        if !self.errors_by_class.is_empty() {
-            let classes: Vec<String> = self
-                .errors_by_class
-                .iter()
-                .map(|(c, n)| format!("{} {n}", c.name()))
-                .collect();
-            out.push_str(&format!("errors by class: {}\n", classes.join(", ")));
+        if self.errors_by_class.is_empty() {
+            return String::new();
         }
-        out
+        let classes: Vec<String> = (self.errors_by_class.iter())
+            .map(|(c, n)| format!("{} {n}", c.name()))
+            .collect();
+        format!("errors by class: {}\n", classes.join(", "))
     }
 
     fn audit_lines(&self) -> String {
@@ -314,9 +305,9 @@ impl Summary {
                 "and {hidden} more findings in {hidden_groups} groups: summary.json\n"
             ));
         }
-        for (kind, n, first) in self.notes_folded() {
-            let first = crate::escape::console(first);
-            out.push_str(&format!("info: {kind} ×{n}: {first}\n"));
+        for n in self.notes_folded() {
+            let first = crate::escape::console(n.first);
+            out.push_str(&format!("info: {} ×{}: {first}\n", n.kind, n.count));
         }
         out
     }

@@ -78,6 +78,9 @@ fn data(r: &Report) -> Result<Value, String> {
         "stages": r.stages,
         "capacity": r.capacity.map(|c| c.json()),
         "cdf": cdfs,
+        // Folded and judged once, in Rust: the page shows them, it does not work them out again.
+        "notes": r.summary.notes_folded(),
+        "whole": r.summary.whole_answer_features(),
         "timeline": r.agg.timeline.series(TIMELINE_POINTS),
         "schedule": schedule(r),
         "lateness_cdf": curve(&r.agg.lateness),

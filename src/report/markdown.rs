@@ -183,7 +183,7 @@ fn notes(out: &mut String, s: &crate::verdict::Summary) {
     let notes: Vec<String> = s
         .notes_folded()
         .into_iter()
-        .map(|(kind, n, _)| format!("`{kind}` ×{n}"))
+        .map(|n| format!("`{}` ×{}", n.kind, n.count))
         .collect();
     if !notes.is_empty() {
         let _ = writeln!(

@@ -177,7 +177,7 @@ pub(super) async fn models_stage(client: &reqwest::Client, setup: &super::Setup)
         true => StageStatus::Passed,
     };
     Some(Stage {
-        name: "models".into(),
+        name: crate::verdict::MODELS_STAGE.into(),
         status,
         detail: seen.join("\n"),
     })

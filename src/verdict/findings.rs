@@ -340,21 +340,53 @@ impl FeatureSummary {
 /// What a figure an answer cannot carry is shown as.
 pub const NOT_MEASURABLE: &str = "not measurable";
 
+/// The `info` notes of one kind, folded into one line.
+#[derive(Debug, serde::Serialize)]
+pub struct Note<'a> {
+    pub kind: FindingKind,
+    pub count: usize,
+    /// The features they name (`run` for the run's own), each once, in order.
+    pub features: Vec<&'a str>,
+    /// The first one's message.
+    pub first: &'a str,
+}
+
 impl super::Summary {
-    /// The `info` notes folded by kind, in order of first appearance: (kind, how many, the
-    /// first one's message). Every output shows them so, after the errors and warnings.
-    pub fn notes_folded(&self) -> Vec<(FindingKind, usize, &str)> {
-        let mut out: Vec<(FindingKind, usize, &str)> = Vec::new();
+    /// The `info` notes folded by kind, in order of first appearance. Every output shows them
+    /// so, after the errors and warnings.
+    pub fn notes_folded(&self) -> Vec<Note<'_>> {
+        let mut out: Vec<Note> = Vec::new();
         for f in self
             .findings
             .iter()
             .filter(|f| f.severity == Severity::Info)
         {
-            match out.iter_mut().find(|(k, _, _)| *k == f.kind) {
-                Some((_, n, _)) => *n += 1,
-                None => out.push((f.kind, 1, &f.message)),
+            let feature = f.feature.as_deref().unwrap_or("run");
+            match out.iter_mut().find(|n| n.kind == f.kind) {
+                Some(n) => {
+                    n.count += 1;
+                    if !n.features.contains(&feature) {
+                        n.features.push(feature);
+                    }
+                }
+                None => out.push(Note {
+                    kind: f.kind,
+                    count: 1,
+                    features: vec![feature],
+                    first: &f.message,
+                }),
             }
         }
         out
+    }
+
+    /// The features whose every answer came whole (one event): TTFT is the time to the whole
+    /// answer there, and TPOT and ITL are not measurable.
+    pub fn whole_answer_features(&self) -> Vec<&str> {
+        self.features
+            .iter()
+            .filter(|(_, f)| f.answers.all_single_event())
+            .map(|(k, _)| k.as_str())
+            .collect()
     }
 }

@@ -30,7 +30,7 @@ pub use findings::NOT_MEASURABLE;
 pub use histograms::{histograms, FeatureHistograms, Histograms, HISTOGRAMS_SCHEMA};
 pub use kind::{verdict, FindingKind, StageName, Weight};
 use serde::{Deserialize, Serialize};
-pub use stages::{Preflight, Stage, StageStatus, PREFLIGHT_SCHEMA};
+pub use stages::{Preflight, Stage, StageStatus, MODELS_STAGE, PREFLIGHT_SCHEMA};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

@@ -21,6 +21,20 @@ pub enum StageStatus {
     Skipped(String),
 }
 
+/// The preflight stage that asks each model endpoint for its models.
+pub const MODELS_STAGE: &str = "models";
+
+impl Stage {
+    /// The finding a failure of this stage is: a model endpoint that does not serve its model
+    /// is the stack not being there (`model_endpoint`, exit 3); any other, `preflight`.
+    pub fn failure_kind(&self) -> super::FindingKind {
+        match self.name == MODELS_STAGE {
+            true => super::FindingKind::ModelEndpoint,
+            false => super::FindingKind::Preflight,
+        }
+    }
+}
+
 /// The version of `preflight.json` this build writes and reads.
 pub const PREFLIGHT_SCHEMA: &str = "duo-harness/preflight/v1";
 

@@ -49,13 +49,23 @@ pub fn printed(o: &std::process::Output) -> String {
 
 /// Runs the real binary in the repository root; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
+    run_cli_env(args, &[])
+}
+
+/// As [`run_cli`], with environment variables set (`Some`) or removed (`None`).
+pub fn run_cli_env(args: &[&str], env: &[(&str, Option<&str>)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(bin());
+    c.args(args)
         .current_dir(repo())
         // The tests choose CI behaviour (no snapshot writes) themselves, whatever runs them.
-        .env_remove("CI")
-        .output()
-        .expect("binary runs");
+        .env_remove("CI");
+    for (k, v) in env {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -378,6 +388,16 @@ pub fn quickstart_with_corpus(corpus: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The quickstart over `corpus` with its twin backends given by URL (`base` maps a backend's
+/// name to its OpenAI base), its open-loop schedule loose enough for a busy test machine.
+#[allow(dead_code)]
+pub fn quickstart_on_backends(corpus: &std::path::Path, base: impl Fn(&str) -> String) -> String {
+    let text = quickstart_with_corpus(&format!("{:?}", corpus.to_str().unwrap()))
+        .replace("twin:vllm-code", &base("vllm-code"))
+        .replace("twin:vllm-chat", &base("vllm-chat"));
+    format!("{text}\n[load]\nmax_send_lateness_ms = 1000\n")
 }
 
 /// Serves each connection accepted on a fresh loopback port with `serve`, on a thread and a
