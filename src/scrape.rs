@@ -2,7 +2,8 @@
 //! DCGM exporter's) read every `interval_s`, so a run can say what the model servers went
 //! through while it measured them (queue, KV cache, preemptions, GPU activity).
 //!
-//! In: the targets' URLs (a `twin:<backend>` target resolved to the embedded backend). Out:
+//! In: the targets' URLs (a `twin:<backend>` target resolved to the embedded backend; `twin:dws`
+//! to the twin DWS, whose worker pool reports under its own `dws_*` names). Out:
 //! `metrics.ndjson` (one line per scrape: time, target, the values read) and, per target, a
 //! [`Observed`] summary (gauges' mean and max, counters' increase and rate) for `summary.json`'s
 //! `backend_metrics`. A target that does not answer is counted, never fatal.
@@ -24,6 +25,10 @@ pub const GAUGES: &[&str] = &[
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
     "DCGM_FI_DEV_FB_USED",
     "DCGM_FI_DEV_POWER_USAGE",
+    // The twin DWS's worker pool (its own names; the real service exports none of these).
+    "dws_workers",
+    "dws_workers_busy",
+    "dws_sessions_waiting",
 ];
 
 /// Counters read.
@@ -37,6 +42,8 @@ pub const COUNTERS: &[&str] = &[
     "vllm:time_per_output_token_seconds_count",
     "vllm:inter_token_latency_seconds_sum",
     "vllm:inter_token_latency_seconds_count",
+    "dws_worker_busy_seconds_total",
+    "dws_worker_wait_seconds_total",
 ];
 
 /// One gauge over the run.
@@ -67,12 +74,56 @@ pub struct Observed {
     pub running_while_waiting: Option<[f64; 2]>,
 }
 
+/// The twin DWS's worker pool as one run saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DwsPool {
+    pub workers: f64,
+    /// Worker time spent over the pool's time, 0 to 1.
+    pub busy_share: f64,
+    /// The most session steps seen waiting for a worker at a scrape.
+    pub waiting_max: f64,
+    /// Time steps waited for a worker, summed, seconds.
+    pub waited_s: f64,
+}
+
+impl DwsPool {
+    /// Saturated: busy most of the time with steps waiting.
+    pub fn saturated(&self) -> bool {
+        self.busy_share >= 0.8 && self.waiting_max >= 1.0
+    }
+
+    /// `1 worker(s) busy 97 % of the time, up to 12 session steps waiting (41.2 s waited in all)`.
+    pub fn text(&self) -> String {
+        format!(
+            "{:.0} worker(s) busy {:.0} % of the time, up to {:.0} session steps waiting for one \
+             ({:.1} s waited in all)",
+            self.workers,
+            (self.busy_share * 100.0).min(100.0),
+            self.waiting_max,
+            self.waited_s
+        )
+    }
+}
+
 impl Observed {
     pub fn gauge_max(&self, name: &str) -> Option<f64> {
         self.gauges.get(name).map(|g| g.max)
     }
     pub fn gauge_mean(&self, name: &str) -> Option<f64> {
         self.gauges.get(name).map(|g| g.mean)
+    }
+
+    /// The twin DWS's worker pool over the run, when this target is one (it has `dws_workers`).
+    pub fn dws_pool(&self) -> Option<DwsPool> {
+        let workers = self.gauge_max("dws_workers").filter(|w| *w >= 1.0)?;
+        let counter = |n: &str| self.counters.get(n);
+        Some(DwsPool {
+            workers,
+            // Exact, not sampled: the busy-seconds counter's rate over the pool.
+            busy_share: counter("dws_worker_busy_seconds_total").map_or(0.0, |c| c.per_s / workers),
+            waiting_max: self.gauge_max("dws_sessions_waiting").unwrap_or(0.0),
+            waited_s: counter("dws_worker_wait_seconds_total").map_or(0.0, |c| c.increase),
+        })
     }
 
     /// The server's mean inter-token time over the run, seconds (its histogram's sum over

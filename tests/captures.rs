@@ -325,6 +325,7 @@ fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), Strin
             g["user_agent"], w["headers"]["user-agent"]
         ));
     }
+    prompt_size(name, &w["body"], &g["body"])?;
     if g["path"] != w["path"] || params(&g["body"]) != params(&w["body"]) {
         return Err(format!(
             "{name}: upstream {} {}, captured {} {}",
@@ -332,6 +333,79 @@ fn compare_upstream(name: &str, dir: &Path, calls: &[Value]) -> Result<(), Strin
             params(&g["body"]),
             w["path"],
             params(&w["body"])
+        ));
+    }
+    Ok(())
+}
+
+/// The tokens of a captured message's content by the harness's text rule. A system prompt the
+/// capture redacted (`<<REDACTED system prompt: N chars, …>>`) counts as N characters at the
+/// token density of the twin's message in its place: its wording is not known, its length is.
+fn captured_tokens(content: &str, twin: &str) -> f64 {
+    let redacted = content
+        .strip_prefix("<<REDACTED system prompt: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    match redacted {
+        Some(chars) if !twin.is_empty() => {
+            chars * duo_harness::tokens::count(twin) as f64 / twin.chars().count() as f64
+        }
+        Some(chars) => chars / 4.0,
+        None => duo_harness::tokens::count(content) as f64,
+    }
+}
+
+/// The twin's upstream prompt against the captured one: the same roles in the same order, the
+/// same tool names, and a size within 5 % in tokens (the harness's text rule, 4 tokens a
+/// message), since input length is load. The wording may differ.
+fn prompt_size(name: &str, want: &Value, got: &Value) -> Result<(), String> {
+    let texts = |b: &Value| -> Vec<(String, String)> {
+        match (&b["messages"], &b["prompt"]) {
+            (Value::Array(ms), _) => ms
+                .iter()
+                .map(|m| {
+                    let content = m["content"].as_str().unwrap_or_default().to_owned();
+                    (m["role"].as_str().unwrap_or_default().to_owned(), content)
+                })
+                .collect(),
+            (_, Value::String(p)) => vec![("prompt".to_owned(), p.clone())],
+            _ => vec![],
+        }
+    };
+    let (w, g) = (texts(want), texts(got));
+    let roles = |v: &[(String, String)]| v.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>();
+    if roles(&w) != roles(&g) {
+        return Err(format!(
+            "{name}: upstream roles {:?}, captured {:?}",
+            roles(&g),
+            roles(&w)
+        ));
+    }
+    let tools = |b: &Value| -> Vec<Value> {
+        let list = b["tools"].as_array().cloned().unwrap_or_default();
+        list.iter().map(|t| t["function"]["name"].clone()).collect()
+    };
+    if tools(want) != tools(got) {
+        return Err(format!(
+            "{name}: upstream tools {:?}, captured {:?}",
+            tools(got),
+            tools(want)
+        ));
+    }
+    let per = duo_harness::tokens::PER_MESSAGE as f64;
+    let real: f64 = w
+        .iter()
+        .zip(&g)
+        .map(|((_, c), (_, t))| captured_tokens(c, t) + per)
+        .sum();
+    let twin: f64 = g
+        .iter()
+        .map(|(_, t)| duo_harness::tokens::count(t) as f64 + per)
+        .sum();
+    if real > 0.0 && (twin / real - 1.0).abs() > 0.05 {
+        return Err(format!(
+            "{name}: upstream prompt {twin:.0} tokens, captured {real:.0} ({:.2} of it)",
+            twin / real
         ));
     }
     Ok(())

@@ -20,6 +20,10 @@ endpoint = "twin:vllm-chat"
 identifier = "custom_openai/mistral-7b-instruct"
 "#;
 
+/// A twin DWS with workers to spare: these tests load the harness's session driving, not the
+/// service's own capacity (`tests/dws_load.rs` does that).
+const ROOMY_DWS: &str = "[stack.dws]\nworkers = 32\n";
+
 /// The shipped session cases, by id.
 fn case(id: &str) -> Value {
     let text =
@@ -339,7 +343,7 @@ fn agentic_chat_sessions_run_open_loop() {
     let d = tempfile::tempdir().unwrap();
     let lines = [case("dap-chat-text"), case("dap-chat-tool")];
     let extra = format!(
-        "{MODELS}\n[load]\narrival = \"poisson\"\nrate = 10\nduration_s = 3\ngrace_s = 10\nseed = 7\n"
+        "{MODELS}\n[load]\narrival = \"poisson\"\nrate = 10\nduration_s = 3\ngrace_s = 10\nseed = 7\n{ROOMY_DWS}"
     );
     let out = d.path().join("run");
     let (code, printed) = run(&scenario(d.path(), &lines, &extra), &out);
@@ -632,7 +636,7 @@ fn sessions_reach_a_dws_behind_tls() {
 fn compare_gates_the_agent_loop() {
     let d = tempfile::tempdir().unwrap();
     let lines = [case("dap-chat-text"), case("dap-chat-tool")];
-    let load = "[load]\narrival = \"poisson\"\nrate = 10\nduration_s = 3\ngrace_s = 10\nseed = 7\nmax_send_lateness_ms = 1000\n";
+    let load = format!("[load]\narrival = \"poisson\"\nrate = 10\nduration_s = 3\ngrace_s = 10\nseed = 7\nmax_send_lateness_ms = 1000\n{ROOMY_DWS}");
     let slow = "[[stack.backend]]\nname = \"vllm-chat\"\nmodels = [\"mistral-7b-instruct\"]\nttft_ms = 400\n";
     let mut folders = Vec::new();
     for (name, stack) in [("base", ""), ("slow", slow)] {

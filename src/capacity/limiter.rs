@@ -13,25 +13,14 @@ pub fn limiter(
     observed: &std::collections::BTreeMap<String, Observed>,
     serving: Option<&str>,
 ) -> Option<String> {
-    let pressure = |o: &Observed| {
-        let kv = o
-            .gauge_max("vllm:kv_cache_usage_perc")
-            .or(o.gauge_max("vllm:gpu_cache_usage_perc"));
-        (
-            o.gauge_max("vllm:num_requests_waiting").unwrap_or(0.0),
-            kv.unwrap_or(0.0),
-        )
-    };
-    let scraped = || observed.iter().filter(|(_, o)| o.scrapes > 0);
-    let (target, o) = scraped()
-        .find(|(name, _)| Some(name.as_str()) == serving)
-        .or_else(|| {
-            scraped().max_by(|a, b| {
-                pressure(a.1)
-                    .partial_cmp(&pressure(b.1))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-        })?;
+    let model = model_target(observed, serving);
+    let model_saturated = model
+        .is_some_and(|(_, o)| matches!(pressure(o), (waiting, kv) if waiting >= 1.0 || kv >= 0.9));
+    // The twin DWS's pool is judged first: it limits when it queues and the model does not.
+    if let Some(dws) = dws_limit(observed).filter(|_| !model_saturated) {
+        return Some(dws);
+    }
+    let (target, o) = model?;
     let (waiting, kv) = pressure(o);
     let preempted = o
         .counters
@@ -81,6 +70,51 @@ pub fn limiter(
              {kv:.2}{util_text}): the limit lies before the model, in the gateway or the network \
              (the taps' upstream wait says how long the gateway held each request)"
         )
+    })
+}
+
+/// A model server's pressure: its most waiting requests, then its fullest KV cache.
+fn pressure(o: &Observed) -> (f64, f64) {
+    let kv = o
+        .gauge_max("vllm:kv_cache_usage_perc")
+        .or(o.gauge_max("vllm:gpu_cache_usage_perc"));
+    (
+        o.gauge_max("vllm:num_requests_waiting").unwrap_or(0.0),
+        kv.unwrap_or(0.0),
+    )
+}
+
+/// The model server to judge: `serving` when scraped, else the most pressured one (the twin
+/// DWS's pool is no model server).
+fn model_target<'a>(
+    observed: &'a std::collections::BTreeMap<String, Observed>,
+    serving: Option<&str>,
+) -> Option<(&'a String, &'a Observed)> {
+    let scraped = || {
+        observed
+            .iter()
+            .filter(|(_, o)| o.scrapes > 0 && o.dws_pool().is_none())
+    };
+    scraped()
+        .find(|(name, _)| Some(name.as_str()) == serving)
+        .or_else(|| {
+            scraped().max_by(|a, b| {
+                pressure(a.1)
+                    .partial_cmp(&pressure(b.1))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        })
+}
+
+/// The twin DWS as the limit: its workers busy most of the time with sessions waiting for one.
+fn dws_limit(observed: &std::collections::BTreeMap<String, Observed>) -> Option<String> {
+    observed.iter().find_map(|(target, o)| {
+        let pool = o.dws_pool().filter(|p| p.saturated())?;
+        Some(format!(
+            "the Duo Workflow Service ({target}) limits, not the model: {}, so sessions queue \
+             before their first action and first model call; add DWS replicas",
+            pool.text()
+        ))
     })
 }
 

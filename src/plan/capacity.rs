@@ -109,8 +109,9 @@ impl CapacitySpec {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
-    /// `twin:<backend>` (the embedded backend's /metrics) or a full URL (a vLLM's `/metrics`, a
-    /// DCGM exporter's, e.g. http://gpu-a:9400/metrics).
+    /// `twin:<backend>` (the embedded backend's /metrics), `twin:dws` (the twin DWS's worker
+    /// pool) or a full URL (a vLLM's `/metrics`, a DCGM exporter's, e.g.
+    /// http://gpu-a:9400/metrics).
     #[serde(default)]
     pub targets: Vec<String>,
     /// Seconds between scrapes.

@@ -66,6 +66,7 @@ impl Summary {
         }
         out.push_str(&self.coverage_lines());
         out.push_str(&self.errors_by_class_line());
+        out.push_str(&self.dws_pool_lines());
         let l = &self.load;
         let rate = |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{r:.1}"));
         out.push_str(&format!(
@@ -102,6 +103,21 @@ impl Summary {
              answer; TPOT and ITL are not measurable and no SLO is judged on them\n",
             whole.join(", ")
         )
+    }
+
+    /// The twin DWS's worker pool, when scraped: its queue is the Agent Platform's first limit.
+    fn dws_pool_lines(&self) -> String {
+        let pools = self.backend_metrics.iter();
+        pools
+            .filter_map(|(target, o)| Some((target, o.dws_pool()?)))
+            .map(|(target, p)| {
+                let queued = match p.saturated() {
+                    true => ": saturated, sessions queue for it",
+                    false => "",
+                };
+                format!("dws ({target}): {}{queued}\n", p.text())
+            })
+            .collect()
     }
 
     /// Errors by class as well as by kind: `connect` (unreachable) is not `stale_connection`.

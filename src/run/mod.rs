@@ -273,7 +273,8 @@ async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
     })
 }
 
-/// `[metrics]` targets with their URLs (`twin:<backend>`: the embedded backend's /metrics).
+/// `[metrics]` targets with their URLs (`twin:<backend>`: the embedded backend's /metrics;
+/// `twin:dws`: the twin DWS's).
 fn scrape_targets(
     plan: &Plan,
     urls: Option<&StackUrls>,
@@ -283,10 +284,15 @@ fn scrape_targets(
         .iter()
         .map(|t| match t.strip_prefix("twin:") {
             Some(name) => urls
-                .and_then(|u| u.backends.get(name))
-                .map(|b| (t.clone(), format!("{}/metrics", b.url)))
+                .and_then(|u| match u.backends.get(name) {
+                    Some(b) => Some(&b.url),
+                    None => (name == "dws").then_some(&u.dws),
+                })
+                .map(|url| (t.clone(), format!("{url}/metrics")))
                 .ok_or_else(|| {
-                    RunError::Config(format!("metrics.targets: no twin backend named '{name}'"))
+                    RunError::Config(format!(
+                        "metrics.targets: no twin backend named '{name}' (twin:dws is the twin DWS)"
+                    ))
                 }),
             None => Ok((t.clone(), t.clone())),
         })

@@ -19,9 +19,18 @@ pub fn numbers(stack: &crate::twin::StackConfig) -> Result<(), String> {
             d.llm_attempts
         ));
     }
+    if !(1..=1024).contains(&d.workers) {
+        return Err(format!(
+            "stack.dws.workers = {}: must be between 1 and 1024",
+            d.workers
+        ));
+    }
     for (key, ms) in [
         ("stack.dws.llm_retry_ms", d.llm_retry_ms),
         ("stack.dws.checkpoint_throttle_ms", d.checkpoint_throttle_ms),
+        ("stack.dws.start_cost_ms", d.start_cost_ms),
+        ("stack.dws.session_cost_ms", d.session_cost_ms),
+        ("stack.dws.tool_cost_ms", d.tool_cost_ms),
     ] {
         if ms > 600_000 {
             return Err(format!("{key} = {ms}: must be <= 600000"));

@@ -8,7 +8,9 @@
 
 pub mod auth;
 pub mod emit;
+mod lang;
 mod prompts;
+mod react;
 pub mod registry;
 mod routes;
 pub mod selection;

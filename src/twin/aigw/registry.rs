@@ -60,6 +60,9 @@ pub struct Definition {
     pub timeout: Option<f64>,
     #[serde(default = "default_system_chars")]
     pub system_chars: usize,
+    /// Tokens the real user template's own text adds beyond the twin's wording of its inputs.
+    #[serde(default)]
+    pub user_pad_tokens: usize,
 }
 
 fn default_system_chars() -> usize {

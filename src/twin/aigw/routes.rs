@@ -491,14 +491,8 @@ async fn chat_agent(State(gw): State<Gw>, headers: HeaderMap, body: Bytes) -> Re
             }
             let sel = Selection::from_metadata(&v).ok_or_else(internal_server_error)?;
             let model = sel.upstream_model().ok_or_else(internal_server_error)?;
-            let question = messages
-                .iter()
-                .rev()
-                .find(|m| m["role"] == "user")
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or("");
             let date = chrono::Utc::now().format("%A, %B %d, %Y").to_string();
-            let (msgs, params) = selection::react_chat(&sel, question, &date);
+            let (msgs, params) = selection::react_chat(&sel, super::react::conversation(&v), &date);
             let call = call_for(&sel, &model, msgs, &params);
             let usage_key = gw.cfg.disable_streaming.then(|| sel.family.clone());
             let src = gw.source(call, &sel.family, true).await;

@@ -163,6 +163,19 @@ pub fn system_prompt(kind: &str, chars: usize, tag_hex: Option<&str>) -> String 
     s
 }
 
+/// `user` with the instruction text the real template adds: `tokens` more tokens (the
+/// harness's text rule), so the twin's prompt weighs what the real one does.
+fn padded(mut user: String, tokens: usize) -> String {
+    if tokens == 0 {
+        return user;
+    }
+    const INSTRUCTION: &str = "Twin instruction text standing in for the template's own words. ";
+    let filler = INSTRUCTION.repeat(tokens / 8 + 2);
+    user.push('\n');
+    user.extend(crate::tokens::split(&filler).into_iter().take(tokens));
+    user
+}
+
 /// The registry's code-suggestion definition for `family` (`^1.0.0`, as every code call).
 fn code_definition(family: &str, generation: bool) -> super::registry::Resolved {
     let id = match generation {
@@ -191,21 +204,21 @@ pub fn completion(sel: &Selection, prefix: &str, suffix: &str, hex: &str) -> (Ve
             system_prompt("code completions", def.definition.system_chars, Some(hex)),
         )
     };
-    let fim_user = || msg("user", format!("<s>[SUFFIX]{suffix}[PREFIX]{prefix}"));
+    let pad = def.definition.user_pad_tokens;
+    let user = |text: String| msg("user", padded(text, pad));
+    let fim_user = || user(format!("<s>[SUFFIX]{suffix}[PREFIX]{prefix}"));
     let messages = match family {
         "llama3" => {
-            let user = format!("Here is a code completion CONTEXT:\n{prefix}\n|CODE|\n{suffix}\n\nWrite the code for |CODE| only.");
-            vec![sys(), msg("user", user)]
+            let text = format!("Here is a code completion CONTEXT:\n{prefix}\n|CODE|\n{suffix}\n\nWrite the code for |CODE| only.");
+            vec![sys(), user(text)]
         }
-        "codellama" => vec![msg("user", format!("<PRE> {prefix} <SUF> {suffix} <MID>"))],
-        "codegemma" => vec![msg(
-            "user",
-            format!("<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"),
-        )],
-        "deepseekcoder" => vec![msg(
-            "user",
-            format!("<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"),
-        )],
+        "codellama" => vec![user(format!("<PRE> {prefix} <SUF> {suffix} <MID>"))],
+        "codegemma" => vec![user(format!(
+            "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+        ))],
+        "deepseekcoder" => vec![user(format!(
+            "<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"
+        ))],
         _ => vec![sys(), fim_user()],
     };
     (messages, registry_params(&def))
@@ -235,6 +248,7 @@ pub fn generation(
         "## Existing code:\n\n{prefix}\n{suffix}\n\n## Instruction:\n```{lang}\n{instruction}\n```\n\nRespond with code only."
     );
     let system = system_prompt("code generations", def.definition.system_chars, Some(hex));
+    let user = padded(user, def.definition.user_pad_tokens);
     (
         vec![msg("system", system), msg("user", user)],
         registry_params(&def),
@@ -255,14 +269,12 @@ pub fn legacy_generation(prefix: &str, lang: &str) -> (Vec<Value>, Params) {
     (vec![msg("user", user)], p)
 }
 
-/// Classic chat ReAct (§4.3): system (no security block, dated), user, assistant prefill.
-pub fn react_chat(sel: &Selection, question: &str, date: &str) -> (Vec<Value>, Params) {
+/// Classic chat ReAct (§4.3): system (no security block, dated), then the conversation
+/// (`react.rs`: every turn, the scratchpad in the assistant prefill).
+pub fn react_chat(sel: &Selection, conversation: Vec<Value>, date: &str) -> (Vec<Value>, Params) {
     let system = system_prompt(&format!("Duo Chat ReAct, today is {date}"), 14428, None);
-    let messages = vec![
-        msg("system", system),
-        msg("user", format!("\n\n{question}")),
-        msg("assistant", "\nThought:".into()),
-    ];
+    let mut messages = vec![msg("system", system)];
+    messages.extend(conversation);
     let base = Params {
         max_tokens: Some(8192),
         temperature: Some(0.1),
@@ -298,7 +310,7 @@ pub fn registry_params(r: &super::registry::Resolved) -> Params {
 }
 
 /// Messages and parameters for a prompt-registry call. Every declared input is rendered into the
-/// user message in declaration order, then the remaining inputs by name.
+/// user message in declaration order, then the template's own text (`user_pad_tokens`).
 pub fn prompt_call(
     r: &super::registry::Resolved,
     inputs: &Map<String, Value>,
@@ -312,11 +324,8 @@ pub fn prompt_call(
             user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(v)));
         }
     }
-    for (k, v) in inputs.iter().filter(|(k, _)| !declared.contains(k)) {
-        if !text(v).is_empty() {
-            user.push_str(&format!("<{k}>\n{}\n</{k}>\n", text(v)));
-        }
-    }
+    // Inputs the template does not declare are ignored, as the real gateway ignores them.
+    let user = padded(user, r.definition.user_pad_tokens);
     let system = system_prompt(&r.prompt.id, r.definition.system_chars, Some(hex));
     (
         vec![msg("system", system), msg("user", user)],
@@ -385,11 +394,11 @@ mod tests {
 
     #[test]
     fn chat_flags_only_for_mistral_families() {
-        let (_, p) = react_chat(&sel("mistral", "m"), "q", "2026-11-25");
+        let (_, p) = react_chat(&sel("mistral", "m"), vec![], "2026-11-25");
         assert!(p.continue_final_message);
-        let (_, p) = react_chat(&sel("general", "m"), "q", "2026-11-25");
+        let (_, p) = react_chat(&sel("general", "m"), vec![], "2026-11-25");
         assert!(!p.continue_final_message);
-        let (_, p) = react_chat(&sel("llama3", "m"), "q", "2026-11-25");
+        let (_, p) = react_chat(&sel("llama3", "m"), vec![], "2026-11-25");
         assert_eq!(p.max_tokens, Some(4096));
         assert!(!generation_name_allowed("general") && !generation_name_allowed("codestral-2501"));
     }

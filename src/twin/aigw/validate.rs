@@ -58,24 +58,6 @@ pub(super) struct CodeInput {
     pub(super) prompt_id: Option<String>,
 }
 
-fn language_of(file_name: &str, identifier: Option<String>) -> String {
-    if let Some(l) = identifier.filter(|l| !l.is_empty()) {
-        return l.to_lowercase();
-    }
-    let ext = file_name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    let lang = match ext {
-        "py" => "python",
-        "rs" => "rust",
-        "js" | "mjs" => "javascript",
-        "ts" => "typescript",
-        "go" => "go",
-        "rb" => "ruby",
-        "java" => "java",
-        _ => "",
-    };
-    lang.to_owned()
-}
-
 impl CodeInput {
     /// From a `current_file`-style object (the v2 `current_file`, or a v3/v4 `payload`).
     pub(super) fn editor(file: &Value, stream: bool) -> Result<Self, Response> {
@@ -83,7 +65,8 @@ impl CodeInput {
             return Err(validation_error());
         }
         let file_name = text(file, "file_name", 255, true)?.unwrap_or_default();
-        let lang = language_of(&file_name, text(file, "language_identifier", 255, false)?);
+        let editor = text(file, "language_identifier", 255, false)?;
+        let lang = super::lang::resolve(&file_name, editor.as_deref()).to_owned();
         Ok(Self {
             lang,
             prefix: text(file, "content_above_cursor", 100_000, true)?.unwrap_or_default(),

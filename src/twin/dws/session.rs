@@ -123,6 +123,7 @@ impl Session {
             .map_err(|(c, m)| End(c, m))?;
         self.workflow_id = start.workflow_id.clone();
         self.goal = start.goal.clone();
+        self.spend(self.shared.cfg.start_cost_ms).await;
         self.fetch_workflow().await?;
         self.status_event("start").await?;
         self.log.push(entry("user", &self.goal.clone(), "success"));
@@ -133,6 +134,7 @@ impl Session {
             self.save("loop").await?;
         }
         let mut turns: Vec<Value> = Vec::new();
+        self.spend(self.shared.cfg.session_cost_ms).await;
         for _ in 0..10 {
             if billing {
                 let flow = if agentic { "agentic_chat" } else { "chat" };
@@ -161,11 +163,17 @@ impl Session {
             self.save("loop").await?;
             self.checkpoint().await?;
             turns.extend(llm::tool_turns(&id, &name, &args, &result));
+            self.spend(self.shared.cfg.tool_cost_ms).await;
         }
         Err(End::failure(
             "GraphRecursionError",
             "Recursion limit of 10 reached without hitting a stop condition.",
         ))
+    }
+
+    /// The service's own work for a step: `ms` of a worker's time, after waiting for one.
+    async fn spend(&self, ms: u64) {
+        self.shared.workers.work(Duration::from_millis(ms)).await;
     }
 
     /// Sends an action; a stop or a client gone ends the session.

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The harness's own cost per streamed request (README, "The harness's cost, measured"):
+#   a twin vLLM in its own process pinned to core 1 (TTFT 50 ms, 2 ms per token, 64-token
+#   /v1/completions streams), the harness pinned to core 0 with one tokio worker, a constant
+#   rate for SECONDS at each rate. Per rate it prints the harness process's whole CPU (user +
+#   sys, from start to exit) per request, its busiest thread's busy share, send lateness p99,
+#   the achieved rate, peak RSS and the verdict; then the fixed cost of a run and the cost per
+#   request at the margin, fitted (least squares) from CPU against requests over the rates.
+# Usage: scripts/cpu-per-request.sh [SECONDS=15] [RATES="100 1000 2000 4000"]
+# Needs: Linux, 2+ cores, taskset, /usr/bin/time, python3. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-15}
+rates=${2:-100 1000 2000 4000}
+port=${CPU_BENCH_PORT:-8913}
+out=target/cpu-per-request
+cargo build --release --quiet
+rm -rf "$out" && mkdir -p "$out"
+# A copy: a rebuild during the measurement must not change the binary under it.
+cp target/release/duo-harness "$out/duo-harness"
+bin=$out/duo-harness
+cat >"$out/stack.toml" <<TOML
+[aigw]
+port = 0
+[[backend]]
+name = "vllm-code"
+models = ["codestral-22b"]
+port = $port
+ttft_ms = 50
+itl_ms = 2
+TOML
+python3 - "$out/corpus.jsonl" <<'PY'
+import json, sys
+src = "fixtures/corpus/openai-bench.jsonl"
+with open(src) as f, open(sys.argv[1], "w") as out:
+    for line in f:
+        v = json.loads(line)
+        v["request"]["body"]["max_tokens"] = 64
+        out.write(json.dumps(v) + "\n")
+PY
+cat >"$out/scenario.toml" <<TOML
+name = "cpu-per-request"
+corpus = "corpus.jsonl"
+features = ["code_completions"]
+request_timeout_s = 10
+[target]
+url = "http://127.0.0.1:$port"
+[output]
+dir = "reports"
+chunks = false
+[load]
+arrival = "constant"
+rate = 100
+duration_s = $seconds
+warmup_s = 1
+grace_s = 5
+seed = 1
+TOML
+taskset -c 1 "$bin" stack --config "$out/stack.toml" >"$out/stack.json" 2>"$out/stack.log" &
+stack=$!
+trap 'kill $stack 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+for rate in $rates; do
+    # One unmeasured second first, so every measured run meets an equally warm server.
+    TOKIO_WORKER_THREADS=1 taskset -c 0 "$bin" run "$out/scenario.toml" --rate "$rate" \
+        --duration 1 --out "$out/warm-$rate" >/dev/null 2>&1 || true
+    TOKIO_WORKER_THREADS=1 /usr/bin/time -f "%U %S %M" -o "$out/time-$rate" \
+        taskset -c 0 "$bin" run "$out/scenario.toml" --rate "$rate" --out "$out/r$rate" \
+        >"$out/r$rate.log" 2>&1 || true
+done
+python3 - "$out" $rates <<'PY'
+import json, sys
+out, rates = sys.argv[1], [int(r) for r in sys.argv[2:]]
+rows = []
+print(f"{'rate':>6} {'sent':>7} {'achieved':>9} {'cpu s':>7} {'ms/req':>7} {'busy':>6} {'late p99':>9} {'rss MB':>7}  verdict")
+for r in rates:
+    user, sys_, rss_kb = open(f"{out}/time-{r}").read().split()[-3:]
+    cpu = float(user) + float(sys_)
+    s = json.load(open(f"{out}/r{r}/summary.json"))
+    load = s["load"]
+    sent = load["sent"]
+    busy = (load["client"].get("busiest_thread") or {}).get("busy")
+    late = load["send_lateness_ms"]["p99"]
+    rows.append((sent, cpu))
+    print(f"{r:>6} {sent:>7} {load['achieved_rps'] or 0:>9.1f} {cpu:>7.2f} {1000 * cpu / max(sent, 1):>7.3f} "
+          f"{(busy or 0) * 100:>5.0f}% {late if late is not None else float('nan'):>9.3f} {int(rss_kb) / 1024:>7.1f}  {s['verdict']}")
+n = len(rows)
+if n >= 2:
+    mx = sum(x for x, _ in rows) / n
+    my = sum(y for _, y in rows) / n
+    sxx = sum((x - mx) ** 2 for x, _ in rows)
+    slope = sum((x - mx) * (y - my) for x, y in rows) / sxx if sxx else float("nan")
+    fixed = my - slope * mx
+    print(f"fit: fixed cost of a run {fixed:.2f} s of CPU; at the margin {slope * 1000:.3f} ms of CPU per request")
+PY
