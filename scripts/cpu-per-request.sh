@@ -7,17 +7,20 @@
 #   the achieved rate, peak RSS and the verdict; then the fixed cost of a run and the cost per
 #   request at the margin, fitted (least squares) from CPU against requests over the rates.
 # Usage: scripts/cpu-per-request.sh [SECONDS=15] [RATES="100 1000 2000 4000"]
+#   HARNESS_BIN=path: measure that harness binary (another build, for a before/after on one
+#   host) against this build's twin; OUT=dir: where the runs go (default target/cpu-per-request).
 # Needs: Linux, 2+ cores, taskset, /usr/bin/time, python3. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-15}
 rates=${2:-100 1000 2000 4000}
 port=${CPU_BENCH_PORT:-8913}
-out=target/cpu-per-request
+out=${OUT:-target/cpu-per-request}
 cargo build --release --quiet
 rm -rf "$out" && mkdir -p "$out"
-# A copy: a rebuild during the measurement must not change the binary under it.
-cp target/release/duo-harness "$out/duo-harness"
+# Copies: a rebuild during the measurement must not change the binaries under it.
+cp target/release/duo-harness "$out/twin"
+cp "${HARNESS_BIN:-target/release/duo-harness}" "$out/duo-harness"
 bin=$out/duo-harness
 cat >"$out/stack.toml" <<TOML
 [aigw]
@@ -56,7 +59,7 @@ warmup_s = 1
 grace_s = 5
 seed = 1
 TOML
-taskset -c 1 "$bin" stack --config "$out/stack.toml" >"$out/stack.json" 2>"$out/stack.log" &
+taskset -c 1 "$out/twin" stack --config "$out/stack.toml" >"$out/stack.json" 2>"$out/stack.log" &
 stack=$!
 trap 'kill $stack 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -94,5 +97,14 @@ if n >= 2:
     sxx = sum((x - mx) ** 2 for x, _ in rows)
     slope = sum((x - mx) * (y - my) for x, y in rows) / sxx if sxx else float("nan")
     fixed = my - slope * mx
-    print(f"fit: fixed cost of a run {fixed:.2f} s of CPU; at the margin {slope * 1000:.3f} ms of CPU per request")
+    print(f"fit over all rates: fixed cost of a run {fixed:.2f} s of CPU; at the margin {slope * 1000:.3f} ms of CPU per request")
+    # Per request the cost falls as the rate rises (more chunks arrive per wake-up), so one
+    # straight line over every rate is crude: the margin between neighbouring rates, and the
+    # fixed cost extrapolated from the two lowest, say more.
+    for (x0, y0), (x1, y1), r0, r1 in zip(rows, rows[1:], rates, rates[1:]):
+        if x1 != x0:
+            print(f"margin {r0}->{r1} req/s: {1000 * (y1 - y0) / (x1 - x0):.3f} ms of CPU per request")
+    (x0, y0), (x1, y1) = rows[0], rows[1]
+    if x1 != x0:
+        print(f"fixed cost of a run (from the two lowest rates): {y0 - x0 * (y1 - y0) / (x1 - x0):.2f} s of CPU")
 PY

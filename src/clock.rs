@@ -51,6 +51,30 @@ pub fn precise_thread() -> bool {
     raise_priority()
 }
 
+/// [`precise_thread`] for the pacer alone: real-time where allowed ([`real_time`]), else the
+/// raised nice value.
+pub fn pacer_thread() -> bool {
+    tighten_timer_slack();
+    real_time() || raise_priority()
+}
+
+/// Puts the calling thread in the real-time class at the lowest real-time priority where the
+/// user may (root or CAP_SYS_NICE): it then runs the moment it wakes, where a raised nice value
+/// still waits out the running worker's time slice (milliseconds under EEVDF, on a core the
+/// pacer shares with a busy worker). Safe for the pacer: it sleeps all but the last 20 µs
+/// before each send. Returns whether it did.
+fn real_time() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sched_setscheduler reads a plain struct owned here and affects only this thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 1 };
+        libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 /// Raises the calling thread's scheduling priority where the user may (root or
 /// CAP_SYS_NICE); returns whether it did.
 pub fn raise_priority() -> bool {
@@ -62,6 +86,21 @@ pub fn raise_priority() -> bool {
     }
     #[cfg(not(target_os = "linux"))]
     false
+}
+
+/// Sets the calling thread to nice 0 (threads inherit their creator's raised priority): for
+/// bookkeeping that shares a core with the workers. Below the workers where they are raised,
+/// so it yields to them, yet never starved: under `SCHED_IDLE` a saturated core never ran it
+/// and the records queued for it grew without bound (measured: 626 MB of RSS at 2,000 req/s on
+/// one saturated core, against 210 MB with the collector inside the runtime). Anyone may lower
+/// their own thread.
+pub fn ordinary_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain values and affect only this thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 0);
+    }
 }
 
 /// Raises the open-file limit to its hard limit: under open-loop load every request in flight

@@ -12,8 +12,10 @@ mod load;
 mod paths;
 mod rate;
 mod remap;
+mod slice;
 use paths::Paths;
 pub use remap::Remap;
+pub use slice::{parse_start_at, Slice, SliceOf, MAX_SLICES};
 
 mod capacity;
 mod output;
@@ -286,7 +288,10 @@ pub struct Plan {
     /// Recorded model endpoints and where they go now (`[remap]`, then `--remap`).
     #[serde(default, skip_serializing_if = "Remap::is_empty")]
     pub remap: Remap,
-    /// `<UTC start>-<scenario name>`.
+    /// Which slice of the schedule this process sends (`--slice`, `--start-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<Slice>,
+    /// `<UTC start>-<scenario name>` (a slice: `<instant zero>-<name>-slice-K-of-N`).
     pub run_id: String,
     /// The run folder; `--out` sets it exactly, otherwise `<output.dir>/<run id>`.
     pub run_dir: PathBuf,
@@ -349,7 +354,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
     let conformance = conformance(&sc, &paths).map_err(at)?;
     sc.capacity.check().map_err(at)?;
     sc.metrics.check().map_err(at)?;
-    let gate = gate(&sc, &paths).map_err(at)?;
+    let gate = gate::resolve(&sc, &paths).map_err(at)?;
     let load = load(&sc, &overrides, &conformance).map_err(at)?;
     check::scenario(&sc).map_err(at)?;
     let target = target(&sc, &paths, target_url.is_none()).map_err(at)?;
@@ -359,7 +364,7 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         .out
         .clone()
         .unwrap_or_else(|| sc.output.dir.join(&run_id));
-    Ok(Plan {
+    Plan {
         schema: PLAN_SCHEMA.into(),
         harness_version: env!("CARGO_PKG_VERSION").into(),
         scenario_name: sc.name,
@@ -397,10 +402,13 @@ pub fn resolve(path: &Path, overrides: Overrides, started: &str) -> Result<Plan,
         metrics: sc.metrics,
         remap,
         embedded_backend,
+        slice: None,
         run_id,
         run_dir,
         overrides,
-    })
+    }
+    .sliced(&sc.output.dir)
+    .map_err(at)
 }
 
 /// The scenario file, its `${VAR}`s expanded, parsed; and as written (empty where the text
@@ -514,22 +522,6 @@ fn conformance(sc: &Scenario, paths: &Paths) -> Result<ConformanceSpec, String> 
     }
 }
 
-/// `[gate]`, its baseline resolved against the scenario's folder.
-fn gate(sc: &Scenario, paths: &Paths) -> Result<GateSpec, String> {
-    let mut gate = sc.gate.clone();
-    gate.check()?;
-    if let Some(f) = gate
-        .named_features()
-        .find(|f| crate::features::lookup(f).is_none())
-    {
-        return Err(format!("gate: unknown Duo feature '{f}'"));
-    }
-    gate.baseline = gate
-        .baseline
-        .map(|b| paths.resolve(&["gate", "baseline"], None, &b));
-    Ok(gate)
-}
-
 /// `[load]` with the command line's overrides; a calibration's own load.
 fn load(
     sc: &Scenario,
@@ -537,6 +529,10 @@ fn load(
     conformance: &ConformanceSpec,
 ) -> Result<LoadSpec, String> {
     let mut load = sc.load.clone();
+    if let Some(t) = &overrides.load.start_at {
+        // Slices must draw one schedule: without a seed of their own, they share the instant's.
+        load.seed.get_or_insert_with(|| slice::shared_seed(t));
+    }
     load.apply(&overrides.load);
     if overrides.calibrate {
         if conformance.snapshots.is_none() {

@@ -10,8 +10,8 @@
 //! rate `Λ(t) = ∫₀ᵗ λ(s) ds`. With a fixed rate this is the textbook process; with a ramp or
 //! steps the instantaneous rate follows the profile while the gap distribution keeps its shape.
 
-use crate::plan::LoadSpec;
 pub use crate::plan::{Arrival, RateProfile, Segment};
+use crate::plan::{LoadSpec, SliceOf};
 use rand::distr::weighted::WeightedIndex;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -164,18 +164,52 @@ pub struct Planned {
     pub index: usize,
 }
 
-/// A whole run's schedule, and how many sends it may make at most.
+/// A whole run's schedule (or a slice of one), and how many sends it may make at most.
 pub struct Schedule {
     pub sends: Box<dyn Iterator<Item = Planned> + Send>,
     pub max_requests: Option<u64>,
+    /// The sequence numbers of its sends: the n-th is `first + n * step` (a slice's are its
+    /// places in the whole schedule, so merged slices number every send once).
+    pub first_seq: u64,
+    pub seq_step: u64,
 }
 
 impl Schedule {
     /// No send at all (a run its preflight stopped).
     pub fn none() -> Self {
+        Self::whole(Box::new(std::iter::empty()), Some(0))
+    }
+
+    fn whole(sends: Box<dyn Iterator<Item = Planned> + Send>, max: Option<u64>) -> Self {
         Self {
-            sends: Box::new(std::iter::empty()),
-            max_requests: Some(0),
+            sends,
+            max_requests: max,
+            first_seq: 0,
+            seq_step: 1,
+        }
+    }
+
+    /// The sequence number of the n-th send.
+    pub fn seq(&self, n: u64) -> u64 {
+        self.first_seq + n * self.seq_step
+    }
+
+    /// The K-th of every N sends, in the whole schedule's order and at its intended times;
+    /// `max_requests` bounds the whole schedule, of which this slice sends its share.
+    pub fn slice(self, of: SliceOf) -> Self {
+        let bounded: Box<dyn Iterator<Item = Planned> + Send> = match self.max_requests {
+            Some(m) => Box::new(self.sends.take(usize::try_from(m).unwrap_or(usize::MAX))),
+            None => self.sends,
+        };
+        let kept = bounded
+            .enumerate()
+            .filter(move |(i, _)| of.keeps(*i as u64))
+            .map(|(_, p)| p);
+        Self {
+            sends: Box::new(kept),
+            max_requests: self.max_requests.map(|m| of.share(m)),
+            first_seq: u64::from(of.index),
+            seq_step: u64::from(of.count),
         }
     }
 }
@@ -232,10 +266,7 @@ pub fn build(
             (Box::new(it), load.max_requests)
         }
     };
-    Ok(Schedule {
-        sends,
-        max_requests: max,
-    })
+    Ok(Schedule::whole(sends, max))
 }
 
 #[cfg(test)]

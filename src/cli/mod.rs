@@ -259,6 +259,14 @@ pub struct LoadArgs {
     /// That many closed-loop virtual developers (arrival "developers"; the goose feature).
     #[arg(long, conflicts_with_all = ["rate", "arrival", "concurrency"])]
     users: Option<usize>,
+    /// Send the K-th (from 0) of every N arrivals of the one seeded schedule, as one of N
+    /// processes (pods, hosts); `report` merges the N run folders. Needs --start-at.
+    #[arg(long, value_name = "K/N", requires = "start_at")]
+    slice: Option<crate::plan::SliceOf>,
+    /// The schedule's instant zero, common to every slice (RFC 3339, e.g.
+    /// 2026-12-04T09:30:00Z): the process waits for it; arrivals keep their intended times.
+    #[arg(long, value_name = "RFC3339", value_parser = crate::plan::parse_start_at)]
+    start_at: Option<String>,
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
@@ -275,6 +283,8 @@ impl From<LoadArgs> for LoadOverrides {
             concurrency: a.concurrency,
             seed: a.seed,
             users: a.users,
+            slice: a.slice,
+            start_at: a.start_at,
         }
     }
 }

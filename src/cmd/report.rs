@@ -154,6 +154,11 @@ fn foreign_findings(sources: &[RunFolder]) -> Vec<Finding> {
 pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
     let sources = open_sources(&args.dirs)?;
     let out = out_dir(args.out.as_ref(), &sources)?;
+    // One slice re-rendered in place is that slice's report; anywhere else, it would pass
+    // for the whole schedule's load.
+    if !matches!(sources.as_slice(), [only] if same_path(&only.dir, &out)) {
+        results::check_slices(&sources)?;
+    }
     let mut merged = results::merge(sources.clone())?;
     if sources.len() > 1 || out != sources[0].dir {
         write_merged(&merged, &sources, &out)?;
@@ -166,6 +171,19 @@ pub fn command(args: ReportArgs) -> Result<Exit, Failure> {
         taps.is_file().then_some(taps.as_path()),
     )?;
     rebuilt.summary.findings.extend(foreign_findings(&sources));
+    // A merged folder re-rendered keeps the audit of the slices it was merged from.
+    let slices = match sources.as_slice() {
+        [merged] if merged.plan.slice.is_none() => (merged.summary.as_ref())
+            .map(|s| s.slices.clone())
+            .unwrap_or_default(),
+        _ => results::audit_slices(&sources),
+    };
+    let bound = rebuilt.summary.load.max_send_lateness_ms;
+    rebuilt
+        .summary
+        .findings
+        .extend(verdict::slice_findings(&slices, bound));
+    rebuilt.summary.slices = slices;
     rebuilt.summary.verdict = verdict::verdict(&rebuilt.summary.findings);
     let preflight = match sources.as_slice() {
         [only] => only.preflight.clone().map(|p| p.stages).unwrap_or_default(),

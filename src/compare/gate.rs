@@ -72,7 +72,8 @@ fn gate_stage(
         Err((status, finding)) => return (None, stage(status, String::new()), finding),
     };
     current.summary = Some(summary.clone());
-    let compared = RunFolder::open(baseline)
+    let compared = (current.read_records())
+        .and_then(|()| RunFolder::open(baseline))
         .map_err(|e| e.to_string())
         .and_then(|b| compare::compare(&b, current, gate).map_err(|e| e.to_string()));
     match compared {

@@ -74,7 +74,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("pacer".into())
         .spawn(move || {
-            let _ = crate::clock::precise_thread();
+            let _ = crate::clock::pacer_thread();
             let n = pace(&handle, &shared, schedule, &opts, &stop);
             let _ = done_tx.send(n);
         })
@@ -95,6 +95,7 @@ fn pace(
         return 0;
     }
     let mut n: u64 = 0;
+    let (first_seq, seq_step) = (schedule.first_seq, schedule.seq_step);
     for planned in schedule.sends {
         if stopped(stop) || schedule.max_requests.is_some_and(|m| n >= m) {
             break;
@@ -107,7 +108,7 @@ fn pace(
             break;
         }
         let slot = Slot {
-            seq: n as usize,
+            seq: (first_seq + n * seq_step) as usize,
             intended,
             started: intended,
             warmup: intended.saturating_duration_since(run_start) < opts.warmup,

@@ -58,6 +58,8 @@ pub struct FeatureAgg {
     pub sessions: Option<super::session::SessionAgg>,
     /// Successful answers: whole or streamed, how they ended, which model served them.
     pub answers: super::answers::Answers,
+    /// The same figures per stream mode (`summary.json` shows them where a feature has both).
+    pub modes: BTreeMap<super::StreamMode, ModeMetrics>,
     /// Requests that met a pooled connection the server had closed, and how their retry went.
     pub stale: super::answers::StaleConnections,
     /// Successful requests the SLO could not judge: every bound it sets is one the answer
@@ -90,10 +92,18 @@ impl FeatureAgg {
     /// A successful request: its figures recorded, its tokens counted, its SLO judged.
     fn add_ok(&mut self, r: &RequestRecord, slo: Option<Slo>) {
         let record = |m: &mut Metric, v: Option<f64>| v.into_iter().for_each(|v| m.record(v));
-        record(&mut self.ttft, r.ttft_ms());
+        let (ttft, tpot, e2e) = (r.ttft_ms(), r.tpot_ms(), r.e2e_ms());
+        record(&mut self.ttft, ttft);
         record(&mut self.ttft_from_intended, r.ttft_from_intended_ms());
-        record(&mut self.tpot, r.tpot_ms());
-        record(&mut self.e2e, r.e2e_ms());
+        record(&mut self.tpot, tpot);
+        record(&mut self.e2e, e2e);
+        let mode = self
+            .modes
+            .entry(super::StreamMode::of(r.stream))
+            .or_default();
+        record(&mut mode.ttft, ttft);
+        record(&mut mode.tpot, tpot);
+        record(&mut mode.e2e, e2e);
         r.content_gaps_ms()
             .into_iter()
             .for_each(|g| self.itl.record(g));
@@ -126,6 +136,14 @@ impl FeatureAgg {
             }
         }
     }
+}
+
+/// One stream mode's figures of a feature: measured, successful requests.
+#[derive(Debug, Clone, Default)]
+pub struct ModeMetrics {
+    pub ttft: Metric,
+    pub tpot: Metric,
+    pub e2e: Metric,
 }
 
 /// One corpus case's measured sends.

@@ -327,15 +327,21 @@ impl RequestRecord {
 /// The schema id of result lines.
 pub const RESULT_SCHEMA: &str = "duo-harness/result/v1";
 
-/// Appends records to `results.ndjson`, one line each in one write. A write that fails (a full
-/// disk) is undone back to the last whole line, so the file never ends in a fragment.
+/// Appends records to `results.ndjson`, whole lines only: lines gather in a buffer written out
+/// when it passes [`FLUSH_BYTES`] and whenever no record is waiting ([`ResultsSink::flush`]), so
+/// a busy run makes one write per many records and an idle one leaves nothing unwritten. A
+/// write that fails (a full disk) is undone back to the last whole line, so the file never ends
+/// in a fragment.
 pub struct ResultsSink {
     file: std::fs::File,
     keep_chunks: bool,
-    /// Bytes written: the last line boundary.
+    /// Bytes written: the last line boundary on disk.
     written: u64,
-    line: Vec<u8>,
+    pending: Vec<u8>,
 }
+
+/// Buffered lines past this size are written out at once.
+pub const FLUSH_BYTES: usize = 64 * 1024;
 
 impl ResultsSink {
     /// `keep_chunks = false` leaves each line's chunk list empty (long runs: the per-request
@@ -345,7 +351,7 @@ impl ResultsSink {
             file: crate::files::create_private(path)?,
             keep_chunks,
             written: 0,
-            line: Vec::with_capacity(8192),
+            pending: Vec::with_capacity(2 * FLUSH_BYTES),
         })
     }
 
@@ -353,16 +359,28 @@ impl ResultsSink {
         if !self.keep_chunks {
             r.chunks = Vec::new();
         }
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &r)?;
-        self.line.push(b'\n');
-        if let Err(e) = self.file.write_all(&self.line) {
+        serde_json::to_writer(&mut self.pending, &r)?;
+        self.pending.push(b'\n');
+        match self.pending.len() >= FLUSH_BYTES {
+            true => self.flush(),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes the buffered lines out.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.pending) {
             use std::io::Seek;
             let _ = self.file.set_len(self.written);
             let _ = self.file.seek(std::io::SeekFrom::Start(self.written));
+            self.pending.clear();
             return Err(e);
         }
-        self.written += self.line.len() as u64;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
         Ok(())
     }
 }
@@ -377,18 +395,39 @@ pub fn read_results(path: &Path) -> std::io::Result<Vec<RequestRecord>> {
 }
 
 /// The results stage: takes records as requests end, folds each into the aggregate, updates the
-/// live counters, and appends it to `results.ndjson` (flushed). Ends when every sender is gone.
-/// A write error stops the writing (and is returned), never the measuring.
-pub async fn collect(
+/// live counters, and appends it to `results.ndjson`. Runs on a thread of its own ("collector",
+/// at nice 0, below the raised workers but never starved), so neither the JSON nor the file
+/// writes ever hold up a tokio worker that must start a request on time. Ends when every sender is gone; the receiver yields the
+/// aggregate and whether every line was written. A write error stops the writing, never the
+/// measuring.
+pub fn collect(
+    records: tokio::sync::mpsc::UnboundedReceiver<RequestRecord>,
+    sink: ResultsSink,
+    agg: aggregate::Aggregate,
+    live: std::sync::Arc<crate::live::LiveStats>,
+) -> tokio::sync::oneshot::Receiver<(aggregate::Aggregate, std::io::Result<()>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || {
+            crate::clock::ordinary_priority();
+            let _ = tx.send(collect_blocking(records, sink, agg, &live));
+        })
+        .expect("the collector thread starts");
+    rx
+}
+
+fn collect_blocking(
     mut records: tokio::sync::mpsc::UnboundedReceiver<RequestRecord>,
     mut sink: ResultsSink,
     mut agg: aggregate::Aggregate,
-    live: std::sync::Arc<crate::live::LiveStats>,
+    live: &crate::live::LiveStats,
 ) -> (aggregate::Aggregate, std::io::Result<()>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut ttft = hist::Metric::default();
     let mut written = Ok(());
-    while let Some(r) = records.recv().await {
+    let mut next = records.blocking_recv();
+    while let Some(r) = next {
         agg.add(&r);
         live.done.fetch_add(1, Relaxed);
         if r.failed() {
@@ -404,6 +443,19 @@ pub async fn collect(
         if written.is_ok() {
             written = sink.write(r);
         }
+        next = match records.try_recv() {
+            Ok(r) => Some(r),
+            // Nothing waiting: what is buffered goes to disk before the thread sleeps.
+            Err(_) => {
+                if written.is_ok() {
+                    written = sink.flush();
+                }
+                records.blocking_recv()
+            }
+        };
+    }
+    if written.is_ok() {
+        written = sink.flush();
     }
     (agg, written)
 }

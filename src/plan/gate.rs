@@ -324,3 +324,19 @@ mod tests {
         assert_eq!(t.allowance(50.0), 20.0);
     }
 }
+
+/// `[gate]`, its baseline resolved against the scenario's folder.
+pub(super) fn resolve(sc: &super::Scenario, paths: &super::Paths) -> Result<GateSpec, String> {
+    let mut gate = sc.gate.clone();
+    gate.check()?;
+    if let Some(f) = gate
+        .named_features()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        return Err(format!("gate: unknown Duo feature '{f}'"));
+    }
+    gate.baseline = gate
+        .baseline
+        .map(|b| paths.resolve(&["gate", "baseline"], None, &b));
+    Ok(gate)
+}

@@ -182,7 +182,8 @@ impl Slo {
     }
 }
 
-/// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`, `--users`.
+/// `--rate`, `--duration`, `--arrival`, `--concurrency`, `--seed`, `--users`, `--slice`,
+/// `--start-at`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoadOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +199,12 @@ pub struct LoadOverrides {
     /// That many virtual developers (`arrival = "developers"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<usize>,
+    /// `--slice K/N`: send the K-th of every N arrivals of the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<super::SliceOf>,
+    /// `--start-at`: the schedule's instant zero (RFC 3339, UTC), common to every slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
 }
 
 impl LoadSpec {

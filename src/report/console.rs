@@ -81,6 +81,7 @@ impl Summary {
             l.warmup
         ));
         out.push_str(&self.audit_lines());
+        out.extend(self.slices.iter().map(|s| s.line() + "\n"));
         out.push_str(&self.findings_lines(FINDING_LINES));
         out.push_str(&format!(
             "verdict: {} ({} requests, {} errors, {:.1} s)\n",

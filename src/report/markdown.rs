@@ -75,6 +75,16 @@ pub fn render(r: &Report, html_link: Option<&str>) -> String {
     if let Some(c) = r.comparison {
         comparison(&mut out, c);
     }
+    if !s.slices.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Slices** (one schedule, sent from {} processes)\n",
+            s.slices.len()
+        );
+        for slice in &s.slices {
+            let _ = writeln!(out, "- {}", cell(&slice.line()));
+        }
+    }
     findings(&mut out, s);
     if let Some(link) = html_link {
         let _ = writeln!(out, "\n📊 [Full report (HTML)]({link})");

@@ -235,8 +235,20 @@ pub fn judge_folder(
     tap_agg: Option<&TapAgg>,
     conformance: Option<&crate::conformance::Outcome>,
 ) -> Rebuilt {
+    judge_aggregate(merged, sources, merged.aggregate(), tap_agg, conformance)
+}
+
+/// [`judge_folder`] with the folder's records already folded into `agg` (by the one
+/// `Aggregate::add`): `run` judges itself so, from the aggregate it built while measuring,
+/// without reading its records back.
+pub fn judge_aggregate(
+    merged: &RunFolder,
+    sources: &[RunFolder],
+    agg: Aggregate,
+    tap_agg: Option<&TapAgg>,
+    conformance: Option<&crate::conformance::Outcome>,
+) -> Rebuilt {
     let plan = &merged.plan;
-    let agg = merged.aggregate();
     let info = run_info(merged, sources);
     let receive_delay = info.receive_delay.clone();
     let checks = Checks {
@@ -244,8 +256,8 @@ pub fn judge_folder(
         routing: plan.routing.clone(),
         conformance,
     };
-    let mut summary = verdict::summarise(info, &plan.load, &agg, &checks);
-    verdict::modes::fill(&mut summary, &merged.records);
+    let mut summary = verdict::summarise(info, &plan.process_load(), &agg, &checks);
+    verdict::modes::fill(&mut summary, &agg);
     // What the backends' metrics showed is not in results.ndjson: a single run keeps its own.
     if let [only] = sources {
         summary.backend_metrics = only

@@ -32,12 +32,12 @@ pub(super) type BackendMetrics = std::collections::BTreeMap<String, crate::scrap
 /// backends' metrics), its histograms and its preflight stages.
 pub(super) fn write_live(
     plan: &Plan,
-    (info, agg, backend_metrics): (RunInfo, Aggregate, BackendMetrics),
+    (info, agg, backend_metrics): (RunInfo, &Aggregate, BackendMetrics),
     checks: &verdict::Checks,
     preflight: &[Stage],
 ) -> Vec<(PathBuf, String)> {
-    let histograms = verdict::histograms(&agg, &info.receive_delay);
-    let mut live = verdict::summarise(info, &plan.load, &agg, checks);
+    let histograms = verdict::histograms(agg, &info.receive_delay);
+    let mut live = verdict::summarise(info, &plan.load, agg, checks);
     live.backend_metrics = backend_metrics;
     let preflight = verdict::Preflight::new(preflight.to_vec());
     write_documents(

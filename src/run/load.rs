@@ -69,22 +69,22 @@ async fn start_probe() -> Option<probe::Probe> {
 /// How the dispatcher sends: its window, warm-up, cap on requests in flight and what happens
 /// at the cap; and the cap the harness set itself, when the scenario set none.
 fn send_options(plan: &Plan) -> (dispatch::Options, Option<usize>) {
-    let closed = !plan.load.arrival.open_loop();
+    let load = plan.process_load();
+    let closed = !load.arrival.open_loop();
     // Without a cap of its own, an open loop against a server that stops answering would hold
     // a task and a socket per send until memory or descriptors ran out.
-    let default_cap =
-        (!closed && plan.load.concurrency.is_none()).then_some(plan.load.max_in_flight);
-    let concurrency = match plan.load.arrival {
-        Arrival::Closed => Some(plan.load.concurrency.unwrap_or(1)),
-        _ => plan.load.concurrency.or(default_cap),
+    let default_cap = (!closed && load.concurrency.is_none()).then_some(load.max_in_flight);
+    let concurrency = match load.arrival {
+        Arrival::Closed => Some(load.concurrency.unwrap_or(1)),
+        _ => load.concurrency.or(default_cap),
     };
     let opts = dispatch::Options {
-        window: plan.load.send_window_s().map(Duration::from_secs_f64),
-        warmup: Duration::from_secs_f64(plan.load.warmup_s),
+        window: load.send_window_s().map(Duration::from_secs_f64),
+        warmup: Duration::from_secs_f64(load.warmup_s),
         concurrency,
         policy: match default_cap {
             Some(_) => crate::plan::CapPolicy::Skip,
-            None => plan.load.cap_policy,
+            None => load.cap_policy,
         },
     };
     (opts, default_cap)
@@ -104,12 +104,7 @@ pub(super) async fn drive_load(
     let live = Arc::new(LiveStats::default());
     let mut signals = crate::signals::stop_signals();
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut collector = tokio::spawn(measure::collect(
-        rx,
-        sink,
-        Aggregate::new(plan.slo.clone()),
-        live.clone(),
-    ));
+    let mut collector = measure::collect(rx, sink, Aggregate::new(plan.slo.clone()), live.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(false);
     let cpu_start = CpuTimes::now();
@@ -187,7 +182,7 @@ fn start_sending(
 ) -> Sending {
     #[cfg(feature = "goose")]
     if let (Arrival::Developers, Some(developers)) =
-        (plan.load.arrival, plan.load.developers.clone())
+        (plan.load.arrival, plan.process_load().developers)
     {
         let opts = drive::developers::Options {
             developers,

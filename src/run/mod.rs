@@ -180,6 +180,28 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError
 /// The schedule's instant zero lies this far after setup, so the pacer starts on time.
 const LEAD: Duration = Duration::from_millis(20);
 
+/// The schedule's instant zero: `--start-at` on this host's clock (a slice that starts after
+/// it sends its first arrivals late, and says so), else just after setup.
+fn run_start(plan: &Plan) -> Instant {
+    let Some(zero) = plan.slice.as_ref().and_then(|s| s.start()) else {
+        return Instant::now() + LEAD;
+    };
+    let (now, wall) = (Instant::now(), chrono::Utc::now());
+    match (zero - wall).to_std() {
+        Ok(ahead) => now + ahead,
+        Err(_) => {
+            let behind = (wall - zero).to_std().unwrap_or_default();
+            eprintln!(
+                "warning: the instant zero {} passed {:.3} s ago: this process's first sends \
+                 are that late",
+                zero.to_rfc3339(),
+                behind.as_secs_f64()
+            );
+            now.checked_sub(behind).unwrap_or(now)
+        }
+    }
+}
+
 /// Everything a run needs before it sends: the stack, the target, what to send and when.
 struct Setup {
     /// The embedded stack, kept alive for the whole run.
@@ -234,6 +256,10 @@ async fn setup(plan: &mut Plan) -> Result<Setup, RunError> {
     let offsets: Vec<f64> = interactions.iter().map(|i| i.arrival_offset_ms).collect();
     let schedule = schedule::build(&plan.load, &feature_of, &offsets)
         .map_err(|m| RunError::Config(format!("{}: {m}", plan.scenario_path.display())))?;
+    let schedule = match &plan.slice {
+        Some(s) => schedule.slice(s.of()),
+        None => schedule,
+    };
     let replay_key = secret_from_env(
         "target.model_api_key_env",
         plan.target.model_api_key_env.as_deref(),
@@ -344,7 +370,7 @@ async fn measure(
         base_url: setup.base_url,
         auth: setup.auth,
         timeout: Duration::from_secs_f64(plan.request_timeout_s),
-        run_start: Instant::now() + LEAD,
+        run_start: run_start(plan),
         correlation: taps.as_ref().map(|t| (t.salt, t.correlator.clone())),
         tokenizers: setup.tokenizers,
         dws: setup.dws,
@@ -437,13 +463,21 @@ fn judge_and_write(
     };
     // What only the live run knows (its CPU, schedule, backends' metrics) goes to disk first;
     // then the run is judged from its folder by the one judgement `report` uses.
-    let live = (info, agg, backend_metrics);
+    let live = (info, &agg, backend_metrics);
     unwritten.extend(write_live(plan, live, &checks, &preflight));
-    let folder = RunFolder::open(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
+    // Judged as `report` judges a folder, from the aggregate built while measuring: the
+    // records are not read back (a comparison with a baseline reads them when it needs them).
+    let folder =
+        RunFolder::open_documents(&plan.run_dir).map_err(|e| RunError::Internal(e.to_string()))?;
     let mut sources = [folder];
-    let rebuilt = report::judge_folder(
+    let mut agg = agg;
+    if !plan.output.chunks {
+        sources[0].itl_from_histograms(&mut agg);
+    }
+    let rebuilt = report::judge_aggregate(
         &sources[0],
         &sources,
+        agg,
         tap_agg.as_ref(),
         conformance.as_ref(),
     );
@@ -475,13 +509,20 @@ fn judge_and_write(
     let outputs = report::Outputs::in_dir(&plan.run_dir);
     unwritten.extend(report::write(&view, &outputs));
     println!("run folder: {}", plan.run_dir.display());
-    if !unwritten.is_empty() {
-        for (path, e) in &unwritten {
-            eprintln!("error: could not write {}: {e}", path.display());
-        }
-        return Ok(Exit::Unreachable);
+    Ok(exit_unless_unwritten(&unwritten, summary.exit()))
+}
+
+/// A run folder missing a document is not a verdict anyone can rely on: each unwritten file
+/// is named, and the run exits as unreachable whatever it measured.
+fn exit_unless_unwritten(unwritten: &[(PathBuf, String)], judged: Exit) -> Exit {
+    for (path, e) in unwritten {
+        eprintln!("error: could not write {}: {e}", path.display());
     }
-    Ok(summary.exit())
+    if unwritten.is_empty() {
+        judged
+    } else {
+        Exit::Unreachable
+    }
 }
 
 /// Runs a scenario; returns the exit code of the verdict.

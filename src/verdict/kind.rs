@@ -68,6 +68,8 @@ finding_kinds! {
     GateRefused => "gate_refused",
     FeaturesUnsent => "features_unsent",
     ConformanceNotRun => "conformance_not_run",
+    SliceLate => "slice_late",
+    SliceClock => "slice_clock",
 }
 
 /// The stage of a run a finding belongs to: its case in JUnit, its row in the stage tables.
@@ -162,6 +164,8 @@ impl FindingKind {
         match self {
             InternalError => row(S::Audit, W::Harness, 0, true),
             InvalidMeasurement => row(S::Audit, W::Invalidates, 1, true),
+            SliceLate => row(S::Audit, W::Invalidates, 1, true),
+            SliceClock => row(S::Audit, W::Fails, 8, true),
             NothingMeasured => row(S::Replay, W::Fails, 1, true),
             Interrupted => row(S::Replay, W::Fails, 2, true),
             InFlightCap => row(S::Replay, W::Fails, 2, true),

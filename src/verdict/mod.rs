@@ -12,6 +12,7 @@ mod histograms;
 pub mod kind;
 pub mod modes;
 pub mod sessions;
+mod slices;
 mod stages;
 
 use crate::audit::{Burst, ReceiveAudit, ScheduleAudit, SloAudit, Trust};
@@ -30,6 +31,7 @@ pub use findings::NOT_MEASURABLE;
 pub use histograms::{histograms, FeatureHistograms, Histograms, HISTOGRAMS_SCHEMA};
 pub use kind::{verdict, FindingKind, StageName, Weight};
 use serde::{Deserialize, Serialize};
+pub use slices::{findings as slice_findings, SliceAudit};
 pub use stages::{Preflight, Stage, StageStatus, MODELS_STAGE, PREFLIGHT_SCHEMA};
 use std::collections::BTreeMap;
 
@@ -316,6 +318,9 @@ pub struct Summary {
     /// With `[metrics]`: what each backend's metrics showed over the run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_metrics: BTreeMap<String, crate::scrape::Observed>,
+    /// The slices merged into this run (`report` of `run --slice` folders), each audited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<SliceAudit>,
     pub findings: Vec<Finding>,
 }
 
@@ -451,6 +456,7 @@ pub fn summarise(info: RunInfo, load: &LoadSpec, agg: &Aggregate, checks: &Check
         features,
         taps: tap_counts(checks.taps),
         backend_metrics: BTreeMap::new(),
+        slices: Vec::new(),
         findings,
     }
 }

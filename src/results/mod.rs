@@ -10,6 +10,18 @@
 //! (each folder's wall-clock start), their self-measurements combined; the same run twice, or
 //! runs of different plans or targets, are refused.
 
+mod slices;
+pub use slices::audit as audit_slices;
+
+/// Refuses folders that are not exactly slices 0..N−1 of one plan, once each (folders that are
+/// no slices pass).
+pub fn check_slices(folders: &[RunFolder]) -> Result<(), ResultsError> {
+    match slices::sliced(folders)? {
+        true => slices::check(folders),
+        false => Ok(()),
+    }
+}
+
 use crate::measure::aggregate::Aggregate;
 use crate::measure::RequestRecord;
 use crate::plan::{Plan, PlanDocument, PLAN_SCHEMA};
@@ -138,6 +150,9 @@ pub struct RunFolder {
     pub histograms: Option<Histograms>,
     /// The folder's run start on the wall clock, ms since the epoch (from its first record).
     pub start_epoch_ms: Option<f64>,
+    /// Whether `results.ndjson` was read ([`RunFolder::open_documents`] leaves it for
+    /// [`RunFolder::read_records`]).
+    pub records_read: bool,
 }
 
 fn read(path: &Path) -> Result<String, ResultsError> {
@@ -209,28 +224,49 @@ pub fn read_lines(text: &str) -> (Vec<RequestRecord>, Vec<BadLine>) {
 }
 
 impl RunFolder {
+    /// The folder whole: its documents and every record.
     pub fn open(dir: &Path) -> Result<Self, ResultsError> {
+        let mut folder = Self::open_documents(dir)?;
+        folder.read_records()?;
+        Ok(folder)
+    }
+
+    /// The folder's documents without its records: what `run` judges itself from, its
+    /// aggregate already in hand (reading 10⁵ records back would cost as much memory and CPU
+    /// as writing them). [`RunFolder::read_records`] reads them when a comparison needs them.
+    pub fn open_documents(dir: &Path) -> Result<Self, ResultsError> {
         let plan_path = dir.join("plan.json");
         let plan_json: PlanDocument = document(&plan_path, "/plan/schema", PLAN_SCHEMA)?
             .ok_or_else(|| ResultsError::Invalid {
                 path: plan_path.clone(),
                 message: "missing: is this a run folder?".into(),
             })?;
-        let plan = plan_json.plan.clone();
-        let (records, bad_lines) = read_lines(&read(&dir.join("results.ndjson"))?);
-        let (records, foreign, start_epoch_ms) = own_records(records, &plan.run_id);
         Ok(Self {
             dir: dir.into(),
-            plan,
+            plan: plan_json.plan.clone(),
             plan_json,
-            records,
-            bad_lines,
-            foreign,
+            records: Vec::new(),
+            bad_lines: Vec::new(),
+            foreign: Vec::new(),
             summary: document(&dir.join("summary.json"), "/schema", SUMMARY_SCHEMA)?,
             preflight: document(&dir.join("preflight.json"), "/schema", PREFLIGHT_SCHEMA)?,
             histograms: document(&dir.join("histograms.json"), "/schema", HISTOGRAMS_SCHEMA)?,
-            start_epoch_ms,
+            start_epoch_ms: None,
+            records_read: false,
         })
+    }
+
+    /// Reads `results.ndjson` (once): the run's own records, the bad and foreign lines.
+    pub fn read_records(&mut self) -> Result<(), ResultsError> {
+        if self.records_read {
+            return Ok(());
+        }
+        let (records, bad_lines) = read_lines(&read(&self.dir.join("results.ndjson"))?);
+        let (records, foreign, start_epoch_ms) = own_records(records, &self.plan.run_id);
+        (self.records, self.bad_lines, self.foreign) = (records, bad_lines, foreign);
+        self.start_epoch_ms = start_epoch_ms;
+        self.records_read = true;
+        Ok(())
     }
 
     /// Whether every measured successful record kept its chunks (ITL can be rebuilt from them).
@@ -247,14 +283,21 @@ impl RunFolder {
         let mut agg = Aggregate::new(self.plan.slo.clone());
         self.records.iter().for_each(|r| agg.add(r));
         if !self.has_chunks() {
-            let kept = self.histograms.as_ref().map(|h| &h.features);
-            for (k, f) in agg.features.iter_mut() {
-                if let Some(h) = kept.and_then(|h| h.get(k)) {
-                    f.itl = h.itl.clone();
-                }
-            }
+            self.itl_from_histograms(&mut agg);
         }
         agg
+    }
+
+    /// Each feature's ITL as `histograms.json` keeps it: what the folder's ITL is when its
+    /// records carry no chunks (and what `run` judges itself by then, so that `report` of the
+    /// folder gives the same figures back).
+    pub fn itl_from_histograms(&self, agg: &mut Aggregate) {
+        let kept = self.histograms.as_ref().map(|h| &h.features);
+        for (k, f) in agg.features.iter_mut() {
+            if let Some(h) = kept.and_then(|h| h.get(k)) {
+                f.itl = h.itl.clone();
+            }
+        }
     }
 }
 
@@ -294,7 +337,13 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
             )));
         }
     }
-    for f in &folders[1..] {
+    // Slices are held to their plan's hash (their paths may differ between pods); other runs
+    // to the plan they recorded.
+    let sliced = slices::sliced(&folders)?;
+    if sliced && folders.len() > 1 {
+        slices::check(&folders)?;
+    }
+    for f in folders[1..].iter().filter(|_| !sliced) {
         if plan_key(&f.plan) != key {
             return Err(ResultsError::Mismatch(format!(
                 "{} and {} are runs of different plans (scenario, corpus, features, load, \
@@ -316,7 +365,11 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
     merged.bad_lines.clear();
     merged.foreign.clear();
     for f in &folders {
-        let shift = f.start_epoch_ms.map_or(0.0, |s| s - epoch);
+        // Slices already share their instant zero: their offsets stand as they are.
+        let shift = match sliced {
+            true => 0.0,
+            false => f.start_epoch_ms.map_or(0.0, |s| s - epoch),
+        };
         merged
             .records
             .extend(f.records.iter().cloned().map(|mut r| {
@@ -333,6 +386,9 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
     merged.start_epoch_ms = epoch.is_finite().then_some(epoch);
     merged.histograms = merged_histograms(&folders);
     merged.summary = None;
+    // The merge is the whole schedule, no longer a slice of it.
+    merged.plan.slice = None;
+    merged.plan_json.plan.slice = None;
     merged.plan.run_id = folders
         .iter()
         .map(|f| f.plan.run_id.as_str())
