@@ -168,3 +168,55 @@ async fn a_small_kv_cache_queues_and_preempts_and_metrics_say_so() {
         "contexts outgrowing the budget preempt: {text}"
     );
 }
+
+/// Tokens already due together (a server behind, or a client that reads slowly) leave the twin
+/// in one write, each still its own SSE event, as vLLM merges a lagging client's deltas: with
+/// no time between tokens, 64 tokens arrive in far fewer HTTP chunks than events, and the
+/// events are all there, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_due_together_share_a_write_and_keep_their_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = BackendConfig::new("b", &["m"]);
+    (cfg.ttft_ms, cfg.itl_ms) = (0.0, 0.0);
+    let server = serve(cfg).await.unwrap();
+    let body = json!({"model": "m", "prompt": "fn main() {", "max_tokens": 64,
+                      "ignore_eos": true, "stream": true})
+    .to_string();
+    let request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let chunks = dechunk(&raw);
+    let text = String::from_utf8(chunks.concat()).unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let tokens = events.iter().filter(|e| e.contains("\"text\"")).count();
+    assert_eq!(tokens, 64, "{text}");
+    assert!(
+        chunks.len() < 16,
+        "{} HTTP chunks for {} events",
+        chunks.len(),
+        events.len()
+    );
+}
+
+/// The bodies of an HTTP/1.1 chunked response, one per chunk.
+fn dechunk(raw: &[u8]) -> Vec<Vec<u8>> {
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let (mut at, mut out) = (start, Vec::new());
+    loop {
+        let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16);
+        let size = size.unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push(raw[line_end + 2..line_end + 2 + size].to_vec());
+        at = line_end + 2 + size + 2;
+    }
+}

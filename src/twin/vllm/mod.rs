@@ -23,6 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// The most bytes of SSE events one write carries when tokens that are due together coalesce.
+const COALESCE_BYTES: usize = 16 * 1024;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -421,6 +424,16 @@ impl Job {
         Bytes::from(format!("data: {head}\"choices\":[{choice}]}}\n\n"))
     }
 
+    /// Token `i`'s SSE events (a chat stream's first token is preceded by the role's event).
+    fn token_events(&self, head: &str, i: usize, tok: &str, out: &mut Vec<u8>) {
+        let n = self.gen.tokens.len();
+        let finish = (i + 1 == n).then_some(self.gen.finish_reason);
+        if i == 0 && self.api == Api::Chat {
+            out.extend_from_slice(&self.chunk(head, Some(""), true, None));
+        }
+        out.extend_from_slice(&self.chunk(head, Some(tok), false, finish));
+    }
+
     fn stream(self) -> Response {
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         tokio::spawn(async move {
@@ -433,34 +446,34 @@ impl Job {
             let n = self.gen.tokens.len();
             let mut times = Vec::with_capacity(n);
             let mut engine = self.engine_tokens();
+            let mut pending: Vec<u8> = Vec::new();
             for (i, tok) in self.gen.tokens.iter().enumerate() {
                 match engine.as_mut() {
                     Some(rx) => match rx.recv().await {
                         Some(_) => {}
                         None => return, // the engine is gone
                     },
-                    None => {
+                    None if pending.is_empty() => {
                         crate::clock::Timer::global()
                             .sleep_until(self.token_due(i))
                             .await
                     }
+                    None => {} // due already: it joins the write in hand
                 }
                 times.push(Instant::now());
-                let finish = (i + 1 == n).then_some(self.gen.finish_reason);
-                if i == 0
-                    && self.api == Api::Chat
-                    && tx
-                        .send(Ok(self.chunk(&head, Some(""), true, None)))
-                        .await
-                        .is_err()
-                {
-                    return;
+                self.token_events(&head, i, tok, &mut pending);
+                // A token whose successor is already due (the server is behind, or its client
+                // read slowly) goes out with it in one write, as vLLM's output collector merges
+                // the deltas of a client that lags: each stays its own SSE event.
+                let next_due = engine.is_none()
+                    && i + 1 < n
+                    && self.token_due(i + 1) <= Instant::now()
+                    && pending.len() < COALESCE_BYTES;
+                if next_due {
+                    continue;
                 }
-                if tx
-                    .send(Ok(self.chunk(&head, Some(tok), false, finish)))
-                    .await
-                    .is_err()
-                {
+                let write = Bytes::from(std::mem::take(&mut pending));
+                if tx.send(Ok(write)).await.is_err() {
                     return; // client went away: vLLM aborts the request
                 }
             }
