@@ -294,6 +294,22 @@ fn parse_threshold_text(text: &str) -> Result<(Option<String>, GateMetric, Thres
     Ok((feature, metric, t))
 }
 
+/// `[gate]`, its baseline resolved against the scenario's folder.
+pub(super) fn resolve(sc: &super::Scenario, paths: &super::Paths) -> Result<GateSpec, String> {
+    let mut gate = sc.gate.clone();
+    gate.check()?;
+    if let Some(f) = gate
+        .named_features()
+        .find(|f| crate::features::lookup(f).is_none())
+    {
+        return Err(format!("gate: unknown Duo feature '{f}'"));
+    }
+    gate.baseline = gate
+        .baseline
+        .map(|b| paths.resolve(&["gate", "baseline"], None, &b));
+    Ok(gate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,20 +339,4 @@ mod tests {
         assert_eq!(t.allowance(500.0), 100.0);
         assert_eq!(t.allowance(50.0), 20.0);
     }
-}
-
-/// `[gate]`, its baseline resolved against the scenario's folder.
-pub(super) fn resolve(sc: &super::Scenario, paths: &super::Paths) -> Result<GateSpec, String> {
-    let mut gate = sc.gate.clone();
-    gate.check()?;
-    if let Some(f) = gate
-        .named_features()
-        .find(|f| crate::features::lookup(f).is_none())
-    {
-        return Err(format!("gate: unknown Duo feature '{f}'"));
-    }
-    gate.baseline = gate
-        .baseline
-        .map(|b| paths.resolve(&["gate", "baseline"], None, &b));
-    Ok(gate)
 }
