@@ -168,10 +168,22 @@ pub struct Planned {
 pub struct Schedule {
     pub sends: Box<dyn Iterator<Item = Planned> + Send>,
     pub max_requests: Option<u64>,
-    /// The sequence numbers of its sends: the n-th is `first + n * step` (a slice's are its
-    /// places in the whole schedule, so merged slices number every send once).
-    pub first_seq: u64,
-    pub seq_step: u64,
+    pub seq: SeqNumbers,
+}
+
+/// The sequence numbers of a schedule's sends: the n-th is `first + n * step` (a slice's are
+/// its places in the whole schedule, so merged slices number every send once).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqNumbers {
+    first: u64,
+    step: u64,
+}
+
+impl SeqNumbers {
+    /// The sequence number of the n-th send.
+    pub fn of(self, n: u64) -> u64 {
+        self.first + n * self.step
+    }
 }
 
 impl Schedule {
@@ -184,14 +196,8 @@ impl Schedule {
         Self {
             sends,
             max_requests: max,
-            first_seq: 0,
-            seq_step: 1,
+            seq: SeqNumbers { first: 0, step: 1 },
         }
-    }
-
-    /// The sequence number of the n-th send.
-    pub fn seq(&self, n: u64) -> u64 {
-        self.first_seq + n * self.seq_step
     }
 
     /// The K-th of every N sends, in the whole schedule's order and at its intended times;
@@ -208,8 +214,10 @@ impl Schedule {
         Self {
             sends: Box::new(kept),
             max_requests: self.max_requests.map(|m| of.share(m)),
-            first_seq: u64::from(of.index),
-            seq_step: u64::from(of.count),
+            seq: SeqNumbers {
+                first: u64::from(of.index),
+                step: u64::from(of.count),
+            },
         }
     }
 }

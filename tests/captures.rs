@@ -416,25 +416,12 @@ fn prompt_size(name: &str, want: &Value, got: &Value) -> Result<(), String> {
 /// the real gateway did and call its backend with the same path, model and parameters.
 #[tokio::test]
 async fn twin_aigw_matches_every_capture_of_set_2() {
-    use duo_harness::plan::TapSpec;
     let dir = common::captures_dir().join("aigw-samples-2");
     let routes = index_routes(&dir);
     assert!(routes.len() >= 100, "index rows: {}", routes.len());
     let s = stack(Mode::Normal).await;
     let urls = s.urls();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let spec = TapSpec {
-        name: None,
-        backend: Some("mock".into()),
-        upstream: None,
-        listen: None,
-        advertise: None,
-    };
-    let client = reqwest::Client::new();
-    let base = urls.backends["mock"].url.clone();
-    let tap = duo_harness::taps::start(&spec, 0, &base, client, tx)
-        .await
-        .unwrap();
+    let (tap, mut rx) = common::tap_in_front_of("mock", &urls.backends["mock"].url).await;
     let mut failures = Vec::new();
     for (name, (method, route)) in &routes {
         if name.starts_with("auth_") {

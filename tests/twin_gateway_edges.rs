@@ -5,7 +5,6 @@
 
 mod common;
 
-use duo_harness::plan::TapSpec;
 use duo_harness::twin::aigw::AigwConfig;
 use duo_harness::twin::vllm::BackendConfig;
 use duo_harness::twin::{self, RunningStack, StackConfig};
@@ -34,18 +33,7 @@ fn metadata(openai_base: &str) -> Value {
 async fn a_multi_turn_chat_sends_the_whole_conversation_upstream() {
     let s = stack().await;
     let urls = s.urls();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let spec = TapSpec {
-        name: None,
-        backend: Some("mock".into()),
-        upstream: None,
-        listen: None,
-        advertise: None,
-    };
-    let base = urls.backends["mock"].url.clone();
-    let tap = duo_harness::taps::start(&spec, 0, &base, reqwest::Client::new(), tx)
-        .await
-        .unwrap();
+    let (tap, mut rx) = common::tap_in_front_of("mock", &urls.backends["mock"].url).await;
     let body = json!({
         "messages": [
             {"role": "user", "content": "What does this project do?"},

@@ -158,7 +158,7 @@ async fn one_request(s: &Shared) {
             return;
         };
         s.sent.store(seq + 1, Relaxed);
-        (planned.index, sends.seq(seq))
+        (planned.index, sends.seq.of(seq))
     };
     let now = Instant::now();
     let slot = Slot {

@@ -95,7 +95,7 @@ fn pace(
         return 0;
     }
     let mut n: u64 = 0;
-    let (first_seq, seq_step) = (schedule.first_seq, schedule.seq_step);
+    let seq = schedule.seq;
     for planned in schedule.sends {
         if stopped(stop) || schedule.max_requests.is_some_and(|m| n >= m) {
             break;
@@ -108,7 +108,7 @@ fn pace(
             break;
         }
         let slot = Slot {
-            seq: (first_seq + n * seq_step) as usize,
+            seq: seq.of(n) as usize,
             intended,
             started: intended,
             warmup: intended.saturating_duration_since(run_start) < opts.warmup,

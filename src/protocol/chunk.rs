@@ -337,15 +337,16 @@ impl<'a> Scanner<'a> {
     /// takes it past f64's range is declined, as serde_json refuses it ("number out of range").
     fn number(&mut self) -> Option<()> {
         let start = self.pos;
-        self.number_syntax()?;
+        let exponent = self.number_syntax()?;
         let text = &self.text[start..self.pos];
         // Under 300 digits and no exponent, a number is always finite: no parse needed.
-        let may_overflow = text.len() > 300 || text.bytes().any(|b| b == b'e' || b == b'E');
+        let may_overflow = exponent || text.len() > 300;
         let finite = !may_overflow || text.parse::<f64>().is_ok_and(f64::is_finite);
         finite.then_some(())
     }
 
-    fn number_syntax(&mut self) -> Option<()> {
+    /// The number's grammar; whether it had an exponent.
+    fn number_syntax(&mut self) -> Option<bool> {
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
@@ -364,8 +365,9 @@ impl<'a> Scanner<'a> {
                 self.pos += 1;
             }
             self.at_least_one_digit()?;
+            return Some(true);
         }
-        Some(())
+        Some(false)
     }
 
     fn digits(&mut self) {

@@ -327,6 +327,12 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
         return Err(ResultsError::Mismatch("no run folder given".into()));
     };
     let key = plan_key(&first.plan);
+    // Slices first, so that a doubled one is named as a slice. They are held to their plan's
+    // hash (their paths may differ between pods); other runs to the plan they recorded.
+    let sliced = slices::sliced(&folders)?;
+    if sliced && folders.len() > 1 {
+        slices::check(&folders)?;
+    }
     for (i, f) in folders.iter().enumerate() {
         if let Some(g) = folders[..i].iter().find(|g| g.plan.run_id == f.plan.run_id) {
             return Err(ResultsError::Mismatch(format!(
@@ -337,14 +343,8 @@ pub fn merge(mut folders: Vec<RunFolder>) -> Result<RunFolder, ResultsError> {
             )));
         }
     }
-    // Slices are held to their plan's hash (their paths may differ between pods); other runs
-    // to the plan they recorded.
-    let sliced = slices::sliced(&folders)?;
-    if sliced && folders.len() > 1 {
-        slices::check(&folders)?;
-    }
-    for f in folders[1..].iter().filter(|_| !sliced) {
-        if plan_key(&f.plan) != key {
+    for f in folders[1..].iter() {
+        if !sliced && plan_key(&f.plan) != key {
             return Err(ResultsError::Mismatch(format!(
                 "{} and {} are runs of different plans (scenario, corpus, features, load, \
                  SLOs or target differ): only runs of one plan merge",

@@ -425,3 +425,26 @@ where
     });
     addr
 }
+
+/// What a tap saw: (tap index, arrival, the upstream call).
+pub type TapCalls = tokio::sync::mpsc::UnboundedReceiver<(
+    usize,
+    std::time::Instant,
+    duo_harness::record::proxy::Capture,
+)>;
+
+/// A tap in front of the twin backend `name` at `base` (its root URL), and the calls it sees.
+pub async fn tap_in_front_of(name: &str, base: &str) -> (duo_harness::taps::RunningTap, TapCalls) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let spec = duo_harness::plan::TapSpec {
+        name: None,
+        backend: Some(name.into()),
+        upstream: None,
+        listen: None,
+        advertise: None,
+    };
+    let tap = duo_harness::taps::start(&spec, 0, base, reqwest::Client::new(), tx)
+        .await
+        .unwrap();
+    (tap, rx)
+}
