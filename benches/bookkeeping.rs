@@ -72,6 +72,7 @@ fn per_request(c: &mut Criterion) {
     let target = Target {
         client: reqwest::Client::new(),
         fresh: reqwest::Client::new(),
+        h1: None,
         base_url: "http://127.0.0.1:1".into(),
         auth: duo_harness::drive::Auth::new(
             &serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:1"})).unwrap(),
@@ -123,5 +124,36 @@ fn redact_answer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, histogram, schedule, per_request, redact_answer);
+/// The load's own HTTP/1.1 client taking apart a chunked body of the 34 SSE chunks above, as one
+/// read delivers them (the body's framing only: the recorder's share is `per_request`).
+fn chunked_body(c: &mut Criterion) {
+    use duo_harness::drive::h1::body::{Body, Length};
+    let mut wire = Vec::new();
+    for chunk in sse_chunks() {
+        wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        wire.extend_from_slice(&chunk);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut g = c.benchmark_group("h1");
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("chunked_body_34_chunks", |b| {
+        b.iter(|| {
+            let mut body = Body::new(Length::Chunked);
+            let mut bytes = 0;
+            let used = body.decode(black_box(&wire), &mut |p: &[u8]| bytes += p.len());
+            black_box((used, bytes))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    histogram,
+    schedule,
+    per_request,
+    redact_answer,
+    chunked_body
+);
 criterion_main!(benches);

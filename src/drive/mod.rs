@@ -12,6 +12,7 @@ pub mod client;
 pub mod developers;
 pub mod dispatch;
 pub mod dws_probe;
+pub mod h1;
 pub mod prepared;
 pub mod rails;
 pub mod session;
@@ -34,6 +35,9 @@ pub struct Target {
     /// A client that keeps no connection: the one retry of a request whose pooled connection
     /// the server had closed.
     pub fresh: reqwest::Client,
+    /// The load's own HTTP/1.1 client, for a plain-`http` target ([`h1::Pool::for_target`]);
+    /// `None`: reqwest carries the load.
+    pub h1: Option<h1::Pool>,
     pub base_url: String,
     pub auth: Auth,
     pub timeout: Duration,
@@ -227,54 +231,150 @@ async fn exchange(
     sent: Instant,
     rec: &mut RequestRecord,
 ) -> Result<(), (ErrorClass, String)> {
+    if let Some(pool) = &t.h1 {
+        return exchange_h1(t, pool, p, body, sent, rec).await;
+    }
     let it = &p.interaction;
     let url = format!("{}{}", t.base_url, it.request.path);
     let method = reqwest::Method::from_bytes(it.request.method.as_bytes())
         .map_err(|e| (ErrorClass::Connect, e.to_string()))?;
     let resp = send_or_retry(t, p, &method, &url, body, rec).await?;
     rec.headers_ms = Some(ms(sent.elapsed()));
-    let status = resp.status().as_u16();
-    rec.status = Some(status);
-    for (k, v) in resp.headers() {
-        rec.headers
-            .insert(k.to_string(), json!(v.to_str().unwrap_or_default()));
-    }
-    crate::redact::headers(&mut rec.headers);
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let framing = Framing::detect(&it.request.path, ct);
-    rec.framing = Some(framing);
-    // A 2xx in a framing its route does not have (an HTML page on a streaming route, chat in
-    // SSE): a protocol breach, even when its bytes decode.
-    let misfit = framing
-        .misfit(&rec.path, rec.stream, status, ct)
-        .map(|m| (ErrorClass::Framing, m));
-    let mut recorder = Recorder::new(framing, status);
+    let headers = resp.headers().iter();
+    let (mut recorder, misfit) = record_head(
+        rec,
+        resp.status().as_u16(),
+        headers.map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default())),
+    );
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let bytes = match chunk {
             Ok(b) => b,
             // Marker and terminator arrived: a cut after them loses nothing.
             Err(_) if recorder.complete() => break,
-            Err(e) => {
-                return Err((
-                    ErrorClass::Dropped,
-                    format!(
-                        "stream broke after {} chunks: {}",
-                        rec.chunks.len(),
-                        error_chain(&e)
-                    ),
-                ))
-            }
+            Err(e) => return Err(broke(rec, &error_chain(&e))),
         };
         recorder.chunk(rec, ms(sent.elapsed()), &bytes);
         if recorder.stopped() {
             break; // a size bound passed: the rest is not read
         }
     }
+    judge(recorder, rec, misfit, sent)
+}
+
+/// [`exchange`] on the load's own HTTP/1.1 client ([`h1`]): the same record, the same classes.
+async fn exchange_h1(
+    t: &Target,
+    pool: &h1::Pool,
+    p: &Prepared,
+    body: Option<bytes::Bytes>,
+    sent: Instant,
+    rec: &mut RequestRecord,
+) -> Result<(), (ErrorClass, String)> {
+    let it = &p.interaction;
+    let url = format!("{}{}", t.base_url, it.request.path);
+    let auth = t.auth.headers();
+    let headers = p.headers.iter().chain(auth.iter());
+    let request = pool
+        .request(
+            &it.request.method,
+            &url,
+            headers.map(|(k, v)| (k.as_str(), v.as_str())),
+            body.as_deref(),
+        )
+        .map_err(|e| h1_failure(&url, &e, false))?;
+    let head_only = it.request.method.eq_ignore_ascii_case("HEAD");
+    let mut answer = match pool.send(&request, head_only, false).await {
+        Ok(a) => a,
+        Err(e) if e.stale() => {
+            rec.stale_connection = true;
+            let again = pool.send(&request, head_only, true).await;
+            again.map_err(|e| h1_failure(&url, &e, true))?
+        }
+        Err(e) => return Err(h1_failure(&url, &e, false)),
+    };
+    rec.headers_ms = Some(ms(sent.elapsed()));
+    let headers = answer.headers.iter();
+    let (mut recorder, misfit) = record_head(
+        rec,
+        answer.status,
+        headers.map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    loop {
+        // Every piece that one read brought arrived at the same instant.
+        let t_ms = ms(sent.elapsed());
+        let decoded = answer.decode(|piece| recorder.chunk(rec, t_ms, piece));
+        let broken = match decoded {
+            Ok(()) if answer.ended() || recorder.stopped() => break,
+            Ok(()) => answer.read().await.err(),
+            Err(e) => Some(e),
+        };
+        match broken {
+            // Marker and terminator arrived: a cut after them loses nothing.
+            Some(_) if recorder.complete() => break,
+            Some(e) => return Err(broke(rec, &e.to_string())),
+            None => {}
+        }
+    }
+    drop(answer); // a whole body gives its connection back before the record is judged
+    judge(recorder, rec, misfit, sent)
+}
+
+/// The class of a request that got no answer on the load's own client.
+fn h1_failure(url: &str, e: &h1::SendError, retried: bool) -> (ErrorClass, String) {
+    let class = if e.out_of_descriptors() {
+        ErrorClass::ClientResources
+    } else if retried && e.stale() {
+        ErrorClass::StaleConnection
+    } else {
+        ErrorClass::Connect
+    };
+    (class, format!("{url}: {e}"))
+}
+
+/// Writes the answer's status and headers into the record: the recorder for its body, and the
+/// framing breach its head already shows, if any.
+fn record_head<'h>(
+    rec: &mut RequestRecord,
+    status: u16,
+    headers: impl Iterator<Item = (&'h str, &'h str)>,
+) -> (Recorder, Option<(ErrorClass, String)>) {
+    rec.status = Some(status);
+    let mut ct = None;
+    for (k, v) in headers {
+        if k == "content-type" {
+            ct.get_or_insert(v);
+        }
+        rec.headers.insert(k.to_owned(), json!(v));
+    }
+    crate::redact::headers(&mut rec.headers);
+    let ct = ct.unwrap_or("");
+    let framing = Framing::detect(&rec.path, ct);
+    rec.framing = Some(framing);
+    // A 2xx in a framing its route does not have (an HTML page on a streaming route, chat in
+    // SSE): a protocol breach, even when its bytes decode.
+    let misfit = framing
+        .misfit(&rec.path, rec.stream, status, ct)
+        .map(|m| (ErrorClass::Framing, m));
+    (Recorder::new(framing, status), misfit)
+}
+
+/// The stream broke before its answer was whole.
+fn broke(rec: &RequestRecord, why: &str) -> (ErrorClass, String) {
+    let n = rec.chunks.len();
+    (
+        ErrorClass::Dropped,
+        format!("stream broke after {n} chunks: {why}"),
+    )
+}
+
+/// The body's verdict; a framing breach seen in the head comes first.
+fn judge(
+    recorder: Recorder,
+    rec: &mut RequestRecord,
+    misfit: Option<(ErrorClass, String)>,
+    sent: Instant,
+) -> Result<(), (ErrorClass, String)> {
     let judged = recorder.finish(rec, ms(sent.elapsed()));
     match misfit {
         Some(m) => Err(m),

@@ -367,6 +367,7 @@ async fn measure(
     let target = Arc::new(drive::Target {
         client: setup.client,
         fresh,
+        h1: drive::h1::Pool::for_target(&setup.base_url),
         base_url: setup.base_url,
         auth: setup.auth,
         timeout: Duration::from_secs_f64(plan.request_timeout_s),

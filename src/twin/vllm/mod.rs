@@ -390,11 +390,17 @@ impl Job {
         )
     }
 
-    /// One SSE chunk after the stream's [`Job::head`], written directly (it runs once per token
-    /// under load; a `json!` tree costs several times more). Field order as vLLM writes it.
-    fn chunk(&self, head: &str, delta: Option<&str>, first: bool, finish: Option<&str>) -> Bytes {
-        let text = serde_json::to_string(delta.unwrap_or("")).expect("strings serialise");
-        let finish = finish.map_or("null".to_owned(), |f| format!("\"{f}\""));
+    /// One SSE chunk after the stream's [`Job::head`], written straight into `out` (it runs
+    /// once per token under load: no `json!` tree, no intermediate strings). Field order as
+    /// vLLM writes it.
+    fn write_chunk(
+        &self,
+        head: &str,
+        delta: Option<&str>,
+        first: bool,
+        finish: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         if let (Some(call), Some(piece)) = (&self.p.tool_call, delta.filter(|d| !d.is_empty())) {
             // The stream passes its own tokens: the first is recognised by address, not text.
             let first_piece = self
@@ -403,25 +409,48 @@ impl Job {
                 .first()
                 .is_some_and(|t| std::ptr::eq(t.as_ptr(), piece.as_ptr()));
             let d = tools::delta(call, piece, first_piece);
-            return Bytes::from(format!(
+            let finish = finish.map_or("null".to_owned(), |f| format!("\"{f}\""));
+            out.extend_from_slice(format!(
                 "data: {head}\"choices\":[{{\"index\":0,\"delta\":{d},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
-            ));
+            ).as_bytes());
+            return;
         }
-        let choice = match self.api {
-            Api::Chat => {
-                let role = if first { "\"role\":\"assistant\"" } else { "" };
-                let content = delta.map(|_| format!("\"content\":{text}"));
-                let sep = if first && content.is_some() { "," } else { "" };
-                format!(
-                    "{{\"index\":0,\"delta\":{{{role}{sep}{}}},\"logprobs\":null,\"finish_reason\":{finish}}}",
-                    content.unwrap_or_default()
-                )
-            }
-            Api::Completions => format!(
-                "{{\"index\":0,\"text\":{text},\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}"
-            ),
+        let text = |out: &mut Vec<u8>, t: &str| {
+            serde_json::to_writer(&mut *out, t).expect("strings serialise");
         };
-        Bytes::from(format!("data: {head}\"choices\":[{choice}]}}\n\n"))
+        let finish_reason = |out: &mut Vec<u8>| match finish {
+            Some(f) => out.extend_from_slice(format!("\"{f}\"").as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        };
+        for part in ["data: ", head, "\"choices\":[{\"index\":0,"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        match self.api {
+            Api::Chat => {
+                out.extend_from_slice(b"\"delta\":{");
+                if first {
+                    out.extend_from_slice(b"\"role\":\"assistant\"");
+                }
+                if let Some(d) = delta {
+                    out.extend_from_slice(if first {
+                        b",\"content\":"
+                    } else {
+                        b"\"content\":"
+                    });
+                    text(out, d);
+                }
+                out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
+                finish_reason(out);
+                out.extend_from_slice(b"}]}\n\n");
+            }
+            Api::Completions => {
+                out.extend_from_slice(b"\"text\":");
+                text(out, delta.unwrap_or(""));
+                out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+                finish_reason(out);
+                out.extend_from_slice(b",\"stop_reason\":null}]}\n\n");
+            }
+        }
     }
 
     /// Token `i`'s SSE events (a chat stream's first token is preceded by the role's event).
@@ -429,9 +458,9 @@ impl Job {
         let n = self.gen.tokens.len();
         let finish = (i + 1 == n).then_some(self.gen.finish_reason);
         if i == 0 && self.api == Api::Chat {
-            out.extend_from_slice(&self.chunk(head, Some(""), true, None));
+            self.write_chunk(head, Some(""), true, None, out);
         }
-        out.extend_from_slice(&self.chunk(head, Some(tok), false, finish));
+        self.write_chunk(head, Some(tok), false, finish, out);
     }
 
     fn stream(self) -> Response {
@@ -496,71 +525,4 @@ impl Job {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(api: Api) -> Job {
-        let cfg = BackendConfig::new("b", &["m\"x"]);
-        let backend = Arc::new(Backend {
-            metrics: Mutex::new(metrics::Metrics::new(&cfg.models, 1)),
-            cfg,
-            engine: None,
-        });
-        let p = Parsed {
-            model: "m\"x".into(),
-            prompt: String::new(),
-            prompt_tokens: 1,
-            react: false,
-            max_tokens: None,
-            ignore_eos: false,
-            stream: true,
-            include_usage: false,
-            offers_tools: false,
-            tool_call: None,
-        };
-        let gen = textgen::Generated {
-            tokens: vec![],
-            finish_reason: "stop",
-        };
-        Job {
-            backend,
-            p,
-            gen,
-            api,
-            arrived: Instant::now(),
-        }
-    }
-
-    fn data(b: &Bytes) -> Value {
-        let s = std::str::from_utf8(b).unwrap();
-        let body = s
-            .strip_prefix("data: ")
-            .unwrap()
-            .strip_suffix("\n\n")
-            .unwrap();
-        serde_json::from_str(body).unwrap()
-    }
-
-    #[test]
-    fn hand_written_chunks_are_the_json_vllm_sends() {
-        let chat = job(Api::Chat);
-        let v = data(&chat.chunk(&chat.head("c1"), Some("a \"q\"\n"), true, None));
-        assert_eq!(v["model"], "m\"x");
-        assert_eq!(
-            v["choices"][0],
-            json!({"index": 0, "delta": {"role": "assistant", "content": "a \"q\"\n"}, "logprobs": null, "finish_reason": null})
-        );
-        let v = data(&chat.chunk(&chat.head("c1"), None, true, Some("stop")));
-        assert_eq!(v["choices"][0]["delta"], json!({"role": "assistant"}));
-        assert_eq!(v["choices"][0]["finish_reason"], "stop");
-        let v = data(&{
-            let j = job(Api::Completions);
-            j.chunk(&j.head("c2"), Some("x"), false, Some("length"))
-        });
-        assert_eq!(v["object"], "text_completion");
-        assert_eq!(
-            v["choices"][0],
-            json!({"index": 0, "text": "x", "logprobs": null, "finish_reason": "length", "stop_reason": null})
-        );
-    }
-}
+mod tests;
