@@ -3,7 +3,7 @@
 #   a twin vLLM in its own process pinned to core 1 (TTFT 50 ms, 2 ms per token, 64-token
 #   /v1/completions streams), the harness pinned to core 0 with one tokio worker, a constant
 #   rate for SECONDS at each rate. Per rate it prints the harness process's whole CPU (user +
-#   sys, from start to exit) per request, its busiest thread's busy share, send lateness p99,
+#   sys, from start to exit) per request and its split, its busiest thread's busy share, send lateness p99,
 #   the achieved rate, peak RSS and the verdict; then the fixed cost of a run and the cost per
 #   request at the margin. The fixed cost is measured, not extrapolated: the first rate (1 req/s
 #   by default) is a run that sends almost nothing for as long (the probe, the CPU sampler, the
@@ -84,7 +84,10 @@ out, rates = sys.argv[1], [int(r) for r in sys.argv[2:]]
 rows = []
 # The twin's TTFT and ITL p50 say whether the server kept its pace (50 ms, 2 ms): a twin that
 # lags merges tokens into fewer writes, which the harness then reads in fewer wake-ups.
-print(f"{'rate':>6} {'sent':>7} {'achieved':>9} {'cpu s':>7} {'ms/req':>7} {'busy':>6} {'late p99':>9} {'rss MB':>7} {'ttft p50':>9} {'itl p50':>8}  verdict")
+# user and sys split ms/req: sys is the kernel's share (a recv per token and the ACK it sends,
+# which on loopback includes the server's own TCP stack taking that ACK in); the harness's code
+# moves it only by making fewer syscalls.
+print(f"{'rate':>6} {'sent':>7} {'achieved':>9} {'cpu s':>7} {'ms/req':>7} {'user':>6} {'sys':>6} {'busy':>6} {'late p99':>9} {'rss MB':>7} {'ttft p50':>9} {'itl p50':>8}  verdict")
 for r in rates:
     user, sys_, rss_kb = open(f"{out}/time-{r}").read().split()[-3:]
     cpu = float(user) + float(sys_)
@@ -97,6 +100,7 @@ for r in rates:
     lat = s["features"]["code_completions"]["latency_ms"]
     p50 = lambda k: (lat.get(k) or {}).get("p50") or float("nan")
     print(f"{r:>6} {sent:>7} {load['achieved_rps'] or 0:>9.1f} {cpu:>7.2f} {1000 * cpu / max(sent, 1):>7.3f} "
+          f"{1000 * float(user) / max(sent, 1):>6.3f} {1000 * float(sys_) / max(sent, 1):>6.3f} "
           f"{(busy or 0) * 100:>5.0f}% {late if late is not None else float('nan'):>9.3f} {int(rss_kb) / 1024:>7.1f} "
           f"{p50('ttft'):>9.1f} {p50('itl'):>8.2f}  {s['verdict']}")
 n = len(rows)
